@@ -1,0 +1,296 @@
+import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { Kafka, logLevel } from 'kafkajs';
+import pg from 'pg';
+import { binaries, REPO_ROOT } from './paths';
+
+/** Every port the stack binds, all on 127.0.0.1. */
+export type StackPorts = {
+  temporal: number; temporalUi: number; temporalHttp: number; temporalMetrics: number;
+  nats: number; natsMonitor: number; postgres: number; kafka: number; kafkaController: number;
+  openbao: number; redis: number;
+  gateway: number; admin: number; gatewayStatus: number; adminStatus: number; triggersStatus: number; workerStatus: number;
+};
+
+export const DEFAULT_PORTS: StackPorts = {
+  temporal: 7233, temporalUi: 8233, temporalHttp: 7243, temporalMetrics: 7244,
+  nats: 4222, natsMonitor: 8222, postgres: 5432, kafka: 9092, kafkaController: 9093,
+  openbao: 8200, redis: 6379,
+  gateway: 8000, admin: 8001, gatewayStatus: 9400, adminStatus: 9401, triggersStatus: 9402, workerStatus: 9403,
+};
+
+/** Credentials of the local stack only (dev-mode servers on loopback); never used elsewhere. */
+export const LOCAL_CREDENTIALS = {
+  vaultRootToken: 'flowgate-local-root',
+  pgSuperuserPassword: 'flowgate-local-superuser',
+  pgAppPassword: 'flowgate',
+} as const;
+
+export type StackLayout = {
+  dir: string;
+  ports: StackPorts;
+  /** 'dev' keeps data between runs and serves the Temporal UI; 'test' trades durability for speed. */
+  profile: 'dev' | 'test';
+};
+
+export type SpawnSpec = { command: string; args: string[]; env?: NodeJS.ProcessEnv; runAsPostgres?: boolean; cwd?: string };
+
+export type ServerSpec = {
+  name: string;
+  kind: 'infra' | 'app';
+  prepare?: (l: StackLayout) => Promise<void>;
+  spawn: (l: StackLayout, env: NodeJS.ProcessEnv) => SpawnSpec;
+  ready: (l: StackLayout) => Promise<boolean>;
+  readyTimeoutMs: number;
+  stopSignal?: NodeJS.Signals;
+};
+
+export const dataDir = (l: StackLayout, name: string) => path.join(l.dir, 'data', name);
+
+const localhost = '127.0.0.1';
+
+async function httpOk(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1500) });
+    await res.arrayBuffer();
+    return res.ok;
+  } catch {
+    return false;
+  }
+}
+
+function tcpSend(port: number, payload: string, expect: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect({ port, host: localhost });
+    let buf = '';
+    const done = (ok: boolean) => { sock.destroy(); resolve(ok); };
+    sock.setTimeout(1500, () => done(false));
+    sock.on('error', () => done(false));
+    sock.on('connect', () => sock.write(payload));
+    sock.on('data', (d) => { buf += d.toString(); if (buf.includes(expect)) done(true); });
+  });
+}
+
+function postgresUid(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+  return { uid, gid };
+}
+
+export const pgSuperuserUrl = (l: StackLayout, db = 'postgres') =>
+  `postgres://postgres:${LOCAL_CREDENTIALS.pgSuperuserPassword}@${localhost}:${l.ports.postgres}/${db}`;
+
+const postgres: ServerSpec = {
+  name: 'postgres',
+  kind: 'infra',
+  readyTimeoutMs: 30_000,
+  stopSignal: 'SIGINT', // PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit
+  async prepare(l) {
+    const dir = dataDir(l, 'postgres');
+    if (existsSync(path.join(dir, 'PG_VERSION'))) return;
+    await mkdir(dir, { recursive: true });
+    await chmod(dir, 0o700);
+    const pwfile = path.join(l.dir, 'run', 'pg-superuser.pw');
+    await writeFile(pwfile, LOCAL_CREDENTIALS.pgSuperuserPassword, { mode: 0o644 });
+    const owner = postgresUid();
+    if (owner) await chown(dir, owner.uid, owner.gid);
+    execFileSync(path.join(binaries().pgBin, 'initdb'), [
+      '-D', dir, '-U', 'postgres', '--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C',
+    ], { stdio: 'pipe', ...(owner ?? {}) });
+  },
+  spawn(l) {
+    const args = ['-D', dataDir(l, 'postgres'), '-p', String(l.ports.postgres), '-c', `listen_addresses=${localhost}`,
+      '-c', "unix_socket_directories=", '-c', 'max_connections=300', '-c', 'wal_level=replica'];
+    if (l.profile === 'test') args.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
+    return { command: path.join(binaries().pgBin, 'postgres'), args, runAsPostgres: true };
+  },
+  async ready(l) {
+    const client = new pg.Client({ connectionString: pgSuperuserUrl(l), connectionTimeoutMillis: 1500 });
+    try {
+      await client.connect();
+      await client.query('SELECT 1');
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  },
+};
+
+const nats: ServerSpec = {
+  name: 'nats',
+  kind: 'infra',
+  readyTimeoutMs: 20_000,
+  async prepare(l) { await mkdir(dataDir(l, 'nats'), { recursive: true }); },
+  spawn(l) {
+    return {
+      command: binaries().natsServer,
+      args: ['-a', localhost, '-p', String(l.ports.nats), '-m', String(l.ports.natsMonitor), '-js', '-sd', dataDir(l, 'nats'), '-n', `flowgate-${l.profile}`],
+    };
+  },
+  ready: (l) => httpOk(`http://${localhost}:${l.ports.natsMonitor}/healthz?js-enabled-only=true`),
+};
+
+const redis: ServerSpec = {
+  name: 'redis',
+  kind: 'infra',
+  readyTimeoutMs: 15_000,
+  async prepare(l) { await mkdir(dataDir(l, 'redis'), { recursive: true }); },
+  spawn(l) {
+    return {
+      command: binaries().redisServer,
+      args: ['--bind', localhost, '--port', String(l.ports.redis), '--dir', dataDir(l, 'redis'), '--save', '',
+        '--appendonly', l.profile === 'dev' ? 'yes' : 'no', '--daemonize', 'no', '--protected-mode', 'no'],
+    };
+  },
+  ready: (l) => tcpSend(l.ports.redis, 'PING\r\n', '+PONG'),
+};
+
+const openbao: ServerSpec = {
+  name: 'openbao',
+  kind: 'infra',
+  readyTimeoutMs: 20_000,
+  spawn(l) {
+    return {
+      command: binaries().bao,
+      // Dev mode: in memory, unsealed, KV v2 at secret/, a known root token. Local stack only.
+      args: ['server', '-dev', `-dev-root-token-id=${LOCAL_CREDENTIALS.vaultRootToken}`, `-dev-listen-address=${localhost}:${l.ports.openbao}`],
+      env: { BAO_ADDR: `http://${localhost}:${l.ports.openbao}`, SKIP_SETCAP: '1' },
+    };
+  },
+  ready: (l) => httpOk(`http://${localhost}:${l.ports.openbao}/v1/sys/health`),
+};
+
+const kafka: ServerSpec = {
+  name: 'kafka',
+  kind: 'infra',
+  readyTimeoutMs: 60_000,
+  async prepare(l) {
+    const dir = dataDir(l, 'kafka');
+    await mkdir(path.join(dir, 'logs'), { recursive: true });
+    const props = [
+      'process.roles=broker,controller',
+      'node.id=1',
+      `controller.quorum.voters=1@${localhost}:${l.ports.kafkaController}`,
+      `listeners=PLAINTEXT://${localhost}:${l.ports.kafka},CONTROLLER://${localhost}:${l.ports.kafkaController}`,
+      `advertised.listeners=PLAINTEXT://${localhost}:${l.ports.kafka}`,
+      'controller.listener.names=CONTROLLER',
+      'listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT',
+      `log.dirs=${path.join(dir, 'logs')}`,
+      'num.partitions=3',
+      'offsets.topic.replication.factor=1',
+      'offsets.topic.num.partitions=6',
+      'transaction.state.log.replication.factor=1',
+      'transaction.state.log.min.isr=1',
+      'group.initial.rebalance.delay.ms=0',
+      'auto.create.topics.enable=false',
+    ];
+    await writeFile(path.join(dir, 'server.properties'), props.join('\n') + '\n');
+    await writeFile(path.join(dir, 'log4j.properties'), [
+      'log4j.rootLogger=WARN, stdout',
+      'log4j.appender.stdout=org.apache.log4j.ConsoleAppender',
+      'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout',
+      'log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n',
+      'log4j.logger.kafka.server.KafkaRaftServer=INFO',
+    ].join('\n') + '\n');
+    if (!existsSync(path.join(dir, 'logs', 'meta.properties'))) {
+      // A KRaft cluster id is a base64url UUID (16 bytes, 22 characters).
+      const clusterId = randomBytes(16).toString('base64url');
+      execFileSync('java', ['-cp', `${binaries().kafkaLibs}/*`, `-Dlog4j.configuration=file:${path.join(dir, 'log4j.properties')}`,
+        'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', path.join(dir, 'server.properties')], { stdio: 'pipe' });
+    }
+  },
+  spawn(l) {
+    const dir = dataDir(l, 'kafka');
+    return {
+      command: 'java',
+      args: ['-Xms256m', '-Xmx768m', '-XX:+UseG1GC', '-Djava.awt.headless=true', `-Dlog4j.configuration=file:${path.join(dir, 'log4j.properties')}`,
+        '-cp', `${binaries().kafkaLibs}/*`, 'kafka.Kafka', path.join(dir, 'server.properties')],
+    };
+  },
+  async ready(l) {
+    const k = new Kafka({ brokers: [`${localhost}:${l.ports.kafka}`], logLevel: logLevel.NOTHING, connectionTimeout: 1500, retry: { retries: 0 } });
+    const admin = k.admin();
+    try {
+      await admin.connect();
+      const cluster = await admin.describeCluster();
+      return cluster.brokers.length > 0;
+    } catch {
+      return false;
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+  },
+};
+
+/** Custom search attributes the status API reads (DESIGN.md, "Status needs neither the type nor a live worker"). */
+export const SEARCH_ATTRIBUTES = {
+  FlowgateTenant: 'Keyword',
+  FlowgateStep: 'Keyword',
+  FlowgateProgress: 'Int',
+  FlowgateWaitingFor: 'Keyword',
+  FlowgateCorrelationId: 'Keyword',
+} as const;
+
+const temporal: ServerSpec = {
+  name: 'temporal',
+  kind: 'infra',
+  readyTimeoutMs: 60_000,
+  async prepare(l) { await mkdir(dataDir(l, 'temporal'), { recursive: true }); },
+  spawn(l) {
+    const args = ['server', 'start-dev', '--ip', localhost, '--port', String(l.ports.temporal), '--http-port', String(l.ports.temporalHttp),
+      '--metrics-port', String(l.ports.temporalMetrics), '--db-filename', path.join(dataDir(l, 'temporal'), 'temporal.db'),
+      '--log-level', 'warn', '--namespace', 'default',
+      '--dynamic-config-value', 'system.forceSearchAttributesCacheRefreshOnRead=true',
+      ...Object.entries(SEARCH_ATTRIBUTES).flatMap(([k, v]) => ['--search-attribute', `${k}=${v}`])];
+    if (l.profile === 'test') args.push('--headless');
+    else args.push('--ui-ip', localhost, '--ui-port', String(l.ports.temporalUi));
+    return { command: binaries().temporal, args };
+  },
+  ready: (l) => httpOk(`http://${localhost}:${l.ports.temporalHttp}/api/v1/namespaces/default`),
+};
+
+function app(name: string, entry: string, statusPort: (p: StackPorts) => number): ServerSpec {
+  return {
+    name,
+    kind: 'app',
+    readyTimeoutMs: 60_000,
+    stopSignal: 'SIGTERM',
+    spawn(_l, env) {
+      return { command: process.execPath, args: ['--import', 'tsx', path.join(REPO_ROOT, entry)], env, cwd: REPO_ROOT };
+    },
+    ready: (l) => httpOk(`http://${localhost}:${statusPort(l.ports)}/readyz`),
+  };
+}
+
+export const INFRA: ServerSpec[] = [postgres, nats, redis, openbao, kafka, temporal];
+export const APPS: ServerSpec[] = [
+  app('worker', 'worker/main.ts', (p) => p.workerStatus),
+  app('triggers', 'triggers/main.ts', (p) => p.triggersStatus),
+  app('gateway', 'gateway/main.ts', (p) => p.gatewayStatus),
+  app('admin', 'admin/main.ts', (p) => p.adminStatus),
+];
+
+/** The environment a Flowgate process needs to reach this stack (lib/config.ts variables). */
+export function processEnv(l: StackLayout & { executionIdSecret: string }): Record<string, string> {
+  const p = l.ports;
+  return {
+    FLOWGATE_TEMPORAL_ADDRESS: `${localhost}:${p.temporal}`,
+    FLOWGATE_NATS_URL: `nats://${localhost}:${p.nats}`,
+    FLOWGATE_DATABASE_URL: `postgres://flowgate:${LOCAL_CREDENTIALS.pgAppPassword}@${localhost}:${p.postgres}/flowgate`,
+    FLOWGATE_KAFKA_BROKERS: `${localhost}:${p.kafka}`,
+    FLOWGATE_VAULT_ADDR: `http://${localhost}:${p.openbao}`,
+    FLOWGATE_VAULT_TOKEN: LOCAL_CREDENTIALS.vaultRootToken,
+    FLOWGATE_REDIS_URL: `redis://${localhost}:${p.redis}`,
+    FLOWGATE_GATEWAY_PORT: String(p.gateway),
+    FLOWGATE_ADMIN_PORT: String(p.admin),
+    FLOWGATE_EXECUTION_ID_SECRET: l.executionIdSecret,
+  };
+}
+

@@ -1,0 +1,199 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { provision } from './provision';
+import { APPS, DEFAULT_PORTS, INFRA, processEnv, type ServerSpec, type StackLayout, type StackPorts } from './servers';
+
+export { processEnv };
+
+const localhost = '127.0.0.1';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export const logPath = (l: StackLayout, name: string) => path.join(l.dir, 'logs', `${name}.log`);
+const pidPath = (l: StackLayout, name: string) => path.join(l.dir, 'run', `${name}.pid`);
+const stateFile = (dir: string) => path.join(dir, 'stack.json');
+
+type StackState = { ports: StackPorts; profile: StackLayout['profile']; executionIdSecret: string };
+
+/** Picks distinct free loopback ports for every server (the test stack runs beside `make up`). */
+export async function freePorts(): Promise<StackPorts> {
+  const servers: net.Server[] = [];
+  const take = () => new Promise<number>((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, localhost, () => { servers.push(s); resolve((s.address() as net.AddressInfo).port); });
+  });
+  const ports = {} as StackPorts;
+  for (const key of Object.keys(DEFAULT_PORTS) as (keyof StackPorts)[]) ports[key] = await take();
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+/** Opens (or creates) a stack directory: the ports and secrets it was first given are kept. */
+export async function openStack(dir: string, profile: StackLayout['profile'], ports?: StackPorts): Promise<StackLayout & { executionIdSecret: string }> {
+  await mkdir(path.join(dir, 'logs'), { recursive: true });
+  await mkdir(path.join(dir, 'run'), { recursive: true });
+  let state: StackState;
+  if (existsSync(stateFile(dir))) {
+    state = JSON.parse(await readFile(stateFile(dir), 'utf8')) as StackState;
+  } else {
+    state = { ports: ports ?? (profile === 'dev' ? DEFAULT_PORTS : await freePorts()), profile, executionIdSecret: randomBytes(24).toString('base64url') };
+    await writeFile(stateFile(dir), JSON.stringify(state, null, 2));
+  }
+  return { dir, ports: state.ports, profile: state.profile, executionIdSecret: state.executionIdSecret };
+}
+
+export function readStack(dir: string): StackLayout & { executionIdSecret: string } {
+  const state = JSON.parse(readFileSync(stateFile(dir), 'utf8')) as StackState;
+  return { dir, ports: state.ports, profile: state.profile, executionIdSecret: state.executionIdSecret };
+}
+
+const statusPortOf: Record<string, keyof StackPorts> = {
+  gateway: 'gatewayStatus', admin: 'adminStatus', triggers: 'triggersStatus', worker: 'workerStatus',
+};
+
+function readPid(l: StackLayout, name: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(pidPath(l, name), 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function isRunning(l: StackLayout, name: string): boolean {
+  const pid = readPid(l, name);
+  return pid !== undefined && alive(pid);
+}
+
+function tail(file: string, lines = 20): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+export class StackError extends Error {}
+
+function postgresIds(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  return {
+    uid: Number(execFileSync('id', ['-u', 'postgres']).toString().trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres']).toString().trim()),
+  };
+}
+
+/** Starts one server detached (it outlives this command), then waits until it is ready. */
+export async function startServer(l: StackLayout & { executionIdSecret: string }, spec: ServerSpec): Promise<void> {
+  const log = logPath(l, spec.name);
+  if (isRunning(l, spec.name)) {
+    if (await spec.ready(l)) return;
+  } else {
+    try {
+      await spec.prepare?.(l);
+    } catch (err) {
+      throw new StackError(`${spec.name}: preparation failed: ${(err as Error).message}\n  log: ${log}`);
+    }
+    const env: NodeJS.ProcessEnv = { ...process.env, ...processEnv(l) };
+    if (spec.kind === 'app') env.FLOWGATE_STATUS_PORT = String(l.ports[statusPortOf[spec.name]!]);
+    const s = spec.spawn(l, env);
+    const fd = openSync(log, 'a');
+    const child = spawn(s.command, s.args, {
+      detached: true,
+      stdio: ['ignore', fd, fd],
+      env: { ...env, ...s.env },
+      cwd: s.cwd,
+      ...(s.runAsPostgres ? postgresIds() ?? {} : {}),
+    });
+    closeSync(fd);
+    child.on('error', () => undefined);
+    if (child.pid === undefined) throw new StackError(`${spec.name}: could not start ${s.command}\n  log: ${log}`);
+    await writeFile(pidPath(l, spec.name), String(child.pid));
+    child.unref();
+  }
+  const deadline = Date.now() + spec.readyTimeoutMs;
+  while (Date.now() < deadline) {
+    if (await spec.ready(l)) return;
+    const pid = readPid(l, spec.name);
+    if (pid === undefined || !alive(pid)) {
+      throw new StackError(`${spec.name}: exited during start-up\n  log: ${log}\n${tail(log)}`);
+    }
+    await sleep(250);
+  }
+  throw new StackError(`${spec.name}: not ready after ${spec.readyTimeoutMs / 1000}s\n  log: ${log}\n${tail(log)}`);
+}
+
+/** Stops one server: its stop signal to the whole process group, then SIGKILL after the timeout. */
+export async function stopServer(l: StackLayout, name: string, timeoutMs = 20_000): Promise<void> {
+  const pid = readPid(l, name);
+  if (pid === undefined) return;
+  const spec = [...INFRA, ...APPS].find((s) => s.name === name);
+  const signal = spec?.stopSignal ?? 'SIGTERM';
+  const kill = (sig: NodeJS.Signals) => {
+    try { process.kill(-pid, sig); } catch { try { process.kill(pid, sig); } catch { /* gone */ } }
+  };
+  kill(signal);
+  const deadline = Date.now() + timeoutMs;
+  while (alive(pid) && Date.now() < deadline) await sleep(100);
+  if (alive(pid)) {
+    kill('SIGKILL');
+    while (alive(pid)) await sleep(50);
+  }
+  await rm(pidPath(l, name), { force: true });
+}
+
+export const serverSpec = (name: string): ServerSpec => {
+  const spec = [...INFRA, ...APPS].find((s) => s.name === name);
+  if (!spec) throw new StackError(`unknown server ${name}`);
+  return spec;
+};
+
+export type UpOptions = { apps: boolean; onProgress?: (msg: string) => void };
+
+/** Starts the infrastructure in parallel, provisions it, then (optionally) Flowgate's own processes. */
+export async function up(l: StackLayout & { executionIdSecret: string }, opts: UpOptions): Promise<void> {
+  const say = opts.onProgress ?? (() => undefined);
+  const results = await Promise.allSettled(INFRA.map(async (spec) => {
+    const t0 = Date.now();
+    await startServer(l, spec);
+    say(`${spec.name} ready (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  }));
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed.length) throw new StackError(failed.map((f) => String((f.reason as Error).message)).join('\n'));
+  await provision(l, say);
+  if (!opts.apps) return;
+  const appResults = await Promise.allSettled(APPS.map(async (spec) => {
+    const t0 = Date.now();
+    await startServer(l, spec);
+    say(`${spec.name} ready (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+  }));
+  const appFailed = appResults.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (appFailed.length) throw new StackError(appFailed.map((f) => String((f.reason as Error).message)).join('\n'));
+}
+
+/** Stops Flowgate's processes first (they drain), then the infrastructure. */
+export async function down(l: StackLayout): Promise<void> {
+  await Promise.all(APPS.map((s) => stopServer(l, s.name)));
+  await Promise.all(INFRA.map((s) => stopServer(l, s.name)));
+}
+
+export async function status(l: StackLayout): Promise<{ name: string; running: boolean; ready: boolean; pid?: number }[]> {
+  return Promise.all([...INFRA, ...APPS].map(async (spec) => {
+    const pid = readPid(l, spec.name);
+    const running = pid !== undefined && alive(pid);
+    return { name: spec.name, running, ready: running && (await spec.ready(l)), pid: running ? pid : undefined };
+  }));
+}
