@@ -1,0 +1,77 @@
+import { z } from 'zod';
+
+/** The four Flowgate processes; each has a default status port (DESIGN.md). */
+export type ProcessName = 'gateway' | 'admin' | 'triggers' | 'worker';
+
+export const DEFAULT_STATUS_PORTS: Record<ProcessName, number> = {
+  gateway: 9400,
+  admin: 9401,
+  triggers: 9402,
+  worker: 9403,
+};
+
+const port = z.coerce.number().int().min(0).max(65535);
+const url = (protocols: string[]) =>
+  z.string().refine((v) => {
+    try {
+      return protocols.includes(new URL(v).protocol);
+    } catch {
+      return false;
+    }
+  }, `must be a URL with scheme ${protocols.join(' or ')}`);
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'must be host:port');
+
+/** One schema for every process; defaults match the local stack (`make up`). */
+export const configSchema = z.object({
+  FLOWGATE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  FLOWGATE_HOST: z.string().min(1).default('127.0.0.1'),
+  FLOWGATE_GATEWAY_PORT: port.default(8000),
+  FLOWGATE_ADMIN_PORT: port.default(8001),
+  FLOWGATE_STATUS_PORT: port.optional(),
+  FLOWGATE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
+  FLOWGATE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1_048_576),
+
+  FLOWGATE_TEMPORAL_ADDRESS: hostPort.default('127.0.0.1:7233'),
+  FLOWGATE_TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
+  FLOWGATE_TASK_QUEUE: z.string().min(1).default('flowgate'),
+  FLOWGATE_NATS_URL: url(['nats:', 'tls:']).default('nats://127.0.0.1:4222'),
+  FLOWGATE_DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://flowgate:flowgate@127.0.0.1:5432/flowgate'),
+  FLOWGATE_KAFKA_BROKERS: z
+    .string()
+    .default('127.0.0.1:9092')
+    .transform((v) => v.split(',').map((b) => b.trim()).filter(Boolean))
+    .pipe(z.array(hostPort).min(1)),
+  FLOWGATE_VAULT_ADDR: url(['http:', 'https:']).default('http://127.0.0.1:8200'),
+  FLOWGATE_VAULT_TOKEN: z.string().min(1).optional(),
+  FLOWGATE_REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+
+  /** Signs execution ids so the status API can tell an accepted-but-not-started id from a made-up one. */
+  FLOWGATE_EXECUTION_ID_SECRET: z.string().min(16, 'must be at least 16 characters').default('flowgate-local-only-execution-secret'),
+  /** How many triggers a consumer process works on at once. */
+  FLOWGATE_CONSUMER_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(64),
+  FLOWGATE_CONSUMER_MAX_DELIVER: z.coerce.number().int().min(1).default(10),
+});
+
+export type Config = z.infer<typeof configSchema> & { statusPort: number; process: ProcessName };
+
+export class ConfigError extends Error {
+  constructor(readonly issues: { variable: string; message: string }[]) {
+    super(`invalid configuration: ${issues.map((i) => `${i.variable}: ${i.message}`).join('; ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the environment once, at start-up; throws ConfigError naming each bad variable. */
+export function loadConfig(processName: ProcessName, env: NodeJS.ProcessEnv = process.env): Config {
+  const result = configSchema.safeParse(env);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((i) => ({ variable: String(i.path[0] ?? '(environment)'), message: i.message })),
+    );
+  }
+  return {
+    ...result.data,
+    process: processName,
+    statusPort: result.data.FLOWGATE_STATUS_PORT ?? DEFAULT_STATUS_PORTS[processName],
+  };
+}

@@ -1,0 +1,16 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/** A new secret credential: `fg_<8 hex prefix>_<random>`; only its hash is stored. */
+export function newCredential(kind: 'key' | 'admin'): { value: string; prefix: string; hash: Buffer } {
+  const prefix = randomBytes(4).toString('hex');
+  const value = `${kind === 'key' ? 'fgk' : 'fga'}_${prefix}_${randomBytes(24).toString('base64url')}`;
+  return { value, prefix, hash: hashCredential(value) };
+}
+
+export function hashCredential(value: string): Buffer {
+  return createHash('sha256').update(value).digest();
+}
+
+export function sameHash(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}

@@ -1,0 +1,57 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+
+/** A client-facing failure with a stable machine-readable code. */
+export class ApiError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+    readonly headers?: Record<string, string>,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export const notFound = (what: string) => new ApiError(404, 'not_found', `${what} not found`);
+
+/** Turns zod issues into `{field, message}` pairs naming each offending field. */
+export function validationError(error: z.ZodError, where: 'body' | 'query' | 'params' | 'signal'): ApiError {
+  const details = error.issues.map((i) => ({ field: [where, ...i.path.map(String)].join('.'), message: i.message }));
+  return new ApiError(400, 'validation_failed', `invalid ${where}: ${details.map((d) => d.field).join(', ')}`, details);
+}
+
+const FASTIFY_CODES: Record<string, { status: number; code: string }> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: 'body_too_large' },
+  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'malformed_json' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: 'malformed_json' },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { status: 415, code: 'unsupported_media_type' },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { status: 400, code: 'invalid_content_length' },
+};
+
+/**
+ * The one root error handler: ApiErrors and Fastify's 4xx pass through with a stable code;
+ * everything else is logged and masked as `internal_error`.
+ */
+export function installErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError | ApiError | Error, req: FastifyRequest, reply: FastifyReply) => {
+    const correlation_id = req.id;
+    if (err instanceof ApiError) {
+      if (err.headers) reply.headers(err.headers);
+      return reply.code(err.statusCode).send({ error: { code: err.code, message: err.message, details: err.details }, correlation_id });
+    }
+    const fe = err as FastifyError;
+    const known = fe.code ? FASTIFY_CODES[fe.code] : undefined;
+    if (known) return reply.code(known.status).send({ error: { code: known.code, message: fe.message }, correlation_id });
+    if (fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
+      return reply.code(fe.statusCode).send({ error: { code: 'bad_request', message: fe.message }, correlation_id });
+    }
+    req.log.error({ err }, 'unhandled error');
+    return reply.code(500).send({ error: { code: 'internal_error', message: 'internal error' }, correlation_id });
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: { code: 'route_not_found', message: `no route for ${req.method} ${req.url.split('?')[0]}` }, correlation_id: req.id }),
+  );
+}

@@ -1,0 +1,103 @@
+import { AckPolicy, DeliverPolicy, nanos, type JetStreamClient, type JetStreamManager, type JsMsg } from 'nats';
+import type { Logger } from './logger';
+
+/** A message that can never succeed: dead-letter it now instead of retrying. */
+export class PoisonMessageError extends Error {}
+
+export type JetStreamWorkerOptions = {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  stream: string;
+  durable: string;
+  /** How many messages are worked on at once (and buffered): the concurrency bound. */
+  concurrency: number;
+  /** Deliveries before a message is dead-lettered. */
+  maxDeliver: number;
+  ackWaitMs?: number;
+  logger: Logger;
+  /** Does the work; resolves only once it is durable. Throw PoisonMessageError for poison. */
+  handle: (m: JsMsg) => Promise<void>;
+  /** Records a message that will not be retried any more (stream, database, audit). */
+  deadLetter: (m: JsMsg, reason: string) => Promise<void>;
+  onRedelivery?: (m: JsMsg) => void;
+};
+
+/** Backoff for a nak: 250 ms doubling per delivery, at most 30 s. */
+export const nakDelayMs = (deliveries: number) => Math.min(250 * 2 ** Math.max(deliveries - 1, 0), 30_000);
+
+/**
+ * A durable pull consumer shared by every process that runs it (JetStream spreads the work):
+ * bounded concurrency, ack only after the work is durable, nak with backoff on transient
+ * failure, dead-letter poison and exhausted messages, and drain on stop.
+ */
+export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promise<{ stop: () => Promise<void> }> {
+  const ackWait = opts.ackWaitMs ?? 30_000;
+  const config = {
+    durable_name: opts.durable,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(ackWait),
+    // One more than ours, so our own dead-lettering runs before the server gives up.
+    max_deliver: opts.maxDeliver + 1,
+    max_ack_pending: Math.max(opts.concurrency * 4, 256),
+  };
+  try {
+    await opts.jsm.consumers.info(opts.stream, opts.durable);
+    await opts.jsm.consumers.update(opts.stream, opts.durable, { ack_wait: config.ack_wait, max_deliver: config.max_deliver, max_ack_pending: config.max_ack_pending });
+  } catch (err) {
+    if (!String((err as Error).message).includes('consumer not found')) throw err;
+    await opts.jsm.consumers.add(opts.stream, config);
+  }
+  const consumer = await opts.js.consumers.get(opts.stream, opts.durable);
+  const messages = await consumer.consume({ max_messages: opts.concurrency });
+  const inFlight = new Set<Promise<void>>();
+  let release: (() => void) | undefined;
+
+  const process1 = async (m: JsMsg) => {
+    const deliveries = m.info.deliveryCount;
+    if (deliveries > 1) opts.onRedelivery?.(m);
+    // Keep the message ours while slow work runs (e.g. Temporal briefly away).
+    const keepAlive = setInterval(() => m.working(), Math.max(ackWait / 3, 1000));
+    try {
+      await opts.handle(m);
+      await m.ackAck().catch(() => undefined); // a lost ack means a redelivery, which the handler absorbs
+    } catch (err) {
+      const poison = err instanceof PoisonMessageError;
+      if (poison || deliveries >= opts.maxDeliver) {
+        const reason = poison ? (err as Error).message : `gave up after ${deliveries} deliveries: ${(err as Error).message}`;
+        try {
+          await opts.deadLetter(m, reason);
+          m.term(reason);
+        } catch (dlqErr) {
+          opts.logger.error({ err: dlqErr }, 'dead-lettering failed; will retry');
+          m.nak(nakDelayMs(deliveries));
+        }
+      } else {
+        opts.logger.warn({ err, deliveries, subject: m.subject }, 'transient failure; will retry');
+        m.nak(nakDelayMs(deliveries));
+      }
+    } finally {
+      clearInterval(keepAlive);
+    }
+  };
+
+  const loop = (async () => {
+    for await (const m of messages) {
+      const p = process1(m).finally(() => {
+        inFlight.delete(p);
+        release?.();
+      });
+      inFlight.add(p);
+      while (inFlight.size >= opts.concurrency) await new Promise<void>((r) => { release = r; });
+    }
+  })();
+
+  return {
+    stop: async () => {
+      // Stop pulling, finish what is in flight (each acks or naks), then leave.
+      await messages.close();
+      await loop.catch(() => undefined);
+      await Promise.allSettled([...inFlight]);
+    },
+  };
+}

@@ -1,0 +1,64 @@
+import { ConfigError, loadConfig, type Config, type ProcessName } from './config';
+import { createLogger, type Logger } from './logger';
+import { createMetricsRegistry } from './metrics';
+import { startStatusServer, type ReadinessCheck } from './status-server';
+import type { Registry } from 'prom-client';
+
+export type ProcessContext = { config: Config; logger: Logger; registry: Registry };
+export type RunningProcess = { checks: ReadinessCheck[]; close: () => Promise<void> };
+
+/** Exit code for a configuration error (sysexits EX_CONFIG). */
+export const EXIT_CONFIG = 78;
+
+/**
+ * The shell every Flowgate process runs in: parse config once (exit 78 naming the bad
+ * variable), logs, metrics and the status port, then on SIGTERM/SIGINT stop taking work,
+ * drain what is in flight within the grace time, close clients and exit.
+ */
+export async function runProcess(name: ProcessName, start: (ctx: ProcessContext) => Promise<RunningProcess>): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(name);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`flowgate ${name}: ${err.message}\n`);
+      process.exit(EXIT_CONFIG);
+    }
+    throw err;
+  }
+  const logger = createLogger(name, config.FLOWGATE_LOG_LEVEL);
+  const registry = createMetricsRegistry(name);
+  let running: RunningProcess;
+  try {
+    running = await start({ config, logger, registry });
+  } catch (err) {
+    logger.fatal({ err }, 'start-up failed');
+    process.exit(1);
+  }
+  const status = await startStatusServer({ port: config.statusPort, host: config.FLOWGATE_HOST, registry, checks: running.checks, logger });
+  logger.info('started');
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    status.setDraining();
+    logger.info({ signal }, 'shutting down');
+    const hardStop = setTimeout(() => {
+      logger.error('shutdown grace time exceeded; exiting');
+      process.exit(1);
+    }, config.FLOWGATE_SHUTDOWN_GRACE_MS + 5000);
+    hardStop.unref();
+    try {
+      await running.close();
+      await status.app.close();
+      logger.info('stopped');
+      process.exit(0);
+    } catch (err) {
+      logger.error({ err }, 'error during shutdown');
+      process.exit(1);
+    }
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
