@@ -1,0 +1,4 @@
+/** hello's one activity. */
+export async function composeGreeting(name: string): Promise<string> {
+  return `Hello, ${name}!`;
+}

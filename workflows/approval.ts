@@ -1,0 +1,38 @@
+import { ApplicationFailure, condition, defineSignal, proxyActivities, setHandler } from '@temporalio/workflow';
+import type { createActivities } from '../activities';
+import { Progress } from './progress';
+
+const { composeGreeting } = proxyActivities<ReturnType<typeof createActivities>>({ startToCloseTimeout: '10 seconds' });
+
+export type Decision = { approver: string; comment?: string };
+export const approveSignal = defineSignal<[Decision]>('approve');
+export const rejectSignal = defineSignal<[Decision]>('reject');
+
+export type ApprovalInput = { subject: string; requester: string; timeout_seconds?: number };
+export type ApprovalResult = { decision: 'approved'; approver: string; message: string };
+
+/**
+ * A request that waits for a human decision: approve or reject, from someone other than the
+ * requester, before a deadline. A rejection or an expiry ends the run as a typed failure.
+ */
+export async function approvalRequest(input: ApprovalInput): Promise<ApprovalResult> {
+  const progress = new Progress(['await-decision', 'notify']);
+  let decision: { kind: 'approve' | 'reject'; by: Decision } | undefined;
+  const accept = (kind: 'approve' | 'reject') => (d: Decision) => {
+    // Requester != approver; a decision once taken is final.
+    if (decision || d.approver === input.requester) return;
+    decision = { kind, by: d };
+  };
+  setHandler(approveSignal, accept('approve'));
+  setHandler(rejectSignal, accept('reject'));
+
+  const decided = await progress.step('await-decision', () =>
+    progress.waitingFor('approval', 'approve', () => condition(() => decision !== undefined, (input.timeout_seconds ?? 86_400) * 1000)),
+  );
+  if (!decided || !decision) throw ApplicationFailure.nonRetryable('approval expired before a decision', 'ApprovalExpired');
+  if (decision.kind === 'reject') {
+    throw ApplicationFailure.nonRetryable(`rejected by ${decision.by.approver}`, 'ApprovalRejected', decision.by);
+  }
+  const message = await progress.step('notify', () => composeGreeting(`${input.subject} approved by ${decision!.by.approver}`));
+  return progress.complete({ decision: 'approved', approver: decision.by.approver, message });
+}
