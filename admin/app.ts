@@ -1,0 +1,25 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Pool } from 'pg';
+import type { Config } from '../lib/config';
+import { installErrorHandler } from '../lib/errors';
+import type { Logger } from '../lib/logger';
+import { authenticateAdmin } from './auth';
+
+export type AdminDeps = { config: Config; logger: Logger; pool: Pool };
+
+/** The control plane (port 8001). Entities beyond workspaces arrive with the Admin API issue. */
+export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
+  const app = Fastify({ loggerInstance: deps.logger as FastifyBaseLogger, disableRequestLogging: true, genReqId: () => randomUUID(), requestIdLogLabel: 'correlation_id' });
+  installErrorHandler(app);
+  app.get('/health', async () => ({ status: 'ok' }));
+  app.get('/workspaces', async (req) => {
+    const who = await authenticateAdmin(deps.pool, req, 'viewer');
+    const res = await deps.pool.query<{ id: string; name: string; created_at: Date }>(
+      'SELECT id, name, created_at FROM workspaces WHERE $1::text IS NULL OR id = $1 ORDER BY id',
+      [who.workspace],
+    );
+    return { data: res.rows };
+  });
+  return app;
+}

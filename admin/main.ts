@@ -1,0 +1,16 @@
+import { createPool } from '../lib/postgres';
+import { runProcess } from '../lib/process-runtime';
+import { buildAdmin } from './app';
+
+void runProcess('admin', async ({ config, logger }) => {
+  const pool = createPool(config.FLOWGATE_DATABASE_URL, 10);
+  const app = await buildAdmin({ config, logger, pool });
+  await app.listen({ port: config.FLOWGATE_ADMIN_PORT, host: config.FLOWGATE_HOST });
+  return {
+    checks: [{ name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 }],
+    close: async () => {
+      await app.close();
+      await pool.end();
+    },
+  };
+});

@@ -1,0 +1,28 @@
+import { connectNats, ensureStreams, natsHealthy } from '../lib/nats';
+import { createPool } from '../lib/postgres';
+import { runProcess } from '../lib/process-runtime';
+import { connectTemporal } from '../lib/temporal';
+import { buildGateway } from './app';
+
+void runProcess('gateway', async ({ config, logger, registry }) => {
+  const pool = createPool(config.FLOWGATE_DATABASE_URL, 20);
+  const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-gateway');
+  await ensureStreams(nc);
+  const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
+  const app = await buildGateway({ config, logger, registry, pool, nc, temporal });
+  await app.listen({ port: config.FLOWGATE_GATEWAY_PORT, host: config.FLOWGATE_HOST });
+  return {
+    checks: [
+      { name: 'nats', check: () => natsHealthy(nc) },
+      { name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 },
+      { name: 'temporal', check: async () => { await temporal.workflowService.getSystemInfo({}); return true; } },
+    ],
+    close: async () => {
+      // Stop accepting, let in-flight requests finish, then close the clients.
+      await app.close();
+      await nc.drain();
+      await pool.end();
+      await temporal.connection.close();
+    },
+  };
+});

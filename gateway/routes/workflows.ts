@@ -1,0 +1,224 @@
+import { createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
+import { z } from 'zod';
+import { ApiError, notFound, validationError } from '../../lib/errors';
+import { subjects } from '../../lib/nats';
+import { describeWorkflowTypes, findWorkflowType, type WorkflowTypeDef } from '../../lib/workflow-registry';
+import type { TriggerMessage, SignalMessage } from '../../lib/trigger-message';
+import { accepted, describeExecution, summarize, tenantOf, type ExecutionStatus } from '../status';
+import type { GatewayContext } from '../app';
+
+const executionParams = z.object({ id: z.string().min(1).max(200) });
+const idempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces');
+const callbackUrl = z.url({ protocol: /^https?$/ }).max(2000);
+const listQuery = z.object({
+  status: z.enum(['RUNNING', 'COMPLETED', 'FAILED', 'CANCELED', 'TERMINATED', 'TIMED_OUT']).optional(),
+  type: z.string().max(100).optional(),
+  limit: z.coerce.number().int().min(1).max(100).default(20),
+  cursor: z.string().max(4000).optional(),
+}).strict();
+const resultQuery = z.object({ wait: z.coerce.number().min(0).max(60).default(0) }).strict();
+
+const VISIBILITY_STATUS: Record<string, string> = {
+  RUNNING: 'Running', COMPLETED: 'Completed', FAILED: 'Failed', CANCELED: 'Canceled', TERMINATED: 'Terminated', TIMED_OUT: 'TimedOut',
+};
+
+/** Fingerprint of what a request asks for; a reused Idempotency-Key must come with the same one. */
+const fingerprint = (type: string, input: unknown) => createHash('sha256').update(`${type}\n${JSON.stringify(input)}`).digest('hex');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function parse<T extends z.ZodType>(schema: T, value: unknown, where: 'body' | 'query' | 'params' | 'signal'): z.infer<T> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw validationError(r.error, where);
+  return r.data;
+}
+
+export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext): void {
+  const { ids, auth, temporal, metrics } = ctx;
+
+  /** Publishes a trigger and waits for JetStream's ack: only then may the client hear 2xx. */
+  async function publishTrigger(msg: TriggerMessage): Promise<void> {
+    const end = metrics.publishLatency.startTimer();
+    try {
+      await ctx.js.publish(subjects.trigger(msg.tenant), JSON.stringify(msg), {
+        msgID: msg.execution_id,
+        timeout: 3000,
+        headers: ctx.natsHeaders({ 'X-Request-ID': msg.correlation_id, 'X-Tenant-ID': msg.tenant }),
+      });
+      end({ outcome: 'acked' });
+    } catch (err) {
+      end({ outcome: 'failed' });
+      ctx.logger.warn({ err, execution_id: msg.execution_id }, 'trigger publish failed');
+      throw new ApiError(503, 'trigger_unavailable', 'the trigger could not be stored durably; retry with the same Idempotency-Key', undefined, { 'Retry-After': '2' });
+    }
+  }
+
+  /** Refuses a reused Idempotency-Key whose request differs (JetStream KV, first writer wins). */
+  async function checkIdempotency(tenant: string, key: string, print: string, executionId: string): Promise<void> {
+    const kv = await ctx.idempotencyKv();
+    const entryKey = `${tenant}.${createHash('sha256').update(key).digest('hex')}`;
+    try {
+      await kv.create(entryKey, JSON.stringify({ fingerprint: print, execution_id: executionId }));
+      return;
+    } catch (err) {
+      const existing = await kv.get(entryKey).catch(() => null);
+      if (!existing) throw err;
+      const stored = existing.json<{ fingerprint: string }>();
+      if (stored.fingerprint !== print) {
+        throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request', [{ field: 'headers.idempotency-key', message: 'already used with another body or workflow type' }]);
+      }
+    }
+  }
+
+  /** Accepts a start: validate, mint the id, make the trigger durable, answer 202. */
+  async function accept(req: FastifyRequest, reply: FastifyReply, def: WorkflowTypeDef, tenant: string, input: unknown, source: TriggerMessage['source']) {
+    const keyHeader = req.headers['idempotency-key'];
+    const key = keyHeader === undefined ? undefined : parse(idempotencyKey, keyHeader, 'params');
+    const cbHeader = req.headers['x-callback-url'];
+    const callback = cbHeader === undefined ? undefined : (() => {
+      const r = callbackUrl.safeParse(cbHeader);
+      if (!r.success) throw new ApiError(400, 'validation_failed', 'invalid X-Callback-URL', [{ field: 'headers.x-callback-url', message: 'must be an http(s) URL' }]);
+      return r.data;
+    })();
+    const executionId = ids.mint(tenant, key);
+    if (key !== undefined) await checkIdempotency(tenant, key, fingerprint(def.name, input), executionId);
+    await publishTrigger({
+      execution_id: executionId,
+      tenant,
+      workflow_type: def.name,
+      input,
+      correlation_id: req.id,
+      accepted_at: new Date().toISOString(),
+      callback_url: callback,
+      source,
+    });
+    metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'accepted' });
+    const statusUrl = `/api/workflows/${executionId}`;
+    return reply
+      .code(202)
+      .headers({ 'X-Workflow-Execution-ID': executionId, 'X-Workflow-Status-Endpoint': statusUrl, Location: statusUrl })
+      .send({ execution_id: executionId, status_url: statusUrl, status: 'ACCEPTED' });
+  }
+
+  /** What an id unknown to Temporal means: never 404 for an id we accepted. */
+  const notStarted = (id: string) => async (): Promise<ExecutionStatus> => {
+    const dead = await ctx.pool.query<{ reason: string; at: Date }>('SELECT reason, at FROM dead_letters WHERE execution_id = $1', [id]);
+    const row = dead.rows[0];
+    if (row) return { ...accepted(id, null), status: 'FAILED', last_update: row.at.toISOString(), error: { message: row.reason, type: 'TriggerDeadLettered' } };
+    return accepted(id);
+  };
+
+  async function statusOf(id: string, tenant: string): Promise<ExecutionStatus> {
+    if (!ids.belongsTo(id, tenant)) throw notFound('execution');
+    let s: ExecutionStatus | null;
+    try {
+      s = await describeExecution(temporal, id, tenant, notStarted(id));
+    } catch (err) {
+      // Temporal unreachable: the trigger is durable in JetStream and will start once it is back.
+      ctx.logger.warn({ err, execution_id: id }, 'status: temporal unavailable');
+      return accepted(id, { kind: 'start', name: 'temporal-unavailable' });
+    }
+    if (!s) throw notFound('execution');
+    return s;
+  }
+
+  app.get('/api/workflow-types', async () => ({ workflow_types: describeWorkflowTypes() }));
+
+  app.post('/api/workflows/:workflowType', async (req, reply) => {
+    const { tenant } = await auth.authenticate(req);
+    const { workflowType } = req.params as { workflowType: string };
+    const def = findWorkflowType(workflowType);
+    if (!def) {
+      metrics.triggers.inc({ tenant, workflow: 'unknown', outcome: 'unknown_type' });
+      throw new ApiError(404, 'unknown_workflow_type', `no workflow type named ${workflowType}`, [{ field: 'params.workflowType', message: 'see GET /api/workflow-types' }]);
+    }
+    const r = def.input.safeParse(req.body ?? undefined);
+    if (!r.success) {
+      metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'invalid' });
+      throw validationError(r.error, 'body');
+    }
+    return accept(req, reply, def, tenant, r.data, 'api');
+  });
+
+  app.get('/api/workflows/:id', async (req) => {
+    const end = metrics.statusLatency.startTimer({ route: 'status' });
+    try {
+      const { tenant } = await auth.authenticate(req);
+      const { id } = parse(executionParams, req.params, 'params');
+      return await statusOf(id, tenant);
+    } finally {
+      end();
+    }
+  });
+
+  app.get('/api/workflows/:id/result', async (req, reply) => {
+    const { tenant } = await auth.authenticate(req);
+    const { id } = parse(executionParams, req.params, 'params');
+    const { wait } = parse(resultQuery, req.query, 'query');
+    const deadline = Date.now() + wait * 1000;
+    let pause = 100;
+    for (;;) {
+      const s = await statusOf(id, tenant);
+      const open = s.status === 'ACCEPTED' || s.status === 'RUNNING';
+      if (!open) return s;
+      if (Date.now() + pause > deadline) return reply.code(202).header('Retry-After', '1').send(s);
+      await sleep(pause);
+      pause = Math.min(pause * 2, 1000);
+    }
+  });
+
+  app.post('/api/workflows/:id/signals/:name', async (req, reply) => {
+    const { tenant } = await auth.authenticate(req);
+    const { id, name } = parse(z.object({ id: z.string().min(1).max(200), name: z.string().min(1).max(100) }), req.params, 'params');
+    const s = await statusOf(id, tenant);
+    if (s.status === 'ACCEPTED') throw new ApiError(409, 'execution_not_started', 'the workflow has not started yet', undefined, { 'Retry-After': '1' });
+    const def = findWorkflowType(s.workflow_type ?? '');
+    const schema = def?.signals[name];
+    if (!schema) throw new ApiError(400, 'unknown_signal', `${s.workflow_type} has no signal named ${name}`, [{ field: 'params.name', message: `one of: ${Object.keys(def?.signals ?? {}).join(', ') || '(none)'}` }]);
+    if (s.status !== 'RUNNING') throw new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
+    const payload = parse(schema, req.body ?? undefined, 'signal');
+    const msg: SignalMessage = { execution_id: id, tenant, signal: name, payload, correlation_id: req.id };
+    try {
+      await ctx.js.publish(subjects.signal(tenant), JSON.stringify(msg), { msgID: `${id}:${name}:${req.id}`, timeout: 3000 });
+    } catch (err) {
+      ctx.logger.warn({ err, execution_id: id }, 'signal publish failed');
+      throw new ApiError(503, 'signal_unavailable', 'the signal could not be stored durably; retry', undefined, { 'Retry-After': '2' });
+    }
+    return reply.code(202).send({ execution_id: id, signal: name, status: 'ACCEPTED' });
+  });
+
+  app.post('/api/workflows/:id/cancel', async (req, reply) => {
+    const { tenant } = await auth.authenticate(req);
+    const { id } = parse(executionParams, req.params, 'params');
+    const s = await statusOf(id, tenant);
+    if (s.status === 'ACCEPTED') throw new ApiError(409, 'execution_not_started', 'the workflow has not started yet', undefined, { 'Retry-After': '1' });
+    if (s.status !== 'RUNNING') throw new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
+    await temporal.workflow.getHandle(id).cancel();
+    return reply.code(202).send({ execution_id: id, status: 'CANCEL_REQUESTED' });
+  });
+
+  app.get('/api/workflows', async (req) => {
+    const { tenant } = await auth.authenticate(req);
+    const q = parse(listQuery, req.query, 'query');
+    const clauses = [`FlowgateTenant = '${tenant}'`];
+    if (q.status) clauses.push(`ExecutionStatus = '${VISIBILITY_STATUS[q.status]}'`);
+    if (q.type) {
+      const def = findWorkflowType(q.type);
+      if (!def) throw new ApiError(400, 'validation_failed', 'unknown workflow type', [{ field: 'query.type', message: 'see GET /api/workflow-types' }]);
+      clauses.push(`WorkflowType = '${def.workflow}'`);
+    }
+    const res = await temporal.workflowService.listWorkflowExecutions({
+      namespace: temporal.options.namespace,
+      query: clauses.join(' AND '),
+      pageSize: q.limit,
+      nextPageToken: q.cursor ? Buffer.from(q.cursor, 'base64url') : undefined,
+    });
+    const rows = await Promise.all((res.executions ?? []).map(async (raw) => {
+      const info = await executionInfoFromRaw(raw, temporal.options.loadedDataConverter, raw, temporal.options.namespace);
+      return tenantOf(info) === tenant ? summarize(info) : null;
+    }));
+    const token = res.nextPageToken && res.nextPageToken.length ? Buffer.from(res.nextPageToken).toString('base64url') : null;
+    return { executions: rows.filter((r) => r !== null), next_cursor: token };
+  });
+}

@@ -1,0 +1,108 @@
+import { headers as natsHeaders, type JsMsg } from 'nats';
+import { PoisonMessageError, startJetStreamWorker } from '../lib/jetstream-worker';
+import { prom } from '../lib/metrics';
+import { connectNats, ensureStreams, natsHealthy, STREAMS, subjects } from '../lib/nats';
+import { createPool } from '../lib/postgres';
+import { runProcess } from '../lib/process-runtime';
+import { connectTemporal } from '../lib/temporal';
+import { signalMessageSchema, triggerMessageSchema } from '../lib/trigger-message';
+import { PoisonTriggerError, startFromTrigger } from './starter';
+import { deliverSignal } from './signals';
+
+const decode = <T>(schema: { safeParse: (v: unknown) => { success: boolean; data?: T; error?: unknown } }, m: JsMsg): T => {
+  let raw: unknown;
+  try {
+    raw = m.json();
+  } catch {
+    throw new PoisonMessageError('message is not JSON');
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) throw new PoisonMessageError(`message does not match its schema: ${String(r.error)}`);
+  return r.data as T;
+};
+
+void runProcess('triggers', async ({ config, logger, registry }) => {
+  const pool = createPool(config.FLOWGATE_DATABASE_URL, 5);
+  const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-triggers');
+  await ensureStreams(nc);
+  const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
+  const js = nc.jetstream();
+  const jsm = await nc.jetstreamManager();
+
+  const started = new prom.Counter({ name: 'workflow_trigger_starts_total', help: 'Triggers consumed, by outcome', labelNames: ['tenant', 'workflow', 'outcome'], registers: [registry] });
+  const lag = new prom.Histogram({ name: 'workflow_trigger_to_start_lag_seconds', help: 'Time from the gateway accepting a trigger to Temporal starting it', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [registry] });
+  const redeliveries = new prom.Counter({ name: 'workflow_consumer_redeliveries_total', help: 'Messages delivered more than once', labelNames: ['stream'], registers: [registry] });
+  const deadLetters = new prom.Counter({ name: 'workflow_consumer_dead_letters_total', help: 'Messages dead-lettered', labelNames: ['stream', 'tenant'], registers: [registry] });
+
+  /** Dead letter: the stream (for inspection and replay), a row the status API reads, an audit row. */
+  const deadLetter = (kind: 'triggers' | 'signals') => async (m: JsMsg, reason: string) => {
+    let parsed: { execution_id?: string; tenant?: string; workflow_type?: string } = {};
+    try { parsed = m.json(); } catch { /* unparseable: keep the raw bytes only */ }
+    const tenant = parsed.tenant ?? m.subject.split('.').at(-1) ?? 'unknown';
+    const h = natsHeaders();
+    h.set('Flowgate-Dead-Letter-Reason', reason.slice(0, 1000));
+    h.set('Flowgate-Original-Subject', m.subject);
+    await js.publish(subjects.deadLetter(kind, tenant), m.data, { headers: h, msgID: `dl:${m.info.stream}:${m.seq}` });
+    if (parsed.execution_id) {
+      await pool.query(
+        `INSERT INTO dead_letters (execution_id, workspace_id, kind, workflow_type, reason, deliveries) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (execution_id) DO NOTHING`,
+        [kind === 'triggers' ? parsed.execution_id : `${parsed.execution_id}:signal:${m.seq}`, tenant, kind === 'triggers' ? 'trigger' : 'signal', parsed.workflow_type ?? null, reason, m.info.deliveryCount],
+      );
+    }
+    await pool.query(
+      `INSERT INTO audit_logs (workspace_id, actor, action, entity_type, entity_id, after, correlation_id) VALUES ($1, 'trigger-consumer', $2, 'execution', $3, $4, $5)`,
+      [tenant, `${kind}.dead_lettered`, parsed.execution_id ?? null, JSON.stringify({ reason, deliveries: m.info.deliveryCount }), m.headers?.get('X-Request-ID') || null],
+    );
+    deadLetters.inc({ stream: m.info.stream, tenant });
+    logger.error({ execution_id: parsed.execution_id, tenant, reason }, `${kind} message dead-lettered`);
+  };
+
+  const triggers = await startJetStreamWorker({
+    js, jsm, logger,
+    stream: STREAMS.triggers,
+    durable: 'flowgate-trigger-starters',
+    concurrency: config.FLOWGATE_CONSUMER_CONCURRENCY,
+    maxDeliver: config.FLOWGATE_CONSUMER_MAX_DELIVER,
+    onRedelivery: () => redeliveries.inc({ stream: STREAMS.triggers }),
+    deadLetter: deadLetter('triggers'),
+    handle: async (m) => {
+      const msg = decode(triggerMessageSchema, m);
+      let outcome;
+      try {
+        outcome = await startFromTrigger(temporal, config.FLOWGATE_TASK_QUEUE, msg);
+      } catch (err) {
+        if (err instanceof PoisonTriggerError) throw new PoisonMessageError(err.message);
+        throw err;
+      }
+      started.inc({ tenant: msg.tenant, workflow: msg.workflow_type, outcome });
+      if (outcome === 'started') lag.observe((Date.now() - Date.parse(msg.accepted_at)) / 1000);
+      logger.debug({ execution_id: msg.execution_id, correlation_id: msg.correlation_id, outcome }, 'trigger consumed');
+    },
+  });
+
+  const signals = await startJetStreamWorker({
+    js, jsm, logger,
+    stream: STREAMS.signals,
+    durable: 'flowgate-signal-deliverers',
+    concurrency: config.FLOWGATE_CONSUMER_CONCURRENCY,
+    maxDeliver: config.FLOWGATE_CONSUMER_MAX_DELIVER,
+    onRedelivery: () => redeliveries.inc({ stream: STREAMS.signals }),
+    deadLetter: deadLetter('signals'),
+    handle: async (m) => deliverSignal(temporal, decode(signalMessageSchema, m)),
+  });
+
+  return {
+    checks: [
+      { name: 'nats', check: () => natsHealthy(nc) },
+      { name: 'temporal', check: async () => { await temporal.workflowService.getSystemInfo({}); return true; } },
+      { name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 },
+    ],
+    close: async () => {
+      await Promise.all([triggers.stop(), signals.stop()]);
+      await nc.drain();
+      await pool.end();
+      await temporal.connection.close();
+    },
+  };
+});

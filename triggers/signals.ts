@@ -1,0 +1,19 @@
+import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError } from '@temporalio/common';
+import { PoisonMessageError } from '../lib/jetstream-worker';
+import type { SignalMessage } from '../lib/trigger-message';
+import { SA } from '../lib/workflow-search-attributes';
+
+/** Delivers one signal from `workflow.signals.{tenant}`, only to a workflow of that tenant. */
+export async function deliverSignal(client: Client, msg: SignalMessage): Promise<void> {
+  const handle = client.workflow.getHandle(msg.execution_id);
+  try {
+    const d = await handle.describe();
+    if (d.typedSearchAttributes.get(SA.tenant) !== msg.tenant) throw new PoisonMessageError('execution belongs to another tenant');
+    if (d.status.name !== 'RUNNING') throw new PoisonMessageError(`execution is ${d.status.name}`);
+    await handle.signal(msg.signal, msg.payload);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw new PoisonMessageError('execution not found');
+    throw err;
+  }
+}
