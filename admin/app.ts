@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Pool } from 'pg';
 import type { Config } from '../lib/config';
 import { installErrorHandler } from '../lib/errors';
+import { closeConnectionsOnShutdown } from '../lib/http-shutdown';
 import type { Logger } from '../lib/logger';
 import { authenticateAdmin } from './auth';
 
@@ -10,8 +11,9 @@ export type AdminDeps = { config: Config; logger: Logger; pool: Pool };
 
 /** The control plane (port 8001). Entities beyond workspaces arrive with the Admin API issue. */
 export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: deps.logger as FastifyBaseLogger, disableRequestLogging: true, genReqId: () => randomUUID(), requestIdLogLabel: 'correlation_id' });
+  const app = Fastify({ loggerInstance: deps.logger as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'correlation_id' }), genReqId: () => randomUUID() });
   installErrorHandler(app);
+  closeConnectionsOnShutdown(app);
   app.get('/health', async () => ({ status: 'ok' }));
   app.get('/workspaces', async (req) => {
     const who = await authenticateAdmin(deps.pool, req, 'viewer');

@@ -8,9 +8,9 @@ void runProcess('admin', async ({ config, logger }) => {
   await app.listen({ port: config.FLOWGATE_ADMIN_PORT, host: config.FLOWGATE_HOST });
   return {
     checks: [{ name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 }],
-    close: async () => {
-      await app.close();
-      await pool.end();
-    },
+    shutdown: [
+      ['http', () => app.close()],
+      ['postgres', () => pool.end()],
+    ],
   };
 });

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Client } from '@temporalio/client';
 import { headers as natsHeaderInit, type JetStreamClient, type KV, type MsgHdrs, type NatsConnection } from 'nats';
 import type { Pool } from 'pg';
 import type { Registry } from 'prom-client';
 import type { Config } from '../lib/config';
 import { installErrorHandler } from '../lib/errors';
+import { closeConnectionsOnShutdown } from '../lib/http-shutdown';
 import { ExecutionIds } from '../lib/execution-ids';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
@@ -48,13 +49,12 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.config.FLOWGATE_BODY_LIMIT_BYTES,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'correlation_id' }),
     // The correlation id: the caller's X-Request-ID when well-formed, a new one otherwise.
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
-    requestIdLogLabel: 'correlation_id',
   });
   const js = deps.nc.jetstream();
   let kv: Promise<KV> | undefined;
@@ -76,6 +76,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
     },
   };
   installErrorHandler(app);
+  closeConnectionsOnShutdown(app);
   app.addHook('onSend', async (req, reply) => {
     reply.header('X-Request-ID', req.id);
   });

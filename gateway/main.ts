@@ -17,12 +17,12 @@ void runProcess('gateway', async ({ config, logger, registry }) => {
       { name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 },
       { name: 'temporal', check: async () => { await temporal.workflowService.getSystemInfo({}); return true; } },
     ],
-    close: async () => {
-      // Stop accepting, let in-flight requests finish, then close the clients.
-      await app.close();
-      await nc.drain();
-      await pool.end();
-      await temporal.connection.close();
-    },
+    // Stop accepting, let in-flight requests finish, then close the clients.
+    shutdown: [
+      ['http', () => app.close()],
+      ['nats', () => nc.drain()],
+      ['postgres', () => pool.end()],
+      ['temporal', () => temporal.connection.close()],
+    ],
   };
 });

@@ -5,7 +5,8 @@ import { startStatusServer, type ReadinessCheck } from './status-server';
 import type { Registry } from 'prom-client';
 
 export type ProcessContext = { config: Config; logger: Logger; registry: Registry };
-export type RunningProcess = { checks: ReadinessCheck[]; close: () => Promise<void> };
+/** What a process hands back: its readiness checks, and its shutdown steps, run in order. */
+export type RunningProcess = { checks: ReadinessCheck[]; shutdown: [step: string, run: () => Promise<unknown>][] };
 
 /** Exit code for a configuration error (sysexits EX_CONFIG). */
 export const EXIT_CONFIG = 78;
@@ -50,7 +51,11 @@ export async function runProcess(name: ProcessName, start: (ctx: ProcessContext)
     }, config.FLOWGATE_SHUTDOWN_GRACE_MS + 5000);
     hardStop.unref();
     try {
-      await running.close();
+      for (const [step, run] of running.shutdown) {
+        const t0 = Date.now();
+        await run();
+        logger.info({ step, ms: Date.now() - t0 }, 'shutdown step done');
+      }
       await status.app.close();
       logger.info('stopped');
       process.exit(0);

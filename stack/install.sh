@@ -71,4 +71,16 @@ if [ ! -f "$kafka_dir/.complete" ]; then
   touch "$kafka_dir/.complete"
 fi
 
+# --- Go module proxy: the compose specification's JSON schema (validates docker-compose.yml)
+compose_schema="$cache/compose-spec-$COMPOSE_GO_VERSION.json"
+if [ ! -f "$compose_schema" ]; then
+  need_cmd go compose-schema "Go fetches the compose-go module from the module proxy"
+  say "go: github.com/compose-spec/compose-go/v2 $COMPOSE_GO_VERSION (schema only)"
+  run_logged compose-schema "$logs/compose-schema.log" env GOPATH="$cache/go" GOFLAGS=-modcacherw \
+    go mod download -json "github.com/compose-spec/compose-go/v2@$COMPOSE_GO_VERSION"
+  cp "$cache/go/pkg/mod/github.com/compose-spec/compose-go/v2@$COMPOSE_GO_VERSION/schema/compose-spec.json" "$compose_schema.tmp" \
+    || fail compose-schema "schema/compose-spec.json not in the module" "$logs/compose-schema.log"
+  mv "$compose_schema.tmp" "$compose_schema"
+fi
+
 say "ready in $cache"

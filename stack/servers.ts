@@ -203,7 +203,7 @@ const kafka: ServerSpec = {
       // A KRaft cluster id is a base64url UUID (16 bytes, 22 characters).
       const clusterId = randomBytes(16).toString('base64url');
       execFileSync('java', ['-cp', `${binaries().kafkaLibs}/*`, `-Dlog4j.configuration=file:${path.join(dir, 'log4j.properties')}`,
-        'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', path.join(dir, 'server.properties')], { stdio: 'pipe' });
+        'kafka.tools.StorageTool', 'format', `--cluster-id=${clusterId}`, '-c', path.join(dir, 'server.properties')], { stdio: 'pipe' });
     }
   },
   spawn(l) {

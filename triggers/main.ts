@@ -98,11 +98,12 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
       { name: 'temporal', check: async () => { await temporal.workflowService.getSystemInfo({}); return true; } },
       { name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 },
     ],
-    close: async () => {
-      await Promise.all([triggers.stop(), signals.stop()]);
-      await nc.drain();
-      await pool.end();
-      await temporal.connection.close();
-    },
+    // Stop pulling and finish in-flight messages (each acked or nak'ed), then close the clients.
+    shutdown: [
+      ['consumers', () => Promise.all([triggers.stop(), signals.stop()])],
+      ['nats', () => nc.drain()],
+      ['postgres', () => pool.end()],
+      ['temporal', () => temporal.connection.close()],
+    ],
   };
 });

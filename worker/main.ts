@@ -35,11 +35,10 @@ if (require.main === module) {
           },
         },
       ],
-      close: async () => {
-        worker.shutdown();
-        await run;
-        await connection.close();
-      },
+      shutdown: [
+        ['worker', async () => { worker.shutdown(); await run; }],
+        ['temporal', () => connection.close()],
+      ],
     };
   });
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Runs the suite. `unit`: pure logic and time-skipping workflow tests. `integration`: starts a
+# stack of its own (real servers and Flowgate's four processes, free ports, a temporary
+# directory), runs tests/integration against it and always stops it, pass or fail.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+node_test=(node --import tsx --test --test-reporter=spec)
+
+run_unit() {
+  "${node_test[@]}" --test-concurrency=2 tests/unit/*.test.ts tests/workflows/*.test.ts
+}
+
+run_integration() {
+  dir="$(mktemp -d "${TMPDIR:-/tmp}/flowgate-test.XXXXXX")"
+  chmod 755 "$dir"
+  stop_stack() {
+    node bin/flowgate.js stack down --dir "$dir" >/dev/null 2>&1
+    if [ "${KEEP_TEST_STACK:-}" = "" ]; then rm -rf "$dir"; else echo "test stack kept in $dir"; fi
+  }
+  trap stop_stack EXIT
+  echo "starting the test stack in $dir"
+  if ! node bin/flowgate.js stack up --test --dir "$dir"; then
+    echo "the test stack did not start; logs:"; tail -n 30 "$dir"/logs/*.log
+    return 1
+  fi
+  local files=("${@:-tests/integration/*.test.ts}")
+  # One file at a time: some tests stop and restart servers of their own.
+  FLOWGATE_STACK_DIR="$dir" "${node_test[@]}" --test-concurrency=1 ${files[@]}
+  local rc=$?
+  if [ $rc -ne 0 ]; then echo "--- last lines of the test stack's logs ---"; tail -n 15 "$dir"/logs/*.log; fi
+  return $rc
+}
+
+case "$what" in
+  unit) run_unit ;;
+  integration) shift; run_integration "$@" ;;
+  all)
+    run_unit; unit_rc=$?
+    run_integration; int_rc=$?
+    [ $unit_rc -eq 0 ] && [ $int_rc -eq 0 ] ;;
+  *) echo "usage: tests/run.sh unit|integration [files…]|all" >&2; exit 2 ;;
+esac
