@@ -1,13 +1,19 @@
+import { loadConfig } from '../lib/config';
+import { provisionPlatform } from '../lib/provision';
 import { stackCommand } from './stack';
 
 const USAGE = `usage: flowgate <command>
-  stack up|down|status|logs|reset|env   the local stack (make up / down / status / logs / reset)`;
+  stack up|down|status|logs|reset|env   the local stack (make up / down / status / logs / reset)
+  provision                             migrations, streams, topics, KV mount, search attributes (FLOWGATE_* env)`;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'stack':
       return stackCommand(rest);
+    case 'provision':
+      await provisionPlatform(loadConfig('admin'), (m) => console.log(m));
+      return 0;
     default:
       console.error(USAGE);
       return cmd ? 2 : 0;

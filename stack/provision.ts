@@ -3,16 +3,15 @@ import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { hashCredential } from '../lib/credentials';
-import { createKafka, ensureTopics } from '../lib/kafka';
-import { connectNats, ensureStreams } from '../lib/nats';
-import { createPool, migrate } from '../lib/postgres';
+import { loadConfig } from '../lib/config';
+import { createPool } from '../lib/postgres';
+import { provisionPlatform } from '../lib/provision';
 import { ensureWorkspace, issueAdminToken, issueApiKey } from '../lib/tenants';
-import { createVault, ensureKvMount } from '../lib/vault';
 import { LOCAL_CREDENTIALS, pgSuperuserUrl, processEnv, type StackLayout } from './servers';
 
 type Layout = StackLayout & { executionIdSecret: string };
 
-/** Idempotent: the application role and database, migrations, streams, topics and the KV mount. */
+/** Idempotent: the application role and database, then everything provisionPlatform creates. */
 export async function provision(l: Layout, say: (msg: string) => void = () => undefined): Promise<void> {
   const env = processEnv(l);
   const su = new pg.Client({ connectionString: pgSuperuserUrl(l) });
@@ -28,27 +27,7 @@ export async function provision(l: Layout, say: (msg: string) => void = () => un
   } finally {
     await su.end();
   }
-  const pool = createPool(env.FLOWGATE_DATABASE_URL!, 2);
-  try {
-    const applied = await migrate(pool);
-    say(`postgres migrations: ${applied.length ? applied.join(', ') : 'up to date'}`);
-  } finally {
-    await pool.end();
-  }
-
-  const nc = await connectNats(env.FLOWGATE_NATS_URL!, 'flowgate-provision');
-  try {
-    await ensureStreams(nc);
-  } finally {
-    await nc.close();
-  }
-  say('jetstream streams ready');
-
-  await ensureTopics(createKafka(env.FLOWGATE_KAFKA_BROKERS!.split(','), 'flowgate-provision'));
-  say('kafka topics ready');
-
-  await ensureKvMount(createVault(env.FLOWGATE_VAULT_ADDR!, env.FLOWGATE_VAULT_TOKEN));
-  say('openbao kv v2 mount ready');
+  await provisionPlatform(loadConfig('admin', { ...process.env, ...env }), say);
 }
 
 export type DemoCredentials = {

