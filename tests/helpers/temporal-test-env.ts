@@ -1,8 +1,7 @@
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker, type WorkflowBundle } from '@temporalio/worker';
 import { binaries } from '../../stack/paths';
-import { createActivities } from '../../activities';
-import { createLogger } from '../../lib/logger';
+import { composeGreeting } from '../../activities/greeting';
 import { bundleWorkflows } from '../../worker/main';
 import { SA_INDEXED_TYPES } from '../../lib/provision';
 import { SA } from '../../lib/workflow-search-attributes';
@@ -27,6 +26,6 @@ export async function testWorker(env: TestWorkflowEnvironment, taskQueue: string
     connection: env.nativeConnection,
     taskQueue,
     workflowBundle: await sharedBundle(),
-    activities: activities ?? createActivities({ logger: createLogger('test', 'silent') }),
+    activities: activities ?? { composeGreeting },
   });
 }

@@ -1,0 +1,50 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import type { Pool } from 'pg';
+import { signWebhook, WEBHOOK_HEADERS } from '../lib/webhook-signature';
+
+export type WebhookEvent = {
+  id: string;
+  type: 'workflow.completed' | 'workflow.failed' | 'workflow.canceled';
+  execution_id: string;
+  workflow_type: string;
+  tenant: string;
+  status: 'COMPLETED' | 'FAILED' | 'CANCELED';
+  occurred_at: string;
+  correlation_id?: string;
+  result?: unknown;
+  error?: { message: string; type?: string };
+};
+
+/**
+ * Posts one signed webhook. Network errors, timeouts, 408, 429 and 5xx are retried by Temporal
+ * (the activity's retry policy); any other 4xx means the receiver refuses it, so we stop.
+ */
+export function webhookActivities(deps: { pool: Pool }) {
+  return {
+    async deliverWebhook(url: string, event: WebhookEvent): Promise<{ status: number }> {
+      const res = await deps.pool.query<{ secret: string }>('SELECT secret FROM webhook_secrets WHERE workspace_id = $1', [event.tenant]);
+      const secret = res.rows[0]?.secret;
+      if (!secret) throw ApplicationFailure.nonRetryable(`no webhook secret for tenant ${event.tenant}`, 'WebhookSecretMissing');
+      const body = JSON.stringify(event);
+      const timestamp = Math.floor(Date.now() / 1000);
+      const answer = await fetch(url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'Flowgate-Webhooks/1',
+          [WEBHOOK_HEADERS.id]: event.id,
+          [WEBHOOK_HEADERS.timestamp]: String(timestamp),
+          [WEBHOOK_HEADERS.signature]: signWebhook(secret, timestamp, body),
+        },
+        body,
+        redirect: 'manual',
+        signal: AbortSignal.timeout(10_000),
+      });
+      await answer.arrayBuffer().catch(() => undefined);
+      if (answer.ok) return { status: answer.status };
+      const retryable = answer.status >= 500 || answer.status === 408 || answer.status === 429;
+      if (!retryable) throw ApplicationFailure.nonRetryable(`receiver refused the webhook with ${answer.status}`, 'WebhookRefused');
+      throw ApplicationFailure.retryable(`receiver answered ${answer.status}`, 'WebhookReceiverError');
+    },
+  };
+}

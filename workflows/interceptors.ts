@@ -1,0 +1,65 @@
+import {
+  CancellationScope,
+  isCancellation,
+  log,
+  proxyActivities,
+  workflowInfo,
+  type Next,
+  type WorkflowExecuteInput,
+  type WorkflowInboundCallsInterceptor,
+  type WorkflowInterceptors,
+} from '@temporalio/workflow';
+import type { createActivities } from '../activities';
+import type { WebhookEvent } from '../activities/webhooks';
+import type { ExecutionMemo } from '../lib/trigger-message';
+
+const { deliverWebhook } = proxyActivities<ReturnType<typeof createActivities>>({
+  startToCloseTimeout: '15 seconds',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 15 },
+});
+
+/**
+ * Every workflow started with a callback URL tells it how it ended — completed, failed or
+ * canceled — through a durable activity, so a crash of any process does not lose the webhook.
+ */
+class WebhookInterceptor implements WorkflowInboundCallsInterceptor {
+  async execute(input: WorkflowExecuteInput, next: Next<WorkflowInboundCallsInterceptor, 'execute'>): Promise<unknown> {
+    const memo = workflowInfo().memo as Partial<ExecutionMemo> | undefined;
+    if (!memo?.callback_url) return next(input);
+    const notify = async (status: WebhookEvent['status'], extra: Pick<WebhookEvent, 'result' | 'error'>) => {
+      const info = workflowInfo();
+      const event: WebhookEvent = {
+        id: `${info.workflowId}:${status}`,
+        type: `workflow.${status.toLowerCase()}` as WebhookEvent['type'],
+        execution_id: info.workflowId,
+        workflow_type: memo.workflow_type ?? info.workflowType,
+        tenant: memo.tenant ?? '',
+        status,
+        occurred_at: new Date().toISOString(),
+        correlation_id: memo.correlation_id,
+        ...extra,
+      };
+      try {
+        // Runs even when the workflow itself is being canceled.
+        await CancellationScope.nonCancellable(() => deliverWebhook(memo.callback_url!, event));
+      } catch (err) {
+        log.warn('webhook delivery gave up', { error: String(err) });
+      }
+    };
+    let result: unknown;
+    try {
+      result = await next(input);
+    } catch (err) {
+      if (isCancellation(err)) await notify('CANCELED', {});
+      else {
+        const e = err as Error & { type?: string };
+        await notify('FAILED', { error: { message: e.message, type: e.type ?? e.name } });
+      }
+      throw err;
+    }
+    await notify('COMPLETED', { result });
+    return result;
+  }
+}
+
+export const interceptors = (): WorkflowInterceptors => ({ inbound: [new WebhookInterceptor()] });
