@@ -50,6 +50,10 @@ export const configSchema = z.object({
   /** How many triggers a consumer process works on at once. */
   FLOWGATE_CONSUMER_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(64),
   FLOWGATE_CONSUMER_MAX_DELIVER: z.coerce.number().int().min(1).default(10),
+  /** How long JetStream waits for an ack before redelivering to another consumer. */
+  FLOWGATE_CONSUMER_ACK_WAIT_MS: z.coerce.number().int().min(500).default(30_000),
+  /** Fault injection for tests only: `exit-after-start` kills the consumer between Temporal's start and the ack. */
+  FLOWGATE_FAILPOINT: z.enum(['exit-after-start']).optional(),
 });
 
 export type Config = z.infer<typeof configSchema> & { statusPort: number; process: ProcessName };

@@ -4,6 +4,12 @@ import type { Logger } from './logger';
 /** A message that can never succeed: dead-letter it now instead of retrying. */
 export class PoisonMessageError extends Error {}
 
+/**
+ * A dependency is away (Temporal unreachable, a deadline passed): retry without limit and
+ * never dead-letter, so an outage of any length loses no trigger.
+ */
+export class DependencyUnavailableError extends Error {}
+
 export type JetStreamWorkerOptions = {
   js: JetStreamClient;
   jsm: JetStreamManager;
@@ -11,7 +17,7 @@ export type JetStreamWorkerOptions = {
   durable: string;
   /** How many messages are worked on at once (and buffered): the concurrency bound. */
   concurrency: number;
-  /** Deliveries before a message is dead-lettered. */
+  /** Deliveries failing with an ordinary error before a message is dead-lettered. */
   maxDeliver: number;
   ackWaitMs?: number;
   logger: Logger;
@@ -22,8 +28,11 @@ export type JetStreamWorkerOptions = {
   onRedelivery?: (m: JsMsg) => void;
 };
 
-/** Backoff for a nak: 250 ms doubling per delivery, at most 30 s. */
-export const nakDelayMs = (deliveries: number) => Math.min(250 * 2 ** Math.max(deliveries - 1, 0), 30_000);
+/** Backoff for a nak: 250 ms doubling per delivery, at most `capMs` (30 s). */
+export const nakDelayMs = (deliveries: number, capMs = 30_000) => Math.min(250 * 2 ** Math.max(deliveries - 1, 0), capMs);
+
+/** While a dependency is away, retry often enough that work resumes within seconds of its return. */
+const OUTAGE_RETRY_CAP_MS = 2_000;
 
 /**
  * A durable pull consumer shared by every process that runs it (JetStream spreads the work):
@@ -37,8 +46,8 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     ack_wait: nanos(ackWait),
-    // One more than ours, so our own dead-lettering runs before the server gives up.
-    max_deliver: opts.maxDeliver + 1,
+    // Unlimited on the server: only we decide when to dead-letter (never during an outage).
+    max_deliver: -1,
     max_ack_pending: Math.max(opts.concurrency * 4, 256),
   };
   try {
@@ -63,7 +72,10 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
       await m.ackAck().catch(() => undefined); // a lost ack means a redelivery, which the handler absorbs
     } catch (err) {
       const poison = err instanceof PoisonMessageError;
-      if (poison || deliveries >= opts.maxDeliver) {
+      if (err instanceof DependencyUnavailableError) {
+        opts.logger.warn({ err: err.message, deliveries, subject: m.subject }, 'dependency unavailable; will retry');
+        m.nak(nakDelayMs(deliveries, OUTAGE_RETRY_CAP_MS));
+      } else if (poison || deliveries >= opts.maxDeliver) {
         const reason = poison ? (err as Error).message : `gave up after ${deliveries} deliveries: ${(err as Error).message}`;
         try {
           await opts.deadLetter(m, reason);

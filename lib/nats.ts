@@ -54,7 +54,9 @@ const streamConfigs: Partial<StreamConfig>[] = [
 ];
 
 export async function connectNats(url: string, name: string): Promise<NatsConnection> {
-  return connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 500, waitOnFirstConnect: false });
+  const nc = await connect({ servers: url, name, maxReconnectAttempts: -1, reconnectTimeWait: 500, waitOnFirstConnect: false });
+  trackConnection(nc);
+  return nc;
 }
 
 /** Creates or updates Flowgate's JetStream streams; safe to call from every process. */
@@ -71,9 +73,32 @@ export async function ensureStreams(nc: NatsConnection): Promise<void> {
   }
 }
 
+const connectedState = new WeakMap<NatsConnection, { connected: boolean }>();
+
+/** Follows the connection's status events, so callers can fail fast while it is down. */
+function trackConnection(nc: NatsConnection): { connected: boolean } {
+  let state = connectedState.get(nc);
+  if (state) return state;
+  const s = { connected: true };
+  state = s;
+  connectedState.set(nc, s);
+  void (async () => {
+    for await (const ev of nc.status()) {
+      if (ev.type === 'disconnect' || ev.type === 'error') s.connected = false;
+      if (ev.type === 'reconnect') s.connected = true;
+    }
+  })();
+  return s;
+}
+
+/** False while the connection is down or reconnecting (no round trip; cheap on a hot path). */
+export function natsConnected(nc: NatsConnection): boolean {
+  return !nc.isClosed() && trackConnection(nc).connected;
+}
+
 /** True when the server answers a round trip (false while disconnected or reconnecting). */
 export async function natsHealthy(nc: NatsConnection): Promise<boolean> {
-  if (nc.isClosed()) return false;
+  if (!natsConnected(nc)) return false;
   await nc.rtt();
   return true;
 }

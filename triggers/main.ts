@@ -62,6 +62,7 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
     js, jsm, logger,
     stream: STREAMS.triggers,
     durable: 'flowgate-trigger-starters',
+    ackWaitMs: config.FLOWGATE_CONSUMER_ACK_WAIT_MS,
     concurrency: config.FLOWGATE_CONSUMER_CONCURRENCY,
     maxDeliver: config.FLOWGATE_CONSUMER_MAX_DELIVER,
     onRedelivery: () => redeliveries.inc({ stream: STREAMS.triggers }),
@@ -75,6 +76,11 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
         if (err instanceof PoisonTriggerError) throw new PoisonMessageError(err.message);
         throw err;
       }
+      if (config.FLOWGATE_FAILPOINT === 'exit-after-start') {
+        // Synchronous write: pino's async stream would not flush before SIGKILL.
+        process.stderr.write(`failpoint exit-after-start: dying before the ack of ${msg.execution_id}\n`);
+        process.kill(process.pid, 'SIGKILL');
+      }
       started.inc({ tenant: msg.tenant, workflow: msg.workflow_type, outcome });
       if (outcome === 'started') lag.observe((Date.now() - Date.parse(msg.accepted_at)) / 1000);
       logger.debug({ execution_id: msg.execution_id, correlation_id: msg.correlation_id, outcome }, 'trigger consumed');
@@ -85,6 +91,7 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
     js, jsm, logger,
     stream: STREAMS.signals,
     durable: 'flowgate-signal-deliverers',
+    ackWaitMs: config.FLOWGATE_CONSUMER_ACK_WAIT_MS,
     concurrency: config.FLOWGATE_CONSUMER_CONCURRENCY,
     maxDeliver: config.FLOWGATE_CONSUMER_MAX_DELIVER,
     onRedelivery: () => redeliveries.inc({ stream: STREAMS.signals }),

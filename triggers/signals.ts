@@ -1,6 +1,7 @@
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/common';
-import { PoisonMessageError } from '../lib/jetstream-worker';
+import { DependencyUnavailableError, PoisonMessageError } from '../lib/jetstream-worker';
+import { isUnavailable } from './starter';
 import type { SignalMessage } from '../lib/trigger-message';
 import { SA } from '../lib/workflow-search-attributes';
 
@@ -14,6 +15,7 @@ export async function deliverSignal(client: Client, msg: SignalMessage): Promise
     await handle.signal(msg.signal, msg.payload);
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) throw new PoisonMessageError('execution not found');
+    if (isUnavailable(err)) throw new DependencyUnavailableError(`temporal unavailable: ${(err as Error).message}`);
     throw err;
   }
 }

@@ -1,10 +1,20 @@
-import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import { ServiceError, WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import { DependencyUnavailableError } from '../lib/jetstream-worker';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
 import type { ExecutionMemo, TriggerMessage } from '../lib/trigger-message';
 import { findWorkflowType } from '../lib/workflow-registry';
 import { SA } from '../lib/workflow-search-attributes';
 
 export type StartOutcome = 'started' | 'already_started';
+
+const START_DEADLINE_MS = 5_000;
+/** gRPC UNAVAILABLE (14) and DEADLINE_EXCEEDED (4): Temporal is away, not the request at fault. */
+const OUTAGE_CODES = new Set([4, 14]);
+
+export function isUnavailable(err: unknown): boolean {
+  const e = err as { code?: number; cause?: { code?: number } };
+  return (err instanceof ServiceError && OUTAGE_CODES.has(e.cause?.code ?? -1)) || OUTAGE_CODES.has(e.code ?? -1);
+}
 
 /** A trigger that can never start (unknown type, invalid input): dead-letter it at once. */
 export class PoisonTriggerError extends Error {}
@@ -26,7 +36,8 @@ export async function startFromTrigger(client: Client, taskQueue: string, msg: T
     ...(msg.callback_url ? { callback_url: msg.callback_url } : {}),
   };
   try {
-    await client.workflow.start(def.workflow, {
+    // A deadline of its own: while Temporal is away the SDK would otherwise keep retrying.
+    await client.withDeadline(Date.now() + START_DEADLINE_MS, () => client.workflow.start(def.workflow, {
       workflowId: msg.execution_id,
       taskQueue: def.taskQueue ?? taskQueue,
       args: [parsed.data],
@@ -37,10 +48,11 @@ export async function startFromTrigger(client: Client, taskQueue: string, msg: T
         { key: SA.tenant, value: msg.tenant },
         { key: SA.correlationId, value: msg.correlation_id },
       ],
-    });
+    }));
     return 'started';
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) return 'already_started';
+    if (isUnavailable(err)) throw new DependencyUnavailableError(`temporal unavailable: ${(err as Error).message}`);
     throw err;
   }
 }

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
 import { z } from 'zod';
 import { ApiError, notFound, validationError } from '../../lib/errors';
-import { subjects } from '../../lib/nats';
+import { natsConnected, subjects } from '../../lib/nats';
 import { describeWorkflowTypes, findWorkflowType, type WorkflowTypeDef } from '../../lib/workflow-registry';
 import type { TriggerMessage, SignalMessage } from '../../lib/trigger-message';
 import { accepted, describeExecution, summarize, tenantOf, type ExecutionStatus } from '../status';
@@ -41,6 +41,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
   async function publishTrigger(msg: TriggerMessage): Promise<void> {
     const end = metrics.publishLatency.startTimer();
     try {
+      if (!natsConnected(ctx.nc)) throw new Error('nats disconnected');
       await ctx.js.publish(subjects.trigger(msg.tenant), JSON.stringify(msg), {
         msgID: msg.execution_id,
         timeout: 3000,
@@ -54,16 +55,22 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     }
   }
 
+  const storeUnavailable = (err: unknown) => {
+    ctx.logger.warn({ err }, 'idempotency store unavailable');
+    return new ApiError(503, 'trigger_unavailable', 'the trigger could not be stored durably; retry with the same Idempotency-Key', undefined, { 'Retry-After': '2' });
+  };
+
   /** Refuses a reused Idempotency-Key whose request differs (JetStream KV, first writer wins). */
   async function checkIdempotency(tenant: string, key: string, print: string, executionId: string): Promise<void> {
-    const kv = await ctx.idempotencyKv();
+    if (!natsConnected(ctx.nc)) throw storeUnavailable(new Error('nats disconnected'));
+    const kv = await ctx.idempotencyKv().catch((err) => { throw storeUnavailable(err); });
     const entryKey = `${tenant}.${createHash('sha256').update(key).digest('hex')}`;
     try {
       await kv.create(entryKey, JSON.stringify({ fingerprint: print, execution_id: executionId }));
       return;
-    } catch (err) {
+    } catch (createErr) {
       const existing = await kv.get(entryKey).catch(() => null);
-      if (!existing) throw err;
+      if (!existing) throw storeUnavailable(createErr);
       const stored = existing.json<{ fingerprint: string }>();
       if (stored.fingerprint !== print) {
         throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request', [{ field: 'headers.idempotency-key', message: 'already used with another body or workflow type' }]);
@@ -162,8 +169,9 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       const s = await statusOf(id, tenant);
       const open = s.status === 'ACCEPTED' || s.status === 'RUNNING';
       if (!open) return s;
-      if (Date.now() + pause > deadline) return reply.code(202).header('Retry-After', '1').send(s);
-      await sleep(pause);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return reply.code(202).header('Retry-After', '1').send(s);
+      await sleep(Math.min(pause, remaining));
       pause = Math.min(pause * 2, 1000);
     }
   });
@@ -180,6 +188,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     const payload = parse(schema, req.body ?? undefined, 'signal');
     const msg: SignalMessage = { execution_id: id, tenant, signal: name, payload, correlation_id: req.id };
     try {
+      if (!natsConnected(ctx.nc)) throw new Error('nats disconnected');
       await ctx.js.publish(subjects.signal(tenant), JSON.stringify(msg), { msgID: `${id}:${name}:${req.id}`, timeout: 3000 });
     } catch (err) {
       ctx.logger.warn({ err, execution_id: id }, 'signal publish failed');

@@ -1,0 +1,159 @@
+// Faults on the core journey: NATS down, Temporal down, a consumer killed between start and ack,
+// poison triggers. Each test runs its own NATS (and Temporal) so it can stop them freely.
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { connect, headers as natsHeaders } from 'nats';
+import { connectTemporal } from '../../lib/temporal';
+import { ExecutionIds } from '../../lib/execution-ids';
+import { createPool } from '../../lib/postgres';
+import { subjects } from '../../lib/nats';
+import { gatewayClient } from '../helpers/api';
+import { eventually, privateServer, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
+import { newTenant } from '../helpers/tenant';
+
+const stack = testStack();
+const procs: RunningProcess[] = [];
+const stops: (() => Promise<void>)[] = [];
+after(async () => {
+  for (const p of procs) p.child.kill('SIGKILL');
+  for (const s of stops) await s().catch(() => undefined);
+});
+
+async function spawnReady(name: 'gateway' | 'triggers' | 'worker', env: Record<string, string>, overrides: Record<string, string> = {}) {
+  const p = await spawnProcess(name, env, overrides);
+  procs.push(p);
+  await eventually(`${name} ready`, async () => (await readyStatus(p.statusUrl)).code === 200, 90_000);
+  return p;
+}
+
+const metricValue = (text: string, name: string, labels: Record<string, string>) => {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+};
+
+describe('NATS down', () => {
+  test('the gateway answers 503 with Retry-After and a stable code, never a 2xx', async () => {
+    const nats = await privateServer('nats');
+    stops.push(nats.stop);
+    const { apiKey } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!);
+    const gw = await spawnReady('gateway', { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL! });
+    const api = gatewayClient(gw.publicUrl!, apiKey);
+    assert.equal((await api.start('hello', { name: 'up' })).status, 202);
+    await nats.stop();
+    for (let i = 0; i < 3; i++) {
+      const r = await api.start('hello', { name: `down-${i}` }, { 'idempotency-key': `k-${i}` });
+      assert.equal(r.status, 503, r.text);
+      assert.ok(['trigger_unavailable'].includes(r.body.error.code), r.text);
+      assert.equal(r.headers.get('retry-after'), '2');
+      assert.equal(r.headers.get('x-workflow-execution-id'), null);
+    }
+    await nats.start();
+    await eventually('accepting again', async () => (await api.start('hello', { name: 'back' })).status === 202, 30_000, 500);
+  });
+});
+
+describe('Temporal down', () => {
+  test('triggers wait in JetStream, status says ACCEPTED, and they start when Temporal returns', async () => {
+    const nats = await privateServer('nats');
+    const temporal = await privateServer('temporal');
+    stops.push(nats.stop, temporal.stop);
+    const env = { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL!, FLOWGATE_TEMPORAL_ADDRESS: temporal.env.FLOWGATE_TEMPORAL_ADDRESS! };
+    const { apiKey } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!);
+    const gw = await spawnReady('gateway', env);
+    // A delivery budget of 2: an outage must not use it up (only ordinary errors count).
+    const triggers = await spawnReady('triggers', env, { FLOWGATE_CONSUMER_MAX_DELIVER: '2' });
+    await spawnReady('worker', env);
+    const api = gatewayClient(gw.publicUrl!, apiKey);
+
+    await temporal.stop();
+    const accepted: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const r = await api.start('hello', { name: `later-${i}` });
+      assert.equal(r.status, 202, r.text);
+      accepted.push(r.body.execution_id);
+    }
+    // Long enough for several deliveries of each trigger while Temporal is away.
+    await new Promise((r) => setTimeout(r, 8000));
+    for (const id of accepted) {
+      const s = await api.status(id);
+      assert.equal(s.status, 200);
+      assert.equal(s.body.status, 'ACCEPTED');
+    }
+    const during = await (await fetch(`${triggers.statusUrl}/metrics`)).text();
+    assert.ok(metricValue(during, 'workflow_consumer_redeliveries_total', { stream: 'FLOWGATE_TRIGGERS' }) >= 3, 'retried during the outage');
+    assert.equal(metricValue(during, 'workflow_consumer_dead_letters_total', {}), 0, 'nothing dead-lettered');
+    const t0 = Date.now();
+    await temporal.start();
+    for (const id of accepted) {
+      await eventually(`${id} completed after Temporal returned`, async () => (await api.status(id)).body.status === 'COMPLETED', 90_000, 500);
+    }
+    console.log(`# triggers completed ${((Date.now() - t0) / 1000).toFixed(1)}s after Temporal was started again`);
+  });
+});
+
+describe('a consumer killed between Temporal start and ack', () => {
+  test('redelivery to another consumer starts nothing twice: exactly one workflow', async () => {
+    const nats = await privateServer('nats');
+    stops.push(nats.stop);
+    const env = { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL!, FLOWGATE_CONSUMER_ACK_WAIT_MS: '1500' };
+    const { apiKey } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!);
+    const gw = await spawnReady('gateway', env);
+    const doomed = await spawnReady('triggers', env, { FLOWGATE_FAILPOINT: 'exit-after-start' });
+    const api = gatewayClient(gw.publicUrl!, apiKey);
+    const r = await api.start('hello', { name: 'crash' });
+    assert.equal(r.status, 202);
+    const id = r.body.execution_id as string;
+    const died = await doomed.exited;
+    assert.equal(died.signal, 'SIGKILL', 'the consumer died at the failpoint');
+    assert.match(doomed.output(), /failpoint exit-after-start/);
+
+    const survivor = await spawnReady('triggers', env);
+    await eventually('the redelivered trigger to be acked as already started', async () => {
+      const m = await (await fetch(`${survivor.statusUrl}/metrics`)).text();
+      return metricValue(m, 'workflow_trigger_starts_total', { outcome: 'already_started' }) >= 1;
+    }, 30_000, 250);
+    const m = await (await fetch(`${survivor.statusUrl}/metrics`)).text();
+    assert.equal(metricValue(m, 'workflow_trigger_starts_total', { outcome: 'started' }), 0, 'no second start');
+    assert.ok(metricValue(m, 'workflow_consumer_redeliveries_total', { stream: 'FLOWGATE_TRIGGERS' }) >= 1);
+
+    const client = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, 'default');
+    try {
+      const runs = [];
+      for await (const e of client.workflow.list({ query: `WorkflowId = '${id}'` })) runs.push(e);
+      assert.equal(runs.length, 1, 'exactly one run for the execution id');
+    } finally {
+      await client.connection.close();
+    }
+    const nc = await connect({ servers: nats.env.FLOWGATE_NATS_URL });
+    const info = await (await nc.jetstreamManager()).consumers.info('FLOWGATE_TRIGGERS', 'flowgate-trigger-starters');
+    assert.equal(info.num_ack_pending + info.num_pending, 0, 'nothing left unacknowledged');
+    await nc.close();
+  });
+});
+
+describe('poison triggers', () => {
+  test('a trigger that can never start is dead-lettered, counted, audited and reported FAILED', async () => {
+    const { tenant, apiKey } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!);
+    const id = new ExecutionIds(stack.env.FLOWGATE_EXECUTION_ID_SECRET!).mint(tenant);
+    const nc = await connect({ servers: stack.env.FLOWGATE_NATS_URL });
+    const h = natsHeaders();
+    h.set('X-Request-ID', 'poison-test');
+    await nc.jetstream().publish(subjects.trigger(tenant), JSON.stringify({
+      execution_id: id, tenant, workflow_type: 'retired-type', input: {}, correlation_id: 'poison-test', accepted_at: new Date().toISOString(), source: 'api',
+    }), { msgID: id, headers: h });
+    const api = gatewayClient(stack.gatewayUrl, apiKey);
+    await eventually('status FAILED', async () => (await api.status(id)).body.status === 'FAILED');
+    const s = await api.status(id);
+    assert.equal(s.body.error.type, 'TriggerDeadLettered');
+    assert.match(s.body.error.message, /unknown workflow type retired-type/);
+    const dl = await (await nc.jetstreamManager()).streams.getMessage('FLOWGATE_DEAD_LETTERS', { last_by_subj: subjects.deadLetter('triggers', tenant) });
+    assert.match(dl.header.get('Flowgate-Dead-Letter-Reason') ?? '', /retired-type/);
+    await nc.close();
+    const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
+    const audit = await pool.query("SELECT action FROM audit_logs WHERE workspace_id = $1 AND entity_id = $2", [tenant, id]);
+    await pool.end();
+    assert.deepEqual(audit.rows.map((r) => r.action), ['triggers.dead_lettered']);
+    const m = await (await fetch(`http://127.0.0.1:${stack.layout.ports.triggersStatus}/metrics`)).text();
+    assert.ok(metricValue(m, 'workflow_consumer_dead_letters_total', { tenant }) >= 1);
+  });
+});

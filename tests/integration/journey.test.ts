@@ -1,0 +1,233 @@
+// The core journey against the real stack: start, idempotency, track, steer, isolation, bad input.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { before, describe, test } from 'node:test';
+import { gatewayClient } from '../helpers/api';
+import { eventually, testStack } from '../helpers/stack';
+import { newTenant } from '../helpers/tenant';
+
+const stack = testStack();
+type Client = ReturnType<typeof gatewayClient>;
+
+async function untilStatus(api: Client, id: string, wanted: string | ((b: any) => boolean), timeoutMs = 20_000) { // eslint-disable-line @typescript-eslint/no-explicit-any
+  let last: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  await eventually(`execution ${id} to reach ${String(wanted)}`, async () => {
+    const r = await api.status(id);
+    assert.equal(r.status, 200, r.text);
+    last = r.body;
+    return typeof wanted === 'string' ? last.status === wanted : wanted(last);
+  }, timeoutMs);
+  return last;
+}
+
+describe('core journey', () => {
+  let a: Client; // tenant A
+  let b: Client; // tenant B
+  let tenantA: string;
+  before(async () => {
+    const ta = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'ja');
+    const tb = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'jb');
+    tenantA = ta.tenant;
+    a = gatewayClient(stack.gatewayUrl, ta.apiKey);
+    b = gatewayClient(stack.gatewayUrl, tb.apiKey);
+  });
+
+  describe('idempotency', () => {
+    test('the same key and body give the same execution id and answer; one workflow runs', async () => {
+      const key = randomUUID();
+      const first = await a.start('hello', { name: 'idem' }, { 'idempotency-key': key });
+      const second = await a.start('hello', { name: 'idem' }, { 'idempotency-key': key });
+      assert.equal(first.status, 202);
+      assert.equal(second.status, 202);
+      assert.deepEqual(second.body, first.body);
+      assert.equal(second.headers.get('x-workflow-execution-id'), first.body.execution_id);
+      await untilStatus(a, first.body.execution_id, 'COMPLETED');
+      const third = await a.start('hello', { name: 'idem' }, { 'idempotency-key': key });
+      assert.equal(third.body.execution_id, first.body.execution_id, 'still the same id after completion');
+      const list = await a.list('?type=hello&limit=100');
+      assert.equal(list.body.executions.filter((e: { execution_id: string }) => e.execution_id === first.body.execution_id).length, 1);
+    });
+
+    test('the same key with another body is refused with 422', async () => {
+      const key = randomUUID();
+      assert.equal((await a.start('hello', { name: 'one' }, { 'idempotency-key': key })).status, 202);
+      const other = await a.start('hello', { name: 'two' }, { 'idempotency-key': key });
+      assert.equal(other.status, 422);
+      assert.equal(other.body.error.code, 'idempotency_key_reused');
+      assert.equal(other.body.error.details[0].field, 'headers.idempotency-key');
+    });
+
+    test('the same key from another tenant is another execution', async () => {
+      const key = randomUUID();
+      const ra = await a.start('hello', { name: 'x' }, { 'idempotency-key': key });
+      const rb = await b.start('hello', { name: 'x' }, { 'idempotency-key': key });
+      assert.equal(rb.status, 202);
+      assert.notEqual(rb.body.execution_id, ra.body.execution_id);
+    });
+  });
+
+  describe('track and steer', () => {
+    test('waiting_for names the approval; a signal from another person completes it', async () => {
+      const start = await a.start('approval-request', { subject: 'deploy', requester: 'alice', timeout_seconds: 3600 });
+      assert.equal(start.status, 202);
+      const id = start.body.execution_id;
+      const waiting = await untilStatus(a, id, (s) => s.status === 'RUNNING' && s.waiting_for?.kind === 'approval');
+      assert.equal(waiting.current_step, 'await-decision');
+      assert.equal(waiting.waiting_for.name, 'approve');
+      assert.ok(Date.parse(waiting.waiting_for.since) > 0);
+      assert.equal(waiting.workflow_type, 'approval-request');
+
+      const unknown = await a.signal(id, 'launch', {});
+      assert.equal(unknown.status, 400);
+      assert.equal(unknown.body.error.code, 'unknown_signal');
+      const bad = await a.signal(id, 'approve', { approver: 42 });
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.error.details[0].field, 'signal.approver');
+
+      assert.equal((await b.signal(id, 'approve', { approver: 'mallory' })).status, 404, "another tenant can't signal");
+      const ok = await a.signal(id, 'approve', { approver: 'bob' });
+      assert.equal(ok.status, 202);
+      const done = await untilStatus(a, id, 'COMPLETED');
+      assert.equal(done.result.approver, 'bob');
+      assert.equal(done.progress, 100);
+      assert.equal(done.waiting_for, null);
+    });
+
+    test('cancel ends a running workflow as CANCELED; a closed one answers 409', async () => {
+      const start = await a.start('approval-request', { subject: 'c', requester: 'alice' });
+      const id = start.body.execution_id;
+      await untilStatus(a, id, 'RUNNING');
+      assert.equal((await b.cancel(id)).status, 404, "another tenant can't cancel");
+      const c = await a.cancel(id);
+      assert.equal(c.status, 202);
+      await untilStatus(a, id, 'CANCELED');
+      const again = await a.cancel(id);
+      assert.equal(again.status, 409);
+      assert.equal(again.body.error.code, 'execution_closed');
+    });
+
+    test('a failure is reported with its type and message', async () => {
+      const start = await a.start('approval-request', { subject: 'r', requester: 'alice' });
+      const id = start.body.execution_id;
+      await untilStatus(a, id, 'RUNNING');
+      await a.signal(id, 'reject', { approver: 'carol', comment: 'no' });
+      const failed = await untilStatus(a, id, 'FAILED');
+      assert.equal(failed.error.type, 'ApprovalRejected');
+      assert.match(failed.error.message, /carol/);
+    });
+
+    test('result long-polls: a closed execution returns at once, an open one 202 at the deadline', async () => {
+      const hello = await a.start('hello', { name: 'poll' });
+      const r = await a.result(hello.body.execution_id, 10);
+      assert.equal(r.status, 200);
+      assert.equal(r.body.status, 'COMPLETED');
+      assert.deepEqual(r.body.result, { greeting: 'Hello, poll!' });
+      const waiting = await a.start('approval-request', { subject: 'w', requester: 'alice' });
+      const t0 = Date.now();
+      const open = await a.result(waiting.body.execution_id, 1);
+      assert.equal(open.status, 202);
+      assert.ok(['ACCEPTED', 'RUNNING'].includes(open.body.status));
+      assert.ok(Date.now() - t0 >= 900);
+      await a.cancel(waiting.body.execution_id);
+    });
+
+    test('the list holds only the tenant\'s executions, filtered, newest first, with a cursor', async () => {
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) ids.push((await a.start('hello', { name: `list-${i}` })).body.execution_id);
+      for (const id of ids) await untilStatus(a, id, 'COMPLETED');
+      await eventually('visibility to show them', async () => {
+        const all = await a.list('?status=COMPLETED&type=hello&limit=100');
+        const seen = new Set(all.body.executions.map((e: { execution_id: string }) => e.execution_id));
+        return ids.every((id) => seen.has(id));
+      });
+      const page1 = await a.list('?type=hello&limit=2');
+      assert.equal(page1.status, 200);
+      assert.equal(page1.body.executions.length, 2);
+      assert.ok(page1.body.next_cursor);
+      const page2 = await a.list(`?type=hello&limit=2&cursor=${page1.body.next_cursor}`);
+      const overlap = page2.body.executions.filter((e: { execution_id: string }) => page1.body.executions.some((p: { execution_id: string }) => p.execution_id === e.execution_id));
+      assert.equal(overlap.length, 0);
+      const bList = await b.list('?limit=100');
+      assert.ok(bList.body.executions.every((e: { execution_id: string }) => !ids.includes(e.execution_id)), 'B sees none of A');
+      const bad = await a.list('?status=SLEEPING');
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.error.details[0].field, 'query.status');
+    });
+  });
+
+  describe('isolation', () => {
+    test("another tenant's execution is 404 on status and result, never 403", async () => {
+      const start = await a.start('hello', { name: 'mine' });
+      const id = start.body.execution_id;
+      await untilStatus(a, id, 'COMPLETED');
+      for (const r of [await b.status(id), await b.result(id, 0)]) {
+        assert.equal(r.status, 404);
+        assert.equal(r.body.error.code, 'not_found');
+      }
+    });
+
+    test('X-Tenant-ID must agree with the credential', async () => {
+      const r = await b.start('hello', { name: 'x' }, { 'x-tenant-id': tenantA });
+      assert.equal(r.status, 403);
+      assert.equal(r.body.error.code, 'tenant_mismatch');
+    });
+
+    test('made-up ids are 404', async () => {
+      assert.equal((await a.status('fgx_AAAAAAAAAAAAAAAAAAAAAA_AAAAAAAAAAAAAAAA')).status, 404);
+      assert.equal((await a.status('not-an-id')).status, 404);
+    });
+  });
+
+  describe('bad input', () => {
+    test('unknown workflow type is 404 with a stable code', async () => {
+      const r = await a.start('no-such-type', {});
+      assert.equal(r.status, 404);
+      assert.equal(r.body.error.code, 'unknown_workflow_type');
+      assert.ok(r.body.correlation_id);
+    });
+
+    test('invalid input is 400 naming each offending field', async () => {
+      const r = await a.start('approval-request', { subject: '', requester: 7, timeout_seconds: -1 });
+      assert.equal(r.status, 400);
+      assert.equal(r.body.error.code, 'validation_failed');
+      const fields = r.body.error.details.map((d: { field: string }) => d.field).sort();
+      assert.deepEqual(fields, ['body.requester', 'body.subject', 'body.timeout_seconds']);
+    });
+
+    test('malformed JSON is 400, a body over the limit 413', async () => {
+      const bad = await a.call('POST', '/api/workflows/hello', '{"name": ', {});
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.error.code, 'malformed_json');
+      const big = await a.call('POST', '/api/workflows/hello', JSON.stringify({ name: 'x'.repeat(2_000_000) }));
+      assert.equal(big.status, 413);
+      assert.equal(big.body.error.code, 'body_too_large');
+    });
+
+    test('a missing or wrong key is 401', async () => {
+      const none = await fetch(`${stack.gatewayUrl}/api/workflows/hello`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"x"}' });
+      assert.equal(none.status, 401);
+      assert.equal(((await none.json()) as { error: { code: string } }).error.code, 'unauthenticated');
+      const wrong = await gatewayClient(stack.gatewayUrl, 'fgk_nope_nope').start('hello', { name: 'x' });
+      assert.equal(wrong.status, 401);
+      assert.equal(wrong.body.error.code, 'invalid_credential');
+      const viaHeader = await fetch(`${stack.gatewayUrl}/api/workflow-types`, { headers: { 'x-api-key': 'wrong' } });
+      assert.equal(viaHeader.status, 200, 'workflow types are public');
+    });
+  });
+
+  test('GET /api/workflow-types publishes JSON Schemas', async () => {
+    const r = await a.call('GET', '/api/workflow-types');
+    assert.equal(r.status, 200);
+    const hello = r.body.workflow_types.find((t: { name: string }) => t.name === 'hello');
+    assert.deepEqual(hello.input_schema.required, ['name']);
+  });
+
+  test('metrics count triggers by tenant, workflow and outcome', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${stack.layout.ports.gatewayStatus}/metrics`)).text();
+    assert.match(text, new RegExp(`workflow_triggers_total\\{[^}]*tenant="${tenantA}"[^}]*workflow="hello"[^}]*outcome="accepted"[^}]*\\} \\d+`));
+    assert.match(text, /workflow_trigger_publish_duration_seconds_bucket/);
+    assert.match(text, /workflow_status_request_duration_seconds_count/);
+    const triggers = await (await fetch(`http://127.0.0.1:${stack.layout.ports.triggersStatus}/metrics`)).text();
+    assert.match(triggers, /workflow_trigger_to_start_lag_seconds_count\{[^}]*\} [1-9]/);
+  });
+});
