@@ -6,8 +6,10 @@ import { installErrorHandler } from '../lib/errors';
 import { closeConnectionsOnShutdown } from '../lib/http-shutdown';
 import type { Logger } from '../lib/logger';
 import { authenticateAdmin } from './auth';
+import { registerTriggerRoutes } from './triggers';
+import type { NatsConnection } from 'nats';
 
-export type AdminDeps = { config: Config; logger: Logger; pool: Pool };
+export type AdminDeps = { config: Config; logger: Logger; pool: Pool; nc: NatsConnection };
 
 /** The control plane (port 8001). Entities beyond workspaces arrive with the Admin API issue. */
 export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
@@ -23,5 +25,6 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     );
     return { data: res.rows };
   });
+  registerTriggerRoutes(app, deps);
   return app;
 }

@@ -1,15 +1,21 @@
+import { connectNats, natsHealthy } from '../lib/nats';
 import { createPool } from '../lib/postgres';
 import { runProcess } from '../lib/process-runtime';
 import { buildAdmin } from './app';
 
 void runProcess('admin', async ({ config, logger }) => {
   const pool = createPool(config.FLOWGATE_DATABASE_URL, 10);
-  const app = await buildAdmin({ config, logger, pool });
+  const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-admin');
+  const app = await buildAdmin({ config, logger, pool, nc });
   await app.listen({ port: config.FLOWGATE_ADMIN_PORT, host: config.FLOWGATE_HOST });
   return {
-    checks: [{ name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 }],
+    checks: [
+      { name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 },
+      { name: 'nats', check: () => natsHealthy(nc) },
+    ],
     shutdown: [
       ['http', () => app.close()],
+      ['nats', () => nc.drain()],
       ['postgres', () => pool.end()],
     ],
   };

@@ -12,6 +12,7 @@ import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
 import { ApiKeyAuthenticator } from './auth';
 import { registerWorkflowRoutes } from './routes/workflows';
+import { registerRouteTriggers, RouteTriggerTable } from './route-triggers';
 
 export type GatewayDeps = {
   config: Config;
@@ -86,5 +87,9 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   });
   app.get('/health', async () => ({ status: 'ok' }));
   registerWorkflowRoutes(app, ctx);
+  const rules = new RouteTriggerTable(ctx);
+  await rules.start();
+  app.addHook('onClose', async () => rules.stop());
+  registerRouteTriggers(app, ctx, rules);
   return app;
 }

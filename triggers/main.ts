@@ -7,6 +7,9 @@ import { runProcess } from '../lib/process-runtime';
 import { connectTemporal } from '../lib/temporal';
 import { signalMessageSchema, triggerMessageSchema } from '../lib/trigger-message';
 import { PoisonTriggerError, startFromTrigger } from './starter';
+import { startEventRules } from './event-rules';
+import { ExecutionIds } from '../lib/execution-ids';
+import { createKafka } from '../lib/kafka';
 import { deliverSignal } from './signals';
 
 const decode = <T>(schema: { safeParse: (v: unknown) => { success: boolean; data?: T; error?: unknown } }, m: JsMsg): T => {
@@ -99,6 +102,14 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
     handle: async (m) => deliverSignal(temporal, decode(signalMessageSchema, m)),
   });
 
+  const kafka = createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-triggers');
+  const eventTriggers = new prom.Counter({ name: 'workflow_event_triggers_total', help: 'api.events records turned into triggers', labelNames: ['tenant', 'workflow'], registers: [registry] });
+  const events = await startEventRules({
+    kafka, pool, js, logger,
+    ids: new ExecutionIds(config.FLOWGATE_EXECUTION_ID_SECRET),
+    onTrigger: (rule) => eventTriggers.inc({ tenant: rule.workspace_id, workflow: rule.workflow_type }),
+  });
+
   return {
     checks: [
       { name: 'nats', check: () => natsHealthy(nc) },
@@ -107,7 +118,7 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
     ],
     // Stop pulling and finish in-flight messages (each acked or nak'ed), then close the clients.
     shutdown: [
-      ['consumers', () => Promise.all([triggers.stop(), signals.stop()])],
+      ['consumers', () => Promise.all([triggers.stop(), signals.stop(), events.disconnect()])],
       ['nats', () => nc.drain()],
       ['postgres', () => pool.end()],
       ['temporal', () => temporal.connection.close()],

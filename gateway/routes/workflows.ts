@@ -1,17 +1,15 @@
-import { createHash } from 'node:crypto';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
 import { z } from 'zod';
 import { ApiError, notFound, validationError } from '../../lib/errors';
 import { natsConnected, subjects } from '../../lib/nats';
-import { describeWorkflowTypes, findWorkflowType, type WorkflowTypeDef } from '../../lib/workflow-registry';
-import type { TriggerMessage, SignalMessage } from '../../lib/trigger-message';
+import { describeWorkflowTypes, findWorkflowType } from '../../lib/workflow-registry';
+import type { SignalMessage } from '../../lib/trigger-message';
 import { accepted, describeExecution, summarize, tenantOf, type ExecutionStatus } from '../status';
 import type { GatewayContext } from '../app';
+import { createTriggering } from '../triggering';
 
 const executionParams = z.object({ id: z.string().min(1).max(200) });
-const idempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces');
-const callbackUrl = z.url({ protocol: /^https?$/ }).max(2000);
 const listQuery = z.object({
   status: z.enum(['RUNNING', 'COMPLETED', 'FAILED', 'CANCELED', 'TERMINATED', 'TIMED_OUT']).optional(),
   type: z.string().max(100).optional(),
@@ -24,8 +22,6 @@ const VISIBILITY_STATUS: Record<string, string> = {
   RUNNING: 'Running', COMPLETED: 'Completed', FAILED: 'Failed', CANCELED: 'Canceled', TERMINATED: 'Terminated', TIMED_OUT: 'TimedOut',
 };
 
-/** Fingerprint of what a request asks for; a reused Idempotency-Key must come with the same one. */
-const fingerprint = (type: string, input: unknown) => createHash('sha256').update(`${type}\n${JSON.stringify(input)}`).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function parse<T extends z.ZodType>(schema: T, value: unknown, where: 'body' | 'query' | 'params' | 'signal'): z.infer<T> {
@@ -37,76 +33,7 @@ function parse<T extends z.ZodType>(schema: T, value: unknown, where: 'body' | '
 export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext): void {
   const { ids, auth, temporal, metrics } = ctx;
 
-  /** Publishes a trigger and waits for JetStream's ack: only then may the client hear 2xx. */
-  async function publishTrigger(msg: TriggerMessage): Promise<void> {
-    const end = metrics.publishLatency.startTimer();
-    try {
-      if (!natsConnected(ctx.nc)) throw new Error('nats disconnected');
-      await ctx.js.publish(subjects.trigger(msg.tenant), JSON.stringify(msg), {
-        msgID: msg.execution_id,
-        timeout: 3000,
-        headers: ctx.natsHeaders({ 'X-Request-ID': msg.correlation_id, 'X-Tenant-ID': msg.tenant }),
-      });
-      end({ outcome: 'acked' });
-    } catch (err) {
-      end({ outcome: 'failed' });
-      ctx.logger.warn({ err, execution_id: msg.execution_id }, 'trigger publish failed');
-      throw new ApiError(503, 'trigger_unavailable', 'the trigger could not be stored durably; retry with the same Idempotency-Key', undefined, { 'Retry-After': '2' });
-    }
-  }
-
-  const storeUnavailable = (err: unknown) => {
-    ctx.logger.warn({ err }, 'idempotency store unavailable');
-    return new ApiError(503, 'trigger_unavailable', 'the trigger could not be stored durably; retry with the same Idempotency-Key', undefined, { 'Retry-After': '2' });
-  };
-
-  /** Refuses a reused Idempotency-Key whose request differs (JetStream KV, first writer wins). */
-  async function checkIdempotency(tenant: string, key: string, print: string, executionId: string): Promise<void> {
-    if (!natsConnected(ctx.nc)) throw storeUnavailable(new Error('nats disconnected'));
-    const kv = await ctx.idempotencyKv().catch((err) => { throw storeUnavailable(err); });
-    const entryKey = `${tenant}.${createHash('sha256').update(key).digest('hex')}`;
-    try {
-      await kv.create(entryKey, JSON.stringify({ fingerprint: print, execution_id: executionId }));
-      return;
-    } catch (createErr) {
-      const existing = await kv.get(entryKey).catch(() => null);
-      if (!existing) throw storeUnavailable(createErr);
-      const stored = existing.json<{ fingerprint: string }>();
-      if (stored.fingerprint !== print) {
-        throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request', [{ field: 'headers.idempotency-key', message: 'already used with another body or workflow type' }]);
-      }
-    }
-  }
-
-  /** Accepts a start: validate, mint the id, make the trigger durable, answer 202. */
-  async function accept(req: FastifyRequest, reply: FastifyReply, def: WorkflowTypeDef, tenant: string, input: unknown, source: TriggerMessage['source']) {
-    const keyHeader = req.headers['idempotency-key'];
-    const key = keyHeader === undefined ? undefined : parse(idempotencyKey, keyHeader, 'params');
-    const cbHeader = req.headers['x-callback-url'];
-    const callback = cbHeader === undefined ? undefined : (() => {
-      const r = callbackUrl.safeParse(cbHeader);
-      if (!r.success) throw new ApiError(400, 'validation_failed', 'invalid X-Callback-URL', [{ field: 'headers.x-callback-url', message: 'must be an http(s) URL' }]);
-      return r.data;
-    })();
-    const executionId = ids.mint(tenant, key);
-    if (key !== undefined) await checkIdempotency(tenant, key, fingerprint(def.name, input), executionId);
-    await publishTrigger({
-      execution_id: executionId,
-      tenant,
-      workflow_type: def.name,
-      input,
-      correlation_id: req.id,
-      accepted_at: new Date().toISOString(),
-      callback_url: callback,
-      source,
-    });
-    metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'accepted' });
-    const statusUrl = `/api/workflows/${executionId}`;
-    return reply
-      .code(202)
-      .headers({ 'X-Workflow-Execution-ID': executionId, 'X-Workflow-Status-Endpoint': statusUrl, Location: statusUrl })
-      .send({ execution_id: executionId, status_url: statusUrl, status: 'ACCEPTED' });
-  }
+  const { accept } = createTriggering(ctx);
 
   /** What an id unknown to Temporal means: never 404 for an id we accepted. */
   const notStarted = (id: string) => async (): Promise<ExecutionStatus> => {
@@ -145,7 +72,8 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'invalid' });
       throw validationError(r.error, 'body');
     }
-    return accept(req, reply, def, tenant, r.data, 'api');
+    const accepted = await accept(req, def, tenant, r.data, 'api');
+    return reply.code(202).headers(accepted.headers).send(accepted.body);
   });
 
   app.get('/api/workflows/:id', async (req) => {

@@ -1,0 +1,106 @@
+import { createHash } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { ApiError } from '../lib/errors';
+import { natsConnected, subjects } from '../lib/nats';
+import type { TriggerMessage } from '../lib/trigger-message';
+import type { WorkflowTypeDef } from '../lib/workflow-registry';
+import type { GatewayContext } from './app';
+
+const idempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7e]+$/);
+const callbackUrl = z.url({ protocol: /^https?$/ }).max(2000);
+
+/** Fingerprint of what a request asks for; a reused Idempotency-Key must come with the same one. */
+const fingerprint = (type: string, input: unknown) => createHash('sha256').update(`${type}\n${JSON.stringify(input)}`).digest('hex');
+
+export type Accepted = {
+  executionId: string;
+  headers: Record<'X-Workflow-Execution-ID' | 'X-Workflow-Status-Endpoint' | 'Location', string>;
+  body: { execution_id: string; status_url: string; status: 'ACCEPTED' };
+};
+
+/**
+ * The accept path shared by POST /api/workflows/{type} and rule-bound routes: mint the id,
+ * check the Idempotency-Key, and answer only once JetStream has the trigger.
+ */
+export function createTriggering(ctx: GatewayContext) {
+  const { ids, metrics } = ctx;
+
+  /** Publishes a trigger and waits for JetStream's ack: only then may the client hear 2xx. */
+  async function publishTrigger(msg: TriggerMessage): Promise<void> {
+    const end = metrics.publishLatency.startTimer();
+    try {
+      if (!natsConnected(ctx.nc)) throw new Error('nats disconnected');
+      await ctx.js.publish(subjects.trigger(msg.tenant), JSON.stringify(msg), {
+        msgID: msg.execution_id,
+        timeout: 3000,
+        headers: ctx.natsHeaders({ 'X-Request-ID': msg.correlation_id, 'X-Tenant-ID': msg.tenant }),
+      });
+      end({ outcome: 'acked' });
+    } catch (err) {
+      end({ outcome: 'failed' });
+      ctx.logger.warn({ err, execution_id: msg.execution_id }, 'trigger publish failed');
+      throw new ApiError(503, 'trigger_unavailable', 'the trigger could not be stored durably; retry with the same Idempotency-Key', undefined, { 'Retry-After': '2' });
+    }
+  }
+
+  const storeUnavailable = (err: unknown) => {
+    ctx.logger.warn({ err }, 'idempotency store unavailable');
+    return new ApiError(503, 'trigger_unavailable', 'the trigger could not be stored durably; retry with the same Idempotency-Key', undefined, { 'Retry-After': '2' });
+  };
+
+  /** Refuses a reused Idempotency-Key whose request differs (JetStream KV, first writer wins). */
+  async function checkIdempotency(tenant: string, key: string, print: string, executionId: string): Promise<void> {
+    if (!natsConnected(ctx.nc)) throw storeUnavailable(new Error('nats disconnected'));
+    const kv = await ctx.idempotencyKv().catch((err) => { throw storeUnavailable(err); });
+    const entryKey = `${tenant}.${createHash('sha256').update(key).digest('hex')}`;
+    try {
+      await kv.create(entryKey, JSON.stringify({ fingerprint: print, execution_id: executionId }));
+      return;
+    } catch (createErr) {
+      const existing = await kv.get(entryKey).catch(() => null);
+      if (!existing) throw storeUnavailable(createErr);
+      const stored = existing.json<{ fingerprint: string }>();
+      if (stored.fingerprint !== print) {
+        throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request', [{ field: 'headers.idempotency-key', message: 'already used with another body or workflow type' }]);
+      }
+    }
+  }
+
+  /** Accepts a start: validate, mint the id, make the trigger durable, answer 202. */
+  async function accept(req: FastifyRequest, def: WorkflowTypeDef, tenant: string, input: unknown, source: TriggerMessage['source'], ruleCallback?: string | null): Promise<Accepted> {
+    const keyHeader = req.headers['idempotency-key'];
+    const key = keyHeader === undefined ? undefined : (() => {
+      const r = idempotencyKey.safeParse(keyHeader);
+      if (!r.success) throw new ApiError(400, 'validation_failed', 'invalid Idempotency-Key', [{ field: 'headers.idempotency-key', message: 'printable ASCII, 1 to 255 characters' }]);
+      return r.data;
+    })();
+    const cbHeader = req.headers['x-callback-url'];
+    const callback = cbHeader === undefined ? ruleCallback ?? undefined : (() => {
+      const r = callbackUrl.safeParse(cbHeader);
+      if (!r.success) throw new ApiError(400, 'validation_failed', 'invalid X-Callback-URL', [{ field: 'headers.x-callback-url', message: 'must be an http(s) URL' }]);
+      return r.data;
+    })();
+    const executionId = ids.mint(tenant, key);
+    if (key !== undefined) await checkIdempotency(tenant, key, fingerprint(def.name, input), executionId);
+    await publishTrigger({
+      execution_id: executionId,
+      tenant,
+      workflow_type: def.name,
+      input,
+      correlation_id: req.id,
+      accepted_at: new Date().toISOString(),
+      callback_url: callback,
+      source,
+    });
+    metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'accepted' });
+    const statusUrl = `/api/workflows/${executionId}`;
+    return {
+      executionId,
+      headers: { 'X-Workflow-Execution-ID': executionId, 'X-Workflow-Status-Endpoint': statusUrl, Location: statusUrl },
+      body: { execution_id: executionId, status_url: statusUrl, status: 'ACCEPTED' },
+    };
+  }
+
+  return { accept };
+}

@@ -1,0 +1,84 @@
+import type { Pool } from 'pg';
+import { z } from 'zod';
+
+/** A row of workflow_triggers: a route or an event type bound to a workflow type. */
+export type TriggerRule = {
+  id: string;
+  workspace_id: string;
+  route_methods: string[] | null;
+  route_path: string | null;
+  event_type: string | null;
+  workflow_type: string;
+  input_template: unknown;
+  callback_url: string | null;
+  upstream_url: string | null;
+  enabled: boolean;
+};
+
+export const triggerRuleInput = z
+  .object({
+    route_methods: z.array(z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])).min(1).optional(),
+    route_path: z.string().regex(/^\/[A-Za-z0-9_\-/:.]*$/, 'a path such as /orders/:id').refine((p) => !p.startsWith('/api/') && !p.startsWith('/outbound/'), 'reserved prefix').optional(),
+    event_type: z.string().min(1).max(200).optional(),
+    workflow_type: z.string().min(1),
+    input_template: z.unknown().optional(),
+    callback_url: z.url({ protocol: /^https?$/ }).optional(),
+    upstream_url: z.url({ protocol: /^https?$/ }).optional(),
+    enabled: z.boolean().default(true),
+  })
+  .strict()
+  .refine((r) => (r.route_path === undefined) !== (r.event_type === undefined), { message: 'exactly one of route_path or event_type', path: ['route_path'] });
+
+export async function loadTriggerRules(pool: Pool, filter: { eventType?: string; workspace?: string } = {}): Promise<TriggerRule[]> {
+  const res = await pool.query<TriggerRule>(
+    `SELECT id, workspace_id, route_methods, route_path, event_type, workflow_type, input_template, callback_url, upstream_url, enabled
+       FROM workflow_triggers
+      WHERE enabled AND ($1::text IS NULL OR event_type = $1) AND ($2::text IS NULL OR workspace_id = $2)
+      ORDER BY created_at`,
+    [filter.eventType ?? null, filter.workspace ?? null],
+  );
+  return res.rows;
+}
+
+const WHOLE = /^\{\{\s*([A-Za-z0-9_.\-[\]]+)\s*\}\}$/;
+const EMBEDDED = /\{\{\s*([A-Za-z0-9_.\-[\]]+)\s*\}\}/g;
+
+function lookup(source: Record<string, unknown>, path: string): unknown {
+  let cur: unknown = source;
+  for (const part of path.split('.')) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  return cur;
+}
+
+/**
+ * Maps a request (or event) into workflow input. A string that is only `{{path}}` takes the
+ * value with its type (`{{body.amount}}` stays a number); `{{…}}` inside text is interpolated.
+ * Sources: body, path, query, headers, auth (for routes); event (for Kafka events).
+ * No template: the body (or the event's data) is the input.
+ */
+export function renderInput(template: unknown, source: Record<string, unknown>): unknown {
+  if (template === null || template === undefined) return source.body ?? (source.event as { data?: unknown } | undefined)?.data;
+  const walk = (t: unknown): unknown => {
+    if (typeof t === 'string') {
+      const whole = WHOLE.exec(t);
+      if (whole) return lookup(source, whole[1]!);
+      return t.replace(EMBEDDED, (_m, p: string) => {
+        const v = lookup(source, p);
+        return v === undefined || v === null ? '' : String(v);
+      });
+    }
+    if (Array.isArray(t)) return t.map(walk);
+    if (t && typeof t === 'object') {
+      const out: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(t)) {
+        const r = walk(v);
+        if (r !== undefined) out[k] = r;
+      }
+      return out;
+    }
+    return t;
+  };
+  return walk(template);
+}

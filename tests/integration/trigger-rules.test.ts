@@ -1,0 +1,134 @@
+// Routes and Kafka event types bound to workflows through trigger rules (admin → gateway/consumers).
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { ExecutionIds } from '../../lib/execution-ids';
+import { createKafka, TOPICS } from '../../lib/kafka';
+import { createPool } from '../../lib/postgres';
+import { issueAdminToken } from '../../lib/tenants';
+import { gatewayClient } from '../helpers/api';
+import { eventually, testStack } from '../helpers/stack';
+import { newTenant } from '../helpers/tenant';
+
+const stack = testStack();
+
+describe('trigger rules', () => {
+  let tenant: string;
+  let api: ReturnType<typeof gatewayClient>;
+  let other: ReturnType<typeof gatewayClient>;
+  let adminToken: string;
+  let viewerToken: string;
+  let upstream: http.Server;
+  let upstreamUrl: string;
+  const upstreamSeen: { url: string; headers: http.IncomingHttpHeaders; body: string }[] = [];
+
+  const admin = (method: string, path: string, token: string, body?: unknown) =>
+    fetch(`${stack.adminUrl}${path}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
+
+  before(async () => {
+    const t = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'tr');
+    tenant = t.tenant;
+    api = gatewayClient(stack.gatewayUrl, t.apiKey);
+    other = gatewayClient(stack.gatewayUrl, (await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'tr')).apiKey);
+    const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
+    adminToken = await issueAdminToken(pool, tenant, 'rules-admin', 'admin');
+    viewerToken = await issueAdminToken(pool, tenant, 'rules-viewer', 'viewer');
+    await pool.end();
+    upstream = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => { body += d; });
+      req.on('end', () => {
+        upstreamSeen.push({ url: req.url!, headers: req.headers, body });
+        res.writeHead(201, { 'content-type': 'application/json', 'x-upstream': 'yes' }).end(JSON.stringify({ order: 'created' }));
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+  });
+  after(() => new Promise<void>((r) => upstream.close(() => r())));
+
+  test('a viewer cannot create rules; an invalid rule is 400 with the field; an unknown workflow 409', async () => {
+    const asViewer = await admin('POST', `/triggers?workspace=${tenant}`, viewerToken, { route_path: '/x', workflow_type: 'hello' });
+    assert.equal(asViewer.status, 403);
+    const invalid = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, { route_path: 'no-slash', workflow_type: 'hello' });
+    assert.equal(invalid.status, 400);
+    assert.equal(((await invalid.json()) as { error: { details: { field: string }[] } }).error.details[0]!.field, 'body.route_path');
+    const unknown = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, { route_path: '/y', workflow_type: 'nope' });
+    assert.equal(unknown.status, 409);
+  });
+
+  test('a route bound to a workflow answers 202 with the execution headers; the template maps path and body', async () => {
+    const created = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, {
+      route_methods: ['POST'], route_path: '/greetings/:who', workflow_type: 'hello', input_template: { name: '{{path.who}} from {{body.team}}' },
+    });
+    assert.equal(created.status, 201);
+    let r: Awaited<ReturnType<typeof api.call>> | undefined;
+    await eventually('the gateway to serve the new route (config.invalidations)', async () => {
+      r = await api.call('POST', '/greetings/ada', { team: 'ops' });
+      return r.status === 202;
+    }, 5000, 50);
+    const id = r!.headers.get('x-workflow-execution-id')!;
+    assert.equal(r!.headers.get('x-workflow-status-endpoint'), `/api/workflows/${id}`);
+    await eventually('completed', async () => (await api.status(id)).body.status === 'COMPLETED');
+    assert.deepEqual((await api.status(id)).body.result, { greeting: 'Hello, ada from ops!' });
+
+    assert.equal((await other.call('POST', '/greetings/ada', { team: 'ops' })).status, 404, "another tenant doesn't have the route");
+    const bad = await api.call('POST', '/greetings/ada', {});
+    assert.equal(bad.status, 202, 'an empty team still renders a name');
+    const wrongMethod = await api.call('GET', '/greetings/ada');
+    assert.equal(wrongMethod.status, 404);
+  });
+
+  test('a route with an upstream is proxied and the upstream answer carries the workflow headers', async () => {
+    const created = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, {
+      route_methods: ['POST'], route_path: '/orders', workflow_type: 'hello', input_template: { name: 'order {{body.sku}}' }, upstream_url: upstreamUrl,
+    });
+    assert.equal(created.status, 201);
+    let r: Awaited<ReturnType<typeof api.call>> | undefined;
+    await eventually('route served', async () => {
+      r = await api.call('POST', '/orders?src=test', { sku: 'A-1' });
+      return r.status === 201;
+    }, 5000, 50);
+    assert.deepEqual(r!.body, { order: 'created' });
+    assert.equal(r!.headers.get('x-upstream'), 'yes');
+    const id = r!.headers.get('x-workflow-execution-id')!;
+    assert.ok(id.startsWith('fgx_'));
+    const seen = upstreamSeen.at(-1)!;
+    assert.equal(seen.url, '/orders?src=test');
+    assert.equal(seen.headers['x-workflow-execution-id'], id);
+    assert.equal(seen.headers['x-tenant-id'], tenant);
+    assert.equal(seen.headers.authorization, undefined, 'the client credential is not passed upstream');
+    assert.deepEqual(JSON.parse(seen.body), { sku: 'A-1' });
+    await eventually('the bound workflow completed', async () => (await api.status(id)).body.status === 'COMPLETED');
+  });
+
+  test('a Kafka api.events record of a bound type starts its workflow once, however often it is read', async () => {
+    const created = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, {
+      event_type: 'user.signed_up', workflow_type: 'hello', input_template: { name: '{{event.data.email}}' },
+    });
+    assert.equal(created.status, 201);
+    const rule = (await created.json()) as { id: string };
+    const eventId = randomUUID();
+    const producer = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rules-test').producer();
+    await producer.connect();
+    const event = { id: eventId, type: 'user.signed_up', tenant, data: { email: 'grace@example.com' } };
+    // Sent twice: the same event must not start two workflows.
+    await producer.send({ topic: TOPICS.events, messages: [{ key: tenant, value: JSON.stringify(event) }, { key: tenant, value: JSON.stringify(event) }] });
+    await producer.disconnect();
+    const id = new ExecutionIds(stack.env.FLOWGATE_EXECUTION_ID_SECRET!).mint(tenant, `event:${rule.id}:${eventId}`);
+    await eventually('event-triggered workflow completed', async () => (await api.status(id)).body.status === 'COMPLETED', 60_000, 250);
+    assert.deepEqual((await api.status(id)).body.result, { greeting: 'Hello, grace@example.com!' });
+    const list = await api.list('?type=hello&limit=100');
+    assert.equal(list.body.executions.filter((e: { execution_id: string }) => e.execution_id === id).length, 1);
+  });
+
+  test('rule changes are audited', async () => {
+    const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
+    const rows = (await pool.query("SELECT action, actor FROM audit_logs WHERE workspace_id = $1 AND entity_type = 'workflow_trigger'", [tenant])).rows;
+    await pool.end();
+    assert.ok(rows.length >= 3);
+    assert.ok(rows.every((r) => r.action === 'create' && r.actor === 'token:rules-admin'));
+  });
+});

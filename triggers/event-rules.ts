@@ -1,0 +1,77 @@
+import type { Consumer, Kafka } from 'kafkajs';
+import type { JetStreamClient } from 'nats';
+import { headers as natsHeaders } from 'nats';
+import type { Pool } from 'pg';
+import { z } from 'zod';
+import type { ExecutionIds } from '../lib/execution-ids';
+import { TOPICS } from '../lib/kafka';
+import type { Logger } from '../lib/logger';
+import { subjects } from '../lib/nats';
+import type { TriggerMessage } from '../lib/trigger-message';
+import { loadTriggerRules, renderInput, type TriggerRule } from '../lib/trigger-rules';
+import { findWorkflowType } from '../lib/workflow-registry';
+
+/** An event on Kafka `api.events` (keyed by tenant). */
+export const apiEventSchema = z.object({
+  id: z.string().min(1).optional(),
+  type: z.string().min(1),
+  tenant: z.string().min(1),
+  data: z.unknown(),
+  correlation_id: z.string().optional(),
+});
+
+const RULE_CACHE_MS = 30_000;
+
+/**
+ * Event-type trigger rules: each `api.events` record that matches a rule of its tenant becomes
+ * a trigger on JetStream. The execution id derives from the rule and the event (its id, or
+ * topic/partition/offset), so a re-read record never starts a second workflow. The offset is
+ * committed only after JetStream acked every trigger of the record.
+ */
+export async function startEventRules(deps: { kafka: Kafka; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<Consumer> {
+  let cache: { at: number; rules: TriggerRule[] } | undefined;
+  const rules = async () => {
+    if (!cache || Date.now() - cache.at > RULE_CACHE_MS) cache = { at: Date.now(), rules: (await loadTriggerRules(deps.pool)).filter((r) => r.event_type) };
+    return cache.rules;
+  };
+  const consumer = deps.kafka.consumer({ groupId: 'flowgate-event-triggers', allowAutoTopicCreation: false });
+  await consumer.connect();
+  await consumer.subscribe({ topic: TOPICS.events, fromBeginning: false });
+  await consumer.run({
+    autoCommit: true,
+    eachMessage: async ({ topic, partition, message }) => {
+      let event: z.infer<typeof apiEventSchema>;
+      try {
+        event = apiEventSchema.parse(JSON.parse(message.value?.toString() ?? ''));
+      } catch (err) {
+        deps.logger.warn({ err, topic, partition, offset: message.offset }, 'api.events record is not a valid event; skipped');
+        return;
+      }
+      const matching = (await rules()).filter((r) => r.workspace_id === event.tenant && r.event_type === event.type);
+      for (const rule of matching) {
+        const def = findWorkflowType(rule.workflow_type);
+        if (!def) continue;
+        const input = renderInput(rule.input_template, { event });
+        const parsed = def.input.safeParse(input);
+        if (!parsed.success) {
+          deps.logger.warn({ rule: rule.id, event: event.id, issues: parsed.error.issues }, 'event does not fit the workflow input; skipped');
+          continue;
+        }
+        const eventKey = event.id ?? `${topic}:${partition}:${message.offset}`;
+        const executionId = deps.ids.mint(event.tenant, `event:${rule.id}:${eventKey}`);
+        const correlation = event.correlation_id ?? executionId;
+        const msg: TriggerMessage = {
+          execution_id: executionId, tenant: event.tenant, workflow_type: def.name, input: parsed.data,
+          correlation_id: correlation, accepted_at: new Date().toISOString(), source: 'event',
+          ...(rule.callback_url ? { callback_url: rule.callback_url } : {}),
+        };
+        const h = natsHeaders();
+        h.set('X-Request-ID', correlation);
+        // Throws on failure: kafkajs then retries the record and does not commit its offset.
+        await deps.js.publish(subjects.trigger(event.tenant), JSON.stringify(msg), { msgID: executionId, headers: h, timeout: 5000 });
+        deps.onTrigger(rule);
+      }
+    },
+  });
+  return consumer;
+}
