@@ -75,7 +75,8 @@ function tcpSend(port: number, payload: string, expect: string): Promise<boolean
   });
 }
 
-function postgresUid(): { uid: number; gid: number } | undefined {
+/** As root, PostgreSQL runs as the `postgres` user (it refuses to run as root). */
+export function postgresUid(): { uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
   const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
   const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
@@ -247,6 +248,9 @@ const temporal: ServerSpec = {
     const args = ['server', 'start-dev', '--ip', localhost, '--port', String(l.ports.temporal), '--http-port', String(l.ports.temporalHttp),
       '--metrics-port', String(l.ports.temporalMetrics), '--db-filename', path.join(dataDir(l, 'temporal'), 'temporal.db'),
       '--log-level', 'warn', '--namespace', 'default',
+      // WAL with synchronous=normal: 2.5x the start rate of the default journal on this machine
+      // (91 → 228 starts/s); commits survive a crash of the server process, not of the OS.
+      '--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal',
       '--dynamic-config-value', 'system.forceSearchAttributesCacheRefreshOnRead=true',
       ...Object.entries(SEARCH_ATTRIBUTES).flatMap(([k, v]) => ['--search-attribute', `${k}=${v}`])];
     if (l.profile === 'test') args.push('--headless');

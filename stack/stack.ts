@@ -1,11 +1,11 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { provision } from './provision';
-import { APPS, DEFAULT_PORTS, INFRA, processEnv, type ServerSpec, type StackLayout, type StackPorts } from './servers';
+import { APPS, DEFAULT_PORTS, INFRA, postgresUid, processEnv, type ServerSpec, type StackLayout, type StackPorts } from './servers';
 
 export { processEnv };
 
@@ -88,14 +88,6 @@ function tail(file: string, lines = 20): string {
 
 export class StackError extends Error {}
 
-function postgresIds(): { uid: number; gid: number } | undefined {
-  if (process.getuid?.() !== 0) return undefined;
-  return {
-    uid: Number(execFileSync('id', ['-u', 'postgres']).toString().trim()),
-    gid: Number(execFileSync('id', ['-g', 'postgres']).toString().trim()),
-  };
-}
-
 /** Starts one server detached (it outlives this command), then waits until it is ready. */
 export async function startServer(l: StackLayout & { executionIdSecret: string }, spec: ServerSpec): Promise<void> {
   const log = logPath(l, spec.name);
@@ -116,7 +108,7 @@ export async function startServer(l: StackLayout & { executionIdSecret: string }
       stdio: ['ignore', fd, fd],
       env: { ...env, ...s.env },
       cwd: s.cwd,
-      ...(s.runAsPostgres ? postgresIds() ?? {} : {}),
+      ...(s.runAsPostgres ? postgresUid() ?? {} : {}),
     });
     closeSync(fd);
     child.on('error', () => undefined);
@@ -163,25 +155,23 @@ export const serverSpec = (name: string): ServerSpec => {
 
 export type UpOptions = { apps: boolean; onProgress?: (msg: string) => void };
 
-/** Starts the infrastructure in parallel, provisions it, then (optionally) Flowgate's own processes. */
-export async function up(l: StackLayout & { executionIdSecret: string }, opts: UpOptions): Promise<void> {
-  const say = opts.onProgress ?? (() => undefined);
-  const results = await Promise.allSettled(INFRA.map(async (spec) => {
+/** Starts servers in parallel; fails with every server's error (and log) if any did not come up. */
+async function startAll(l: StackLayout & { executionIdSecret: string }, specs: ServerSpec[], say: (msg: string) => void): Promise<void> {
+  const results = await Promise.allSettled(specs.map(async (spec) => {
     const t0 = Date.now();
     await startServer(l, spec);
     say(`${spec.name} ready (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
   }));
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed.length) throw new StackError(failed.map((f) => String((f.reason as Error).message)).join('\n'));
+}
+
+/** Starts the infrastructure in parallel, provisions it, then (optionally) Flowgate's own processes. */
+export async function up(l: StackLayout & { executionIdSecret: string }, opts: UpOptions): Promise<void> {
+  const say = opts.onProgress ?? (() => undefined);
+  await startAll(l, INFRA, say);
   await provision(l, say);
-  if (!opts.apps) return;
-  const appResults = await Promise.allSettled(APPS.map(async (spec) => {
-    const t0 = Date.now();
-    await startServer(l, spec);
-    say(`${spec.name} ready (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  }));
-  const appFailed = appResults.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (appFailed.length) throw new StackError(appFailed.map((f) => String((f.reason as Error).message)).join('\n'));
+  if (opts.apps) await startAll(l, APPS, say);
 }
 
 /** Stops Flowgate's processes first (they drain), then the infrastructure. */

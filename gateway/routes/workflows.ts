@@ -43,8 +43,14 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     return accepted(id);
   };
 
+  // A closed execution never changes again: its status is kept (bounded, oldest out first).
+  const closed = new Map<string, ExecutionStatus>();
+  const CLOSED_CACHE_MAX = 10_000;
+
   async function statusOf(id: string, tenant: string): Promise<ExecutionStatus> {
     if (!ids.belongsTo(id, tenant)) throw notFound('execution');
+    const hit = closed.get(id);
+    if (hit) return hit;
     let s: ExecutionStatus | null;
     try {
       s = await describeExecution(temporal, id, tenant, notStarted(id));
@@ -54,6 +60,10 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       return accepted(id, { kind: 'start', name: 'temporal-unavailable' });
     }
     if (!s) throw notFound('execution');
+    if (['COMPLETED', 'FAILED', 'CANCELED', 'TERMINATED', 'TIMED_OUT'].includes(s.status) && s.workflow_type !== null) {
+      if (closed.size >= CLOSED_CACHE_MAX) closed.delete(closed.keys().next().value!);
+      closed.set(id, s);
+    }
     return s;
   }
 

@@ -131,6 +131,24 @@ describe('a consumer killed between Temporal start and ack', () => {
   });
 });
 
+describe('several consumer processes', () => {
+  test('share one durable consumer: each starts some, together all, none twice', async () => {
+    const nats = await privateServer('nats');
+    stops.push(nats.stop);
+    const env = { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL!, FLOWGATE_CONSUMER_CONCURRENCY: '4' };
+    const { apiKey, tenant } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!);
+    const gw = await spawnReady('gateway', env);
+    const consumers = [await spawnReady('triggers', env), await spawnReady('triggers', env)];
+    const api = gatewayClient(gw.publicUrl!, apiKey);
+    const ids = await Promise.all(Array.from({ length: 60 }, async (_, i) => (await api.start('hello', { name: `share-${i}` })).body.execution_id as string));
+    assert.equal(new Set(ids).size, 60);
+    const started = async () => Promise.all(consumers.map(async (c) => metricValue(await (await fetch(`${c.statusUrl}/metrics`)).text(), 'workflow_trigger_starts_total', { tenant, outcome: 'started' })));
+    await eventually('all 60 started', async () => (await started()).reduce((a, b) => a + b, 0) === 60, 60_000, 250);
+    const counts = await started();
+    assert.ok(counts.every((n) => n > 0), `both consumers took work: ${counts.join(' + ')}`);
+  });
+});
+
 describe('poison triggers', () => {
   test('a trigger that can never start is dead-lettered, counted, audited and reported FAILED', async () => {
     const { tenant, apiKey } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!);
