@@ -27,7 +27,7 @@ const run = (opts: autocannon.Options) => new Promise<autocannon.Result>((resolv
 });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function drain(label: string) {
+async function drain(label: string): Promise<number> {
   // Let the worker and consumers finish the previous round's backlog before measuring again.
   // Both queues count: triggers still in JetStream and workflows still running.
   const client = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, 'default');
@@ -42,7 +42,9 @@ async function drain(label: string) {
   }
   await nc.close();
   await client.connection.close();
-  console.log(`  drained after ${label} in ${((Date.now() - t0) / 1000).toFixed(0)}s`);
+  const seconds = (Date.now() - t0) / 1000;
+  console.log(`  drained after ${label} in ${seconds.toFixed(0)}s`);
+  return seconds;
 }
 
 async function main() {
@@ -58,7 +60,9 @@ async function main() {
     url: temporalHttp, connections: CONNECTIONS, duration: DURATION_S,
     requests: [{ method: 'POST', setupRequest: (req) => ({ ...req, path: `/api/v1/namespaces/default/workflows/direct-${randomUUID()}`, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ workflowType: { name: 'hello' }, taskQueue: { name: 'flowgate' }, input: [{ name: 'bench' }] }) }) }],
   }));
-  await drain('direct start');
+  // Sustainable end-to-end capacity: every started workflow also run to completion by the worker.
+  const directDrain = await drain('direct start');
+  const sustainable = direct.total / (DURATION_S + directDrain);
 
   // Lag at half of the end-to-end capacity (the direct start rate is what Temporal sustains here),
   // and at a low rate, where Temporal's own start latency is small: the difference is queueing in Temporal.
@@ -77,8 +81,10 @@ async function main() {
     const pct = (p: number) => lags[Math.min(lags.length - 1, Math.floor((p / 100) * lags.length))] ?? NaN;
     return { rate, n: lags.length, p50: pct(50), p99: pct(99), max: lags.at(-1) ?? NaN, non2xx: load.non2xx };
   };
-  const lagHalf = await measureLag(Math.max(10, Math.round(direct.rps / 2)));
-  const lagLow = await measureLag(10);
+  const lagRows = [
+    { label: 'half of the sustainable end-to-end rate', ...(await measureLag(Math.max(5, Math.round(sustainable / 2)))) },
+    { label: 'half of the direct-start rate (starts only; the worker falls behind)', ...(await measureLag(Math.max(5, Math.round(direct.rps / 2)))) },
+  ];
 
   // Status GET at 500 req/s on a completed execution (describe + result from history).
   const done = await fetch(`${stack.gatewayUrl}/api/workflows/hello`, { method: 'POST', headers: auth, body: payload }).then((r) => r.json() as Promise<{ execution_id: string }>);
@@ -120,12 +126,14 @@ processes and the load generator — shares the same ${os.cpus().length} cores, 
 ## Trigger-to-start lag
 
 From the gateway's accept to Temporal's recorded start time, every execution of the round
-(workflows run by the same worker meanwhile), ${DURATION_S}s per rate. Goal: p99 < 100 ms at half capacity.
+(the same worker runs the workflows meanwhile), ${DURATION_S}s per rate. Goal: p99 < 100 ms at half capacity.
+Capacity: the direct round started ${direct.total} workflows in ${DURATION_S}s and the worker finished them
+${directDrain.toFixed(0)}s later, so the stack sustains **${sustainable.toFixed(0)} workflows/s** end to end
+against ${direct.rps.toFixed(0)} starts/s that outrun the worker.
 
 | rate | executions | p50 ms | p99 ms | max ms | non-2xx |
-| ---: | ---: | ---: | ---: | ---: | ---: |
-| ${lagHalf.rate}/s (half of the direct-start rate) | ${lagHalf.n} | ${lagHalf.p50} | **${lagHalf.p99}** | ${lagHalf.max} | ${lagHalf.non2xx} |
-| ${lagLow.rate}/s | ${lagLow.n} | ${lagLow.p50} | **${lagLow.p99}** | ${lagLow.max} | ${lagLow.non2xx} |
+| --- | ---: | ---: | ---: | ---: | ---: |
+${lagRows.map((r) => `| ${r.rate}/s — ${r.label} | ${r.n} | ${r.p50} | **${r.p99}** | ${r.max} | ${r.non2xx} |`).join('\n')}
 
 ## Status GET
 
