@@ -67,11 +67,23 @@ async function main() {
   // Lag at half of the end-to-end capacity (the direct start rate is what Temporal sustains here),
   // and at a low rate, where Temporal's own start latency is small: the difference is queueing in Temporal.
   const client = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, 'default');
+  const rpcTotals = async () => {
+    const text = await (await fetch(`http://127.0.0.1:${stack.layout.ports.triggersStatus}/metrics`)).text();
+    const value = (name: string) => Number(text.split('\n').find((l) => l.startsWith(name))?.split(' ').at(-1) ?? 0);
+    return {
+      sum: value('workflow_start_rpc_duration_seconds_sum'), count: value('workflow_start_rpc_duration_seconds_count'),
+      pickupSum: value('workflow_trigger_pickup_delay_seconds_sum'), pickupCount: value('workflow_trigger_pickup_delay_seconds_count'),
+    };
+  };
   const measureLag = async (rate: number) => {
     console.log(`trigger-to-start lag at ${rate} triggers/s for ${DURATION_S}s`);
+    const before = await rpcTotals();
     const t = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'lag');
     const load = summarize(await run({ url: `${stack.gatewayUrl}/api/workflows/hello`, method: 'POST', headers: { ...auth, authorization: `Bearer ${t.apiKey}` }, body: payload, connections: 16, overallRate: rate, duration: DURATION_S }));
     await drain(`lag run at ${rate}/s`);
+    const after = await rpcTotals();
+    const rpcMeanMs = (1000 * (after.sum - before.sum)) / Math.max(after.count - before.count, 1);
+    const pickupMeanMs = (1000 * (after.pickupSum - before.pickupSum)) / Math.max(after.pickupCount - before.pickupCount, 1);
     const lags: number[] = [];
     for await (const wf of client.workflow.list({ query: `FlowgateTenant = '${t.tenant}'` })) {
       const acceptedAt = (wf.memo as { accepted_at?: string } | undefined)?.accepted_at;
@@ -79,7 +91,8 @@ async function main() {
     }
     lags.sort((a, b) => a - b);
     const pct = (p: number) => lags[Math.min(lags.length - 1, Math.floor((p / 100) * lags.length))] ?? NaN;
-    return { rate, n: lags.length, p50: pct(50), p99: pct(99), max: lags.at(-1) ?? NaN, non2xx: load.non2xx };
+    const mean = lags.reduce((a, b) => a + b, 0) / Math.max(lags.length, 1);
+    return { rate, n: lags.length, p50: pct(50), p99: pct(99), max: lags.at(-1) ?? NaN, non2xx: load.non2xx, mean, rpcMeanMs, pickupMeanMs };
   };
   const lagRows = [
     { label: 'half of the sustainable end-to-end rate', ...(await measureLag(Math.max(5, Math.round(sustainable / 2)))) },
@@ -131,9 +144,13 @@ Capacity: the direct round started ${direct.total} workflows in ${DURATION_S}s a
 ${directDrain.toFixed(0)}s later, so the stack sustains **${sustainable.toFixed(0)} workflows/s** end to end
 against ${direct.rps.toFixed(0)} starts/s that outrun the worker.
 
-| rate | executions | p50 ms | p99 ms | max ms | non-2xx |
-| --- | ---: | ---: | ---: | ---: | ---: |
-${lagRows.map((r) => `| ${r.rate}/s — ${r.label} | ${r.n} | ${r.p50} | **${r.p99}** | ${r.max} | ${r.non2xx} |`).join('\n')}
+| rate | executions | p50 ms | p99 ms | max ms | mean ms | Flowgate's share: accept → start call, mean ms | Temporal's start call, mean ms | non-2xx |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${lagRows.map((r) => `| ${r.rate}/s — ${r.label} | ${r.n} | ${r.p50} | **${r.p99}** | ${r.max} | ${r.mean.toFixed(0)} | ${r.pickupMeanMs.toFixed(1)} | ${r.rpcMeanMs.toFixed(0)} | ${r.non2xx} |`).join('\n')}
+
+Flowgate's share is measured in the consumer (\`workflow_trigger_pickup_delay_seconds\`): the gateway's publish,
+JetStream's delivery and the consumer's queue. Temporal stamps the start time while its start call is still
+persisting, so the lag is the share plus part of that call.
 
 ## Status GET
 

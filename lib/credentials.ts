@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 /** A new secret credential: `fg_<8 hex prefix>_<random>`; only its hash is stored. */
 export function newCredential(kind: 'key' | 'admin'): { value: string; prefix: string; hash: Buffer } {
@@ -9,8 +9,4 @@ export function newCredential(kind: 'key' | 'admin'): { value: string; prefix: s
 
 export function hashCredential(value: string): Buffer {
   return createHash('sha256').update(value).digest();
-}
-
-export function sameHash(a: Buffer, b: Buffer): boolean {
-  return a.length === b.length && timingSafeEqual(a, b);
 }

@@ -6,6 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
+import { SA } from '../lib/workflow-search-attributes';
 import { binaries, REPO_ROOT } from './paths';
 
 /** Every port the stack binds, all on 127.0.0.1. */
@@ -230,14 +231,8 @@ const kafka: ServerSpec = {
   },
 };
 
-/** Custom search attributes the status API reads (DESIGN.md, "Status needs neither the type nor a live worker"). */
-export const SEARCH_ATTRIBUTES = {
-  FlowgateTenant: 'Keyword',
-  FlowgateStep: 'Keyword',
-  FlowgateProgress: 'Int',
-  FlowgateWaitingFor: 'Keyword',
-  FlowgateCorrelationId: 'Keyword',
-} as const;
+/** Flowgate's search attributes as the dev server's `--search-attribute NAME=Type` flags. */
+const searchAttributeFlags = Object.values(SA).flatMap((k) => ['--search-attribute', `${k.name}=${k.type === 'INT' ? 'Int' : 'Keyword'}`]);
 
 const temporal: ServerSpec = {
   name: 'temporal',
@@ -252,7 +247,7 @@ const temporal: ServerSpec = {
       // (91 → 228 starts/s); commits survive a crash of the server process, not of the OS.
       '--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal',
       '--dynamic-config-value', 'system.forceSearchAttributesCacheRefreshOnRead=true',
-      ...Object.entries(SEARCH_ATTRIBUTES).flatMap(([k, v]) => ['--search-attribute', `${k}=${v}`])];
+      ...searchAttributeFlags];
     if (l.profile === 'test') args.push('--headless');
     else args.push('--ui-ip', localhost, '--ui-port', String(l.ports.temporalUi));
     return { command: binaries().temporal, args };
