@@ -1,4 +1,5 @@
-import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, makeTelemetryFilterString, type LogLevel, type WorkflowBundle } from '@temporalio/worker';
+import type { Logger } from '../lib/logger';
 import { createActivities } from '../activities';
 import { createPool } from '../lib/postgres';
 import { runProcess } from '../lib/process-runtime';
@@ -11,8 +12,20 @@ export function bundleWorkflows(): Promise<WorkflowBundle> {
     logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined } });
 }
 
+const PINO_LEVEL: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' };
+
+/** The SDK's own logs (TS side and the Rust core) go to the process's pino logger as JSON. */
+function installSdkLogging(logger: Logger): void {
+  const sdk = logger.child({ component: 'temporal-sdk' });
+  Runtime.install({
+    logger: new DefaultLogger('INFO', (entry) => sdk[PINO_LEVEL[entry.level]]({ ...entry.meta }, entry.message)),
+    telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: 'WARN' }), forward: {} } },
+  });
+}
+
 if (require.main === module) {
   void runProcess('worker', async ({ config, logger }) => {
+    installSdkLogging(logger);
     const pool = createPool(config.FLOWGATE_DATABASE_URL, 10);
     const connection = await NativeConnection.connect({ address: config.FLOWGATE_TEMPORAL_ADDRESS });
     const worker = await Worker.create({

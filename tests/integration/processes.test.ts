@@ -94,6 +94,12 @@ describe('SIGTERM: in-flight work finishes, then a clean exit', () => {
       const { code } = await p.exited;
       assert.equal(code, 0, p.output());
       assert.match(p.output(), /"msg":"stopped"/);
+      if (name === 'worker') {
+        // The SDK's own lines are JSON through pino too, not the SDK's default text format.
+        assert.doesNotMatch(p.output(), /^\d{4}-\d\d-\d\dT\S+ \[(INFO|WARN|ERROR)\]/m);
+        const sdkLines = p.output().split('\n').filter((l) => l.includes('"component":"temporal-sdk"')).map((l) => JSON.parse(l) as { msg: string });
+        assert.ok(sdkLines.some((l) => l.msg === 'Worker state changed'), p.output());
+      }
     });
   }
 });
