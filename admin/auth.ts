@@ -1,9 +1,8 @@
 import type { FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
-import { hashCredential } from '../lib/credentials';
+import { credentialOf, hashCredential } from '../lib/credentials';
 import { ApiError } from '../lib/errors';
 import type { Role } from '../lib/tenants';
-import { credentialOf } from '../gateway/auth';
 
 export type AdminPrincipal = { tokenId: string; name: string; role: Role; workspace: string | null };
 

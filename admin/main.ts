@@ -1,5 +1,5 @@
 import { connectNats, natsHealthy } from '../lib/nats';
-import { createPool } from '../lib/postgres';
+import { createPool, postgresHealthy } from '../lib/postgres';
 import { runProcess } from '../lib/process-runtime';
 import { buildAdmin } from './app';
 
@@ -10,7 +10,7 @@ void runProcess('admin', async ({ config, logger }) => {
   await app.listen({ port: config.FLOWGATE_ADMIN_PORT, host: config.FLOWGATE_HOST });
   return {
     checks: [
-      { name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 },
+      { name: 'postgres', check: () => postgresHealthy(pool) },
       { name: 'nats', check: () => natsHealthy(nc) },
     ],
     shutdown: [

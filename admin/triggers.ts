@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { writeAudit } from '../lib/audit';
 import { ApiError, validationError } from '../lib/errors';
+import { withTransaction } from '../lib/postgres';
 import { subjects } from '../lib/nats';
 import { triggerRuleInput } from '../lib/trigger-rules';
 import { findWorkflowType } from '../lib/workflow-registry';
@@ -38,28 +40,18 @@ export function registerTriggerRoutes(app: FastifyInstance, deps: AdminDeps): vo
     if (!findWorkflowType(r.workflow_type)) throw new ApiError(409, 'unknown_reference', `no workflow type named ${r.workflow_type}`, [{ field: 'body.workflow_type', message: 'see GET /api/workflow-types on the gateway' }]);
     const ws = await deps.pool.query('SELECT 1 FROM workspaces WHERE id = $1', [q.data.workspace]);
     if (!ws.rowCount) throw new ApiError(404, 'not_found', 'workspace not found');
-    const client = await deps.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const row = (await client.query(
+    const row = await withTransaction(deps.pool, async (client) => {
+      const created = (await client.query(
         `INSERT INTO workflow_triggers (workspace_id, route_methods, route_path, event_type, workflow_type, input_template, callback_url, upstream_url, enabled)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
         [q.data.workspace, r.route_methods ?? (r.route_path ? ['POST'] : null), r.route_path ?? null, r.event_type ?? null, r.workflow_type,
           r.input_template === undefined ? null : JSON.stringify(r.input_template), r.callback_url ?? null, r.upstream_url ?? null, r.enabled],
       )).rows[0];
-      await client.query(
-        `INSERT INTO audit_logs (workspace_id, actor, action, entity_type, entity_id, before, after, correlation_id) VALUES ($1, $2, 'create', 'workflow_trigger', $3, NULL, $4, $5)`,
-        [q.data.workspace, `token:${who.name}`, row.id, JSON.stringify(row), req.id],
-      );
-      await client.query('COMMIT');
-      announce();
-      return reply.code(201).send(row);
-    } catch (err) {
-      await client.query('ROLLBACK');
-      throw err;
-    } finally {
-      client.release();
-    }
+      await writeAudit(client, { workspace: q.data.workspace, actor: `token:${who.name}`, action: 'create', entityType: 'workflow_trigger', entityId: created.id, after: created, correlationId: req.id });
+      return created;
+    });
+    announce();
+    return reply.code(201).send(row);
   });
 
   app.delete('/triggers/:id', async (req, reply) => {
@@ -68,11 +60,10 @@ export function registerTriggerRoutes(app: FastifyInstance, deps: AdminDeps): vo
     if (!/^[0-9a-f-]{36}$/.test(id)) throw new ApiError(404, 'not_found', 'trigger not found');
     const existing = (await deps.pool.query('SELECT * FROM workflow_triggers WHERE id = $1', [id])).rows[0];
     if (!existing || (who.workspace !== null && who.workspace !== existing.workspace_id)) throw new ApiError(404, 'not_found', 'trigger not found');
-    await deps.pool.query('DELETE FROM workflow_triggers WHERE id = $1', [id]);
-    await deps.pool.query(
-      `INSERT INTO audit_logs (workspace_id, actor, action, entity_type, entity_id, before, after, correlation_id) VALUES ($1, $2, 'delete', 'workflow_trigger', $3, $4, NULL, $5)`,
-      [existing.workspace_id, `token:${who.name}`, id, JSON.stringify(existing), req.id],
-    );
+    await withTransaction(deps.pool, async (client) => {
+      await client.query('DELETE FROM workflow_triggers WHERE id = $1', [id]);
+      await writeAudit(client, { workspace: existing.workspace_id, actor: `token:${who.name}`, action: 'delete', entityType: 'workflow_trigger', entityId: id, before: existing, correlationId: req.id });
+    });
     announce();
     return reply.code(204).send();
   });

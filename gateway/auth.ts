@@ -1,23 +1,12 @@
 import type { FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
-import { hashCredential } from '../lib/credentials';
+import { credentialOf, hashCredential } from '../lib/credentials';
 import { ApiError } from '../lib/errors';
 
 export type Principal = { tenant: string; consumerId: string; keyId: string };
 
 /** Validation results are cached this long (seed 000: auth cache 2 min). */
 export const AUTH_CACHE_MS = 2 * 60_000;
-
-/** Takes the credential from `Authorization: Bearer …` or `X-API-Key`. */
-export function credentialOf(req: FastifyRequest): string | undefined {
-  const auth = req.headers.authorization;
-  if (typeof auth === 'string') {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
-    return m?.[1];
-  }
-  const key = req.headers['x-api-key'];
-  return typeof key === 'string' && key.length > 0 ? key : undefined;
-}
 
 /** API-key authentication against hashed keys in PostgreSQL, with a bounded 2-minute cache. */
 export class ApiKeyAuthenticator {

@@ -1,7 +1,7 @@
 import { connectNats, ensureStreams, natsHealthy } from '../lib/nats';
-import { createPool } from '../lib/postgres';
+import { createPool, postgresHealthy } from '../lib/postgres';
 import { runProcess } from '../lib/process-runtime';
-import { connectTemporal } from '../lib/temporal';
+import { connectTemporal, temporalHealthy } from '../lib/temporal';
 import { buildGateway } from './app';
 
 void runProcess('gateway', async ({ config, logger, registry }) => {
@@ -14,8 +14,8 @@ void runProcess('gateway', async ({ config, logger, registry }) => {
   return {
     checks: [
       { name: 'nats', check: () => natsHealthy(nc) },
-      { name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 },
-      { name: 'temporal', check: async () => { await temporal.workflowService.getSystemInfo({}); return true; } },
+      { name: 'postgres', check: () => postgresHealthy(pool) },
+      { name: 'temporal', check: () => temporalHealthy(temporal) },
     ],
     // Stop accepting, let in-flight requests finish, then close the clients.
     shutdown: [

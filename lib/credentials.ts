@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
 
 /** A new secret credential: `fg_<8 hex prefix>_<random>`; only its hash is stored. */
 export function newCredential(kind: 'key' | 'admin'): { value: string; prefix: string; hash: Buffer } {
@@ -9,4 +10,15 @@ export function newCredential(kind: 'key' | 'admin'): { value: string; prefix: s
 
 export function hashCredential(value: string): Buffer {
   return createHash('sha256').update(value).digest();
+}
+
+/** Takes the credential from `Authorization: Bearer …` or `X-API-Key`. */
+export function credentialOf(req: FastifyRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (typeof auth === 'string') {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    return m?.[1];
+  }
+  const key = req.headers['x-api-key'];
+  return typeof key === 'string' && key.length > 0 ? key : undefined;
 }

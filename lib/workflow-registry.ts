@@ -53,12 +53,16 @@ export const findWorkflowType = (name: string): WorkflowTypeDef | undefined => b
 /** Maps Temporal's workflow type (the function name) back to the public name. */
 export const publicTypeName = (temporalType: string): string => byWorkflow.get(temporalType)?.name ?? temporalType;
 
-/** The registry as JSON Schema, for clients discovering what they may start. */
-export function describeWorkflowTypes() {
-  return definitions.map((d) => ({
+const publish = () =>
+  definitions.map((d) => ({
     name: d.name,
     description: d.description,
     input_schema: z.toJSONSchema(d.input),
     signals: Object.fromEntries(Object.entries(d.signals).map(([k, v]) => [k, z.toJSONSchema(v)])),
   }));
+let published: ReturnType<typeof publish> | undefined;
+
+/** The registry as JSON Schema, for clients discovering what they may start (generated once: the registry is static). */
+export function describeWorkflowTypes(): ReturnType<typeof publish> {
+  return (published ??= publish());
 }

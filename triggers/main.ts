@@ -2,9 +2,10 @@ import { headers as natsHeaders, type JsMsg } from 'nats';
 import { PoisonMessageError, startJetStreamWorker } from '../lib/jetstream-worker';
 import { prom } from '../lib/metrics';
 import { connectNats, ensureStreams, natsHealthy, STREAMS, subjects } from '../lib/nats';
-import { createPool } from '../lib/postgres';
+import { createPool, postgresHealthy } from '../lib/postgres';
+import { writeAudit } from '../lib/audit';
 import { runProcess } from '../lib/process-runtime';
-import { connectTemporal } from '../lib/temporal';
+import { connectTemporal, temporalHealthy } from '../lib/temporal';
 import { signalMessageSchema, triggerMessageSchema } from '../lib/trigger-message';
 import { PoisonTriggerError, startFromTrigger } from './starter';
 import { startEventRules } from './event-rules';
@@ -55,10 +56,10 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
         [kind === 'triggers' ? parsed.execution_id : `${parsed.execution_id}:signal:${m.seq}`, tenant, kind === 'triggers' ? 'trigger' : 'signal', parsed.workflow_type ?? null, reason, m.info.deliveryCount],
       );
     }
-    await pool.query(
-      `INSERT INTO audit_logs (workspace_id, actor, action, entity_type, entity_id, after, correlation_id) VALUES ($1, 'trigger-consumer', $2, 'execution', $3, $4, $5)`,
-      [tenant, `${kind}.dead_lettered`, parsed.execution_id ?? null, JSON.stringify({ reason, deliveries: m.info.deliveryCount }), m.headers?.get('X-Request-ID') || null],
-    );
+    await writeAudit(pool, {
+      workspace: tenant, actor: 'trigger-consumer', action: `${kind}.dead_lettered`, entityType: 'execution', entityId: parsed.execution_id,
+      after: { reason, deliveries: m.info.deliveryCount }, correlationId: m.headers?.get('X-Request-ID') || null,
+    });
     deadLetters.inc({ stream: m.info.stream, tenant });
     logger.error({ execution_id: parsed.execution_id, tenant, reason }, `${kind} message dead-lettered`);
   };
@@ -118,8 +119,8 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
   return {
     checks: [
       { name: 'nats', check: () => natsHealthy(nc) },
-      { name: 'temporal', check: async () => { await temporal.workflowService.getSystemInfo({}); return true; } },
-      { name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 },
+      { name: 'temporal', check: () => temporalHealthy(temporal) },
+      { name: 'postgres', check: () => postgresHealthy(pool) },
     ],
     // Stop pulling and finish in-flight messages (each acked or nak'ed), then close the clients.
     shutdown: [

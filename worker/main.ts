@@ -1,7 +1,8 @@
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, makeTelemetryFilterString, type LogLevel, type WorkflowBundle } from '@temporalio/worker';
 import type { Logger } from '../lib/logger';
 import { createActivities } from '../activities';
-import { createPool } from '../lib/postgres';
+import { createPool, postgresHealthy } from '../lib/postgres';
+import { temporalHealthy } from '../lib/temporal';
 import { runProcess } from '../lib/process-runtime';
 
 /** Bundles workflows/index.ts once; tests share one bundle across their workers. */
@@ -45,14 +46,8 @@ if (require.main === module) {
     return {
       checks: [
         { name: 'worker', check: () => worker.getState() === 'RUNNING' },
-        { name: 'postgres', check: async () => (await pool.query('SELECT 1')).rowCount === 1 },
-        {
-          name: 'temporal',
-          check: async () => {
-            await connection.workflowService.getSystemInfo({});
-            return true;
-          },
-        },
+        { name: 'postgres', check: () => postgresHealthy(pool) },
+        { name: 'temporal', check: () => temporalHealthy(connection) },
       ],
       shutdown: [
         ['worker', async () => { worker.shutdown(); await run; }],
