@@ -1,5 +1,6 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Pool } from 'pg';
+import { inWorkspace } from '../lib/postgres';
 import { signWebhook, WEBHOOK_HEADERS } from '../lib/webhook-signature';
 
 export type WebhookEvent = {
@@ -22,8 +23,9 @@ export type WebhookEvent = {
 export function webhookActivities(deps: { pool: Pool }) {
   return {
     async deliverWebhook(url: string, event: WebhookEvent): Promise<{ status: number }> {
-      const res = await deps.pool.query<{ secret: string }>('SELECT secret FROM webhook_secrets WHERE workspace_id = $1', [event.tenant]);
-      const secret = res.rows[0]?.secret;
+      // Signed with the workspace's newest secret (rotation: add a new one, then delete the old).
+      const secret = await inWorkspace(deps.pool, event.tenant, async (db) =>
+        (await db.query<{ secret: string }>('SELECT secret FROM webhook_secrets ORDER BY created_at DESC, id LIMIT 1')).rows[0]?.secret);
       if (!secret) throw ApplicationFailure.nonRetryable(`no webhook secret for tenant ${event.tenant}`, 'WebhookSecretMissing');
       const body = JSON.stringify(event);
       const timestamp = Math.floor(Date.now() / 1000);

@@ -1,30 +1,52 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { NatsConnection } from 'nats';
 import type { Pool } from 'pg';
 import type { Config } from '../lib/config';
 import { installErrorHandler } from '../lib/errors';
 import { closeConnectionsOnShutdown } from '../lib/http-shutdown';
 import type { Logger } from '../lib/logger';
-import { authenticateAdmin } from './auth';
-import { registerTriggerRoutes } from './triggers';
-import type { NatsConnection } from 'nats';
+import { subjects } from '../lib/nats';
+import { registerCollections } from './collections';
+import { registerConfig } from './config';
+import { AdminApi } from './endpoint';
+import { registerPlatform } from './platform';
 
-export type AdminDeps = { config: Config; logger: Logger; pool: Pool; nc: NatsConnection };
+export type AdminDeps = {
+  config: Config;
+  logger: Logger;
+  pool: Pool;
+  nc: NatsConnection;
+  /** Tells every data plane that a workspace's config is now at `version` (config.invalidations). */
+  announce: (workspace: string, version: number) => void;
+};
 
-/** The control plane (port 8001). Entities beyond workspaces arrive with the Admin API issue. */
+/** `config.invalidations` messages: the workspace and the version it moved to. */
+export function natsAnnouncer(nc: NatsConnection): AdminDeps['announce'] {
+  return (workspace, version) => nc.publish(subjects.configInvalidations, JSON.stringify({ workspace, version, at: new Date().toISOString() }));
+}
+
+/** The control plane (port 8001): the Admin API over PostgreSQL, documented at /openapi.json. */
 export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
-  const app = Fastify({ loggerInstance: deps.logger as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'correlation_id' }), genReqId: () => randomUUID() });
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    bodyLimit: deps.config.FLOWGATE_BODY_LIMIT_BYTES,
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'correlation_id' }),
+    genReqId: () => randomUUID(),
+  });
   installErrorHandler(app);
   closeConnectionsOnShutdown(app);
-  app.get('/health', async () => ({ status: 'ok' }));
-  app.get('/workspaces', async (req) => {
-    const who = await authenticateAdmin(deps.pool, req, 'viewer');
-    const res = await deps.pool.query<{ id: string; name: string; created_at: Date }>(
-      'SELECT id, name, created_at FROM workspaces WHERE $1::text IS NULL OR id = $1 ORDER BY id',
-      [who.workspace],
-    );
-    return { data: res.rows };
+  // Declarative config arrives as YAML.
+  app.addContentTypeParser(['application/yaml', 'application/x-yaml', 'text/yaml', 'text/plain'], { parseAs: 'string' }, (_req, body, done) => done(null, body));
+  app.addHook('onSend', async (req, reply) => {
+    reply.header('X-Request-ID', req.id);
   });
-  registerTriggerRoutes(app, deps);
+  app.get('/health', async () => ({ status: 'ok' }));
+  const api = new AdminApi(app, deps.pool);
+  registerPlatform(api, deps);
+  registerCollections(api, deps, deps.announce);
+  registerConfig(api, deps);
+  const openapi = api.openapi();
+  app.get('/openapi.json', async () => openapi);
   return app;
 }

@@ -1,23 +1,69 @@
 import type { FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
+import type { BUILT_IN_ROLES} from '../lib/control-plane/schemas';
+import { type Resource } from '../lib/control-plane/schemas';
 import { credentialOf, hashCredential } from '../lib/credentials';
 import { ApiError } from '../lib/errors';
-import type { Role } from '../lib/tenants';
+import { asPlatform } from '../lib/postgres';
 
-export type AdminPrincipal = { tokenId: string; name: string; role: Role; workspace: string | null };
+export type Action = 'read' | 'write';
+export type AdminPrincipal = { tokenId: string; name: string; role: string; workspace: string | null; grants: string[] };
 
-const RANK: Record<Role, number> = { viewer: 0, developer: 1, operator: 2, admin: 3 };
+/**
+ * What each built-in role may do. Custom roles (rbac_roles) list grants of the same form,
+ * `resource:action` with `*` for any. Admins do everything; operators run runbooks and read;
+ * developers edit what routes traffic (services, routes, plugins, triggers); viewers read.
+ */
+export const BUILT_IN_GRANTS: Record<(typeof BUILT_IN_ROLES)[number], string[]> = {
+  admin: ['*:*'],
+  operator: ['*:read', 'runbooks:*'],
+  developer: ['*:read', 'services:write', 'routes:write', 'plugins:write', 'triggers:write'],
+  viewer: ['*:read'],
+};
+
+export function allows(grants: readonly string[], resource: Resource, action: Action): boolean {
+  return grants.some((g) => {
+    const [r, a] = g.split(':');
+    return (r === '*' || r === resource) && (a === '*' || a === action);
+  });
+}
 
 /** Control-plane credentials: a bearer token whose hash is in admin_tokens, with a role. */
-export async function authenticateAdmin(pool: Pool, req: FastifyRequest, least: Role): Promise<AdminPrincipal> {
+export async function authenticateAdmin(pool: Pool, req: FastifyRequest): Promise<AdminPrincipal> {
   const token = credentialOf(req);
-  if (!token) throw new ApiError(401, 'unauthenticated', 'missing credential: send Authorization: Bearer <admin token>');
-  const res = await pool.query<{ id: string; name: string; role: Role; workspace_id: string | null }>(
-    'SELECT id, name, role, workspace_id FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL',
-    [hashCredential(token)],
-  );
-  const row = res.rows[0];
-  if (!row) throw new ApiError(401, 'invalid_credential', 'the token is not valid');
-  if (RANK[row.role] < RANK[least]) throw new ApiError(403, 'forbidden', `this call needs the ${least} role`);
-  return { tokenId: row.id, name: row.name, role: row.role, workspace: row.workspace_id };
+  if (!token) throw new ApiError(401, 'unauthenticated', 'missing credential: send Authorization: Bearer <admin token>', undefined, { 'WWW-Authenticate': 'Bearer' });
+  return asPlatform(pool, async (db) => {
+    const res = await db.query<{ id: string; name: string; role: string; workspace_id: string | null }>(
+      'SELECT id, name, role, workspace_id FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL',
+      [hashCredential(token)],
+    );
+    const row = res.rows[0];
+    if (!row) throw new ApiError(401, 'invalid_credential', 'the token is not valid', undefined, { 'WWW-Authenticate': 'Bearer' });
+    let grants = BUILT_IN_GRANTS[row.role as keyof typeof BUILT_IN_GRANTS];
+    if (!grants && row.workspace_id) {
+      const custom = await db.query<{ grants: string[] }>('SELECT grants FROM rbac_roles WHERE workspace_id = $1 AND name = $2', [row.workspace_id, row.role]);
+      grants = custom.rows[0]?.grants ?? [];
+    }
+    return { tokenId: row.id, name: row.name, role: row.role, workspace: row.workspace_id, grants: grants ?? [] };
+  });
+}
+
+export function authorize(who: AdminPrincipal, resource: Resource, action: Action): void {
+  if (!allows(who.grants, resource, action)) {
+    throw new ApiError(403, 'forbidden', `the ${who.role} role may not ${action} ${resource}`, [{ field: 'authorization', message: `needs ${resource}:${action}` }]);
+  }
+}
+
+/**
+ * The workspace a call is about: `?workspace=`, else `X-Tenant-ID`, else the token's own. A token
+ * bound to one workspace never reaches another: it is told "not found", as if it did not exist.
+ */
+export function workspaceOf(who: AdminPrincipal, req: FastifyRequest): string {
+  const q = (req.query as Record<string, unknown> | undefined)?.workspace;
+  const h = req.headers['x-tenant-id'];
+  const named = typeof q === 'string' && q ? q : typeof h === 'string' && h ? h : undefined;
+  const ws = named ?? who.workspace;
+  if (!ws) throw new ApiError(400, 'validation_failed', 'name the workspace', [{ field: 'query.workspace', message: 'required for a platform-wide token' }]);
+  if (who.workspace !== null && who.workspace !== ws) throw new ApiError(404, 'not_found', 'workspace not found');
+  return ws;
 }

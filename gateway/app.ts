@@ -12,13 +12,15 @@ import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
 import { ApiKeyAuthenticator } from './auth';
 import { registerWorkflowRoutes } from './routes/workflows';
-import { registerRouteTriggers, RouteTriggerTable } from './route-triggers';
+import { ConfigStore } from './config-store';
+import { registerConfiguredRoutes } from './configured-routes';
 
 export type GatewayDeps = {
   config: Config;
   logger: Logger;
   registry: Registry;
-  pool: Pool;
+  /** Absent in DB-less mode (FLOWGATE_DECLARATIVE_CONFIG). */
+  pool?: Pool;
   nc: NatsConnection;
   temporal: Client;
 };
@@ -37,6 +39,7 @@ function gatewayMetrics(registry: Registry) {
 }
 
 export type GatewayContext = GatewayDeps & {
+  configStore: ConfigStore;
   ids: ExecutionIds;
   auth: ApiKeyAuthenticator;
   js: JetStreamClient;
@@ -46,7 +49,7 @@ export type GatewayContext = GatewayDeps & {
 };
 
 /** The gateway as a Fastify instance; tests drive it with inject, main.ts listens. */
-export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> {
+export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyInstance; configStore: ConfigStore }> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.config.FLOWGATE_BODY_LIMIT_BYTES,
@@ -59,10 +62,15 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   });
   const js = deps.nc.jetstream();
   let kv: Promise<KV> | undefined;
+  const configStore = new ConfigStore({
+    pool: deps.pool, nc: deps.nc, file: deps.config.FLOWGATE_DECLARATIVE_CONFIG, logger: deps.logger,
+    refreshMs: deps.config.FLOWGATE_CONFIG_REFRESH_MS, registry: deps.registry,
+  });
   const ctx: GatewayContext = {
     ...deps,
+    configStore,
     ids: new ExecutionIds(deps.config.FLOWGATE_EXECUTION_ID_SECRET),
-    auth: new ApiKeyAuthenticator(deps.pool),
+    auth: new ApiKeyAuthenticator(configStore, deps.pool),
     js,
     metrics: gatewayMetrics(deps.registry),
     idempotencyKv: () => {
@@ -87,9 +95,10 @@ export async function buildGateway(deps: GatewayDeps): Promise<FastifyInstance> 
   });
   app.get('/health', async () => ({ status: 'ok' }));
   registerWorkflowRoutes(app, ctx);
-  const rules = new RouteTriggerTable(ctx);
-  await rules.start();
-  app.addHook('onClose', async () => rules.stop());
-  registerRouteTriggers(app, ctx, rules);
-  return app;
+  await configStore.start();
+  app.addHook('onClose', async () => configStore.stop());
+  // Bodies of any type pass through to upstreams as they came (JSON is still parsed for triggers).
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  registerConfiguredRoutes(app, ctx);
+  return { app, configStore };
 }

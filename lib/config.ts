@@ -35,7 +35,14 @@ export const configSchema = z.object({
   FLOWGATE_TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   FLOWGATE_TASK_QUEUE: z.string().min(1).default('flowgate'),
   FLOWGATE_NATS_URL: url(['nats:', 'tls:']).default('nats://127.0.0.1:4222'),
-  FLOWGATE_DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://flowgate:flowgate@127.0.0.1:5432/flowgate'),
+  /** The processes' role: data access only, under row-level security. */
+  FLOWGATE_DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://flowgate_app:flowgate_app@127.0.0.1:5432/flowgate'),
+  /** The schema owner's role, used by `flowgate provision` to migrate; defaults to FLOWGATE_DATABASE_URL. */
+  FLOWGATE_DATABASE_OWNER_URL: url(['postgres:', 'postgresql:']).optional(),
+  /** DB-less gateway: serve the workspaces of this declarative YAML file alone, without PostgreSQL. */
+  FLOWGATE_DECLARATIVE_CONFIG: z.string().min(1).optional(),
+  /** How often the data plane pulls the config (seed 000: 30 s), besides config.invalidations. */
+  FLOWGATE_CONFIG_REFRESH_MS: z.coerce.number().int().min(100).default(30_000),
   FLOWGATE_KAFKA_BROKERS: z
     .string()
     .default('127.0.0.1:9092')

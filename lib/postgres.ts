@@ -25,6 +25,28 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
   }
 }
 
+/**
+ * Runs `fn` in a transaction confined by row-level security to one workspace: every query in it
+ * sees and writes only that workspace's rows (migration 004).
+ */
+export function inWorkspace<T>(pool: pg.Pool, workspace: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withTransaction(pool, async (client) => {
+    await client.query("SELECT set_config('flowgate.workspace', $1, true)", [workspace]);
+    return fn(client);
+  });
+}
+
+/**
+ * Runs `fn` in a transaction that sees every workspace: only for what is cross-tenant by nature
+ * (credential lookups by hash, the data plane's config pull, creating a workspace, the outbox).
+ */
+export function asPlatform<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withTransaction(pool, async (client) => {
+    await client.query("SELECT set_config('flowgate.scope', 'platform', true)");
+    return fn(client);
+  });
+}
+
 export function createPool(connectionString: string, max = 10): pg.Pool {
   return new pg.Pool({ connectionString, max, connectionTimeoutMillis: 3000, idleTimeoutMillis: 30_000 });
 }
@@ -33,8 +55,21 @@ const MIGRATIONS_DIR = path.join(__dirname, 'db', 'migrations');
 /** Serialises concurrent migrators (several processes starting at once). */
 const MIGRATION_LOCK = 4_242_001;
 
+/**
+ * The processes' own role gets data access only: no DDL, and on audit_logs only SELECT and
+ * INSERT (the insert-only trigger stops the owner too). Re-applied after every migration run.
+ */
+async function grantAppRole(client: pg.PoolClient, role: string): Promise<void> {
+  const r = pg.Client.prototype.escapeIdentifier(role);
+  await client.query(`GRANT USAGE ON SCHEMA public TO ${r}`);
+  await client.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${r}`);
+  await client.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ${r}`);
+  await client.query(`REVOKE UPDATE, DELETE, TRUNCATE ON audit_logs, config_versions FROM ${r}`);
+  await client.query(`REVOKE INSERT, UPDATE, DELETE ON schema_migrations FROM ${r}`);
+}
+
 /** Applies the SQL files in lib/db/migrations that are not applied yet, each in its own transaction. */
-export async function migrate(pool: pg.Pool): Promise<string[]> {
+export async function migrate(pool: pg.Pool, appRole?: string): Promise<string[]> {
   const client = await pool.connect();
   const applied: string[] = [];
   try {
@@ -58,6 +93,7 @@ export async function migrate(pool: pg.Pool): Promise<string[]> {
         throw new Error(`migration ${file} failed: ${(err as Error).message}`);
       }
     }
+    if (appRole) await grantAppRole(client, appRole);
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     client.release();

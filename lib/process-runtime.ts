@@ -5,8 +5,8 @@ import { startStatusServer, type ReadinessCheck } from './status-server';
 import type { Registry } from 'prom-client';
 
 export type ProcessContext = { config: Config; logger: Logger; registry: Registry };
-/** What a process hands back: its readiness checks, and its shutdown steps, run in order. */
-export type RunningProcess = { checks: ReadinessCheck[]; shutdown: [step: string, run: () => Promise<unknown>][] };
+/** What a process hands back: its readiness checks, its shutdown steps (run in order) and what it reports at /info. */
+export type RunningProcess = { checks: ReadinessCheck[]; shutdown: [step: string, run: () => Promise<unknown>][]; info?: () => unknown };
 
 /** Exit code for a configuration error (sysexits EX_CONFIG). */
 export const EXIT_CONFIG = 78;
@@ -36,7 +36,7 @@ export async function runProcess(name: ProcessName, start: (ctx: ProcessContext)
     logger.fatal({ err }, 'start-up failed');
     process.exit(1);
   }
-  const status = await startStatusServer({ port: config.statusPort, host: config.FLOWGATE_HOST, registry, checks: running.checks, logger });
+  const status = await startStatusServer({ port: config.statusPort, host: config.FLOWGATE_HOST, registry, checks: running.checks, info: running.info, logger });
   logger.info('started');
 
   let stopping = false;

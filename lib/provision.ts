@@ -37,9 +37,11 @@ export async function ensureSearchAttributes(address: string, namespace: string)
  * migrations, JetStream streams, Kafka topics, the Vault KV v2 mount, Temporal search attributes.
  */
 export async function provisionPlatform(config: Config, say: (msg: string) => void = () => undefined): Promise<void> {
-  const pool = createPool(config.FLOWGATE_DATABASE_URL, 2);
+  const pool = createPool(config.FLOWGATE_DATABASE_OWNER_URL ?? config.FLOWGATE_DATABASE_URL, 2);
+  const appRole = new URL(config.FLOWGATE_DATABASE_URL).username;
+  const ownerRole = new URL(config.FLOWGATE_DATABASE_OWNER_URL ?? config.FLOWGATE_DATABASE_URL).username;
   try {
-    const applied = await migrate(pool);
+    const applied = await migrate(pool, appRole !== ownerRole ? decodeURIComponent(appRole) : undefined);
     say(`postgres migrations: ${applied.length ? applied.join(', ') : 'up to date'}`);
   } finally {
     await pool.end();

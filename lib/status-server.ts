@@ -10,6 +10,8 @@ export type StatusServerOptions = {
   host: string;
   registry: Registry;
   checks: ReadinessCheck[];
+  /** What the process reports about itself at /info (the gateway: the config versions it serves). */
+  info?: () => unknown;
   logger: Logger;
   checkTimeoutMs?: number;
 };
@@ -47,6 +49,7 @@ export async function startStatusServer(opts: StatusServerOptions): Promise<{ ap
     const body = { status: failing.length ? 'not-ready' : 'ready', checks: Object.fromEntries(results), failing };
     return reply.code(failing.length ? 503 : 200).send(body);
   });
+  app.get('/info', async () => opts.info?.() ?? {});
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', opts.registry.contentType);
     return opts.registry.metrics();

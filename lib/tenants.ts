@@ -1,39 +1,66 @@
 import { randomBytes } from 'node:crypto';
-import type { Pool, PoolClient } from 'pg';
+import type { Pool } from 'pg';
+import { writeAudit } from './audit';
+import { beginChange, finishChange, type ChangeContext } from './control-plane/versions';
 import { newCredential } from './credentials';
+import { asPlatform, inWorkspace } from './postgres';
 
 export type Role = 'admin' | 'operator' | 'developer' | 'viewer';
-type Db = Pool | PoolClient;
 
-/** Creates a workspace with its webhook secret; a no-op if it exists. */
-export async function ensureWorkspace(db: Db, id: string, name: string): Promise<void> {
-  await db.query('INSERT INTO workspaces (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING', [id, name]);
-  await db.query('INSERT INTO webhook_secrets (workspace_id, secret) VALUES ($1, $2) ON CONFLICT DO NOTHING', [
-    id,
-    randomBytes(32).toString('base64url'),
-  ]);
+const SYSTEM: ChangeContext = { actor: 'system' };
+
+/**
+ * Creates a workspace with its default webhook secret and config version 1; returns false
+ * (and changes nothing) if it exists.
+ */
+export async function ensureWorkspace(pool: Pool, id: string, name: string, ctx: ChangeContext = SYSTEM): Promise<boolean> {
+  const created = await asPlatform(pool, async (db) => {
+    const res = await db.query('INSERT INTO workspaces (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id', [id, name]);
+    if (!res.rowCount) return false;
+    await db.query('INSERT INTO webhook_secrets (workspace_id, secret) VALUES ($1, $2)', [id, randomBytes(32).toString('base64url')]);
+    await writeAudit(db, { workspace: id, actor: ctx.actor, action: 'create', entityType: 'workspace', entityId: id, after: { id, name }, correlationId: ctx.correlationId });
+    return true;
+  });
+  if (created) {
+    await inWorkspace(pool, id, async (db) => {
+      await beginChange(db, id);
+      await finishChange(db, id, ctx, 'workspace created', []);
+    });
+  }
+  return created;
 }
 
-/** Issues an API key for a consumer of the workspace; the value is returned once and stored hashed. */
-export async function issueApiKey(db: Db, workspaceId: string, username: string): Promise<{ key: string; consumerId: string }> {
-  const consumer = await db.query<{ id: string }>(
-    `INSERT INTO consumers (workspace_id, username) VALUES ($1, $2)
-     ON CONFLICT (workspace_id, username) DO UPDATE SET username = EXCLUDED.username RETURNING id`,
-    [workspaceId, username],
-  );
-  const consumerId = consumer.rows[0]!.id;
-  const cred = newCredential('key');
-  await db.query('INSERT INTO api_keys (workspace_id, consumer_id, key_prefix, key_hash) VALUES ($1, $2, $3, $4)', [
-    workspaceId, consumerId, cred.prefix, cred.hash,
-  ]);
-  return { key: cred.value, consumerId };
+/** Issues an API key for a consumer of the workspace (created if needed); the value is returned once and stored hashed. */
+export async function issueApiKey(pool: Pool, workspaceId: string, username: string, ctx: ChangeContext = SYSTEM): Promise<{ key: string; consumerId: string; keyId: string }> {
+  return inWorkspace(pool, workspaceId, async (db) => {
+    await beginChange(db, workspaceId);
+    const consumer = await db.query<{ id: string }>(
+      `INSERT INTO consumers (workspace_id, username) VALUES ($1, $2)
+       ON CONFLICT (workspace_id, username) DO UPDATE SET username = EXCLUDED.username RETURNING id`,
+      [workspaceId, username],
+    );
+    const consumerId = consumer.rows[0]!.id;
+    const cred = newCredential('key');
+    const key = await db.query<{ id: string }>('INSERT INTO api_keys (workspace_id, consumer_id, key_prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id', [
+      workspaceId, consumerId, cred.prefix, cred.hash,
+    ]);
+    const keyId = key.rows[0]!.id;
+    await finishChange(db, workspaceId, ctx, `key ${cred.prefix} issued to ${username}`, [
+      { action: 'create', entityType: 'api_key', entityId: keyId, after: { consumer: username, prefix: cred.prefix } },
+    ]);
+    return { key: cred.value, consumerId, keyId };
+  });
 }
 
 /** Issues a control-plane token with a role, for one workspace or (null) all of them. */
-export async function issueAdminToken(db: Db, workspaceId: string | null, name: string, role: Role): Promise<string> {
+export async function issueAdminToken(pool: Pool, workspaceId: string | null, name: string, role: string, ctx: ChangeContext = SYSTEM): Promise<{ token: string; id: string }> {
   const cred = newCredential('admin');
-  await db.query('INSERT INTO admin_tokens (workspace_id, name, role, token_hash) VALUES ($1, $2, $3, $4)', [
-    workspaceId, name, role, cred.hash,
-  ]);
-  return cred.value;
+  return asPlatform(pool, async (db) => {
+    const res = await db.query<{ id: string }>('INSERT INTO admin_tokens (workspace_id, name, role, token_hash) VALUES ($1, $2, $3, $4) RETURNING id', [
+      workspaceId, name, role, cred.hash,
+    ]);
+    const id = res.rows[0]!.id;
+    await writeAudit(db, { workspace: workspaceId, actor: ctx.actor, action: 'create', entityType: 'admin_token', entityId: id, after: { name, role }, correlationId: ctx.correlationId });
+    return { token: cred.value, id };
+  });
 }

@@ -1,5 +1,5 @@
 import type { Pool } from 'pg';
-import { z } from 'zod';
+import { asPlatform } from './postgres';
 
 /** A row of workflow_triggers: a route or an event type bound to a workflow type. */
 export type TriggerRule = {
@@ -15,28 +15,15 @@ export type TriggerRule = {
   enabled: boolean;
 };
 
-export const triggerRuleInput = z
-  .object({
-    route_methods: z.array(z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE'])).min(1).optional(),
-    route_path: z.string().regex(/^\/[A-Za-z0-9_\-/:.]*$/, 'a path such as /orders/:id').refine((p) => !p.startsWith('/api/') && !p.startsWith('/outbound/'), 'reserved prefix').optional(),
-    event_type: z.string().min(1).max(200).optional(),
-    workflow_type: z.string().min(1),
-    input_template: z.unknown().optional(),
-    callback_url: z.url({ protocol: /^https?$/ }).optional(),
-    upstream_url: z.url({ protocol: /^https?$/ }).optional(),
-    enabled: z.boolean().default(true),
-  })
-  .strict()
-  .refine((r) => (r.route_path === undefined) !== (r.event_type === undefined), { message: 'exactly one of route_path or event_type', path: ['route_path'] });
-
 export async function loadTriggerRules(pool: Pool, filter: { eventType?: string; workspace?: string } = {}): Promise<TriggerRule[]> {
-  const res = await pool.query<TriggerRule>(
+  // Event rules are matched across workspaces by event type: a platform-scope read.
+  const res = await asPlatform(pool, (db) => db.query<TriggerRule>(
     `SELECT id, workspace_id, route_methods, route_path, event_type, workflow_type, input_template, callback_url, upstream_url, enabled
        FROM workflow_triggers
       WHERE enabled AND ($1::text IS NULL OR event_type = $1) AND ($2::text IS NULL OR workspace_id = $2)
       ORDER BY created_at`,
     [filter.eventType ?? null, filter.workspace ?? null],
-  );
+  ));
   return res.rows;
 }
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { hashCredential } from '../lib/credentials';
 import { loadConfig } from '../lib/config';
-import { createPool } from '../lib/postgres';
+import { asPlatform, createPool } from '../lib/postgres';
 import { provisionPlatform } from '../lib/provision';
 import { ensureWorkspace, issueAdminToken, issueApiKey } from '../lib/tenants';
 import { LOCAL_CREDENTIALS, pgSuperuserUrl, processEnv, type StackLayout } from './servers';
@@ -17,10 +17,11 @@ export async function provision(l: Layout, say: (msg: string) => void = () => un
   const su = new pg.Client({ connectionString: pgSuperuserUrl(l) });
   await su.connect();
   try {
-    const role = await su.query("SELECT 1 FROM pg_roles WHERE rolname = 'flowgate'");
-    if (!role.rowCount) {
-      // Not a superuser and no BYPASSRLS: row-level security applies to the platform's own role.
-      await su.query(`CREATE ROLE flowgate LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${LOCAL_CREDENTIALS.pgAppPassword}'`);
+    // Neither role is a superuser or has BYPASSRLS: row-level security applies to both. `flowgate`
+    // owns the schema (migrations); the processes run as `flowgate_app`, with data access only.
+    for (const [role, password] of [['flowgate', LOCAL_CREDENTIALS.pgOwnerPassword], ['flowgate_app', LOCAL_CREDENTIALS.pgAppPassword]]) {
+      const exists = await su.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [role]);
+      if (!exists.rowCount) await su.query(`CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${password}'`);
     }
     const db = await su.query("SELECT 1 FROM pg_database WHERE datname = 'flowgate'");
     if (!db.rowCount) await su.query('CREATE DATABASE flowgate OWNER flowgate');
@@ -49,7 +50,7 @@ export async function ensureDemoTenant(l: Layout): Promise<DemoCredentials> {
   try {
     if (existsSync(file)) {
       const creds = JSON.parse(await readFile(file, 'utf8')) as DemoCredentials;
-      const known = await pool.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashCredential(creds.FLOWGATE_API_KEY)]);
+      const known = await asPlatform(pool, (db) => db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashCredential(creds.FLOWGATE_API_KEY)]));
       if (known.rowCount) return creds;
     }
     const tenant = 'demo';
@@ -58,8 +59,8 @@ export async function ensureDemoTenant(l: Layout): Promise<DemoCredentials> {
     const creds: DemoCredentials = {
       FLOWGATE_TENANT: tenant,
       FLOWGATE_API_KEY: key,
-      FLOWGATE_ADMIN_TOKEN: await issueAdminToken(pool, null, 'demo-admin', 'admin'),
-      FLOWGATE_OPERATOR_TOKEN: await issueAdminToken(pool, tenant, 'demo-operator', 'operator'),
+      FLOWGATE_ADMIN_TOKEN: (await issueAdminToken(pool, null, 'demo-admin', 'admin')).token,
+      FLOWGATE_OPERATOR_TOKEN: (await issueAdminToken(pool, tenant, 'demo-operator', 'operator')).token,
       FLOWGATE_GATEWAY_URL: `http://127.0.0.1:${l.ports.gateway}`,
       FLOWGATE_ADMIN_URL: `http://127.0.0.1:${l.ports.admin}`,
     };

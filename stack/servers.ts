@@ -28,7 +28,8 @@ export const DEFAULT_PORTS: StackPorts = {
 export const LOCAL_CREDENTIALS = {
   vaultRootToken: 'flowgate-local-root',
   pgSuperuserPassword: 'flowgate-local-superuser',
-  pgAppPassword: 'flowgate',
+  pgOwnerPassword: 'flowgate',
+  pgAppPassword: 'flowgate_app',
 } as const;
 
 export type StackLayout = {
@@ -282,7 +283,8 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
   return {
     FLOWGATE_TEMPORAL_ADDRESS: `${localhost}:${p.temporal}`,
     FLOWGATE_NATS_URL: `nats://${localhost}:${p.nats}`,
-    FLOWGATE_DATABASE_URL: `postgres://flowgate:${LOCAL_CREDENTIALS.pgAppPassword}@${localhost}:${p.postgres}/flowgate`,
+    FLOWGATE_DATABASE_URL: `postgres://flowgate_app:${LOCAL_CREDENTIALS.pgAppPassword}@${localhost}:${p.postgres}/flowgate`,
+    FLOWGATE_DATABASE_OWNER_URL: `postgres://flowgate:${LOCAL_CREDENTIALS.pgOwnerPassword}@${localhost}:${p.postgres}/flowgate`,
     FLOWGATE_KAFKA_BROKERS: `${localhost}:${p.kafka}`,
     FLOWGATE_VAULT_ADDR: `http://${localhost}:${p.openbao}`,
     FLOWGATE_VAULT_TOKEN: LOCAL_CREDENTIALS.vaultRootToken,

@@ -2,7 +2,7 @@ import { headers as natsHeaders, type JsMsg } from 'nats';
 import { PoisonMessageError, startJetStreamWorker } from '../lib/jetstream-worker';
 import { prom } from '../lib/metrics';
 import { connectNats, ensureStreams, natsHealthy, STREAMS, subjects } from '../lib/nats';
-import { createPool, postgresHealthy } from '../lib/postgres';
+import { createPool, inWorkspace, postgresHealthy } from '../lib/postgres';
 import { writeAudit } from '../lib/audit';
 import { runProcess } from '../lib/process-runtime';
 import { connectTemporal, temporalHealthy } from '../lib/temporal';
@@ -49,16 +49,18 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
     h.set('Flowgate-Dead-Letter-Reason', reason.slice(0, 1000));
     h.set('Flowgate-Original-Subject', m.subject);
     await js.publish(subjects.deadLetter(kind, tenant), m.data, { headers: h, msgID: `dl:${m.info.stream}:${m.seq}` });
-    if (parsed.execution_id) {
-      await pool.query(
-        `INSERT INTO dead_letters (execution_id, workspace_id, kind, workflow_type, reason, deliveries) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (execution_id) DO NOTHING`,
-        [kind === 'triggers' ? parsed.execution_id : `${parsed.execution_id}:signal:${m.seq}`, tenant, kind === 'triggers' ? 'trigger' : 'signal', parsed.workflow_type ?? null, reason, m.info.deliveryCount],
-      );
-    }
-    await writeAudit(pool, {
-      workspace: tenant, actor: 'trigger-consumer', action: `${kind}.dead_lettered`, entityType: 'execution', entityId: parsed.execution_id,
-      after: { reason, deliveries: m.info.deliveryCount }, correlationId: m.headers?.get('X-Request-ID') || null,
+    await inWorkspace(pool, tenant, async (db) => {
+      if (parsed.execution_id) {
+        await db.query(
+          `INSERT INTO dead_letters (execution_id, workspace_id, kind, workflow_type, reason, deliveries) VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (execution_id) DO NOTHING`,
+          [kind === 'triggers' ? parsed.execution_id : `${parsed.execution_id}:signal:${m.seq}`, tenant, kind === 'triggers' ? 'trigger' : 'signal', parsed.workflow_type ?? null, reason, m.info.deliveryCount],
+        );
+      }
+      await writeAudit(db, {
+        workspace: tenant, actor: 'trigger-consumer', action: `${kind}.dead_lettered`, entityType: 'execution', entityId: parsed.execution_id,
+        after: { reason, deliveries: m.info.deliveryCount }, correlationId: m.headers?.get('X-Request-ID') || null,
+      });
     });
     deadLetters.inc({ stream: m.info.stream, tenant });
     logger.error({ execution_id: parsed.execution_id, tenant, reason }, `${kind} message dead-lettered`);

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
 import { z } from 'zod';
 import { ApiError, notFound, validationError } from '../../lib/errors';
+import { inWorkspace } from '../../lib/postgres';
 import { natsConnected, subjects } from '../../lib/nats';
 import { describeWorkflowTypes, findWorkflowType } from '../../lib/workflow-registry';
 import type { SignalMessage } from '../../lib/trigger-message';
@@ -36,9 +37,11 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
   const { accept } = createTriggering(ctx);
 
   /** What an id unknown to Temporal means: never 404 for an id we accepted. */
-  const notStarted = (id: string) => async (): Promise<ExecutionStatus> => {
-    const dead = await ctx.pool.query<{ reason: string; at: Date }>('SELECT reason, at FROM dead_letters WHERE execution_id = $1', [id]);
-    const row = dead.rows[0];
+  const notStarted = (id: string, tenant: string) => async (): Promise<ExecutionStatus> => {
+    // DB-less gateways have no dead-letter table to look in.
+    const row = ctx.pool
+      ? await inWorkspace(ctx.pool, tenant, async (db) => (await db.query<{ reason: string; at: Date }>('SELECT reason, at FROM dead_letters WHERE execution_id = $1', [id])).rows[0])
+      : undefined;
     if (row) return { ...accepted(id, null), status: 'FAILED', last_update: row.at.toISOString(), error: { message: row.reason, type: 'TriggerDeadLettered' } };
     return accepted(id);
   };
@@ -53,7 +56,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     if (hit) return hit;
     let s: ExecutionStatus | null;
     try {
-      s = await describeExecution(temporal, id, tenant, notStarted(id));
+      s = await describeExecution(temporal, id, tenant, notStarted(id, tenant));
     } catch (err) {
       // Temporal unreachable: the trigger is durable in JetStream and will start once it is back.
       ctx.logger.warn({ err, execution_id: id }, 'status: temporal unavailable');

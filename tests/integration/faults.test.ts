@@ -5,7 +5,7 @@ import { after, describe, test } from 'node:test';
 import { connect, headers as natsHeaders } from 'nats';
 import { connectTemporal } from '../../lib/temporal';
 import { ExecutionIds } from '../../lib/execution-ids';
-import { createPool } from '../../lib/postgres';
+import { createPool, inWorkspace } from '../../lib/postgres';
 import { subjects } from '../../lib/nats';
 import { gatewayClient } from '../helpers/api';
 import { eventually, privateServer, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
@@ -168,7 +168,7 @@ describe('poison triggers', () => {
     assert.match(dl.header.get('Flowgate-Dead-Letter-Reason') ?? '', /retired-type/);
     await nc.close();
     const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
-    const audit = await pool.query("SELECT action FROM audit_logs WHERE workspace_id = $1 AND entity_id = $2", [tenant, id]);
+    const audit = await inWorkspace(pool, tenant, (db) => db.query("SELECT action FROM audit_logs WHERE entity_id = $1", [id]));
     await pool.end();
     assert.deepEqual(audit.rows.map((r) => r.action), ['triggers.dead_lettered']);
     const m = await (await fetch(`http://127.0.0.1:${stack.layout.ports.triggersStatus}/metrics`)).text();

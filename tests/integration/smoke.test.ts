@@ -6,7 +6,7 @@ import { connect, type NatsConnection, RetentionPolicy, StorageType, nanos } fro
 import { Redis } from 'ioredis';
 import { connectTemporal } from '../../lib/temporal';
 import { createKafka, TOPICS } from '../../lib/kafka';
-import { createPool } from '../../lib/postgres';
+import { asPlatform, createPool } from '../../lib/postgres';
 import { createVault, vaultPaths } from '../../lib/vault';
 import { testStack } from '../helpers/stack';
 
@@ -66,12 +66,13 @@ describe('smoke: the real stack', () => {
     const pool = createPool(env.FLOWGATE_DATABASE_URL!, 1);
     try {
       const versions = (await pool.query<{ version: string }>('SELECT version FROM schema_migrations ORDER BY version')).rows.map((r) => r.version);
-      assert.ok(versions.includes('001_control_plane.sql') && versions.includes('002_dead_letters.sql'), versions.join(','));
+      assert.ok(versions.includes('001_control_plane.sql') && versions.includes('004_admin_api.sql'), versions.join(','));
       const tables = (await pool.query<{ table_name: string }>("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")).rows.map((r) => r.table_name);
       for (const t of ['workspaces', 'rbac_roles', 'api_keys', 'audit_logs', 'api_calls', 'workflow_triggers']) assert.ok(tables.includes(t), `table ${t}`);
-      const { rows } = await pool.query<{ id: string }>("INSERT INTO audit_logs (actor, action, entity_type) VALUES ('smoke', 'test', 'none') RETURNING id");
-      await assert.rejects(pool.query('UPDATE audit_logs SET actor = $1 WHERE id = $2', ['x', rows[0]!.id]), /insert-only/);
-      await assert.rejects(pool.query('DELETE FROM audit_logs WHERE id = $1', [rows[0]!.id]), /insert-only/);
+      // The application role may insert audit rows, never change them (admin-api.test.ts covers the owner too).
+      const id = await asPlatform(pool, async (db) => (await db.query<{ id: string }>("INSERT INTO audit_logs (actor, action, entity_type) VALUES ('smoke', 'test', 'none') RETURNING id")).rows[0]!.id);
+      await assert.rejects(asPlatform(pool, (db) => db.query('UPDATE audit_logs SET actor = $1 WHERE id = $2', ['x', id])), /permission denied/);
+      await assert.rejects(asPlatform(pool, (db) => db.query('DELETE FROM audit_logs WHERE id = $1', [id])), /permission denied/);
     } finally {
       await pool.end();
     }

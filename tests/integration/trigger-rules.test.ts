@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { ExecutionIds } from '../../lib/execution-ids';
 import { createKafka, TOPICS } from '../../lib/kafka';
-import { createPool } from '../../lib/postgres';
+import { createPool, inWorkspace } from '../../lib/postgres';
 import { issueAdminToken } from '../../lib/tenants';
 import { gatewayClient } from '../helpers/api';
 import { eventually, testStack } from '../helpers/stack';
@@ -33,8 +33,8 @@ describe('trigger rules', () => {
     api = gatewayClient(stack.gatewayUrl, t.apiKey);
     other = gatewayClient(stack.gatewayUrl, (await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'tr')).apiKey);
     const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
-    adminToken = await issueAdminToken(pool, tenant, 'rules-admin', 'admin');
-    viewerToken = await issueAdminToken(pool, tenant, 'rules-viewer', 'viewer');
+    adminToken = (await issueAdminToken(pool, tenant, 'rules-admin', 'admin')).token;
+    viewerToken = (await issueAdminToken(pool, tenant, 'rules-viewer', 'viewer')).token;
     await pool.end();
     upstream = http.createServer((req, res) => {
       let body = '';
@@ -126,7 +126,7 @@ describe('trigger rules', () => {
 
   test('rule changes are audited', async () => {
     const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
-    const rows = (await pool.query("SELECT action, actor FROM audit_logs WHERE workspace_id = $1 AND entity_type = 'workflow_trigger'", [tenant])).rows;
+    const rows = (await inWorkspace(pool, tenant, (db) => db.query("SELECT action, actor FROM audit_logs WHERE entity_type = 'workflow_trigger'"))).rows;
     await pool.end();
     assert.ok(rows.length >= 3);
     assert.ok(rows.every((r) => r.action === 'create' && r.actor === 'token:rules-admin'));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { createPool } from '../../lib/postgres';
+import { createPool, inWorkspace } from '../../lib/postgres';
 import { verifyWebhook, WEBHOOK_HEADERS } from '../../lib/webhook-signature';
 import { gatewayClient } from '../helpers/api';
 import { eventually, testStack } from '../helpers/stack';
@@ -39,7 +39,7 @@ describe('webhooks', () => {
     const t = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'wh');
     api = gatewayClient(stack.gatewayUrl, t.apiKey);
     const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
-    secret = (await pool.query<{ secret: string }>('SELECT secret FROM webhook_secrets WHERE workspace_id = $1', [t.tenant])).rows[0]!.secret;
+    secret = await inWorkspace(pool, t.tenant, async (db) => (await db.query<{ secret: string }>('SELECT secret FROM webhook_secrets')).rows[0]!.secret);
     await pool.end();
   });
   after(() => new Promise<void>((r) => server.close(() => r())));

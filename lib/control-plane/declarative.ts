@@ -1,0 +1,104 @@
+import type { PoolClient } from 'pg';
+import { parseAllDocuments, stringify } from 'yaml';
+import { ApiError } from '../errors';
+import { deleteEntity, ENTITIES, insertEntity, updateEntity, type Doc } from './entities';
+import { COLLECTIONS, configDocument, keyOf, type Collection, type ConfigDocument } from './schemas';
+import { beginChange, buildSnapshot, canonical, diffDocuments, finishChange, type ChangeAudit, type ChangeContext, type ConfigDiff, type Snapshot } from './versions';
+
+/**
+ * Declarative config: a workspace as one YAML document (decK-style), exported, diffed against
+ * the live state and synced in one transaction. The same document, or several separated by
+ * `---`, is what a DB-less gateway serves from.
+ */
+
+/** Parses YAML (or JSON) holding one or more workspace documents; any error names its field. */
+export function parseConfigDocuments(text: string): ConfigDocument[] {
+  const docs = parseAllDocuments(text);
+  if (docs.length === 0) throw new ApiError(400, 'validation_failed', 'the file holds no document', [{ field: 'body', message: 'empty' }]);
+  return docs.map((d, i) => {
+    if (d.errors.length) throw new ApiError(400, 'malformed_yaml', `document ${i}: ${d.errors[0]!.message}`, [{ field: `body.${i}`, message: d.errors[0]!.message }]);
+    const parsed = configDocument.safeParse(d.toJS());
+    if (!parsed.success) {
+      const details = parsed.error.issues.map((issue) => ({ field: ['body', ...(docs.length > 1 ? [String(i)] : []), ...issue.path.map(String)].join('.'), message: issue.message }));
+      throw new ApiError(400, 'validation_failed', `invalid config document: ${details.map((x) => x.field).join(', ')}`, details);
+    }
+    return parsed.data;
+  });
+}
+
+/** A stored snapshot as a portable document: no ids, stable order. */
+export function snapshotToDocument(s: Snapshot): Doc {
+  const out: Doc = { _format_version: '1', workspace: s.workspace };
+  // The identifying field first, the others in alphabetical order: diffs of exports stay small.
+  const ordered = (e: Doc) => Object.fromEntries(Object.entries(e).filter(([k]) => k !== 'id')
+    .sort(([a], [b]) => (a === 'name' || a === 'username' ? -1 : b === 'name' || b === 'username' ? 1 : a.localeCompare(b))));
+  for (const c of COLLECTIONS) out[c] = (s[c] ?? []).map(ordered);
+  return out;
+}
+
+export const toYaml = (doc: Doc) => stringify(doc, { sortMapEntries: false, lineWidth: 0 });
+
+/** Dependencies first when creating, last when deleting. */
+const CREATE_ORDER: Collection[] = ['roles', 'services', 'consumers', 'routes', 'triggers', 'policies', 'plugins'];
+
+/**
+ * Makes the workspace's live config equal to `doc`: creates, updates and deletes, with one
+ * audit row per entity and one new config version, in the caller's transaction (which the
+ * caller rolls back on any error, so a failed sync changes nothing).
+ */
+export async function syncDocument(db: PoolClient, ws: string, doc: ConfigDocument, ctx: ChangeContext, dryRun: boolean): Promise<{ diff: ConfigDiff; version?: number }> {
+  if (doc.workspace !== ws) throw new ApiError(400, 'validation_failed', `the document is for workspace ${doc.workspace}`, [{ field: 'body.workspace', message: `must be ${ws}` }]);
+  await beginChange(db, ws);
+  const live = await buildSnapshot(db, ws);
+  const wanted = doc as unknown as Record<Collection, Doc[]>;
+  const diff = diffDocuments(live, wanted);
+  if (dryRun || diff.changes === 0) return { diff };
+
+  const audits: ChangeAudit[] = [];
+  const liveByKey = (c: Collection) => new Map(live[c].map((e) => [keyOf(c, e), e]));
+  // Deletions in reverse dependency order, so nothing is deleted while something still uses it.
+  for (const c of [...CREATE_ORDER].reverse()) {
+    const def = ENTITIES[c];
+    const keep = new Set(wanted[c].map((e) => keyOf(c, e)));
+    for (const [key, e] of liveByKey(c)) {
+      if (keep.has(key)) continue;
+      await deleteEntity(db, def, String(e.id)).catch((err: unknown) => rethrowAt(err, c, key));
+      audits.push({ action: 'delete', entityType: def.type, entityId: String(e.id), before: e });
+    }
+  }
+  for (const c of CREATE_ORDER) {
+    const def = ENTITIES[c];
+    const existing = liveByKey(c);
+    for (const [i, e] of wanted[c].entries()) {
+      const key = keyOf(c, e);
+      const old = existing.get(key);
+      try {
+        if (!old) {
+          const created = await insertEntity(db, ws, def, e);
+          audits.push({ action: 'create', entityType: def.type, entityId: created.id, after: created.doc });
+        } else {
+          const { id, ...before } = old;
+          if (canonical(before) === canonical(e)) continue;
+          const updated = await updateEntity(db, ws, def, String(id), e);
+          audits.push({ action: 'update', entityType: def.type, entityId: updated.id, before, after: updated.doc });
+        }
+      } catch (err) {
+        rethrowAt(err, c, key, i);
+      }
+    }
+  }
+  const version = await finishChange(db, ws, ctx, `declarative sync: ${diff.changes} change(s)`, audits);
+  return { diff, version };
+}
+
+/** Re-points an entity error's fields (`body.paths`) at the document (`body.routes.2.paths`). */
+function rethrowAt(err: unknown, c: Collection, key: string, index?: number): never {
+  if (err instanceof ApiError) {
+    const at = index === undefined ? `body.${c}[${key}]` : `body.${c}.${index}`;
+    const details = Array.isArray(err.details)
+      ? (err.details as { field: string; message: string }[]).map((d) => ({ ...d, field: d.field.replace(/^body/, at).replace(/^id$/, at) }))
+      : [{ field: at, message: err.message }];
+    throw new ApiError(err.statusCode, err.code, `${c} ${key}: ${err.message}`, details);
+  }
+  throw err;
+}

@@ -1,0 +1,382 @@
+// The control plane against the real PostgreSQL, NATS and Kafka: CRUD of every entity, role
+// and workspace checks on every endpoint (taken from the served OpenAPI document), audit rows
+// that nobody can change, row-level security, versions, diffs and declarative sync.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { parse, stringify } from 'yaml';
+import { createKafka, TOPICS } from '../../lib/kafka';
+import { asPlatform, createPool, inWorkspace } from '../../lib/postgres';
+import { adminTenant, type HttpCall } from '../helpers/admin';
+import { eventually, testStack } from '../helpers/stack';
+
+const stack = testStack();
+const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 2);
+after(() => pool.end());
+
+/** One sample per collection, in dependency order, with a field to update. */
+const SAMPLES: { collection: string; body: Record<string, unknown>; patch: Record<string, unknown>; key?: string }[] = [
+  { collection: 'roles', body: { name: 'route-reader', grants: ['routes:read'] }, patch: { description: 'reads routes' } },
+  { collection: 'services', body: { name: 'svc', url: 'http://127.0.0.1:9/' }, patch: { retries: 2 } },
+  { collection: 'consumers', body: { username: 'alice', roles: ['viewer'] }, patch: { custom_id: 'c-1' } },
+  { collection: 'routes', body: { name: 'r1', service: 'svc', paths: ['/crud'] }, patch: { strip_path: true } },
+  { collection: 'triggers', body: { name: 't1', route_path: '/crud-trigger', workflow_type: 'hello' }, patch: { enabled: false } },
+  { collection: 'policies', body: { name: 'pol', scope: 'route', route: 'r1', limit: 5, window_seconds: 1 }, patch: { limit: 6 } },
+  { collection: 'plugins', body: { name: 'cors', route: 'r1' }, patch: { enabled: false }, key: 'id' },
+];
+
+describe('CRUD of every entity', () => {
+  test('create, read by id and name, list with filters and cursor, update with If-Match, replace, delete', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    const ids: Record<string, string> = {};
+    for (const s of SAMPLES) {
+      const created = await t.admin('POST', `/${s.collection}`, s.body);
+      assert.equal(created.status, 201, `${s.collection}: ${created.text}`);
+      assert.equal(created.headers.get('etag'), '"1"');
+      assert.equal(created.headers.get('location'), `/${s.collection}/${created.body.id}`);
+      ids[s.collection] = created.body.id;
+      const natural = s.key === 'id' ? created.body.id : String(s.body.name ?? s.body.username);
+      const byName = await t.admin('GET', `/${s.collection}/${natural}`);
+      assert.equal(byName.status, 200, byName.text);
+      assert.equal(byName.body.id, created.body.id);
+      const list = await t.admin('GET', `/${s.collection}?limit=1`);
+      assert.equal(list.status, 200, list.text);
+      assert.equal(list.body.data.length, 1);
+
+      const stale = await t.admin('PATCH', `/${s.collection}/${created.body.id}`, s.patch, { 'if-match': '"7"' });
+      assert.equal(stale.status, 412, stale.text);
+      assert.equal(stale.body.error.code, 'precondition_failed');
+      const patched = await t.admin('PATCH', `/${s.collection}/${created.body.id}`, s.patch, { 'if-match': '"1"' });
+      assert.equal(patched.status, 200, `${s.collection}: ${patched.text}`);
+      for (const [k, v] of Object.entries(s.patch)) assert.deepEqual(patched.body[k], v);
+      assert.equal(patched.body.version, 2);
+      // A concurrent editor who read version 1 is refused now.
+      const late = await t.admin('PATCH', `/${s.collection}/${created.body.id}`, s.patch, { 'if-match': '"1"' });
+      assert.equal(late.status, 412);
+    }
+    // PUT replaces the whole entity.
+    const put = await t.admin('PUT', `/services/svc`, { name: 'svc', targets: [{ url: 'http://127.0.0.1:9/', weight: 5 }, { url: 'http://127.0.0.1:10/' }] });
+    assert.equal(put.status, 200, put.text);
+    assert.equal(put.body.url, undefined);
+    assert.deepEqual(put.body.targets, [{ url: 'http://127.0.0.1:9/', weight: 5 }, { url: 'http://127.0.0.1:10/', weight: 100 }]);
+    // Filters and the cursor.
+    await t.admin('POST', '/services', { name: 'svc-b', url: 'http://127.0.0.1:11/', tags: ['blue'] });
+    await t.admin('POST', '/services', { name: 'svc-c', url: 'http://127.0.0.1:12/', tags: ['blue'] });
+    const blue = await t.admin('GET', '/services?tag=blue&limit=1');
+    assert.deepEqual(blue.body.data.map((s: { name: string }) => s.name), ['svc-b']);
+    const next = await t.admin('GET', `/services?tag=blue&limit=1&cursor=${blue.body.next}`);
+    assert.deepEqual(next.body.data.map((s: { name: string }) => s.name), ['svc-c']);
+    assert.equal(next.body.next, null);
+    assert.equal((await t.admin('GET', '/routes?service=svc')).body.data.length, 1);
+    const badFilter = await t.admin('GET', '/services?colour=blue');
+    assert.equal(badFilter.status, 400);
+    assert.ok(badFilter.body.error.details.some((d: { field: string }) => d.field === 'query'), badFilter.text);
+
+    // A service in use can't go; deletion in reverse order works and leaves 404s behind.
+    const inUse = await t.admin('DELETE', '/services/svc');
+    assert.equal(inUse.status, 409, inUse.text);
+    assert.equal(inUse.body.error.code, 'in_use');
+    for (const s of [...SAMPLES].reverse()) {
+      const del = await t.admin('DELETE', `/${s.collection}/${ids[s.collection]}`);
+      assert.equal(del.status, 204, `${s.collection}: ${del.text}`);
+      assert.equal((await t.admin('GET', `/${s.collection}/${ids[s.collection]}`)).status, 404);
+    }
+  });
+
+  test('consumer keys are shown once, stored hashed and revocable; workspaces, admin tokens and webhook secrets', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    const c = await t.admin('POST', '/consumers', { username: 'svc-account' });
+    const key = await t.admin('POST', `/consumers/${c.body.id}/keys`);
+    assert.equal(key.status, 201);
+    assert.match(key.body.key, /^fgk_[0-9a-f]{8}_/);
+    const keys = await t.admin('GET', `/consumers/svc-account/keys`);
+    assert.equal(keys.body.data.length, 1);
+    assert.ok(!keys.text.includes(key.body.key), 'the key is never listed');
+    assert.ok(!(await t.admin('GET', '/config')).text.includes(key.body.key));
+    assert.equal((await t.admin('DELETE', `/consumers/svc-account/keys/${key.body.id}`)).status, 204);
+    assert.ok((await t.admin('GET', `/consumers/svc-account/keys`)).body.data[0].revoked_at);
+
+    const secret = await t.admin('POST', '/webhook-secrets', { name: 'rotated' });
+    assert.equal(secret.status, 201);
+    const secrets = await t.admin('GET', '/webhook-secrets');
+    assert.deepEqual(secrets.body.data.map((s: { name: string }) => s.name).sort(), ['default', 'rotated']);
+    assert.ok(!secrets.text.includes(secret.body.secret), 'secret values are never listed');
+    assert.equal((await t.admin('DELETE', `/webhook-secrets/${secret.body.id}`)).status, 204);
+
+    const tok = await t.admin('POST', '/admin-tokens', { name: 'ci', role: 'viewer' });
+    assert.equal(tok.status, 201);
+    assert.equal((await t.as(tok.body.token)('GET', '/routes')).status, 200);
+    assert.equal((await t.admin('DELETE', `/admin-tokens/${tok.body.id}`)).status, 204);
+    assert.equal((await t.as(tok.body.token)('GET', '/routes')).status, 401, 'a revoked token is refused');
+    assert.equal((await t.admin('POST', '/admin-tokens', { name: 'x', role: 'no-such-role' })).status, 409);
+
+    const platform = t.as(t.platform);
+    const ws = `${t.tenant}-new`;
+    assert.equal((await platform('POST', '/workspaces', { id: ws, name: 'New' })).status, 201);
+    assert.equal((await platform('POST', '/workspaces', { id: ws, name: 'New' })).status, 409);
+    assert.equal((await platform('PATCH', `/workspaces/${ws}`, { name: 'Renamed' })).body.name, 'Renamed');
+    assert.equal((await t.admin('POST', '/workspaces', { id: `${ws}-2`, name: 'x' })).status, 403, 'a workspace admin does not create workspaces');
+    assert.equal((await t.admin('GET', `/workspaces/${ws}`)).status, 404, 'nor sees other workspaces');
+    assert.deepEqual((await t.admin('GET', '/workspaces')).body.data.map((w: { id: string }) => w.id), [t.tenant]);
+    assert.equal((await platform('DELETE', `/workspaces/${ws}`)).status, 204);
+    assert.equal((await platform('GET', `/workspaces/${ws}`)).status, 404);
+  });
+
+  test('bad input names each field; missing references and colliding routes are 409 with the reason', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    const bad = await t.admin('POST', '/services', { name: 'bad name!', url: 'ftp://x', retries: 99 });
+    assert.equal(bad.status, 400);
+    const fields = bad.body.error.details.map((d: { field: string }) => d.field).sort();
+    assert.deepEqual(fields, ['body.name', 'body.retries', 'body.url']);
+    const plugin = await t.admin('POST', '/plugins', { name: 'ip-restriction', config: { allow: ['10.0.0.0/33'] } });
+    assert.equal(plugin.status, 400);
+    assert.equal(plugin.body.error.details[0].field, 'body.config.allow.0');
+    const unknownPlugin = await t.admin('POST', '/plugins', { name: 'no-such-plugin' });
+    assert.equal(unknownPlugin.body.error.details[0].field, 'body.name');
+    const missing = await t.admin('POST', '/routes', { name: 'orphan', service: 'nope', paths: ['/x'] });
+    assert.equal(missing.status, 409);
+    assert.equal(missing.body.error.code, 'unknown_reference');
+    assert.equal(missing.body.error.details[0].field, 'body.service');
+    assert.equal((await t.admin('POST', '/consumers', { username: 'u', roles: ['ghost'] })).body.error.details[0].field, 'body.roles.0');
+
+    await t.admin('POST', '/services', { name: 's', url: 'http://127.0.0.1:9' });
+    assert.equal((await t.admin('POST', '/routes', { name: 'a', service: 's', paths: ['/orders/:id'], methods: ['GET', 'POST'] })).status, 201);
+    const clash = await t.admin('POST', '/routes', { name: 'b', service: 's', paths: ['/orders/:order'], methods: ['POST'] });
+    assert.equal(clash.status, 409);
+    assert.equal(clash.body.error.code, 'route_conflict');
+    assert.match(clash.body.error.message, /route a/);
+    // Another method, or a host of its own, does not collide.
+    assert.equal((await t.admin('POST', '/routes', { name: 'c', service: 's', paths: ['/orders/:id'], methods: ['DELETE'] })).status, 201);
+    assert.equal((await t.admin('POST', '/routes', { name: 'd', service: 's', paths: ['/orders/:id'], methods: ['GET'], hosts: ['api.example.com'] })).status, 201);
+    const trig = await t.admin('POST', '/triggers', { route_path: '/orders/:x', workflow_type: 'hello' });
+    assert.equal(trig.status, 409, 'a trigger route collides with routes too');
+    assert.match(trig.body.error.message, /route a/);
+    assert.equal((await t.admin('POST', '/services', { name: 's', url: 'http://127.0.0.1:9' })).status, 409, 'a taken name');
+  });
+});
+
+describe('who may call what', () => {
+  let endpoints: { method: string; path: string; grant: string }[] = [];
+  before(async () => {
+    const doc = await (await fetch(`${stack.adminUrl}/openapi.json`)).json() as { paths: Record<string, Record<string, { 'x-flowgate-grant': string }>> };
+    endpoints = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ method: method.toUpperCase(), path, grant: op['x-flowgate-grant'] })));
+    assert.ok(endpoints.length >= 40, `the OpenAPI document lists ${endpoints.length} endpoints`);
+  });
+  const concrete = (path: string) => path.replace('{version}', '1').replace('{keyId}', '00000000-0000-4000-8000-000000000000').replace(/\{id\}/g, '00000000-0000-4000-8000-000000000000');
+
+  test('every endpoint refuses a missing or made-up credential', async () => {
+    const nobody: HttpCall = async (method, path) => {
+      const r = await fetch(`${stack.adminUrl}${path}`, { method });
+      return { status: r.status, headers: r.headers, body: await r.json(), text: '' };
+    };
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    for (const e of endpoints) {
+      assert.equal((await nobody(e.method, concrete(e.path))).status, 401, `${e.method} ${e.path} without a credential`);
+      assert.equal((await t.as('fga_00000000_made-up-token-value-here')(e.method, concrete(e.path))).status, 401, `${e.method} ${e.path} with a made-up token`);
+    }
+  });
+
+  test('viewers read only; developers edit routing only; custom roles get what they are granted', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    const viewer = t.as(t.tokens.viewer!);
+    const developer = t.as(t.tokens.developer!);
+    for (const e of endpoints) {
+      const path = concrete(e.path);
+      const v = await viewer(e.method, path, e.method === 'GET' || e.method === 'DELETE' ? undefined : {});
+      if (e.grant.endsWith(':write')) assert.equal(v.status, 403, `viewer ${e.method} ${e.path}`);
+      else assert.notEqual(v.status, 403, `viewer may read ${e.method} ${e.path}: ${v.text}`);
+    }
+    assert.equal((await developer('POST', '/services', { name: 'dev-svc', url: 'http://127.0.0.1:9' })).status, 201);
+    assert.equal((await developer('POST', '/consumers', { username: 'dev-user' })).status, 403);
+    assert.equal((await developer('POST', '/config/sync', 'workspace: x', { 'content-type': 'application/yaml' })).status, 403);
+    assert.equal((await t.as(t.tokens.operator!)('POST', '/routes', {})).status, 403);
+
+    assert.equal((await t.admin('POST', '/roles', { name: 'auditor', grants: ['audit-logs:read', 'config:read'] })).status, 201);
+    const tok = await t.admin('POST', '/admin-tokens', { name: 'aud', role: 'auditor' });
+    const auditor = t.as(tok.body.token);
+    assert.equal((await auditor('GET', '/audit-logs')).status, 200);
+    assert.equal((await auditor('GET', '/config')).status, 200);
+    assert.equal((await auditor('GET', '/routes')).status, 403);
+    assert.equal((await auditor('POST', '/services', { name: 'x', url: 'http://127.0.0.1:9' })).status, 403);
+  });
+
+  test("a workspace's token never reaches another workspace, on any endpoint", async () => {
+    const a = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'wsa');
+    const b = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'wsb');
+    const svc = await b.admin('POST', '/services', { name: 'secret-svc', url: 'http://127.0.0.1:9' });
+    for (const e of endpoints) {
+      if (e.path.startsWith('/workspaces')) continue;
+      const sep = e.path.includes('?') ? '&' : '?';
+      const r = await a.admin(e.method, `${concrete(e.path)}${sep}workspace=${b.tenant}`, e.method === 'GET' || e.method === 'DELETE' ? undefined : {});
+      assert.ok([400, 404].includes(r.status), `${e.method} ${e.path} for another workspace: ${r.status} ${r.text}`);
+      if (r.status === 400) assert.ok(!r.body.error.details?.some((d: { field: string }) => d.field === 'query.workspace'), r.text);
+      const viaHeader = await a.admin(e.method, concrete(e.path), e.method === 'GET' || e.method === 'DELETE' ? undefined : {}, { 'x-tenant-id': b.tenant });
+      assert.ok([400, 404].includes(viaHeader.status), `${e.method} ${e.path} with X-Tenant-ID of another workspace: ${viaHeader.status}`);
+    }
+    // B's entity by its id, from A's own workspace: not found (row-level security), never B's data.
+    const byId = await a.admin('GET', `/services/${svc.body.id}`);
+    assert.equal(byId.status, 404);
+    assert.equal((await a.admin('DELETE', `/services/${svc.body.id}`)).status, 404);
+    assert.equal((await b.admin('GET', `/services/${svc.body.id}`)).status, 200, 'still there for its owner');
+    assert.ok(!(await a.admin('GET', '/audit-logs')).text.includes('secret-svc'));
+  });
+});
+
+describe('isolation in PostgreSQL itself', () => {
+  test('row-level security confines every query to its workspace, a forgotten WHERE included', async () => {
+    const a = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'rls');
+    const b = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'rls');
+    await a.admin('POST', '/services', { name: 'a-svc', url: 'http://127.0.0.1:9' });
+    await b.admin('POST', '/services', { name: 'b-svc', url: 'http://127.0.0.1:9' });
+    const names = (ws: string) => inWorkspace(pool, ws, async (db) => (await db.query<{ name: string }>('SELECT name FROM services')).rows.map((r) => r.name));
+    assert.deepEqual(await names(a.tenant), ['a-svc']);
+    assert.deepEqual(await names(b.tenant), ['b-svc']);
+    // Outside any scope the application role sees nothing at all.
+    for (const table of ['services', 'consumers', 'api_keys', 'audit_logs', 'config_versions', 'workspaces', 'webhook_secrets']) {
+      assert.equal((await pool.query(`SELECT count(*)::int AS n FROM ${table}`)).rows[0].n, 0, `${table} without a scope`);
+    }
+    // Writing into another workspace from inside one is refused by the policy.
+    await assert.rejects(
+      inWorkspace(pool, a.tenant, (db) => db.query("INSERT INTO services (workspace_id, name, url) VALUES ($1, 'smuggled', 'http://x')", [b.tenant])),
+      /row-level security/,
+    );
+    const total = await asPlatform(pool, async (db) => (await db.query('SELECT count(*)::int AS n FROM services WHERE workspace_id = ANY($1)', [[a.tenant, b.tenant]])).rows[0].n);
+    assert.equal(total, 2);
+  });
+});
+
+describe('audit', () => {
+  test('every change writes an audit row with before and after, sent to Kafka api.config-changes', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'aud');
+    const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'audit-test');
+    const consumer = kafka.consumer({ groupId: `audit-test-${t.tenant}` });
+    const seen: { entity_type: string; action: string; workspace_id: string }[] = [];
+    await consumer.connect();
+    await consumer.subscribe({ topic: TOPICS.configChanges, fromBeginning: true });
+    await consumer.run({ eachMessage: async ({ message }) => { const v = JSON.parse(message.value!.toString()); if (v.workspace_id === t.tenant) seen.push(v); } });
+    try {
+      const created = await t.admin('POST', '/services', { name: 'audited', url: 'http://127.0.0.1:9' });
+      await t.admin('PATCH', '/services/audited', { retries: 3 });
+      await t.admin('DELETE', '/services/audited');
+      const log = await t.admin('GET', `/audit-logs?entity_id=${created.body.id}`);
+      assert.deepEqual(log.body.data.map((r: { action: string }) => r.action), ['delete', 'update', 'create']);
+      const [del, upd, cre] = log.body.data;
+      assert.equal(cre.after.name, 'audited');
+      assert.equal(cre.before, null);
+      assert.equal(upd.before.retries, 0);
+      assert.equal(upd.after.retries, 3);
+      assert.equal(del.after, null);
+      assert.ok(cre.actor.startsWith('token:'));
+      assert.ok(Number(upd.config_version) > Number(cre.config_version));
+      await eventually('audit records on Kafka', () => ['create', 'update', 'delete'].every((a) => seen.some((s) => s.action === a && s.entity_type === 'service')), 30_000);
+    } finally {
+      await consumer.disconnect();
+    }
+  });
+
+  test('audit rows cannot be changed or deleted, by the application role or the owner', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'aud');
+    await t.admin('POST', '/services', { name: 'x', url: 'http://127.0.0.1:9' });
+    const app = (sql: string) => inWorkspace(pool, t.tenant, (db) => db.query(sql));
+    await assert.rejects(app("UPDATE audit_logs SET actor = 'forged'"), /permission denied/);
+    await assert.rejects(app('DELETE FROM audit_logs'), /permission denied/);
+    await assert.rejects(app('TRUNCATE audit_logs'), /permission denied/);
+    await assert.rejects(app('DELETE FROM config_versions'), /permission denied/);
+    const owner = new pg.Client({ connectionString: stack.env.FLOWGATE_DATABASE_OWNER_URL });
+    await owner.connect();
+    try {
+      await owner.query("SELECT set_config('flowgate.scope', 'platform', false)");
+      await assert.rejects(owner.query("UPDATE audit_logs SET actor = 'forged' WHERE workspace_id = $1", [t.tenant]), /insert-only/);
+      await assert.rejects(owner.query('DELETE FROM audit_logs WHERE workspace_id = $1', [t.tenant]), /insert-only/);
+      await assert.rejects(owner.query('TRUNCATE audit_logs'), /insert-only|foreign key/);
+    } finally {
+      await owner.end();
+    }
+    const secrets = await t.admin('POST', '/webhook-secrets', { name: 'not-in-audit' });
+    const rows = await inWorkspace(pool, t.tenant, async (db) => (await db.query('SELECT before, after FROM audit_logs')).rows);
+    assert.ok(!JSON.stringify(rows).includes(secrets.body.secret), 'no secret value in the audit log');
+  });
+});
+
+describe('versioned and declarative config', () => {
+  test('every change bumps the version; versions read back whole and diff', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'ver');
+    const v0 = (await t.admin('GET', '/config')).body.version;
+    const s = await t.admin('POST', '/services', { name: 'v-svc', url: 'http://127.0.0.1:9' });
+    assert.equal(Number(s.headers.get('x-flowgate-config-version')), v0 + 1);
+    await t.admin('POST', '/routes', { name: 'v-route', service: 'v-svc', paths: ['/v'] });
+    await t.admin('PATCH', '/services/v-svc', { retries: 1 });
+    const now = (await t.admin('GET', '/config')).body;
+    assert.equal(now.version, v0 + 3);
+    const old = await t.admin('GET', `/config/versions/${v0 + 1}`);
+    assert.deepEqual(old.body.config.routes, []);
+    assert.equal(old.body.config.services[0].retries, 0);
+    const diff = await t.admin('GET', `/config/diff?from=${v0 + 1}&to=${v0 + 3}`);
+    assert.deepEqual(diff.body.diff.routes.created, ['v-route']);
+    assert.deepEqual(diff.body.diff.services.updated, [{ key: 'v-svc', fields: { retries: { from: 0, to: 1 } } }]);
+    const versions = await t.admin('GET', '/config/versions?limit=2');
+    assert.deepEqual(versions.body.data.map((v: { version: number }) => v.version), [v0 + 3, v0 + 2]);
+    assert.equal((await t.admin('GET', '/config/versions/99999')).status, 404);
+  });
+
+  test('export then sync changes nothing; a sync that fails changes nothing either', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'decl');
+    await t.admin('POST', '/roles', { name: 'r', grants: ['routes:read'] });
+    await t.admin('POST', '/services', { name: 'orders', targets: [{ url: 'http://127.0.0.1:9' }] });
+    await t.admin('POST', '/routes', { name: 'orders', service: 'orders', paths: ['/orders'], transformations: { request: { add_headers: { 'X-From': 'gw' } } } });
+    const c = await t.admin('POST', '/consumers', { username: 'shop', roles: ['r'] });
+    await t.admin('POST', `/consumers/${c.body.id}/keys`);
+    await t.admin('POST', '/plugins', { name: 'request-size-limiting', route: 'orders', config: { allowed_payload_size_bytes: 1024 } });
+    await t.admin('POST', '/policies', { name: 'per-shop', scope: 'consumer', consumer: 'shop', limit: 100, window_seconds: 60 });
+    await t.admin('POST', '/triggers', { event_type: 'order.created', workflow_type: 'hello', input_template: { name: '{{event.data.name}}' } });
+    const before = await t.admin('GET', '/config');
+    const yaml = (await t.admin('GET', '/config/export')).text;
+    assert.match(yaml, /^_format_version: "1"/);
+    const yamlHeaders = { 'content-type': 'application/yaml' };
+
+    const diff = await t.admin('POST', '/config/diff', yaml, yamlHeaders);
+    assert.equal(diff.status, 200, diff.text);
+    assert.equal(diff.body.diff.changes, 0);
+    const sync = await t.admin('POST', '/config/sync', yaml, yamlHeaders);
+    assert.equal(sync.status, 200, sync.text);
+    assert.equal(sync.body.diff.changes, 0);
+    const after = await t.admin('GET', '/config');
+    assert.equal(after.body.version, before.body.version, 'no new version');
+    assert.deepEqual(after.body.config, before.body.config, 'same entities, same ids');
+
+    // An edited file: one update, one create, one delete.
+    const doc = parse(yaml);
+    doc.plugins[0].config.allowed_payload_size_bytes = 2048;
+    doc.policies = [];
+    doc.roles.unshift({ name: 'extra', grants: ['config:read'] });
+    const edited = stringify(doc);
+    const planned = await t.admin('POST', '/config/sync?dry_run=true', edited, yamlHeaders);
+    assert.equal(planned.body.diff.changes, 3, planned.text);
+    assert.equal((await t.admin('GET', '/config')).body.version, before.body.version, 'a dry run changes nothing');
+    const applied = await t.admin('POST', '/config/sync', edited, yamlHeaders);
+    assert.equal(applied.status, 200, applied.text);
+    assert.equal(applied.body.version, before.body.version + 1, 'one sync, one version');
+    const live = (await t.admin('GET', '/config')).body.config;
+    assert.equal(live.plugins[0].config.allowed_payload_size_bytes, 2048);
+    assert.deepEqual(live.policies, []);
+    assert.deepEqual(live.roles.map((r: { name: string }) => r.name), ['extra', 'r']);
+
+    // A document whose last entity is wrong: refused whole, nothing changed.
+    const current = await t.admin('GET', '/config');
+    doc.plugins[0].config.allowed_payload_size_bytes = 4096;
+    doc.triggers.unshift({ name: 'broken', route_path: '/b', workflow_type: 'no-such-workflow' });
+    const broken = stringify(doc);
+    const failed = await t.admin('POST', '/config/sync', broken, yamlHeaders);
+    assert.equal(failed.status, 409, failed.text);
+    assert.match(failed.body.error.details[0].field, /^body\.triggers\.0\.workflow_type$/);
+    const unchanged = await t.admin('GET', '/config');
+    assert.equal(unchanged.body.version, current.body.version);
+    assert.deepEqual(unchanged.body.config, current.body.config);
+    const invalid = await t.admin('POST', '/config/sync', 'workspace: x\nservices: [{name: 1}]', yamlHeaders);
+    assert.equal(invalid.status, 400);
+    assert.ok(invalid.body.error.details.some((d: { field: string }) => d.field === 'body.services.0.name'), invalid.text);
+    const elsewhere = await t.admin('POST', '/config/sync', yaml.replace(`workspace: ${t.tenant}`, 'workspace: other'), yamlHeaders);
+    assert.equal(elsewhere.status, 400);
+    assert.equal(elsewhere.body.error.details[0].field, 'body.workspace');
+  });
+});
