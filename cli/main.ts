@@ -1,16 +1,20 @@
 import { loadConfig } from '../lib/config';
 import { provisionPlatform } from '../lib/provision';
+import { CONFIG_USAGE, configCommand } from './config';
 import { stackCommand } from './stack';
 
 const USAGE = `usage: flowgate <command>
   stack up|down|status|logs|reset|env   the local stack (make up / down / status / logs / reset)
-  provision                             migrations, streams, topics, KV mount, search attributes (FLOWGATE_* env)`;
+  provision                             migrations, streams, topics, KV mount, search attributes (FLOWGATE_* env)
+${CONFIG_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'stack':
       return stackCommand(rest);
+    case 'config':
+      return configCommand(rest);
     case 'provision':
       await provisionPlatform(loadConfig('admin'), (m) => console.log(m));
       return 0;

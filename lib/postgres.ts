@@ -48,7 +48,12 @@ export function asPlatform<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Prom
 }
 
 export function createPool(connectionString: string, max = 10): pg.Pool {
-  return new pg.Pool({ connectionString, max, connectionTimeoutMillis: 3000, idleTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({ connectionString, max, connectionTimeoutMillis: 3000, idleTimeoutMillis: 30_000 });
+  // An idle connection dropped by the server (a restart, a failover) is discarded by the pool;
+  // without a listener Node would treat the event as fatal. The next query reconnects, or fails
+  // where it is made and is handled there.
+  pool.on('error', () => undefined);
+  return pool;
 }
 
 const MIGRATIONS_DIR = path.join(__dirname, 'db', 'migrations');

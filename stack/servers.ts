@@ -292,6 +292,8 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
     FLOWGATE_GATEWAY_PORT: String(p.gateway),
     FLOWGATE_ADMIN_PORT: String(p.admin),
     FLOWGATE_EXECUTION_ID_SECRET: l.executionIdSecret,
+    // Tests see a failed pull in seconds; invalidations make changes immediate either way.
+    ...(l.profile === 'test' ? { FLOWGATE_CONFIG_REFRESH_MS: '2000' } : {}),
   };
 }
 

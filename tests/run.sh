@@ -12,18 +12,27 @@ run_unit() {
 }
 
 run_integration() {
-  dir="$(mktemp -d "${TMPDIR:-/tmp}/flowgate-test.XXXXXX")"
-  chmod 755 "$dir"
+  local dir=""
   stop_stack() {
+    [ -n "$dir" ] || return 0
     node bin/flowgate.js stack down --dir "$dir" >/dev/null 2>&1
     if [ "${KEEP_TEST_STACK:-}" = "" ]; then rm -rf "$dir"; else echo "test stack kept in $dir"; fi
   }
   trap stop_stack EXIT
-  echo "starting the test stack in $dir"
-  if ! node bin/flowgate.js stack up --test --dir "$dir"; then
-    echo "the test stack did not start; logs:"; tail -n 30 "$dir"/logs/*.log
-    return 1
-  fi
+  # A server that fails at start-up gets one more try on fresh ports and a fresh directory; the
+  # reason is printed last, after the logs, so it is what a CI log's tail shows.
+  local attempt
+  for attempt in 1 2; do
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/flowgate-test.XXXXXX")"
+    chmod 755 "$dir"
+    echo "starting the test stack in $dir"
+    if node bin/flowgate.js stack up --test --dir "$dir" 2>&1 | tee "$dir/up.out"; [ "${PIPESTATUS[0]}" -eq 0 ]; then break; fi
+    echo "the test stack did not start (attempt $attempt); logs:"; tail -n 30 "$dir"/logs/*.log
+    echo "--- why the test stack did not start (attempt $attempt) ---"; tail -n 20 "$dir/up.out"
+    stop_stack
+    dir=""
+    [ "$attempt" -eq 2 ] && return 1
+  done
   local files=("${@:-tests/integration/*.test.ts}")
   # One file at a time: some tests stop and restart servers of their own.
   FLOWGATE_STACK_DIR="$dir" "${node_test[@]}" --test-concurrency=1 ${files[@]}

@@ -1,0 +1,61 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { REPO_ROOT } from '../stack/paths';
+
+/**
+ * `flowgate config export|diff|sync` against the Admin API. The admin URL and token come from
+ * FLOWGATE_ADMIN_URL / FLOWGATE_ADMIN_TOKEN, else from .flowgate/local.env (written by make up).
+ */
+function adminTarget(): { url: string; token: string } {
+  const file = path.join(REPO_ROOT, '.flowgate', 'local.env');
+  const local: Record<string, string> = existsSync(file)
+    ? Object.fromEntries(readFileSync(file, 'utf8').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
+    : {};
+  const url = process.env.FLOWGATE_ADMIN_URL ?? local.FLOWGATE_ADMIN_URL;
+  const token = process.env.FLOWGATE_ADMIN_TOKEN ?? local.FLOWGATE_ADMIN_TOKEN;
+  if (!url || !token) throw new Error('set FLOWGATE_ADMIN_URL and FLOWGATE_ADMIN_TOKEN (or run make up, which writes .flowgate/local.env)');
+  return { url, token };
+}
+
+export const CONFIG_USAGE = `  config export [--workspace W]          the workspace as declarative YAML on stdout
+  config diff FILE [--workspace W]       what syncing FILE would change
+  config sync FILE [--workspace W]       make the workspace equal to FILE, in one transaction`;
+
+export async function configCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const wsFlag = rest.indexOf('--workspace');
+  const workspace = wsFlag >= 0 ? rest[wsFlag + 1] : undefined;
+  const file = rest.find((a, i) => !a.startsWith('--') && (wsFlag < 0 || i !== wsFlag + 1));
+  const { url, token } = adminTarget();
+  const q = workspace ? `?workspace=${encodeURIComponent(workspace)}` : '';
+  const call = async (method: string, p: string, body?: string) => {
+    const res = await fetch(`${url}${p}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/yaml' } : {}) }, body });
+    const text = await res.text();
+    if (!res.ok) {
+      console.error(`${res.status}: ${text}`);
+      return { ok: false, text };
+    }
+    return { ok: true, text };
+  };
+  switch (sub) {
+    case 'export': {
+      const r = await call('GET', `/config/export${q}`);
+      if (r.ok) process.stdout.write(r.text);
+      return r.ok ? 0 : 1;
+    }
+    case 'diff':
+    case 'sync': {
+      if (!file) {
+        console.error(CONFIG_USAGE);
+        return 2;
+      }
+      const r = await call('POST', `/config/${sub}${q}`, await readFile(file, 'utf8'));
+      if (r.ok) console.log(JSON.stringify(JSON.parse(r.text), null, 2));
+      return r.ok ? 0 : 1;
+    }
+    default:
+      console.error(CONFIG_USAGE);
+      return 2;
+  }
+}
