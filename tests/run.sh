@@ -11,33 +11,34 @@ run_unit() {
   "${node_test[@]}" --test-concurrency=2 tests/unit/*.test.ts tests/workflows/*.test.ts
 }
 
+stack_dir=""
+stop_stack() {
+  [ -n "$stack_dir" ] || return 0
+  node bin/flowgate.js stack down --dir "$stack_dir" >/dev/null 2>&1
+  if [ "${KEEP_TEST_STACK:-}" = "" ]; then rm -rf "$stack_dir"; else echo "test stack kept in $stack_dir"; fi
+  stack_dir=""
+}
+
 run_integration() {
-  local dir=""
-  stop_stack() {
-    [ -n "$dir" ] || return 0
-    node bin/flowgate.js stack down --dir "$dir" >/dev/null 2>&1
-    if [ "${KEEP_TEST_STACK:-}" = "" ]; then rm -rf "$dir"; else echo "test stack kept in $dir"; fi
-  }
   trap stop_stack EXIT
   # A server that fails at start-up gets one more try on fresh ports and a fresh directory; the
   # reason is printed last, after the logs, so it is what a CI log's tail shows.
   local attempt
   for attempt in 1 2; do
-    dir="$(mktemp -d "${TMPDIR:-/tmp}/flowgate-test.XXXXXX")"
-    chmod 755 "$dir"
-    echo "starting the test stack in $dir"
-    if node bin/flowgate.js stack up --test --dir "$dir" 2>&1 | tee "$dir/up.out"; [ "${PIPESTATUS[0]}" -eq 0 ]; then break; fi
-    echo "the test stack did not start (attempt $attempt); logs:"; tail -n 30 "$dir"/logs/*.log
-    echo "--- why the test stack did not start (attempt $attempt) ---"; tail -n 20 "$dir/up.out"
+    stack_dir="$(mktemp -d "${TMPDIR:-/tmp}/flowgate-test.XXXXXX")"
+    chmod 755 "$stack_dir"
+    echo "starting the test stack in $stack_dir"
+    if node bin/flowgate.js stack up --test --dir "$stack_dir" 2>&1 | tee "$stack_dir/up.out"; [ "${PIPESTATUS[0]}" -eq 0 ]; then break; fi
+    echo "the test stack did not start (attempt $attempt); logs:"; tail -n 30 "$stack_dir"/logs/*.log
+    echo "--- why the test stack did not start (attempt $attempt) ---"; tail -n 20 "$stack_dir/up.out"
     stop_stack
-    dir=""
     [ "$attempt" -eq 2 ] && return 1
   done
   local files=("${@:-tests/integration/*.test.ts}")
   # One file at a time: some tests stop and restart servers of their own.
-  FLOWGATE_STACK_DIR="$dir" "${node_test[@]}" --test-concurrency=1 ${files[@]}
+  FLOWGATE_STACK_DIR="$stack_dir" "${node_test[@]}" --test-concurrency=1 ${files[@]}
   local rc=$?
-  if [ $rc -ne 0 ]; then echo "--- last lines of the test stack's logs ---"; tail -n 15 "$dir"/logs/*.log; fi
+  if [ $rc -ne 0 ]; then echo "--- last lines of the test stack's logs ---"; tail -n 15 "$stack_dir"/logs/*.log; fi
   return $rc
 }
 
