@@ -230,21 +230,29 @@ function translate(err: unknown, def: EntityDef, doc?: Doc): never {
   throw err;
 }
 
+/**
+ * Runs one write under a savepoint, so a refusal (a taken name, a row still referenced) becomes
+ * a client error and the surrounding transaction stays usable.
+ */
+async function write<T>(db: PoolClient, def: EntityDef, doc: Doc | undefined, fn: () => Promise<T>): Promise<T> {
+  await db.query('SAVEPOINT entity_write');
+  try {
+    const result = await fn();
+    await db.query('RELEASE SAVEPOINT entity_write');
+    return result;
+  } catch (err) {
+    await db.query('ROLLBACK TO SAVEPOINT entity_write');
+    return translate(err, def, doc);
+  }
+}
+
 export async function insertEntity(db: PoolClient, ws: string, def: EntityDef, doc: Doc): Promise<EntityRow> {
   const cols = await def.columns(db, ws, doc);
   const names = ['workspace_id', ...Object.keys(cols)];
   const values = [ws, ...Object.values(cols)];
-  let id: string;
-  try {
-    await db.query('SAVEPOINT entity_write');
-    id = (await db.query<{ id: string }>(
-      `INSERT INTO ${def.table} (${names.map((n) => `"${n}"`).join(', ')}) VALUES (${values.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING id`, values,
-    )).rows[0]!.id;
-    await db.query('RELEASE SAVEPOINT entity_write');
-  } catch (err) {
-    await db.query('ROLLBACK TO SAVEPOINT entity_write');
-    translate(err, def, doc);
-  }
+  const id = await write(db, def, doc, async () => (await db.query<{ id: string }>(
+    `INSERT INTO ${def.table} (${names.map((n) => `"${n}"`).join(', ')}) VALUES (${values.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING id`, values,
+  )).rows[0]!.id);
   await def.afterWrite?.(db, ws, id, doc);
   return (await getEntity(db, def, id))!;
 }
@@ -252,25 +260,11 @@ export async function insertEntity(db: PoolClient, ws: string, def: EntityDef, d
 export async function updateEntity(db: PoolClient, ws: string, def: EntityDef, id: string, doc: Doc): Promise<EntityRow> {
   const cols = await def.columns(db, ws, doc, id);
   const sets = Object.keys(cols).map((c, i) => `"${c}" = $${i + 2}`);
-  try {
-    await db.query('SAVEPOINT entity_write');
-    await db.query(`UPDATE ${def.table} SET ${sets.join(', ')}, row_version = row_version + 1, updated_at = now() WHERE id = $1`, [id, ...Object.values(cols)]);
-    await db.query('RELEASE SAVEPOINT entity_write');
-  } catch (err) {
-    await db.query('ROLLBACK TO SAVEPOINT entity_write');
-    translate(err, def, doc);
-  }
+  await write(db, def, doc, () => db.query(`UPDATE ${def.table} SET ${sets.join(', ')}, row_version = row_version + 1, updated_at = now() WHERE id = $1`, [id, ...Object.values(cols)]));
   await def.afterWrite?.(db, ws, id, doc);
   return (await getEntity(db, def, id))!;
 }
 
 export async function deleteEntity(db: PoolClient, def: EntityDef, id: string): Promise<void> {
-  try {
-    await db.query('SAVEPOINT entity_write');
-    await db.query(`DELETE FROM ${def.table} WHERE id = $1`, [id]);
-    await db.query('RELEASE SAVEPOINT entity_write');
-  } catch (err) {
-    await db.query('ROLLBACK TO SAVEPOINT entity_write');
-    translate(err, def);
-  }
+  await write(db, def, undefined, () => db.query(`DELETE FROM ${def.table} WHERE id = $1`, [id]));
 }
