@@ -44,7 +44,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
   app.get('/health', async () => ({ status: 'ok' }));
   const api = new AdminApi(app, deps.pool);
   registerPlatform(api, deps);
-  registerCollections(api, deps, deps.announce);
+  registerCollections(api, deps);
   registerConfig(api, deps);
   const openapi = api.openapi();
   app.get('/openapi.json', async () => openapi);

@@ -46,7 +46,7 @@ function checkIfMatch(req: FastifyRequest, current: EntityRow): void {
 
 const etag = (reply: FastifyReply, e: EntityRow) => reply.header('ETag', `"${e.version}"`);
 
-export function registerCollections(api: AdminApi, deps: AdminDeps, announce: (ws: string, version: number) => void): void {
+export function registerCollections(api: AdminApi, deps: AdminDeps): void {
   /** One change to a workspace: lock, change, version, audit, in one transaction; then tell the data planes. */
   async function change<T>(call: Call<unknown, unknown, unknown>, summary: (r: T) => string, fn: (db: PoolClient, audits: ChangeAudit[]) => Promise<T>): Promise<T> {
     const { result, version } = await inWorkspace(deps.pool, call.ws, async (db) => {
@@ -56,7 +56,7 @@ export function registerCollections(api: AdminApi, deps: AdminDeps, announce: (w
       const version = await finishChange(db, call.ws, { actor: `token:${call.who.name}`, correlationId: call.req.id }, summary(result), audits);
       return { result, version };
     });
-    announce(call.ws, version);
+    deps.announce(call.ws, version);
     call.reply.header('X-Flowgate-Config-Version', String(version));
     return result;
   }
