@@ -14,6 +14,7 @@ COPY activities activities
 COPY worker worker
 COPY cli cli
 COPY stack stack
+COPY sandboxes sandboxes
 RUN npx tsc -p tsconfig.build.json \
  && cp -r lib/db/migrations dist/lib/db/ \
  && npm prune --omit=dev

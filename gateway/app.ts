@@ -11,6 +11,7 @@ import { ExecutionIds } from '../lib/execution-ids';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
 import { ApiKeyAuthenticator } from './auth';
+import { registerOutboundRoutes } from './routes/outbound';
 import { registerWorkflowRoutes } from './routes/workflows';
 import { ConfigStore } from './config-store';
 import { registerConfiguredRoutes } from './configured-routes';
@@ -95,6 +96,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
   });
   app.get('/health', async () => ({ status: 'ok' }));
   registerWorkflowRoutes(app, ctx);
+  registerOutboundRoutes(app, ctx);
   await configStore.start();
   app.addHook('onClose', async () => configStore.stop());
   // Bodies of any type pass through to upstreams as they came (JSON is still parsed for triggers).

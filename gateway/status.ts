@@ -6,7 +6,7 @@ import type { ExecutionMemo } from '../lib/trigger-message';
 
 export type WaitingFor =
   | { kind: 'signal' | 'approval'; name: string; since: string }
-  | { kind: 'activity'; name: string; attempt: number; since?: string; last_failure?: string }
+  | { kind: 'activity'; name: string; attempt: number; since?: string; last_failure?: string; last_failure_type?: string; next_attempt_at?: string }
   | { kind: 'start'; name: 'temporal-unavailable' | 'queued'; since?: string };
 
 export type ExecutionStatus = {
@@ -14,6 +14,8 @@ export type ExecutionStatus = {
   workflow_type: string | null;
   status: 'ACCEPTED' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELED' | 'TERMINATED' | 'TIMED_OUT' | 'CONTINUED_AS_NEW' | 'UNKNOWN';
   current_step: string | null;
+  /** The workflow's business state, when it reports one (a payment's PENDING … REFUNDED). */
+  state?: string;
   progress: number;
   last_update: string | null;
   started_at?: string;
@@ -46,6 +48,7 @@ export function summarize(d: Omit<WorkflowExecutionInfo, 'raw'>): ExecutionStatu
     workflow_type: publicTypeName(d.type),
     status,
     current_step: progress?.current_step ?? null,
+    ...(progress?.state ? { state: progress.state } : {}),
     progress: status === 'COMPLETED' ? 100 : progress?.progress ?? 0,
     last_update: (progress?.last_update ?? d.closeTime?.toISOString() ?? d.startTime.toISOString()) || null,
     started_at: d.startTime.toISOString(),
@@ -68,6 +71,9 @@ function pendingActivity(d: WorkflowExecutionDescription): WaitingFor | null {
     attempt: stuck.attempt ?? 1,
     since,
     last_failure: stuck.lastFailure?.message ?? undefined,
+    // `BreakerOpen`: the third party is known to be down and the next attempt waits for its breaker.
+    last_failure_type: stuck.lastFailure?.applicationFailureInfo?.type ?? undefined,
+    next_attempt_at: stuck.nextAttemptScheduleTime?.seconds != null ? new Date(Number(stuck.nextAttemptScheduleTime.seconds) * 1000).toISOString() : undefined,
   };
 }
 

@@ -13,6 +13,24 @@ const callbackUrl = z.url({ protocol: /^https?$/ }).max(2000);
 /** Fingerprint of what a request asks for; a reused Idempotency-Key must come with the same one. */
 const fingerprint = (type: string, input: unknown) => createHash('sha256').update(`${type}\n${JSON.stringify(input)}`).digest('hex');
 
+/** The request's Idempotency-Key header, checked (400 naming the header when malformed). */
+export function idempotencyKeyOf(req: FastifyRequest): string | undefined {
+  const header = req.headers['idempotency-key'];
+  if (header === undefined) return undefined;
+  const r = idempotencyKey.safeParse(header);
+  if (!r.success) throw new ApiError(400, 'validation_failed', 'invalid Idempotency-Key', [{ field: 'headers.idempotency-key', message: 'printable ASCII, 1 to 255 characters' }]);
+  return r.data;
+}
+
+/** The headers and body of a 202 for an execution. */
+export function acceptedAnswer(executionId: string): Omit<Accepted, 'executionId'> {
+  const statusUrl = `/api/workflows/${executionId}`;
+  return {
+    headers: { 'X-Workflow-Execution-ID': executionId, 'X-Workflow-Status-Endpoint': statusUrl, Location: statusUrl },
+    body: { execution_id: executionId, status_url: statusUrl, status: 'ACCEPTED' },
+  };
+}
+
 export type Accepted = {
   executionId: string;
   headers: Record<'X-Workflow-Execution-ID' | 'X-Workflow-Status-Endpoint' | 'Location', string>;
@@ -69,12 +87,7 @@ export function createTriggering(ctx: GatewayContext) {
 
   /** Accepts a start: validate, mint the id, make the trigger durable, answer 202. */
   async function accept(req: FastifyRequest, def: WorkflowTypeDef, tenant: string, input: unknown, source: TriggerMessage['source'], ruleCallback?: string | null): Promise<Accepted> {
-    const keyHeader = req.headers['idempotency-key'];
-    const key = keyHeader === undefined ? undefined : (() => {
-      const r = idempotencyKey.safeParse(keyHeader);
-      if (!r.success) throw new ApiError(400, 'validation_failed', 'invalid Idempotency-Key', [{ field: 'headers.idempotency-key', message: 'printable ASCII, 1 to 255 characters' }]);
-      return r.data;
-    })();
+    const key = idempotencyKeyOf(req);
     const cbHeader = req.headers['x-callback-url'];
     const callback = cbHeader === undefined ? ruleCallback ?? undefined : (() => {
       const r = callbackUrl.safeParse(cbHeader);
@@ -94,13 +107,8 @@ export function createTriggering(ctx: GatewayContext) {
       source,
     });
     metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'accepted' });
-    const statusUrl = `/api/workflows/${executionId}`;
-    return {
-      executionId,
-      headers: { 'X-Workflow-Execution-ID': executionId, 'X-Workflow-Status-Endpoint': statusUrl, Location: statusUrl },
-      body: { execution_id: executionId, status_url: statusUrl, status: 'ACCEPTED' },
-    };
+    return { executionId, ...acceptedAnswer(executionId) };
   }
 
-  return { accept };
+  return { accept, checkIdempotency: (tenant: string, key: string, type: string, input: unknown, executionId: string) => checkIdempotency(tenant, key, fingerprint(type, input), executionId) };
 }

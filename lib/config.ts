@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_THIRD_PARTIES, thirdPartyServices } from './third-party/services';
 
 /** The four Flowgate processes; each has a default status port (DESIGN.md). */
 export type ProcessName = 'gateway' | 'admin' | 'triggers' | 'worker';
@@ -51,6 +52,19 @@ export const configSchema = z.object({
   FLOWGATE_VAULT_ADDR: url(['http:', 'https:']).default('http://127.0.0.1:8200'),
   FLOWGATE_VAULT_TOKEN: z.string().min(1).optional(),
   FLOWGATE_REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  /** Third parties activities call (lib/third-party/services.ts), as a JSON array. */
+  FLOWGATE_THIRD_PARTIES: z
+    .string()
+    .default(DEFAULT_THIRD_PARTIES)
+    .transform((v, ctx) => {
+      try {
+        return JSON.parse(v) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be a JSON array' });
+        return z.NEVER;
+      }
+    })
+    .pipe(thirdPartyServices),
 
   /** Signs execution ids so the status API can tell an accepted-but-not-started id from a made-up one. */
   FLOWGATE_EXECUTION_ID_SECRET: z.string().min(16, 'must be at least 16 characters').default('flowgate-local-only-execution-secret'),

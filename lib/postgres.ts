@@ -69,7 +69,7 @@ async function grantAppRole(client: pg.PoolClient, role: string): Promise<void> 
   await client.query(`GRANT USAGE ON SCHEMA public TO ${r}`);
   await client.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${r}`);
   await client.query(`GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO ${r}`);
-  await client.query(`REVOKE UPDATE, DELETE, TRUNCATE ON audit_logs, config_versions FROM ${r}`);
+  await client.query(`REVOKE UPDATE, DELETE, TRUNCATE ON audit_logs, config_versions, ledger_entries FROM ${r}`);
   await client.query(`REVOKE INSERT, UPDATE, DELETE ON schema_migrations FROM ${r}`);
 }
 

@@ -21,4 +21,6 @@ export type ProgressRecord = {
   steps: string[];
   last_update: string;
   waiting_for?: { kind: 'signal' | 'approval'; name: string; since: string } | null;
+  /** A business state, for workflows that have one (payments: PENDING … REFUNDED). */
+  state?: string | null;
 };

@@ -7,6 +7,8 @@ import { loadConfig } from '../lib/config';
 import { asPlatform, createPool } from '../lib/postgres';
 import { provisionPlatform } from '../lib/provision';
 import { ensureWorkspace, issueAdminToken, issueApiKey } from '../lib/tenants';
+import { createVault } from '../lib/vault';
+import { ensureSandboxCredential } from '../sandboxes/payment-provider/bootstrap';
 import { LOCAL_CREDENTIALS, pgSuperuserUrl, processEnv, type StackLayout } from './servers';
 
 type Layout = StackLayout & { executionIdSecret: string };
@@ -28,7 +30,10 @@ export async function provision(l: Layout, say: (msg: string) => void = () => un
   } finally {
     await su.end();
   }
-  await provisionPlatform(loadConfig('admin', { ...process.env, ...env }), say);
+  const config = loadConfig('admin', { ...process.env, ...env });
+  await provisionPlatform(config, say);
+  const sandboxKey = await ensureSandboxCredential(createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN), `http://127.0.0.1:${l.ports.paymentSandbox}`);
+  say(`payment sandbox API key in Vault (${sandboxKey})`);
 }
 
 export type DemoCredentials = {

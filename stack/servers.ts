@@ -6,6 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
+import { PAYMENTS_SERVICE } from '../lib/third-party/services';
 import { SA } from '../lib/workflow-search-attributes';
 import { binaries, REPO_ROOT } from './paths';
 
@@ -13,14 +14,14 @@ import { binaries, REPO_ROOT } from './paths';
 export type StackPorts = {
   temporal: number; temporalUi: number; temporalHttp: number; temporalMetrics: number;
   nats: number; natsMonitor: number; postgres: number; kafka: number; kafkaController: number;
-  openbao: number; redis: number;
+  openbao: number; redis: number; paymentSandbox: number;
   gateway: number; admin: number; gatewayStatus: number; adminStatus: number; triggersStatus: number; workerStatus: number;
 };
 
 export const DEFAULT_PORTS: StackPorts = {
   temporal: 7233, temporalUi: 8233, temporalHttp: 7243, temporalMetrics: 7244,
   nats: 4222, natsMonitor: 8222, postgres: 5432, kafka: 9092, kafkaController: 9093,
-  openbao: 8200, redis: 6379,
+  openbao: 8200, redis: 6379, paymentSandbox: 8300,
   gateway: 8000, admin: 8001, gatewayStatus: 9400, adminStatus: 9401, triggersStatus: 9402, workerStatus: 9403,
 };
 
@@ -256,6 +257,23 @@ const temporal: ServerSpec = {
   ready: (l) => httpOk(`http://${localhost}:${l.ports.temporalHttp}/api/v1/namespaces/default`),
 };
 
+/** The third party the payments talk to: sandboxes/payment-provider, a real HTTP server with fault switches. */
+const paymentSandbox: ServerSpec = {
+  name: 'payment-sandbox',
+  kind: 'infra',
+  readyTimeoutMs: 30_000,
+  stopSignal: 'SIGTERM',
+  spawn(l) {
+    return {
+      command: process.execPath,
+      args: ['--import', 'tsx', path.join(REPO_ROOT, 'sandboxes/payment-provider/main.ts')],
+      env: { PAYMENT_SANDBOX_PORT: String(l.ports.paymentSandbox), PAYMENT_SANDBOX_HOST: localhost },
+      cwd: REPO_ROOT,
+    };
+  },
+  ready: (l) => httpOk(`http://${localhost}:${l.ports.paymentSandbox}/_sandbox/health`),
+};
+
 function app(name: string, entry: string, statusPort: (p: StackPorts) => number): ServerSpec {
   return {
     name,
@@ -269,7 +287,7 @@ function app(name: string, entry: string, statusPort: (p: StackPorts) => number)
   };
 }
 
-export const INFRA: ServerSpec[] = [postgres, nats, redis, openbao, kafka, temporal];
+export const INFRA: ServerSpec[] = [postgres, nats, redis, openbao, kafka, temporal, paymentSandbox];
 export const APPS: ServerSpec[] = [
   app('worker', 'worker/main.ts', (p) => p.workerStatus),
   app('triggers', 'triggers/main.ts', (p) => p.triggersStatus),
@@ -292,6 +310,11 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
     FLOWGATE_GATEWAY_PORT: String(p.gateway),
     FLOWGATE_ADMIN_PORT: String(p.admin),
     FLOWGATE_EXECUTION_ID_SECRET: l.executionIdSecret,
+    // Tests see a breaker probe again after 3 s instead of seed 000's 60 s.
+    FLOWGATE_THIRD_PARTIES: JSON.stringify([{
+      name: PAYMENTS_SERVICE, base_url: `http://${localhost}:${p.paymentSandbox}`,
+      ...(l.profile === 'test' ? { breaker: { reset_timeout_ms: 3000 } } : {}),
+    }]),
     // Tests see a failed pull in seconds; invalidations make changes immediate either way.
     ...(l.profile === 'test' ? { FLOWGATE_CONFIG_REFRESH_MS: '2000' } : {}),
   };

@@ -43,12 +43,13 @@ export async function openStack(dir: string, profile: StackLayout['profile'], po
     state = { ports: ports ?? (profile === 'dev' ? DEFAULT_PORTS : await freePorts()), profile, executionIdSecret: randomBytes(24).toString('base64url') };
     await writeFile(stateFile(dir), JSON.stringify(state, null, 2));
   }
-  return { dir, ports: state.ports, profile: state.profile, executionIdSecret: state.executionIdSecret };
+  // Ports added since the directory was made take their defaults.
+  return { dir, ports: { ...DEFAULT_PORTS, ...state.ports }, profile: state.profile, executionIdSecret: state.executionIdSecret };
 }
 
 export function readStack(dir: string): StackLayout & { executionIdSecret: string } {
   const state = JSON.parse(readFileSync(stateFile(dir), 'utf8')) as StackState;
-  return { dir, ports: state.ports, profile: state.profile, executionIdSecret: state.executionIdSecret };
+  return { dir, ports: { ...DEFAULT_PORTS, ...state.ports }, profile: state.profile, executionIdSecret: state.executionIdSecret };
 }
 
 const statusPortOf: Record<string, keyof StackPorts> = {

@@ -1,7 +1,15 @@
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, makeTelemetryFilterString, type LogLevel, type WorkflowBundle } from '@temporalio/worker';
 import type { Logger } from '../lib/logger';
 import { createActivities } from '../activities';
+import { hostname } from 'node:os';
+import { createKafka } from '../lib/kafka';
+import { KafkaBatcher } from '../lib/kafka-batcher';
+import { connectNats } from '../lib/nats';
 import { createPool, postgresHealthy } from '../lib/postgres';
+import { BreakerRegistry } from '../lib/third-party/breakers';
+import { ThirdPartyClient } from '../lib/third-party/client';
+import { CredentialCache } from '../lib/third-party/credentials';
+import { createVault } from '../lib/vault';
 import { temporalHealthy } from '../lib/temporal';
 import { runProcess } from '../lib/process-runtime';
 
@@ -25,16 +33,24 @@ function installSdkLogging(logger: Logger): void {
 }
 
 if (require.main === module) {
-  void runProcess('worker', async ({ config, logger }) => {
+  void runProcess('worker', async ({ config, logger, registry }) => {
     installSdkLogging(logger);
     const pool = createPool(config.FLOWGATE_DATABASE_URL, 10);
+    const nats = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-worker');
+    const events = new KafkaBatcher(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-worker'), logger);
+    const breakers = new BreakerRegistry({ instance: `worker@${hostname()}:${process.pid}`, nats, registry, logger });
+    void breakers.followFleet();
+    const thirdParty = new ThirdPartyClient(config.FLOWGATE_THIRD_PARTIES, {
+      credentials: new CredentialCache(createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN)),
+      breakers, recorder: events, logger, registry,
+    });
     const connection = await NativeConnection.connect({ address: config.FLOWGATE_TEMPORAL_ADDRESS });
     const worker = await Worker.create({
       connection,
       namespace: config.FLOWGATE_TEMPORAL_NAMESPACE,
       taskQueue: config.FLOWGATE_TASK_QUEUE,
       workflowBundle: await bundleWorkflows(),
-      activities: createActivities({ logger, pool }),
+      activities: createActivities({ logger, pool, thirdParty, events, registry }),
       // In-flight activities get this long to finish on SIGTERM (the SDK's default is 0).
       shutdownGraceTime: config.FLOWGATE_SHUTDOWN_GRACE_MS,
     });
@@ -52,6 +68,8 @@ if (require.main === module) {
       shutdown: [
         ['worker', async () => { worker.shutdown(); await run; }],
         ['temporal', () => connection.close()],
+        ['kafka', () => events.close()],
+        ['nats', async () => { breakers.shutdown(); await nats.drain(); }],
         ['postgres', () => pool.end()],
       ],
     };

@@ -1,3 +1,6 @@
 // The workflow bundle's entry: every workflow type the worker runs.
 export { hello } from './hello';
 export { approvalRequest } from './approval';
+export { processPayment } from './payment';
+export { thirdPartyCall } from './third-party-call';
+export { noopActivities } from './noop';

@@ -34,6 +34,15 @@ export class Progress {
     }
   }
 
+  /** The business state a workflow reports besides its steps (a payment's PENDING … REFUNDED). */
+  setState(state: string): void {
+    if (this.record.state !== state) this.update({ state });
+  }
+
+  get state(): string | null {
+    return this.record.state ?? null;
+  }
+
   complete<T>(result: T): T {
     this.update({ current_step: null, progress: 100, waiting_for: null });
     return result;

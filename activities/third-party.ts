@@ -1,0 +1,61 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { BreakerOpenError } from '../lib/third-party/breakers';
+import { ThirdPartyUnavailable, UnknownServiceError, type ThirdPartyClient, type ThirdPartyRequest } from '../lib/third-party/client';
+import { CredentialUnavailable } from '../lib/third-party/credentials';
+
+/** The smallest wait before retrying past an open breaker (it may be half-open with a probe in flight). */
+const MIN_BREAKER_WAIT_MS = 1000;
+
+/**
+ * The client's errors as Temporal failures. An open breaker is retryable, and its next retry
+ * waits for the breaker's remaining open time rather than the policy's backoff, so Temporal does
+ * not hammer a service the fleet already knows is down.
+ */
+export function thirdPartyFailure(err: unknown): Error {
+  if (err instanceof BreakerOpenError) {
+    const wait = Math.max(err.retryAfterMs, MIN_BREAKER_WAIT_MS);
+    return ApplicationFailure.create({
+      type: 'BreakerOpen', message: err.message, nextRetryDelay: wait,
+      details: [{ service: err.service, retry_after_ms: wait, retry_at: new Date(Date.now() + wait).toISOString() }],
+    });
+  }
+  if (err instanceof ThirdPartyUnavailable) {
+    return ApplicationFailure.create({ type: 'ThirdPartyUnavailable', message: err.message, details: [{ service: err.service, error_code: err.errorCode, status: err.status, attempts: err.attempts }] });
+  }
+  if (err instanceof CredentialUnavailable) return ApplicationFailure.create({ type: 'CredentialUnavailable', message: err.message, details: [{ service: err.service }] });
+  if (err instanceof UnknownServiceError) return ApplicationFailure.nonRetryable(err.message, 'UnknownThirdParty', { service: err.service });
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/**
+ * Runs one client call inside an activity: heartbeats while it waits (so a dead worker is noticed
+ * within the heartbeat timeout, not the start-to-close one) and stops when the activity is cancelled.
+ */
+export async function callFromActivity(client: ThirdPartyClient, req: Omit<ThirdPartyRequest, 'signal'>) {
+  const ctx = Context.current();
+  const beat = setInterval(() => ctx.heartbeat(), 1000);
+  try {
+    return await client.call({ ...req, signal: ctx.cancellationSignal });
+  } catch (err) {
+    throw thirdPartyFailure(err);
+  } finally {
+    clearInterval(beat);
+  }
+}
+
+export type OutboundCall = { tenant: string; correlation_id: string; service: string; method: ThirdPartyRequest['method']; path: string; body?: unknown; idempotency_key?: string };
+export type OutboundResult = { status: number; data: unknown; attempts: number; latency_ms: number };
+
+/** The activities behind `POST /outbound/3rdparty/{service}/{path}`. */
+export function thirdPartyActivities(deps: { thirdParty: ThirdPartyClient }) {
+  return {
+    /** One call; any answer below 500 (4xx included) is the caller's to interpret. */
+    async callThirdParty(call: OutboundCall): Promise<OutboundResult> {
+      const res = await callFromActivity(deps.thirdParty, {
+        tenant: call.tenant, service: call.service, method: call.method, path: call.path, body: call.body,
+        correlationId: call.correlation_id, idempotencyKey: call.idempotency_key,
+      });
+      return { status: res.status, data: res.body, attempts: res.attempts, latency_ms: Math.round(res.latencyMs) };
+    },
+  };
+}

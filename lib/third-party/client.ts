@@ -1,0 +1,231 @@
+import { randomUUID } from 'node:crypto';
+import { TOPICS } from '../kafka';
+import type { KafkaBatcher } from '../kafka-batcher';
+import type { Logger } from '../logger';
+import { prom } from '../metrics';
+import type { Registry } from 'prom-client';
+import { BreakerOpenError, type BreakerRegistry, type BreakerState } from './breakers';
+import type { CredentialCache } from './credentials';
+import type { ThirdPartyService } from './services';
+
+export type ThirdPartyRequest = {
+  tenant: string;
+  service: string;
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+  /** Path under the service's base URL, with its query string. */
+  path: string;
+  body?: unknown;
+  correlationId: string;
+  idempotencyKey?: string;
+  /** Cancels the call (the activity's cancellation signal). */
+  signal?: AbortSignal;
+};
+
+/** An answer below 500: the caller decides what a 4xx means for it. */
+export type ThirdPartyResponse = { status: number; body: unknown; attempts: number; latencyMs: number };
+
+/** The record of one call, on Kafka `third-party.interactions` (seed 000's fields). */
+export type Interaction = {
+  timestamp: string;
+  tenant_id: string;
+  service: string;
+  method: string;
+  endpoint: string;
+  request_id: string;
+  attempt: number;
+  status_code: number | null;
+  latency_ms: number;
+  request_size: number;
+  response_size: number;
+  error_code: string | null;
+  circuit_breaker_state: string;
+};
+
+export class UnknownServiceError extends Error {
+  constructor(readonly service: string) {
+    super(`no third party named ${service}`);
+    this.name = 'UnknownServiceError';
+  }
+}
+
+/** The service failed (5xx, timeout, network) on every in-call attempt. */
+export class ThirdPartyUnavailable extends Error {
+  constructor(readonly service: string, readonly errorCode: string, readonly status: number | null, readonly attempts: number) {
+    super(`${service} unavailable after ${attempts} attempt(s): ${errorCode}${status ? ` (${status})` : ''}`);
+    this.name = 'ThirdPartyUnavailable';
+  }
+}
+
+/** Thrown by a single attempt for what the breaker counts as a failure. */
+class AttemptFailed extends Error {
+  constructor(readonly errorCode: string, readonly status: number | null, readonly responseSize = 0) {
+    super(errorCode);
+  }
+}
+
+const BREAKER_STATE_NAME: Record<BreakerState, string> = { closed: 'CLOSED', open: 'OPEN', half_open: 'HALF_OPEN' };
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => { clearTimeout(t); reject(signal.reason as Error); }, { once: true });
+  });
+
+/**
+ * The one way activities call a third party: the credential from Vault (cached, re-read once on
+ * a 401), the service's breaker around every attempt, in-call retries on 5xx and timeouts (never
+ * on 4xx), the contract headers, and a Kafka record per attempt. No credential reaches a log,
+ * a record or an error message.
+ */
+export class ThirdPartyClient {
+  private readonly services: Map<string, ThirdPartyService>;
+  private readonly calls?: prom.Counter<'service' | 'outcome'>;
+  private readonly duration?: prom.Histogram<'service'>;
+
+  constructor(
+    services: ThirdPartyService[],
+    private readonly deps: { credentials: CredentialCache; breakers: BreakerRegistry; recorder?: KafkaBatcher; logger?: Logger; registry?: Registry },
+  ) {
+    this.services = new Map(services.map((s) => [s.name, s]));
+    if (deps.registry) {
+      this.calls = new prom.Counter({ name: 'third_party_calls_total', help: 'Calls to third parties by outcome', labelNames: ['service', 'outcome'], registers: [deps.registry] });
+      this.duration = new prom.Histogram({ name: 'third_party_call_duration_seconds', help: 'Latency of one attempt', labelNames: ['service'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [deps.registry] });
+    }
+  }
+
+  service(name: string): ThirdPartyService | undefined {
+    return this.services.get(name);
+  }
+
+  async call(req: ThirdPartyRequest): Promise<ThirdPartyResponse> {
+    const svc = this.services.get(req.service);
+    if (!svc) throw new UnknownServiceError(req.service);
+    const body = req.body === undefined ? undefined : JSON.stringify(req.body);
+    const records: Promise<void>[] = [];
+    try {
+      return await this.attempts(svc, req, body, records);
+    } finally {
+      // Every call is on Kafka before the caller goes on, unless Kafka is slow or down (then it is queued).
+      await this.settle(records);
+    }
+  }
+
+  private async attempts(svc: ThirdPartyService, req: ThirdPartyRequest, body: string | undefined, records: Promise<void>[]): Promise<ThirdPartyResponse> {
+    const t0 = performance.now();
+    let refreshed = false;
+    let attempt = 0;
+    for (let retry = 0; ; ) {
+      attempt += 1;
+      try {
+        const res = await this.deps.breakers.fire(svc, () => this.attempt(svc, req, body, attempt, records));
+        if (res.status === 401 && !refreshed) {
+          // The key may have been rotated since it was cached: read it again, once.
+          refreshed = true;
+          await this.deps.credentials.refresh(svc.name);
+          continue;
+        }
+        this.calls?.inc({ service: svc.name, outcome: res.status < 400 ? 'success' : 'client_error' });
+        return { ...res, attempts: attempt, latencyMs: performance.now() - t0 };
+      } catch (err) {
+        if (err instanceof BreakerOpenError) {
+          records.push(this.record(svc, req, attempt, { status: null, latencyMs: 0, requestSize: 0, responseSize: 0, errorCode: 'circuit_open' }));
+          this.calls?.inc({ service: svc.name, outcome: 'breaker_open' });
+          throw err;
+        }
+        if (!(err instanceof AttemptFailed)) throw err;
+        const delay = svc.retry_delays_ms[retry++];
+        if (delay === undefined || req.signal?.aborted) {
+          this.calls?.inc({ service: svc.name, outcome: 'unavailable' });
+          throw new ThirdPartyUnavailable(svc.name, err.errorCode, err.status, attempt);
+        }
+        await sleep(delay, req.signal);
+      }
+    }
+  }
+
+  /** One HTTP exchange; rejects (a breaker failure) on 5xx, timeout or a network error. */
+  private async attempt(svc: ThirdPartyService, req: ThirdPartyRequest, body: string | undefined, attempt: number, records: Promise<void>[]): Promise<{ status: number; body: unknown }> {
+    const { value: key } = await this.deps.credentials.get(svc.name);
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      'x-correlation-id': req.correlationId,
+      'x-tenant-id': req.tenant,
+      'x-request-timeout': `${svc.timeout_ms / 1000}s`,
+      ...authHeader(svc, key),
+    };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (req.idempotencyKey) headers['idempotency-key'] = req.idempotencyKey;
+    const timeout = AbortSignal.timeout(svc.timeout_ms);
+    const signal = req.signal ? AbortSignal.any([timeout, req.signal]) : timeout;
+    const t0 = performance.now();
+    const requestSize = body ? Buffer.byteLength(body) : 0;
+    const done = (status: number | null, responseSize: number, errorCode: string | null) => {
+      const latencyMs = performance.now() - t0;
+      this.duration?.observe({ service: svc.name }, latencyMs / 1000);
+      records.push(this.record(svc, req, attempt, { status, latencyMs, requestSize, responseSize, errorCode }));
+    };
+    let res: Response;
+    let text: string;
+    try {
+      res = await fetch(new URL(req.path.replace(/^\/+/, ''), svc.base_url.endsWith('/') ? svc.base_url : `${svc.base_url}/`), {
+        method: req.method, headers, body, signal, redirect: 'manual',
+      });
+      text = await res.text();
+    } catch (err) {
+      const code = timeout.aborted ? 'timeout' : req.signal?.aborted ? 'canceled' : 'network_error';
+      done(null, 0, code);
+      if (code === 'canceled') throw err;
+      throw new AttemptFailed(code, null);
+    }
+    const size = Buffer.byteLength(text);
+    if (res.status >= 500) {
+      done(res.status, size, `http_${res.status}`);
+      throw new AttemptFailed(`http_${res.status}`, res.status, size);
+    }
+    done(res.status, size, res.status >= 400 ? `http_${res.status}` : null);
+    return { status: res.status, body: parseBody(text) };
+  }
+
+  private record(svc: ThirdPartyService, req: ThirdPartyRequest, attempt: number, r: { status: number | null; latencyMs: number; requestSize: number; responseSize: number; errorCode: string | null }): Promise<void> {
+    if (!this.deps.recorder) return Promise.resolve();
+    const interaction: Interaction = {
+      timestamp: new Date().toISOString(),
+      tenant_id: req.tenant,
+      service: svc.name,
+      method: req.method,
+      endpoint: new URL(req.path, 'http://x').pathname,
+      request_id: req.correlationId,
+      attempt,
+      status_code: r.status,
+      latency_ms: Math.round(r.latencyMs * 1000) / 1000,
+      request_size: r.requestSize,
+      response_size: r.responseSize,
+      error_code: r.errorCode,
+      circuit_breaker_state: BREAKER_STATE_NAME[this.deps.breakers.state(svc.name)],
+    };
+    return this.deps.recorder.send(TOPICS.thirdParty, `${req.tenant}:${svc.name}`, interaction, { 'interaction-id': randomUUID() });
+  }
+
+  private async settle(records: Promise<void>[], ms = 2000): Promise<void> {
+    if (!records.length) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(records), new Promise((r) => { timer = setTimeout(r, ms); })]);
+    clearTimeout(timer);
+  }
+}
+
+function authHeader(svc: ThirdPartyService, key: string): Record<string, string> {
+  switch (svc.auth.scheme) {
+    case 'bearer': return { authorization: `Bearer ${key}` };
+    case 'basic': return { authorization: `Basic ${Buffer.from(`${key}:`).toString('base64')}` };
+    case 'header': return { [svc.auth.header.toLowerCase()]: key };
+  }
+}
+
+function parseBody(text: string): unknown {
+  if (!text) return null;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}

@@ -1,0 +1,44 @@
+import { z } from 'zod';
+
+/**
+ * The third parties activities may call, parsed once from FLOWGATE_THIRD_PARTIES (JSON).
+ * Defaults are seed 000's: 5 s timeout, in-call retries after 100/200/400 ms, a breaker that
+ * opens above 50 % failures over 30 s and probes again after 60 s.
+ */
+export const breakerSettings = z
+  .object({
+    error_threshold_percentage: z.number().min(1).max(100).default(50),
+    rolling_window_ms: z.number().int().min(1000).default(30_000),
+    /** Calls needed in the window before the rate counts, so one early failure does not open it. */
+    volume_threshold: z.number().int().min(1).default(5),
+    reset_timeout_ms: z.number().int().min(100).default(60_000),
+  })
+  .strict();
+
+export const thirdPartyService = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lower-case letters, digits and dashes'),
+    base_url: z.url({ protocol: /^https?$/ }),
+    /** How the credential is sent: `Authorization: Bearer`, HTTP basic (key as user), or a named header. */
+    auth: z
+      .discriminatedUnion('scheme', [
+        z.object({ scheme: z.literal('bearer') }).strict(),
+        z.object({ scheme: z.literal('basic') }).strict(),
+        z.object({ scheme: z.literal('header'), header: z.string().min(1) }).strict(),
+      ])
+      .default({ scheme: 'bearer' }),
+    timeout_ms: z.number().int().min(50).max(120_000).default(5000),
+    retry_delays_ms: z.array(z.number().int().min(0).max(60_000)).max(10).default([100, 200, 400]),
+    breaker: breakerSettings.default(breakerSettings.parse({})),
+  })
+  .strict();
+
+export type ThirdPartyService = z.infer<typeof thirdPartyService>;
+
+export const thirdPartyServices = z
+  .array(thirdPartyService)
+  .refine((list) => new Set(list.map((s) => s.name)).size === list.length, 'service names must be unique');
+
+/** The local stack's sandbox payment provider: what FLOWGATE_THIRD_PARTIES defaults to. */
+export const PAYMENTS_SERVICE = 'payments-sandbox';
+export const DEFAULT_THIRD_PARTIES = JSON.stringify([{ name: PAYMENTS_SERVICE, base_url: 'http://127.0.0.1:8300' }]);
