@@ -88,6 +88,14 @@ export function paymentActivities(deps: PaymentDeps) {
         await event(ctx, 'payment.declined', { decline_code: e?.decline_code ?? e?.code, charge_id: e?.charge });
         throw ApplicationFailure.nonRetryable(`card declined: ${e?.decline_code ?? e?.code ?? 'declined'}`, 'PaymentDeclined', { decline_code: e?.decline_code ?? e?.code, charge_id: e?.charge });
       }
+      if (res.status === 400 && (res.body as ProviderError).error?.code === 'idempotency_key_in_use') {
+        // The business key charged another payment already (its parameters differ from ours).
+        const first = await provider(ctx, 'GET', `/v1/charges?idempotency_key=${encodeURIComponent(chargeKeyOf(ctx, input))}`);
+        const original = ((first.body as { data?: Charge[] }).data ?? [])[0];
+        throw ApplicationFailure.nonRetryable(`idempotency key already used by payment ${original?.metadata?.payment_id ?? 'unknown'}`, 'PaymentDuplicate', {
+          charge_id: original?.id, payment_id: original?.metadata?.payment_id,
+        });
+      }
       if (res.status >= 400) throw refusal(res.status, res.body, 'the charge');
       const charge = res.body as Charge;
       if (charge.metadata?.payment_id !== ctx.payment_id) {
