@@ -10,6 +10,7 @@ import { subjects } from '../lib/nats';
 import { registerCollections } from './collections';
 import { registerConfig } from './config';
 import { AdminApi } from './endpoint';
+import { registerPayments } from './payments';
 import { registerPlatform } from './platform';
 
 export type AdminDeps = {
@@ -46,6 +47,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
   registerPlatform(api, deps);
   registerCollections(api, deps);
   registerConfig(api, deps);
+  registerPayments(api, deps);
   const openapi = api.openapi();
   app.get('/openapi.json', async () => openapi);
   return app;

@@ -18,7 +18,7 @@ const headerEdits = z
   .strict();
 
 export const BUILT_IN_ROLES = ['admin', 'operator', 'developer', 'viewer'] as const;
-export const RESOURCES = ['workspaces', 'consumers', 'roles', 'services', 'routes', 'plugins', 'policies', 'triggers', 'webhook-secrets', 'admin-tokens', 'config', 'audit-logs', 'runbooks'] as const;
+export const RESOURCES = ['workspaces', 'consumers', 'roles', 'services', 'routes', 'plugins', 'policies', 'triggers', 'webhook-secrets', 'admin-tokens', 'config', 'audit-logs', 'runbooks', 'payments'] as const;
 export type Resource = (typeof RESOURCES)[number];
 export const grant = z.string().refine((g) => {
   const [resource, action, extra] = g.split(':');

@@ -45,12 +45,15 @@ export class BreakerRegistry {
   private readonly transitions?: prom.Counter<'service' | 'to'>;
 
   constructor(
+    services: ThirdPartyService[],
     private readonly opts: { instance: string; nats?: NatsConnection; registry?: Registry; logger?: Logger; now?: () => number },
   ) {
     if (opts.registry) {
       this.stateGauge = new prom.Gauge({ name: 'third_party_breaker_state', help: 'Breaker state per third party: 0 closed, 1 half-open, 2 open', labelNames: ['service'], registers: [opts.registry] });
       this.transitions = new prom.Counter({ name: 'third_party_breaker_transitions_total', help: 'Breaker state changes', labelNames: ['service', 'to'], registers: [opts.registry] });
     }
+    // All at once: a process that has not called a service yet still follows the fleet's opens.
+    for (const svc of services) this.entries.set(svc.name, this.create(svc));
   }
 
   private now(): number {
@@ -77,10 +80,7 @@ export class BreakerRegistry {
     }
   }
 
-  /** The breaker of one service, created on first use with the service's settings. */
-  private entry(svc: ThirdPartyService): Entry {
-    const e = this.entries.get(svc.name);
-    if (e) return e;
+  private create(svc: ThirdPartyService): Entry {
     const b = svc.breaker;
     const breaker = new CircuitBreaker((action: () => Promise<unknown>) => action(), {
       // Timeouts are the client's own (AbortSignal), so the request is really cancelled.
@@ -113,7 +113,6 @@ export class BreakerRegistry {
     breaker.on('halfOpen', () => changed('half_open'));
     breaker.on('close', () => changed('closed'));
     this.stateGauge?.set({ service: svc.name }, 0);
-    this.entries.set(svc.name, entry);
     return entry;
   }
 
@@ -122,12 +121,13 @@ export class BreakerRegistry {
    * (5xx, timeout, network) and resolves for everything else, 4xx included. While the breaker is
    * open this rejects at once with BreakerOpenError, which says when the next probe is due.
    */
-  async fire<T>(svc: ThirdPartyService, action: () => Promise<T>): Promise<T> {
-    const e = this.entry(svc);
+  async fire<T>(service: string, action: () => Promise<T>): Promise<T> {
+    const e = this.entries.get(service);
+    if (!e) throw new Error(`no breaker for ${service}`);
     try {
       return (await e.breaker.fire(action)) as T;
     } catch (err) {
-      if ((err as { code?: string }).code === 'EOPENBREAKER') throw new BreakerOpenError(svc.name, this.remainingOpenMs(svc.name));
+      if ((err as { code?: string }).code === 'EOPENBREAKER') throw new BreakerOpenError(service, this.remainingOpenMs(service));
       throw err;
     }
   }

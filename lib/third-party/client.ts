@@ -116,7 +116,7 @@ export class ThirdPartyClient {
     for (let retry = 0; ; ) {
       attempt += 1;
       try {
-        const res = await this.deps.breakers.fire(svc, () => this.attempt(svc, req, body, attempt, records));
+        const res = await this.deps.breakers.fire(svc.name, () => this.attempt(svc, req, body, attempt, records));
         if (res.status === 401 && !refreshed) {
           // The key may have been rotated since it was cached: read it again, once.
           refreshed = true;

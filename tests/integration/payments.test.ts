@@ -11,6 +11,7 @@ import { createKafka, TOPICS } from '../../lib/kafka';
 import type { PaymentInput } from '../../lib/payments';
 import { asPlatform, createPool, inWorkspace } from '../../lib/postgres';
 import { startWorkflow } from '../../lib/start-workflow';
+import { issueApiKey } from '../../lib/tenants';
 import { connectTemporal } from '../../lib/temporal';
 import type { BreakerEvent } from '../../lib/third-party/breakers';
 import { thirdPartySecretPath } from '../../lib/third-party/credentials';
@@ -18,6 +19,7 @@ import { PAYMENTS_SERVICE } from '../../lib/third-party/services';
 import { createVault } from '../../lib/vault';
 import { registeredWorkflowType } from '../../lib/workflow-registry';
 import { logPath } from '../../stack/stack';
+import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
 import { sandboxControl } from '../helpers/sandbox';
 import { eventually, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
@@ -188,6 +190,37 @@ describe('a payment through the gateway', () => {
     const [charge] = await sandbox.charges(tenant);
     assert.equal(charge!.refunded, true);
     assert.equal((await sandbox.refunds(tenant)).length, 1);
+  });
+});
+
+describe("a tenant's payment limits (Admin API)", () => {
+  test('threshold and currencies set through /payment-settings drive validation and approval', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'paylim');
+    const { key } = await issueApiKey(pool, t.tenant, 'payer-app');
+    const api = gatewayClient(stack.gatewayUrl, key);
+    assert.deepEqual((await t.admin('GET', '/payment-settings')).body.approval_threshold, 100_000, 'defaults until set');
+    const bad = await t.admin('PUT', '/payment-settings', { approval_threshold: 5000, max_amount: 1000 });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.details[0].field, 'body.approval_threshold');
+    assert.equal((await t.as(t.tokens.viewer!)('PUT', '/payment-settings', { approval_threshold: 1000, max_amount: 50_000 })).status, 403);
+    const set = await t.admin('PUT', '/payment-settings', { approval_threshold: 1000, max_amount: 50_000, currencies: ['EUR'] });
+    assert.equal(set.status, 200, set.text);
+
+    const usd = await finished(api, await pay(api, payment({ currency: 'USD' })));
+    assert.equal(usd.result.state, 'PAYMENT_FAILED');
+    assert.equal(usd.result.reason, 'invalid');
+    assert.equal(usd.result.field, 'currency');
+    const big = await finished(api, await pay(api, payment({ amount: 60_000 })));
+    assert.equal(big.result.field, 'amount', 'over max_amount');
+    const gated = await pay(api, payment({ amount: 2000 }));
+    await eventually('over the new threshold: awaiting approval', async () => (await api.status(gated)).body.state === 'AWAITING_APPROVAL', 20_000, 200);
+    assert.equal((await api.signal(gated, 'reject', { approver: 'carol' })).status, 202);
+    const rejected = await finished(api, gated);
+    assert.equal(rejected.result.state, 'CANCELLED');
+    assert.equal(rejected.result.reason, 'rejected');
+    assert.equal((await sandbox.charges(t.tenant)).length, 0);
+    const audit = await t.admin('GET', '/audit-logs?entity_type=payment_settings');
+    assert.equal(audit.body.data.length, 1);
   });
 });
 
