@@ -24,3 +24,22 @@ test('every bad variable is named, with what was wrong', () => {
     },
   );
 });
+
+test("third parties default to seed 000's numbers; a bad list is refused naming the variable", () => {
+  const [svc] = loadConfig('worker', {}).FLOWGATE_THIRD_PARTIES;
+  assert.equal(svc!.name, 'payments-sandbox');
+  assert.equal(svc!.timeout_ms, 5000);
+  assert.deepEqual(svc!.retry_delays_ms, [100, 200, 400]);
+  assert.deepEqual(svc!.breaker, { error_threshold_percentage: 50, rolling_window_ms: 30_000, volume_threshold: 5, reset_timeout_ms: 60_000 });
+  assert.deepEqual(svc!.auth, { scheme: 'bearer' });
+  const custom = loadConfig('worker', { FLOWGATE_THIRD_PARTIES: '[{"name":"x","base_url":"https://x.example","breaker":{"reset_timeout_ms":2000}}]' }).FLOWGATE_THIRD_PARTIES[0]!;
+  assert.equal(custom.breaker.reset_timeout_ms, 2000);
+  assert.equal(custom.breaker.error_threshold_percentage, 50, 'unset settings keep their defaults');
+  for (const bad of ['not json', '[{"name":"Bad Name","base_url":"https://x"}]', '[{"name":"a","base_url":"ftp://x"}]', '[{"name":"a","base_url":"http://x"},{"name":"a","base_url":"http://y"}]']) {
+    assert.throws(() => loadConfig('worker', { FLOWGATE_THIRD_PARTIES: bad }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.deepEqual(err.issues.map((i) => i.variable), ['FLOWGATE_THIRD_PARTIES']);
+      return true;
+    });
+  }
+});
