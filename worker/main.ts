@@ -38,7 +38,7 @@ if (require.main === module) {
     const pool = createPool(config.FLOWGATE_DATABASE_URL, 10);
     const nats = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-worker');
     const events = new KafkaBatcher(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-worker'), logger);
-    const breakers = new BreakerRegistry({ instance: `worker@${hostname()}:${process.pid}`, nats, registry, logger });
+    const breakers = new BreakerRegistry(config.FLOWGATE_THIRD_PARTIES, { instance: `worker@${hostname()}:${process.pid}`, nats, registry, logger });
     void breakers.followFleet();
     const thirdParty = new ThirdPartyClient(config.FLOWGATE_THIRD_PARTIES, {
       credentials: new CredentialCache(createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN)),
