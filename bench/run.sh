@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# `make bench`: starts a stack of its own (free ports, temporary directory), runs bench/*.ts
-# against it, writes bench/RESULTS.md, and always stops the stack.
+# `make bench`: the breaker bench in process, then a stack of its own (free ports, temporary
+# directory) for bench/payments.ts and bench/trigger-path.ts; each writes its block of
+# bench/RESULTS.md. A failing bench makes the script fail; the stack is always stopped.
+# Payments run before the trigger path, whose last round leaves a backlog to the teardown.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+status=0
+run() {
+  echo "== $1"
+  node --import tsx "$@" || { echo "!! $1 failed" >&2; status=1; }
+}
+run bench/breaker.ts "$@"
 dir="$(mktemp -d "${TMPDIR:-/tmp}/flowgate-bench.XXXXXX")"
 chmod 755 "$dir"
 trap 'node bin/flowgate.js stack down --dir "$dir" >/dev/null 2>&1; rm -rf "$dir"' EXIT
 node bin/flowgate.js stack up --test --dir "$dir" || { tail -n 30 "$dir"/logs/*.log; exit 1; }
-FLOWGATE_STACK_DIR="$dir" node --import tsx bench/trigger-path.ts "$@"
+export FLOWGATE_STACK_DIR="$dir"
+run bench/payments.ts "$@"
+run bench/trigger-path.ts "$@"
+exit "$status"

@@ -1,16 +1,14 @@
 // The accept path (POST → 202) against a direct start through Temporal's own HTTP API on the
 // same dev server, same payload and concurrency; trigger-to-start lag at half capacity; status
-// GET latency at 500 req/s. Writes bench/RESULTS.md.
+// GET latency at 500 req/s. Writes its block of bench/RESULTS.md.
 import { randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import autocannon from 'autocannon';
 import { connect } from 'nats';
 import { STREAMS } from '../lib/nats';
 import { connectTemporal } from '../lib/temporal';
 import { newTenant } from '../tests/helpers/tenant';
 import { testStack } from '../tests/helpers/stack';
+import { writeSection } from './results';
 
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 15);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -116,16 +114,7 @@ async function main() {
 
   const ratio = accept.rps / direct.rps;
   const p99ratio = accept.p99 / direct.p99;
-  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  const md = `# Benchmark results
-
-Machine: ${os.cpus().length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${os.type()} ${os.release()}
-Date: ${new Date().toISOString()}
-Command: \`make bench\` (bench/run.sh → bench/trigger-path.ts; BENCH_DURATION_S=${DURATION_S}, BENCH_CONNECTIONS=${CONNECTIONS})
-Everything — Temporal dev server (SQLite), NATS, PostgreSQL, Kafka, OpenBao, Redis, Flowgate's four
-processes and the load generator — shares the same ${os.cpus().length} cores, so figures are noisy; ratios are from one run.
-
-## Trigger path (issue: core journey)
+  const md = `## Trigger path (issue: core journey)
 
 | path | req/s | p50 ms | p99 ms | errors | non-2xx | requests |
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |
@@ -161,7 +150,7 @@ persisting, so the lag is the share plus part of that call.
 | completed (the gateway keeps a closed status) | ${status.p50} | ${status.p99} | ${status.rps.toFixed(0)} | ${status.non2xx} | ${status.errors} |
 | running (describe on every call) | ${statusRunning.p50} | ${statusRunning.p99} | ${statusRunning.rps.toFixed(0)} | ${statusRunning.non2xx} | ${statusRunning.errors} |
 `;
-  await writeFile(path.join(__dirname, 'RESULTS.md'), md);
+  await writeSection('trigger-path', md);
   console.log(md);
 }
 
