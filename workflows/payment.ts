@@ -1,4 +1,5 @@
 import {
+  ActivityCancellationType,
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
@@ -20,14 +21,18 @@ type Activities = ReturnType<typeof createActivities>;
 /** Answers that will not change on a retry. */
 const NON_RETRYABLE = ['PaymentInvalid', 'PaymentDeclined', 'PaymentDuplicate', 'PaymentRejected', 'LedgerRejected'];
 
+// A cancel waits for a running step to settle (WAIT_CANCELLATION_COMPLETED): the undo must see
+// what the step did, not race a booking or a charge that is still in flight.
 const { validatePayment, recordLedger, reverseLedger, publishPaymentEvent, raisePaymentAlert } = proxyActivities<Activities>({
   startToCloseTimeout: '10 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   retry: { initialInterval: '500 ms', backoffCoefficient: 2, maximumInterval: '10 seconds', maximumAttempts: 6, nonRetryableErrorTypes: NON_RETRYABLE },
 });
 // Provider calls: 5xx and timeouts are retried with backoff, an open breaker sets its own delay
 // (activities/third-party.ts); the heartbeat notices a dead worker within 10 s.
 const { chargePayment, refundPayment } = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 12, nonRetryableErrorTypes: NON_RETRYABLE },
 });
@@ -131,7 +136,9 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
     try {
       await progress.step('notify', () => notifyPayment(ctx, { charge_id: chargeId, amount: input.amount, currency: input.currency, callback_url: memo.callback_url }));
     } catch (err) {
-      // The money moved and is booked: a client that cannot be told is not a reason to refund.
+      // A cancel still refunds (it came before the run ended); a client that cannot be told is
+      // no reason to: the money moved and is booked.
+      if (isCancellation(err)) throw err;
       log.warn('payment notification gave up', { error: String(err) });
     }
     return end('CONFIRMED', { charge_id: chargeId, approved_by: approvedBy });
