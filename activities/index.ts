@@ -1,10 +1,15 @@
+import type { NatsConnection } from 'nats';
 import type { Pool } from 'pg';
 import type { Registry } from 'prom-client';
 import type { KafkaBatcher } from '../lib/kafka-batcher';
 import type { Logger } from '../lib/logger';
 import type { ThirdPartyClient } from '../lib/third-party/client';
+import type { ThirdPartyService } from '../lib/third-party/services';
+import type { VaultClient } from '../lib/vault';
 import { composeGreeting } from './greeting';
 import { paymentActivities } from './payments';
+import { runbookActivities } from './runbooks';
+import { secretActivities } from './secrets';
 import { thirdPartyActivities } from './third-party';
 import { webhookActivities } from './webhooks';
 
@@ -16,6 +21,11 @@ export type ActivityDeps = {
   /** Kafka `workflow.events` and other records, batched. */
   events: KafkaBatcher;
   registry?: Registry;
+  vault: VaultClient;
+  nats?: NatsConnection;
+  /** PostgreSQL's address for runbooks that act on it (the login comes from Vault). */
+  databaseUrl: string;
+  services: ThirdPartyService[];
 };
 
 /** Every activity the worker registers, closed over its clients. */
@@ -26,5 +36,7 @@ export function createActivities(deps: ActivityDeps) {
     ...webhookActivities(deps),
     ...thirdPartyActivities(deps),
     ...paymentActivities(deps),
+    ...secretActivities(deps),
+    ...runbookActivities(deps),
   };
 }

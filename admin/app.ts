@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
 import type { Pool } from 'pg';
 import type { Config } from '../lib/config';
@@ -11,6 +12,7 @@ import { registerCollections } from './collections';
 import { registerConfig } from './config';
 import { AdminApi } from './endpoint';
 import { registerPayments } from './payments';
+import { registerRunbooks } from './runbooks';
 import { registerPlatform } from './platform';
 
 export type AdminDeps = {
@@ -18,6 +20,8 @@ export type AdminDeps = {
   logger: Logger;
   pool: Pool;
   nc: NatsConnection;
+  /** Runbook runs are Temporal workflows; without a client the runbook endpoints are absent. */
+  temporal?: Client;
   /** Tells every data plane that a workspace's config is now at `version` (config.invalidations). */
   announce: (workspace: string, version: number) => void;
 };
@@ -48,6 +52,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
   registerCollections(api, deps);
   registerConfig(api, deps);
   registerPayments(api, deps);
+  if (deps.temporal) registerRunbooks(api, { ...deps, temporal: deps.temporal });
   const openapi = api.openapi();
   app.get('/openapi.json', async () => openapi);
   return app;

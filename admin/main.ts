@@ -1,14 +1,17 @@
 import { createKafka } from '../lib/kafka';
 import { connectNats, natsHealthy } from '../lib/nats';
-import { createPool, postgresHealthy } from '../lib/postgres';
+import { createAppPool } from '../lib/db-credentials';
+import { postgresHealthy } from '../lib/postgres';
 import { runProcess } from '../lib/process-runtime';
+import { connectTemporal } from '../lib/temporal';
 import { buildAdmin, natsAnnouncer } from './app';
 import { AuditOutbox } from './audit-outbox';
 
 void runProcess('admin', async ({ config, logger }) => {
-  const pool = createPool(config.FLOWGATE_DATABASE_URL, 10);
   const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-admin');
-  const app = await buildAdmin({ config, logger, pool, nc, announce: natsAnnouncer(nc) });
+  const pool = await createAppPool(config, 10, { nats: nc, logger });
+  const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
+  const app = await buildAdmin({ config, logger, pool, nc, temporal, announce: natsAnnouncer(nc) });
   // Kafka is not a readiness dependency: audit records wait in the outbox while it is down.
   const outbox = new AuditOutbox(pool, createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-admin'), logger);
   outbox.start();
@@ -23,6 +26,7 @@ void runProcess('admin', async ({ config, logger }) => {
       ['audit outbox', () => outbox.stop()],
       ['nats', () => nc.drain()],
       ['postgres', () => pool.end()],
+      ['temporal', () => temporal.connection.close()],
     ],
   };
 });

@@ -4,17 +4,17 @@ import path from 'node:path';
 import { REPO_ROOT } from '../stack/paths';
 
 /**
- * `flowgate config export|diff|sync` against the Admin API. The admin URL and token come from
- * FLOWGATE_ADMIN_URL / FLOWGATE_ADMIN_TOKEN, else from .flowgate/local.env (written by make up).
+ * The Admin API's URL and a token: FLOWGATE_ADMIN_URL and the first of `tokenVars` set in the
+ * environment, else in .flowgate/local.env (written by make up).
  */
-function adminTarget(): { url: string; token: string } {
+export function adminTarget(tokenVars: string[] = ['FLOWGATE_ADMIN_TOKEN']): { url: string; token: string } {
   const file = path.join(REPO_ROOT, '.flowgate', 'local.env');
   const local: Record<string, string> = existsSync(file)
     ? Object.fromEntries(readFileSync(file, 'utf8').split('\n').filter((l) => l.includes('=')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
     : {};
   const url = process.env.FLOWGATE_ADMIN_URL ?? local.FLOWGATE_ADMIN_URL;
-  const token = process.env.FLOWGATE_ADMIN_TOKEN ?? local.FLOWGATE_ADMIN_TOKEN;
-  if (!url || !token) throw new Error('set FLOWGATE_ADMIN_URL and FLOWGATE_ADMIN_TOKEN (or run make up, which writes .flowgate/local.env)');
+  const token = tokenVars.map((v) => process.env[v]).find(Boolean) ?? tokenVars.map((v) => local[v]).find(Boolean);
+  if (!url || !token) throw new Error(`set FLOWGATE_ADMIN_URL and ${tokenVars.join(' or ')} (or run make up, which writes .flowgate/local.env)`);
   return { url, token };
 }
 
@@ -22,6 +22,7 @@ export const CONFIG_USAGE = `  config export [--workspace W]          the worksp
   config diff FILE [--workspace W]       what syncing FILE would change
   config sync FILE [--workspace W]       make the workspace equal to FILE, in one transaction`;
 
+/** `flowgate config export|diff|sync` against the Admin API. */
 export async function configCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   const wsFlag = rest.indexOf('--workspace');

@@ -3,13 +3,15 @@ import { provisionPlatform } from '../lib/provision';
 import { createVault } from '../lib/vault';
 import { ensureSandboxCredential } from '../sandboxes/payment-provider/bootstrap';
 import { CONFIG_USAGE, configCommand } from './config';
+import { RUNBOOK_USAGE, runbookCommand } from './runbook';
 import { stackCommand } from './stack';
 
 const USAGE = `usage: flowgate <command>
   stack up|down|status|logs|reset|env   the local stack (make up / down / status / logs / reset)
   provision                             migrations, streams, topics, KV mount, search attributes (FLOWGATE_* env);
                                         with FLOWGATE_PAYMENT_SANDBOX_URL also the sandbox provider's key in Vault
-${CONFIG_USAGE}`;
+${CONFIG_USAGE}
+${RUNBOOK_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -18,6 +20,8 @@ async function main(argv: string[]): Promise<number> {
       return stackCommand(rest);
     case 'config':
       return configCommand(rest);
+    case 'runbook':
+      return runbookCommand(rest);
     case 'provision': {
       const config = loadConfig('admin');
       await provisionPlatform(config, (m) => console.log(m));

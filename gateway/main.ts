@@ -1,13 +1,13 @@
 import { connectNats, ensureStreams, natsHealthy } from '../lib/nats';
-import { createPool } from '../lib/postgres';
+import { createAppPool } from '../lib/db-credentials';
 import { runProcess } from '../lib/process-runtime';
 import { connectTemporal, temporalHealthy } from '../lib/temporal';
 import { buildGateway } from './app';
 
 void runProcess('gateway', async ({ config, logger, registry }) => {
   // DB-less: the declarative file is the whole config; PostgreSQL is not used at all.
-  const pool = config.FLOWGATE_DECLARATIVE_CONFIG ? undefined : createPool(config.FLOWGATE_DATABASE_URL, 20);
   const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-gateway');
+  const pool = config.FLOWGATE_DECLARATIVE_CONFIG ? undefined : await createAppPool(config, 20, { nats: nc, logger });
   await ensureStreams(nc);
   const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
   const { app, configStore } = await buildGateway({ config, logger, registry, pool, nc, temporal });

@@ -38,6 +38,8 @@ export const configSchema = z.object({
   FLOWGATE_NATS_URL: url(['nats:', 'tls:']).default('nats://127.0.0.1:4222'),
   /** The processes' role: data access only, under row-level security. */
   FLOWGATE_DATABASE_URL: url(['postgres:', 'postgresql:']).default('postgres://flowgate_app:flowgate_app@127.0.0.1:5432/flowgate'),
+  /** A Vault KV path (`{username, password}`) the processes' pools take their login from, following its rotations; unset: the URL's. */
+  FLOWGATE_DATABASE_CREDENTIALS: z.string().min(1).optional(),
   /** The schema owner's role, used by `flowgate provision` to migrate; defaults to FLOWGATE_DATABASE_URL. */
   FLOWGATE_DATABASE_OWNER_URL: url(['postgres:', 'postgresql:']).optional(),
   /** DB-less gateway: serve the workspaces of this declarative YAML file alone, without PostgreSQL. */

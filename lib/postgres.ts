@@ -48,7 +48,9 @@ export function asPlatform<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Prom
 }
 
 export function createPool(connectionString: string, max = 10): pg.Pool {
-  const pool = new pg.Pool({ connectionString, max, connectionTimeoutMillis: 3000, idleTimeoutMillis: 30_000 });
+  // Connections are recycled after 5 minutes, so a rotated credential (lib/db-credentials.ts)
+  // replaces the old one everywhere well within a rotation's grace period.
+  const pool = new pg.Pool({ connectionString, max, connectionTimeoutMillis: 3000, idleTimeoutMillis: 30_000, maxLifetimeSeconds: 300 });
   // An idle connection dropped by the server (a restart, a failover) is discarded by the pool;
   // without a listener Node would treat the event as fatal. The next query reconnects, or fails
   // where it is made and is handled there.

@@ -7,7 +7,10 @@ import { loadConfig } from '../lib/config';
 import { asPlatform, createPool } from '../lib/postgres';
 import { provisionPlatform } from '../lib/provision';
 import { ensureWorkspace, issueAdminToken, issueApiKey } from '../lib/tenants';
-import { createVault } from '../lib/vault';
+import { randomBytes } from 'node:crypto';
+import { DB_APP_SECRET, DB_APP_USERS, DB_ROTATOR_SECRET, writeLabels } from '../lib/secrets';
+import { readCurrentSecretData } from '../lib/third-party/credentials';
+import { createVault, type VaultClient } from '../lib/vault';
 import { ensureSandboxCredential } from '../sandboxes/payment-provider/bootstrap';
 import { LOCAL_CREDENTIALS, pgSuperuserUrl, processEnv, type StackLayout } from './servers';
 
@@ -32,8 +35,58 @@ export async function provision(l: Layout, say: (msg: string) => void = () => un
   }
   const config = loadConfig('admin', { ...process.env, ...env });
   await provisionPlatform(config, say);
-  const sandboxKey = await ensureSandboxCredential(createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN), `http://127.0.0.1:${l.ports.paymentSandbox}`);
+  const vault = createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN);
+  const sandboxKey = await ensureSandboxCredential(vault, `http://127.0.0.1:${l.ports.paymentSandbox}`);
   say(`payment sandbox API key in Vault (${sandboxKey})`);
+  say(`rotated database logins in Vault (${await ensureDbCredentials(l, vault)})`);
+}
+
+/**
+ * The processes log in as one of two roles that alternate at each rotation (both members of
+ * flowgate_app, which holds the grants), with the current one in Vault at DB_APP_SECRET; the
+ * rotation runbook changes them as flowgate_rotator (CREATEROLE, not a superuser), whose login is
+ * in Vault too. Vault in dev mode forgets everything on restart: then both are set afresh.
+ */
+async function ensureDbCredentials(l: Layout, vault: VaultClient): Promise<'kept' | 'created'> {
+  const su = new pg.Client({ connectionString: pgSuperuserUrl(l, 'flowgate') });
+  await su.connect();
+  try {
+    for (const user of DB_APP_USERS) {
+      if (!(await su.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [user])).rowCount) {
+        await su.query(`CREATE ROLE ${user} NOLOGIN NOSUPERUSER NOBYPASSRLS INHERIT IN ROLE flowgate_app`);
+      }
+    }
+    if (!(await su.query("SELECT 1 FROM pg_roles WHERE rolname = 'flowgate_rotator'")).rowCount) {
+      await su.query('CREATE ROLE flowgate_rotator LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS');
+      await su.query('GRANT pg_signal_backend TO flowgate_rotator');
+    }
+    const works = async (path: string) => {
+      const current = await readCurrentSecretData<{ username: string; password: string }>(vault, path).catch(() => undefined);
+      if (!current) return false;
+      const c = new pg.Client({ host: '127.0.0.1', port: l.ports.postgres, database: 'flowgate', user: current.data.username, password: current.data.password });
+      try {
+        await c.connect();
+        return true;
+      } catch {
+        return false;
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    };
+    if ((await works(DB_APP_SECRET)) && (await works(DB_ROTATOR_SECRET))) return 'kept';
+    const set = async (path: string, user: string) => {
+      const password = randomBytes(24).toString('base64url');
+      await su.query(`ALTER ROLE ${user} LOGIN PASSWORD ${su.escapeLiteral(password)}`);
+      const { data } = (await vault.write(`secret/data/${path}`, { data: { username: user, password } })) as { data: { version: number } };
+      await writeLabels(vault, path, { current: String(data.version) });
+    };
+    await set(DB_APP_SECRET, DB_APP_USERS[0]);
+    await su.query(`ALTER ROLE ${DB_APP_USERS[1]} NOLOGIN PASSWORD NULL`);
+    await set(DB_ROTATOR_SECRET, 'flowgate_rotator');
+    return 'created';
+  } finally {
+    await su.end();
+  }
 }
 
 export type DemoCredentials = {
@@ -65,7 +118,8 @@ export async function ensureDemoTenant(l: Layout): Promise<DemoCredentials> {
       FLOWGATE_TENANT: tenant,
       FLOWGATE_API_KEY: key,
       FLOWGATE_ADMIN_TOKEN: (await issueAdminToken(pool, null, 'demo-admin', 'admin')).token,
-      FLOWGATE_OPERATOR_TOKEN: (await issueAdminToken(pool, tenant, 'demo-operator', 'operator')).token,
+      // Operators run runbooks, which act on the platform: their token is platform-wide.
+      FLOWGATE_OPERATOR_TOKEN: (await issueAdminToken(pool, null, 'demo-operator', 'operator')).token,
       FLOWGATE_GATEWAY_URL: `http://127.0.0.1:${l.ports.gateway}`,
       FLOWGATE_ADMIN_URL: `http://127.0.0.1:${l.ports.admin}`,
     };

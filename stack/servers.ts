@@ -6,6 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
+import { DB_APP_SECRET } from '../lib/secrets';
 import { PAYMENTS_SERVICE } from '../lib/third-party/services';
 import { SA } from '../lib/workflow-search-attributes';
 import { binaries, REPO_ROOT } from './paths';
@@ -302,6 +303,8 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
     FLOWGATE_TEMPORAL_ADDRESS: `${localhost}:${p.temporal}`,
     FLOWGATE_NATS_URL: `nats://${localhost}:${p.nats}`,
     FLOWGATE_DATABASE_URL: `postgres://flowgate_app:${LOCAL_CREDENTIALS.pgAppPassword}@${localhost}:${p.postgres}/flowgate`,
+    // The processes' own login comes from Vault and follows its rotations (stack/provision.ts).
+    FLOWGATE_DATABASE_CREDENTIALS: DB_APP_SECRET,
     FLOWGATE_DATABASE_OWNER_URL: `postgres://flowgate:${LOCAL_CREDENTIALS.pgOwnerPassword}@${localhost}:${p.postgres}/flowgate`,
     FLOWGATE_KAFKA_BROKERS: `${localhost}:${p.kafka}`,
     FLOWGATE_VAULT_ADDR: `http://${localhost}:${p.openbao}`,

@@ -2,7 +2,8 @@ import { headers as natsHeaders, type JsMsg } from 'nats';
 import { PoisonMessageError, startJetStreamWorker } from '../lib/jetstream-worker';
 import { prom } from '../lib/metrics';
 import { connectNats, ensureStreams, natsHealthy, STREAMS, subjects } from '../lib/nats';
-import { createPool, inWorkspace, postgresHealthy } from '../lib/postgres';
+import { createAppPool } from '../lib/db-credentials';
+import { inWorkspace, postgresHealthy } from '../lib/postgres';
 import { writeAudit } from '../lib/audit';
 import { runProcess } from '../lib/process-runtime';
 import { connectTemporal, temporalHealthy } from '../lib/temporal';
@@ -26,8 +27,8 @@ const decode = <T>(schema: { safeParse: (v: unknown) => { success: boolean; data
 };
 
 void runProcess('triggers', async ({ config, logger, registry }) => {
-  const pool = createPool(config.FLOWGATE_DATABASE_URL, 5);
   const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-triggers');
+  const pool = await createAppPool(config, 5, { nats: nc, logger });
   await ensureStreams(nc);
   const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
   const js = nc.jetstream();

@@ -5,7 +5,8 @@ import { hostname } from 'node:os';
 import { createKafka } from '../lib/kafka';
 import { KafkaBatcher } from '../lib/kafka-batcher';
 import { connectNats } from '../lib/nats';
-import { createPool, postgresHealthy } from '../lib/postgres';
+import { createAppPool } from '../lib/db-credentials';
+import { postgresHealthy } from '../lib/postgres';
 import { BreakerRegistry } from '../lib/third-party/breakers';
 import { ThirdPartyClient } from '../lib/third-party/client';
 import { CredentialCache } from '../lib/third-party/credentials';
@@ -35,13 +36,14 @@ function installSdkLogging(logger: Logger): void {
 if (require.main === module) {
   void runProcess('worker', async ({ config, logger, registry }) => {
     installSdkLogging(logger);
-    const pool = createPool(config.FLOWGATE_DATABASE_URL, 10);
     const nats = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-worker');
+    const pool = await createAppPool(config, 10, { nats, logger });
     const events = new KafkaBatcher(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-worker'), logger);
     const breakers = new BreakerRegistry(config.FLOWGATE_THIRD_PARTIES, { instance: `worker@${hostname()}:${process.pid}`, nats, registry, logger });
     void breakers.followFleet();
+    const vault = createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN);
     const thirdParty = new ThirdPartyClient(config.FLOWGATE_THIRD_PARTIES, {
-      credentials: new CredentialCache(createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN)),
+      credentials: new CredentialCache(vault),
       breakers, recorder: events, logger, registry,
     });
     const connection = await NativeConnection.connect({ address: config.FLOWGATE_TEMPORAL_ADDRESS });
@@ -50,7 +52,9 @@ if (require.main === module) {
       namespace: config.FLOWGATE_TEMPORAL_NAMESPACE,
       taskQueue: config.FLOWGATE_TASK_QUEUE,
       workflowBundle: await bundleWorkflows(),
-      activities: createActivities({ logger, pool, thirdParty, events, registry }),
+      activities: createActivities({
+        logger, pool, thirdParty, events, registry, vault, nats, databaseUrl: config.FLOWGATE_DATABASE_URL, services: config.FLOWGATE_THIRD_PARTIES,
+      }),
       // In-flight activities get this long to finish on SIGTERM (the SDK's default is 0).
       shutdownGraceTime: config.FLOWGATE_SHUTDOWN_GRACE_MS,
     });

@@ -4,3 +4,4 @@ export { approvalRequest } from './approval';
 export { processPayment } from './payment';
 export { thirdPartyCall } from './third-party-call';
 export { noopActivities } from './noop';
+export { rotateSecret } from './rotate-secret';

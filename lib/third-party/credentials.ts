@@ -16,8 +16,8 @@ export class CredentialUnavailable extends Error {
   }
 }
 
-/** The value of a KV v2 secret's version labelled `current` (the newest version when unlabelled). */
-export async function readCurrentSecret(vault: VaultClient, path: string): Promise<{ value: string; version: number }> {
+/** The data of a KV v2 secret's version labelled `current` (the newest version when unlabelled). */
+export async function readCurrentSecretData<T = Record<string, unknown>>(vault: VaultClient, path: string): Promise<{ data: T; version: number }> {
   let version: string | undefined;
   try {
     const meta = (await vault.read(`secret/metadata/${path}`)) as { data?: { custom_metadata?: SecretLabels | null } };
@@ -26,11 +26,17 @@ export async function readCurrentSecret(vault: VaultClient, path: string): Promi
     if ((err as { response?: { statusCode?: number } }).response?.statusCode !== 404) throw err;
   }
   const res = (await vault.read(`secret/data/${path}${version ? `?version=${encodeURIComponent(version)}` : ''}`)) as {
-    data?: { data?: { value?: unknown } | null; metadata?: { version?: number } };
+    data?: { data?: T | null; metadata?: { version?: number } };
   };
-  const value = res.data?.data?.value;
-  if (typeof value !== 'string' || !value) throw new Error('the secret has no string field "value"');
-  return { value, version: res.data?.metadata?.version ?? 0 };
+  if (!res.data?.data) throw new Error('the secret has no data');
+  return { data: res.data.data, version: res.data.metadata?.version ?? 0 };
+}
+
+/** The `value` field of a secret's current version (an API key). */
+export async function readCurrentSecret(vault: VaultClient, path: string): Promise<{ value: string; version: number }> {
+  const { data, version } = await readCurrentSecretData<{ value?: unknown }>(vault, path);
+  if (typeof data.value !== 'string' || !data.value) throw new Error('the secret has no string field "value"');
+  return { value: data.value, version };
 }
 
 /**

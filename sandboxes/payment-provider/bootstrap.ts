@@ -17,9 +17,10 @@ export async function ensureSandboxCredential(vault: VaultClient, sandboxUrl: st
   }
   const res = await fetch(new URL('/_sandbox/api-keys', sandboxUrl), { method: 'POST', signal: AbortSignal.timeout(5000) });
   if (!res.ok) throw new Error(`payment sandbox refused to create a key: ${res.status}`);
-  const key = (await res.json()) as { secret: string };
+  const key = (await res.json()) as { id: string; secret: string };
   // A fresh secret: its labels start over (the rotation runbook keeps them from here on).
-  await vault.write(`secret/data/${path}`, { data: { value: key.secret } });
+  // The key's id goes with it: a rotation revokes the previous key by id.
+  await vault.write(`secret/data/${path}`, { data: { value: key.secret, key_id: key.id } });
   const written = (await vault.read(`secret/metadata/${path}`)) as { data: { current_version: number } };
   await vault.write(`secret/metadata/${path}`, { custom_metadata: { current: String(written.data.current_version) } });
   return 'created';

@@ -1,0 +1,167 @@
+import { randomUUID } from 'node:crypto';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowExecutionDescription, type WorkflowExecutionInfo } from '@temporalio/client';
+import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
+import { z } from 'zod';
+import { writeAudit } from '../lib/audit';
+import { ApiError } from '../lib/errors';
+import { asPlatform } from '../lib/postgres';
+import { findRunbook, PLATFORM_TENANT, runbookOfWorkflow, runbooks } from '../lib/runbooks';
+import { RUNBOOK_MEMO_KEY, type RunbookInput, type RunRecord, type StepDecision } from '../lib/workflow-runbooks';
+import { SA } from '../lib/workflow-search-attributes';
+import type { AdminDeps } from './app';
+import type { AdminApi } from './endpoint';
+import type { AdminPrincipal } from './auth';
+
+const RUN_ID = /^rb-[A-Za-z0-9:_./-]{1,200}$/;
+const runParams = z.object({ id: z.string().regex(RUN_ID, 'a run id (rb-…)') }).strict();
+const stepParams = runParams.extend({ step: z.string().min(1).max(100) }).strict();
+const decisionBody = z.object({ comment: z.string().max(2000).optional(), payload: z.record(z.string(), z.unknown()).optional() }).strict();
+const startBody = z.object({ params: z.record(z.string(), z.unknown()).default({}), dry_run: z.boolean().default(false) }).strict();
+
+/** Runbooks change the platform itself: only platform-wide tokens (operator or admin) run them. */
+function platformOperator(who: AdminPrincipal): void {
+  if (who.workspace !== null) {
+    throw new ApiError(403, 'forbidden', 'runbooks are platform operations: use a platform-wide operator or admin token', [{ field: 'authorization', message: 'a workspace token' }]);
+  }
+}
+
+const STATUS: Record<string, string> = { RUNNING: 'RUNNING', COMPLETED: 'COMPLETED', FAILED: 'FAILED', CANCELLED: 'CANCELED', TERMINATED: 'TERMINATED', TIMED_OUT: 'TIMED_OUT' };
+
+function runView(d: Omit<WorkflowExecutionInfo, 'raw'>, live?: WorkflowExecutionDescription) {
+  const record = d.memo?.[RUNBOOK_MEMO_KEY] as RunRecord | undefined;
+  const steps = (record?.steps ?? []).map((s) => {
+    // A running step's attempt is its activity's, read from Temporal.
+    const pending = s.state === 'running' ? live?.raw.pendingActivities?.[0] : undefined;
+    return pending ? { ...s, attempt: Math.max(s.attempt, pending.attempt ?? 1), last_failure: pending.lastFailure?.message ?? undefined } : s;
+  });
+  return {
+    id: d.workflowId,
+    runbook: runbookOfWorkflow(d.type)?.name ?? d.type,
+    status: STATUS[d.status.name] ?? d.status.name,
+    state: record?.state ?? null,
+    requested_by: record?.requested_by ?? null,
+    dry_run: record?.dry_run ?? false,
+    started_at: d.startTime.toISOString(),
+    closed_at: d.closeTime?.toISOString() ?? null,
+    steps,
+    figures: record?.figures ?? {},
+    error: record?.error ?? null,
+    last_update: record?.last_update ?? null,
+  };
+}
+
+/** Runbooks and their runs: list, start (with a dry run), read as a timeline, approve or reject a gate, pause, resume, abort. */
+export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Client }): void {
+  const { temporal, pool } = deps;
+  const described = runbooks().map((r) => ({ name: r.name, description: r.description, params: z.toJSONSchema(r.params, { io: 'input' }), steps: r.steps, approver_roles: r.approverRoles }));
+
+  const describe = async (id: string) => {
+    try {
+      const d = await temporal.workflow.getHandle(id).describe();
+      if (d.typedSearchAttributes.get(SA.tenant) !== PLATFORM_TENANT || !runbookOfWorkflow(d.type)) throw new ApiError(404, 'not_found', 'run not found');
+      return d;
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new ApiError(404, 'not_found', 'run not found');
+      throw err;
+    }
+  };
+  const audit = (who: AdminPrincipal, action: string, id: string, after: unknown, correlationId: string) =>
+    asPlatform(pool, (db) => writeAudit(db, { workspace: null, actor: `token:${who.name}`, action, entityType: 'runbook_run', entityId: id, after, correlationId }));
+
+  api.add({
+    method: 'GET', url: '/runbooks', summary: 'The runbooks, with their parameters (JSON Schema), steps and approver roles', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false,
+    handler: async ({ who }) => { platformOperator(who); return { data: described }; },
+  });
+
+  api.add({
+    method: 'POST', url: '/runbooks/:name/runs', summary: 'Start a run (dry_run: plan the steps, run only read-only checks)', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false,
+    params: z.object({ name: z.string().min(1) }).strict(), body: startBody, responses: { 201: '{id, status_url}', 409: 'a run of this runbook for the same target is in progress' },
+    handler: async ({ who, params, body, req, reply }) => {
+      platformOperator(who);
+      const def = findRunbook(params.name);
+      if (!def) throw new ApiError(404, 'not_found', `no runbook named ${params.name}`, [{ field: 'params.name', message: 'see GET /runbooks' }]);
+      const parsed = def.params.safeParse(body.params);
+      if (!parsed.success) {
+        throw new ApiError(400, 'validation_failed', 'invalid params', parsed.error.issues.map((i) => ({ field: ['body', 'params', ...i.path.map(String)].join('.'), message: i.message })));
+      }
+      // An exclusive runbook's id names its target, so Temporal itself refuses a second run while one is open.
+      const id = def.exclusiveKey && !body.dry_run ? `rb-${def.name}-${def.exclusiveKey(parsed.data)}` : `rb-${def.name}-${randomUUID()}`;
+      const input: RunbookInput = { params: parsed.data, requested_by: who.name, dry_run: body.dry_run };
+      try {
+        await temporal.workflow.start(def.workflow, {
+          workflowId: id, taskQueue: deps.config.FLOWGATE_TASK_QUEUE, args: [input],
+          workflowIdConflictPolicy: WorkflowIdConflictPolicy.FAIL, workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+          memo: { tenant: PLATFORM_TENANT, workflow_type: def.name, correlation_id: req.id, accepted_at: new Date().toISOString() },
+          typedSearchAttributes: [{ key: SA.tenant, value: PLATFORM_TENANT }, { key: SA.correlationId, value: req.id }],
+        });
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError) throw new ApiError(409, 'run_in_progress', `a ${def.name} run for this target is in progress: ${id}`, [{ field: 'body.params', message: id }]);
+        throw err;
+      }
+      await audit(who, 'start', id, { runbook: def.name, params: parsed.data, dry_run: body.dry_run }, req.id);
+      return reply.code(201).header('Location', `/runs/${id}`).send({ id, runbook: def.name, status_url: `/runs/${id}`, dry_run: body.dry_run });
+    },
+  });
+
+  api.add({
+    method: 'GET', url: '/runbooks/:name/runs', summary: "A runbook's runs, newest first", tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false,
+    params: z.object({ name: z.string().min(1) }).strict(), query: z.object({ limit: z.coerce.number().int().min(1).max(100).default(20) }).strict(),
+    handler: async ({ who, params, query }) => {
+      platformOperator(who);
+      const def = findRunbook(params.name);
+      if (!def) throw new ApiError(404, 'not_found', `no runbook named ${params.name}`);
+      const data = [];
+      for await (const d of temporal.workflow.list({ query: `WorkflowType = '${def.workflow}' AND FlowgateTenant = '${PLATFORM_TENANT}'` })) {
+        data.push(runView(d));
+        if (data.length >= query.limit) break;
+      }
+      return { data };
+    },
+  });
+
+  api.add({
+    method: 'GET', url: '/runs/:id', summary: 'A run as a timeline: each step with its state, start, end, attempt, output and approver', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, params: runParams,
+    handler: async ({ who, params }) => { platformOperator(who); const d = await describe(params.id); return runView(d, d); },
+  });
+
+  const decide = (kind: 'approve' | 'reject') => api.add({
+    method: 'POST', url: `/runs/:id/steps/:step/${kind}`, summary: `${kind === 'approve' ? 'Approve' : 'Reject'} a gated step (not your own run; an allowed role; before the expiry)`,
+    tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, params: stepParams, body: decisionBody, responses: { 200: 'the step', 409: 'refused, with the reason' },
+    handler: async ({ who, params, body, req }) => {
+      platformOperator(who);
+      await describe(params.id);
+      const decision: StepDecision = { step: params.step, approver: who.name, role: who.role, comment: body.comment, payload: body.payload };
+      try {
+        const step = await temporal.workflow.getHandle(params.id).executeUpdate(kind === 'approve' ? 'approveStep' : 'rejectStep', { args: [decision] });
+        await audit(who, kind, params.id, { step: params.step, role: who.role, comment: body.comment ?? null }, req.id);
+        return step;
+      } catch (err) {
+        if (err instanceof WorkflowUpdateFailedError) {
+          await audit(who, `${kind}_refused`, params.id, { step: params.step, role: who.role, reason: err.cause?.message ?? err.message }, req.id);
+          throw new ApiError(409, 'approval_refused', err.cause?.message ?? err.message, [{ field: 'params.step', message: err.cause?.message ?? err.message }]);
+        }
+        if ((err as Error).name === 'WorkflowNotFoundError') throw new ApiError(409, 'approval_refused', 'the run has ended');
+        throw err;
+      }
+    },
+  });
+  decide('approve');
+  decide('reject');
+
+  for (const action of ['pause', 'resume', 'abort'] as const) {
+    api.add({
+      method: 'POST', url: `/runs/:id/${action}`, summary: action === 'abort' ? 'Abort a run (it undoes what it can)' : `${action[0]!.toUpperCase()}${action.slice(1)} a run between steps`,
+      tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, params: runParams, responses: { 202: 'accepted' },
+      handler: async ({ who, params, req, reply }) => {
+        platformOperator(who);
+        const d = await describe(params.id);
+        if (d.status.name !== 'RUNNING') throw new ApiError(409, 'run_closed', `the run is ${d.status.name}`);
+        const handle = temporal.workflow.getHandle(params.id);
+        if (action === 'abort') await handle.cancel();
+        else await handle.signal(action);
+        await audit(who, action, params.id, {}, req.id);
+        return reply.code(202).send({ id: params.id, action });
+      },
+    });
+  }
+}

@@ -1,0 +1,43 @@
+import { z } from 'zod';
+import { SECRETS } from './secrets';
+
+/**
+ * The runbooks operators start through the Admin API and the CLI: parameters (zod, published as
+ * JSON Schema), the steps a run shows, who may approve its gates, the workflow that runs it.
+ * Runbooks are platform operations: their runs belong to no workspace (tenant `_platform`).
+ */
+export type RunbookDef = {
+  name: string;
+  workflow: string;
+  description: string;
+  params: z.ZodType<Record<string, unknown>>;
+  steps: string[];
+  approverRoles: string[];
+  /** One run at a time per key (e.g. per secret): a second start is refused while one runs. */
+  exclusiveKey?: (params: Record<string, unknown>) => string;
+};
+
+export const PLATFORM_TENANT = '_platform';
+const APPROVERS = ['operator', 'admin'];
+
+const definitions: RunbookDef[] = [
+  {
+    name: 'rotate-secret',
+    workflow: 'rotateSecret',
+    description: 'Rotates a secret on Vault KV v2 in four steps (create pending, set on the target, test, finish) and revokes the previous one after a grace period; a failed test rolls back.',
+    params: z.object({
+      secret: z.enum(SECRETS.map((s) => s.path) as [string, ...string[]]),
+      grace_seconds: z.number().int().min(0).max(30 * 86_400).default(3600),
+      require_approval: z.boolean().default(false),
+      approval_timeout_seconds: z.number().int().min(1).max(30 * 86_400).default(86_400),
+    }).strict(),
+    steps: ['inspect', 'approve', 'create-pending', 'set-on-target', 'test', 'finish', 'notify', 'revoke-previous'],
+    approverRoles: APPROVERS,
+    exclusiveKey: (p) => `secret:${String(p.secret)}`,
+  },
+];
+
+const byName = new Map(definitions.map((d) => [d.name, d]));
+export const runbooks = (): readonly RunbookDef[] => definitions;
+export const findRunbook = (name: string) => byName.get(name);
+export const runbookOfWorkflow = (workflow: string) => definitions.find((d) => d.workflow === workflow);

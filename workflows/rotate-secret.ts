@@ -1,0 +1,82 @@
+import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, sleep, workflowInfo } from '@temporalio/workflow';
+import type { createActivities } from '../activities';
+import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
+import { Runbook } from './runbook';
+
+type Activities = ReturnType<typeof createActivities>;
+const NON_RETRYABLE = ['RotationInProgress', 'RotationConflict', 'RotationTestFailed', 'UnknownSecret'];
+const acts = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE },
+});
+
+export type RotateSecretParams = { secret: string; grace_seconds: number; require_approval: boolean; approval_timeout_seconds: number };
+export const ROTATION_STEPS = ['inspect', 'approve', 'create-pending', 'set-on-target', 'test', 'finish', 'notify', 'revoke-previous'];
+
+/**
+ * Secret rotation after AWS Secrets Manager's protocol, on Vault KV v2: create a pending version
+ * (check-and-set), set it on the target, test it there, finish (pending → current, current →
+ * previous), tell every consumer, and after the grace period revoke the previous one on the
+ * target. A failed test, or an abort before the finish, rolls back: current stays current.
+ */
+export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Promise<RunRecord> {
+  const p = input.params;
+  const rb = new Runbook('rotate-secret', ROTATION_STEPS, input);
+  const ref = { secret: p.secret };
+  let pending: string | undefined;
+  let finished = false;
+  try {
+    const seen = await rb.step('inspect', () => acts.inspectSecret(ref), (r) => `${r.kind}; labels ${JSON.stringify(r.labels)}; ${r.detail}`);
+    if (input.dry_run) {
+      rb.skip('approve', p.require_approval ? `dry run: would wait for an approval by operator or admin` : 'no approval asked');
+      for (const [step, what] of [
+        ['create-pending', `would write version ${seen.latest + 1} labelled pending (check-and-set on ${seen.latest})`],
+        ['set-on-target', 'would set it on the target'], ['test', 'would test it on the target'],
+        ['finish', 'would label it current and the current one previous'], ['notify', 'would publish secrets.rotated'],
+        ['revoke-previous', `would revoke the previous version after ${p.grace_seconds} s`],
+      ]) rb.skip(step!, `dry run: ${what}`);
+      return rb.finish('COMPLETED');
+    }
+    if (p.require_approval) {
+      await rb.approval('approve', {
+        roles: ['operator', 'admin'], timeoutMs: p.approval_timeout_seconds * 1000, warnBeforeMs: Math.min(3600_000, (p.approval_timeout_seconds * 1000) / 10),
+        onWarn: () => acts.publishRunbookEvent({ run_id: workflowInfo().workflowId, type: 'runbook.approval_expiring', data: { step: 'approve' } }),
+      });
+    } else {
+      rb.skip('approve', 'no approval asked');
+    }
+    const created = await rb.step('create-pending', () => acts.createPendingSecret(ref), (r) => `version ${r.version} labelled pending`);
+    pending = created.version;
+    const version = { ...ref, version: created.version };
+    await rb.step('set-on-target', () => acts.setPendingOnTarget(version), (r) => r.detail);
+    await rb.step('test', () => acts.testPendingSecret(version), (r) => r.detail);
+    const done = await rb.step('finish', () => acts.finishRotation(version), (r) => `current ${r.current}, previous ${r.previous ?? 'none'}`);
+    finished = true;
+    await rb.step('notify', () => acts.notifySecretRotated({ ...version, previous: done.previous }), () => 'secrets.rotated on NATS, secret.rotated on Kafka');
+    if (done.previous) {
+      const previous = { ...ref, version: done.previous };
+      await rb.step('revoke-previous', async () => {
+        await sleep(p.grace_seconds * 1000);
+        return acts.revokePreviousSecret(previous);
+      }, (r) => r.detail);
+    } else {
+      rb.skip('revoke-previous', 'no previous version');
+    }
+    return rb.finish('COMPLETED');
+  } catch (err) {
+    // Before the finish the current secret was never touched: undo the pending one and say so.
+    if (pending && !finished) {
+      await CancellationScope.nonCancellable(async () => {
+        const undone = await acts.rollbackPendingSecret({ ...ref, version: pending! });
+        for (const s of ['create-pending', 'set-on-target']) rb.rolledBack(s, undone.detail);
+        await acts.raiseRotationAlert({ ...ref, reason: (err as Error).message });
+      });
+      rb.finish('ROLLED_BACK', err);
+    } else {
+      rb.finish(isCancellation(err) ? 'ABORTED' : 'FAILED', err);
+      if (!isCancellation(err)) await CancellationScope.nonCancellable(() => acts.raiseRotationAlert({ ...ref, reason: (err as Error).message }));
+    }
+    if (isCancellation(err)) throw err;
+    throw ApplicationFailure.nonRetryable(`rotation of ${p.secret} ${rb.record.state === 'ROLLED_BACK' ? 'rolled back' : 'failed'}: ${(err as Error).message}`, 'RotationFailed', { state: rb.record.state });
+  }
+}

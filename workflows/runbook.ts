@@ -1,0 +1,172 @@
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  defineQuery,
+  defineSignal,
+  defineUpdate,
+  setHandler,
+  sleep,
+  upsertMemo,
+} from '@temporalio/workflow';
+import { RUNBOOK_MEMO_KEY, type RunbookInput, type RunRecord, type RunState, type StepDecision, type StepRecord } from '../lib/workflow-runbooks';
+
+export const runbookQuery = defineQuery<RunRecord>('flowgate.runbook');
+/** Updates, not signals: the approver learns at once whether the decision was taken or refused, and why. */
+export const approveStepUpdate = defineUpdate<StepRecord, [StepDecision]>('approveStep');
+export const rejectStepUpdate = defineUpdate<StepRecord, [StepDecision]>('rejectStep');
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+
+export type ApprovalGate = {
+  roles: string[];
+  timeoutMs: number;
+  /** Runs this long before the expiry, unless decided by then (a warning event). */
+  warnBeforeMs?: number;
+  onWarn?: () => Promise<unknown>;
+};
+
+/**
+ * A runbook's run: named steps with their timeline (state, start, end, attempt, a summary,
+ * who approved), approval gates, pause/resume between steps, dry runs and measured figures,
+ * kept in the memo (readable without a worker) and served by a query.
+ */
+export class Runbook {
+  readonly record: RunRecord;
+  private paused = false;
+  private gate?: { step: string; roles: string[]; expiresAt: number; decision?: { kind: 'approve' | 'reject'; d: StepDecision } };
+
+  constructor(name: string, steps: string[], private readonly input: RunbookInput) {
+    this.record = {
+      runbook: name, requested_by: input.requested_by, dry_run: input.dry_run, state: 'RUNNING',
+      steps: steps.map((s) => ({ name: s, state: 'pending', attempt: 0 })), figures: {}, last_update: new Date().toISOString(),
+    };
+    setHandler(runbookQuery, () => this.record);
+    setHandler(pauseSignal, () => { this.paused = true; this.setState(this.gate ? 'AWAITING_APPROVAL' : 'PAUSED'); });
+    setHandler(resumeSignal, () => { this.paused = false; this.setState(this.gate ? 'AWAITING_APPROVAL' : 'RUNNING'); });
+    const decide = (kind: 'approve' | 'reject') => (d: StepDecision) => {
+      this.gate!.decision = { kind, d };
+      return this.stepOf(d.step);
+    };
+    setHandler(approveStepUpdate, decide('approve'), { validator: (d) => this.validate(d) });
+    setHandler(rejectStepUpdate, decide('reject'), { validator: (d) => this.validate(d) });
+    this.save();
+  }
+
+  get dryRun(): boolean {
+    return this.input.dry_run;
+  }
+
+  /** Refuses a decision before it is recorded: wrong step, expired, the requester, or a role not allowed. */
+  private validate(d: StepDecision): void {
+    const gate = this.gate;
+    if (!gate || gate.step !== d.step || gate.decision) throw new Error(`step ${d.step} is not awaiting approval`);
+    if (Date.now() >= gate.expiresAt) throw new Error(`the approval of ${d.step} expired at ${new Date(gate.expiresAt).toISOString()}`);
+    if (d.approver === this.input.requested_by) throw new Error('the requester of a run may not approve it');
+    if (!gate.roles.includes(d.role)) throw new Error(`role ${d.role} may not approve ${d.step}; one of ${gate.roles.join(', ')} may`);
+  }
+
+  /** Runs one step once the run is not paused; its record shows running, then completed or failed. */
+  async step<T>(name: string, fn: () => Promise<T>, summary?: (r: T) => string): Promise<T> {
+    await condition(() => !this.paused);
+    const s = this.stepOf(name);
+    this.update(name, { state: 'running', started_at: new Date().toISOString(), ended_at: undefined, attempt: s.attempt + 1 });
+    try {
+      const result = await fn();
+      this.update(name, { state: 'completed', ended_at: new Date().toISOString(), output: summary?.(result) });
+      return result;
+    } catch (err) {
+      this.update(name, { state: 'failed', ended_at: new Date().toISOString(), output: messageOf(err) });
+      throw err;
+    }
+  }
+
+  /** A step a dry run plans but does not do. */
+  skip(name: string, output: string): void {
+    this.update(name, { state: 'skipped', output });
+  }
+
+  /** Marks a completed step undone (its rollback ran). */
+  rolledBack(name: string, output: string): void {
+    this.update(name, { state: 'rolled_back', output });
+  }
+
+  /**
+   * Waits for an approve or reject of `name` from an allowed role, not the requester, before the
+   * expiry (which rejects). A dry run plans the gate without waiting.
+   */
+  async approval(name: string, gate: ApprovalGate): Promise<StepDecision | undefined> {
+    if (this.dryRun) {
+      this.skip(name, `dry run: would wait for an approval by ${gate.roles.join(' or ')}`);
+      return undefined;
+    }
+    await condition(() => !this.paused);
+    const expiresAt = Date.now() + gate.timeoutMs;
+    this.gate = { step: name, roles: gate.roles, expiresAt };
+    this.update(name, { state: 'awaiting_approval', started_at: new Date().toISOString(), attempt: 1, approval: { roles: gate.roles, expires_at: new Date(expiresAt).toISOString() } });
+    this.setState('AWAITING_APPROVAL');
+    const warning = new CancellationScope();
+    if (gate.onWarn && gate.warnBeforeMs && gate.timeoutMs > gate.warnBeforeMs) {
+      void warning.run(async () => {
+        await sleep(gate.timeoutMs - gate.warnBeforeMs!);
+        await gate.onWarn!();
+      }).catch(() => undefined);
+    }
+    const decided = await condition(() => this.gate?.decision !== undefined, gate.timeoutMs);
+    warning.cancel();
+    const decision = this.gate.decision;
+    this.gate = undefined;
+    const ended_at = new Date().toISOString();
+    const approval = { roles: gate.roles, expires_at: new Date(expiresAt).toISOString() };
+    if (!decided || !decision) {
+      this.update(name, { state: 'failed', ended_at, output: 'approval expired', approval });
+      throw ApplicationFailure.nonRetryable(`the approval of ${name} expired`, 'ApprovalExpired', { step: name });
+    }
+    const { kind, d } = decision;
+    if (kind === 'reject') {
+      this.update(name, { state: 'failed', ended_at, output: `rejected by ${d.approver}`, approval: { ...approval, rejected_by: d.approver, comment: d.comment } });
+      throw ApplicationFailure.nonRetryable(`${name} rejected by ${d.approver}`, 'ApprovalRejected', { step: name, approver: d.approver, comment: d.comment });
+    }
+    this.update(name, { state: 'completed', ended_at, output: `approved by ${d.approver}`, approval: { ...approval, approved_by: d.approver, comment: d.comment } });
+    this.setState(this.paused ? 'PAUSED' : 'RUNNING');
+    return d;
+  }
+
+  figure(name: string, value: number): void {
+    this.record.figures[name] = value;
+    this.save();
+  }
+
+  /** The final record; the state says how it ended. */
+  finish(state: Extract<RunState, 'COMPLETED' | 'FAILED' | 'ABORTED' | 'ROLLED_BACK'>, error?: unknown): RunRecord {
+    if (error !== undefined) this.record.error = messageOf(error);
+    this.setState(state);
+    return this.record;
+  }
+
+  private stepOf(name: string): StepRecord {
+    const s = this.record.steps.find((x) => x.name === name);
+    if (!s) throw ApplicationFailure.nonRetryable(`runbook ${this.record.runbook} has no step ${name}`, 'UnknownStep');
+    return s;
+  }
+
+  private update(name: string, patch: Partial<StepRecord>): void {
+    Object.assign(this.stepOf(name), patch);
+    this.save();
+  }
+
+  private setState(state: RunState): void {
+    this.record.state = state;
+    this.save();
+  }
+
+  private save(): void {
+    this.record.last_update = new Date().toISOString();
+    upsertMemo({ [RUNBOOK_MEMO_KEY]: this.record });
+  }
+}
+
+const messageOf = (err: unknown): string => {
+  const e = err as { cause?: { message?: string }; message?: string };
+  return e.cause?.message ?? e.message ?? String(err);
+};
