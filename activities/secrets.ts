@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { NatsConnection } from 'nats';
 import pg from 'pg';
 import type { Registry } from 'prom-client';
@@ -202,13 +202,26 @@ export function secretActivities(deps: SecretDeps) {
       }
       const ended = await asRotator(async (c) => {
         await c.query(`ALTER ROLE ${c.escapeIdentifier(user)} NOLOGIN PASSWORD NULL`);
-        // Sessions opened with the old login: idle ones end now; busy ones get a moment to finish their query.
-        for (let i = 0; i < 20; i++) {
-          const busy = await c.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1 AND state NOT IN ('idle')", [user]);
-          if (!busy.rows[0].n) break;
+        // Sessions opened with the old login end once they have been idle for a second: a pool
+        // runs a checked-out connection's query within milliseconds, so such a session sits in
+        // a pool's idle list and the pool simply opens another. Busy ones get time to finish.
+        let n = 0;
+        const deadline = Date.now() + 30_000;
+        for (;;) {
+          n += (await c.query(
+            `SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE usename = $1 AND state = 'idle' AND state_change < now() - interval '1 second') t`, [user])).rows[0].n as number;
+          const left = (await c.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1', [user])).rows[0].n as number;
+          if (!left) break;
+          if (Date.now() > deadline) {
+            n += (await c.query('SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1) t', [user])).rows[0].n as number;
+            deps.logger.warn({ user, sessions: left }, 'old login still busy after 30 s; its sessions were ended');
+            break;
+          }
+          Context.current().heartbeat();
           await new Promise((r) => setTimeout(r, 250));
         }
-        return (await c.query('SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1) t', [user])).rows[0].n as number;
+        return n;
       });
       await event('secret.previous_revoked', { path: secret, version: Number(version) });
       return { detail: `${user} can no longer log in; ${ended} old session(s) ended` };

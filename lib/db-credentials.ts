@@ -34,6 +34,7 @@ export async function followDbCredentials(pool: pg.Pool, vault: VaultClient, pat
     if (v === version) return;
     options.user = data.username;
     Object.defineProperty(options, 'password', { configurable: true, enumerable: false, writable: true, value: data.password });
+    if (version !== -1) retireConnections(pool, data.username);
     version = v;
     opts.logger?.info({ path, version: v, user: data.username }, 'database credential in use');
   };
@@ -53,6 +54,26 @@ export async function followDbCredentials(pool: pg.Pool, vault: VaultClient, pat
     clearInterval(timer);
     sub?.unsubscribe();
   };
+}
+
+type PoolInternals = { _clients?: pg.PoolClient[]; _idle?: { client: pg.PoolClient }[]; _expired?: WeakSet<object>; _remove?: (c: pg.PoolClient) => void };
+
+/**
+ * Retires the pool's connections made with another login: idle ones close now, busy ones when
+ * they are released — what pg-pool does itself when a connection outlives maxLifetimeSeconds
+ * (its `_expired` set). Without this, a pool under steady traffic keeps reusing old-login
+ * connections until their lifetime ends. If pg-pool's internals ever change, this does nothing
+ * and the max lifetime (5 minutes) retires them instead.
+ */
+function retireConnections(pool: pg.Pool, keepUser: string): void {
+  const p = pool as unknown as PoolInternals;
+  if (!Array.isArray(p._clients) || !Array.isArray(p._idle) || !(p._expired instanceof WeakSet) || typeof p._remove !== 'function') return;
+  const idle = new Set(p._idle.map((i) => i.client));
+  for (const c of [...p._clients]) {
+    if ((c as unknown as { user?: string }).user === keepUser) continue;
+    if (idle.has(c)) p._remove.call(pool, c);
+    else p._expired.add(c);
+  }
 }
 
 /** The processes' pool: the URL's login, or with FLOWGATE_DATABASE_CREDENTIALS the rotated one from Vault. */

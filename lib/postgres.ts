@@ -55,6 +55,9 @@ export function createPool(connectionString: string, max = 10): pg.Pool {
   // without a listener Node would treat the event as fatal. The next query reconnects, or fails
   // where it is made and is handled there.
   pool.on('error', () => undefined);
+  // The same for a connection ended while checked out between two queries (a revoked login's
+  // session, a failover): the next query on it fails where it is made; the process lives on.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 

@@ -13,7 +13,7 @@ export type RunbookDef = {
   params: z.ZodType<Record<string, unknown>>;
   steps: string[];
   approverRoles: string[];
-  /** One run at a time per key (e.g. per secret): a second start is refused while one runs. */
+  /** One run at a time per key (e.g. per secret; URL-safe characters): a second start is refused while one runs. */
   exclusiveKey?: (params: Record<string, unknown>) => string;
 };
 
@@ -33,7 +33,7 @@ const definitions: RunbookDef[] = [
     }).strict(),
     steps: ['inspect', 'approve', 'create-pending', 'set-on-target', 'test', 'finish', 'notify', 'revoke-previous'],
     approverRoles: APPROVERS,
-    exclusiveKey: (p) => `secret:${String(p.secret)}`,
+    exclusiveKey: (p) => `secret-${String(p.secret).replace(/[^A-Za-z0-9-]/g, '_')}`,
   },
 ];
 

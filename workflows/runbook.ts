@@ -44,8 +44,10 @@ export class Runbook {
     setHandler(runbookQuery, () => this.record);
     setHandler(pauseSignal, () => { this.paused = true; this.setState(this.gate ? 'AWAITING_APPROVAL' : 'PAUSED'); });
     setHandler(resumeSignal, () => { this.paused = false; this.setState(this.gate ? 'AWAITING_APPROVAL' : 'RUNNING'); });
-    const decide = (kind: 'approve' | 'reject') => (d: StepDecision) => {
+    // Answers once the step's record shows the decision (approved_by or rejected_by).
+    const decide = (kind: 'approve' | 'reject') => async (d: StepDecision) => {
       this.gate!.decision = { kind, d };
+      await condition(() => this.stepOf(d.step).state !== 'awaiting_approval');
       return this.stepOf(d.step);
     };
     setHandler(approveStepUpdate, decide('approve'), { validator: (d) => this.validate(d) });

@@ -1,0 +1,254 @@
+// Runbooks through the Admin API on the real stack: who may run and approve them, dry runs,
+// and secret rotation of the sandbox provider's API key and of the processes' PostgreSQL login.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, describe, test } from 'node:test';
+import { connect } from 'nats';
+import pg from 'pg';
+import { createKafka, TOPICS } from '../../lib/kafka';
+import { asPlatform, createPool } from '../../lib/postgres';
+import { DB_APP_SECRET, readMeta, readVersion } from '../../lib/secrets';
+import { ensureWorkspace, issueAdminToken } from '../../lib/tenants';
+import { thirdPartySecretPath } from '../../lib/third-party/credentials';
+import { PAYMENTS_SERVICE } from '../../lib/third-party/services';
+import { createVault } from '../../lib/vault';
+import { pgSuperuserUrl } from '../../stack/servers';
+import { gatewayClient } from '../helpers/api';
+import { sandboxControl } from '../helpers/sandbox';
+import { eventually, testStack } from '../helpers/stack';
+import { newTenant } from '../helpers/tenant';
+
+const stack = testStack();
+const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 2);
+const vault = createVault(stack.env.FLOWGATE_VAULT_ADDR!, stack.env.FLOWGATE_VAULT_TOKEN);
+const sandbox = sandboxControl(`http://127.0.0.1:${stack.layout.ports.paymentSandbox}`);
+const API_KEY = thirdPartySecretPath(PAYMENTS_SERVICE);
+after(() => pool.end());
+
+async function tokens() {
+  const suffix = randomBytes(4).toString('hex');
+  const ws = `rb-${suffix}`;
+  await ensureWorkspace(pool, ws, 'runbook tests');
+  const t = {
+    alice: (await issueAdminToken(pool, null, `alice-${suffix}`, 'operator')).token,
+    bob: (await issueAdminToken(pool, null, `bob-${suffix}`, 'operator')).token,
+    developer: (await issueAdminToken(pool, null, `dev-${suffix}`, 'developer')).token,
+    viewer: (await issueAdminToken(pool, null, `view-${suffix}`, 'viewer')).token,
+    workspaceOperator: (await issueAdminToken(pool, ws, `wsop-${suffix}`, 'operator')).token,
+  };
+  const as = (token: string) => gatewayClient(stack.adminUrl, token).call;
+  return { ...t, as, names: { alice: `alice-${suffix}`, bob: `bob-${suffix}` } };
+}
+
+type Run = { id: string; status: string; state: string; steps: { name: string; state: string; output?: string; approval?: { approved_by?: string } }[]; error: string | null };
+const runOf = async (call: ReturnType<typeof gatewayClient>['call'], id: string) => (await call('GET', `/runs/${id}`)).body as Run;
+const stepOf = (run: Run, name: string) => run.steps.find((s) => s.name === name)!;
+async function until(call: ReturnType<typeof gatewayClient>['call'], id: string, what: string, ok: (r: Run) => boolean, timeoutMs = 60_000): Promise<Run> {
+  let last: Run | undefined;
+  await eventually(what, async () => ok((last = await runOf(call, id))), timeoutMs, 200);
+  return last!;
+}
+const closed = (r: Run) => !['RUNNING'].includes(r.status);
+
+describe('who may run runbooks', () => {
+  test('platform-wide operators and admins; developers, viewers and workspace tokens get 403', async () => {
+    const t = await tokens();
+    const list = await t.as(t.alice)('GET', '/runbooks');
+    assert.equal(list.status, 200, list.text);
+    const rotate = list.body.data.find((r: { name: string }) => r.name === 'rotate-secret');
+    assert.ok(rotate.params.properties.secret.enum.includes(API_KEY));
+    assert.deepEqual(rotate.approver_roles, ['operator', 'admin']);
+    for (const token of [t.developer, t.viewer, t.workspaceOperator]) {
+      assert.equal((await t.as(token)('GET', '/runbooks')).status, 403);
+      assert.equal((await t.as(token)('POST', '/runbooks/rotate-secret/runs', { params: { secret: API_KEY } })).status, 403);
+    }
+    const bad = await t.as(t.alice)('POST', '/runbooks/rotate-secret/runs', { params: { secret: 'db/elsewhere/root' } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.error.details[0].field, 'body.params.secret');
+    assert.equal((await t.as(t.alice)('POST', '/runbooks/nope/runs', { params: {} })).status, 404);
+  });
+
+  test('a dry run plans every step, runs only the read-only check and changes nothing', async () => {
+    const t = await tokens();
+    const before = await readMeta(vault, DB_APP_SECRET);
+    const r = await t.as(t.alice)('POST', '/runbooks/rotate-secret/runs', { params: { secret: DB_APP_SECRET, grace_seconds: 1 }, dry_run: true });
+    assert.equal(r.status, 201, r.text);
+    const run = await until(t.as(t.alice), r.body.id, 'the dry run ends', closed);
+    assert.equal(run.status, 'COMPLETED');
+    assert.equal(stepOf(run, 'inspect').state, 'completed');
+    assert.match(stepOf(run, 'inspect').output!, /logs in and reads/);
+    for (const s of run.steps.filter((x) => x.name !== 'inspect')) {
+      assert.equal(s.state, 'skipped', s.name);
+    }
+    assert.match(stepOf(run, 'create-pending').output!, /dry run: would write version/);
+    assert.deepEqual(await readMeta(vault, DB_APP_SECRET), before, 'Vault untouched');
+  });
+});
+
+describe('rotating the payment provider key', () => {
+  test('approved by another operator; consumers told; the old key works through the grace period, then is revoked', async () => {
+    const t = await tokens();
+    const nc = await connect({ servers: stack.env.FLOWGATE_NATS_URL });
+    const rotated: { path: string; version: number }[] = [];
+    const sub = nc.subscribe('secrets.rotated');
+    void (async () => { for await (const m of sub) rotated.push(m.json()); })();
+    const before = await readMeta(vault, API_KEY);
+    const oldKey = (await readVersion<{ value: string }>(vault, API_KEY, before.labels.current!)).value;
+
+    // A rotation's run id names its secret, so the audit rows of this run are the ones from now on.
+    const startedAt = (await asPlatform(pool, (db) => db.query('SELECT now() AS t'))).rows[0].t as Date;
+    const r = await t.as(t.alice)('POST', '/runbooks/rotate-secret/runs', { params: { secret: API_KEY, grace_seconds: 4, require_approval: true } });
+    assert.equal(r.status, 201, r.text);
+    const id = r.body.id as string;
+    await until(t.as(t.alice), id, 'awaiting approval', (x) => stepOf(x, 'approve').state === 'awaiting_approval');
+    const again = await t.as(t.bob)('POST', '/runbooks/rotate-secret/runs', { params: { secret: API_KEY } });
+    assert.equal(again.status, 409, 'one rotation per secret at a time');
+    assert.equal(again.body.error.code, 'run_in_progress');
+
+    const own = await t.as(t.alice)('POST', `/runs/${id}/steps/approve/approve`, {});
+    assert.equal(own.status, 409);
+    assert.match(own.body.error.message, /requester/);
+    assert.equal((await t.as(t.viewer)('POST', `/runs/${id}/steps/approve/approve`, {})).status, 403);
+    const wrongStep = await t.as(t.bob)('POST', `/runs/${id}/steps/finish/approve`, {});
+    assert.equal(wrongStep.status, 409);
+    const ok = await t.as(t.bob)('POST', `/runs/${id}/steps/approve/approve`, { comment: 'go' });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.body.approval.approved_by, t.names.bob);
+
+    const grace = await until(t.as(t.alice), id, 'in the grace period', (x) => stepOf(x, 'revoke-previous').state === 'running');
+    assert.equal(stepOf(grace, 'finish').state, 'completed');
+    const during = await readMeta(vault, API_KEY);
+    assert.equal(during.labels.previous, before.labels.current);
+    assert.notEqual(during.labels.current, before.labels.current);
+    assert.equal(during.labels.pending, undefined);
+    assert.equal((await sandbox.account(oldKey)).status, 200, 'the previous key still works during the grace period');
+    const newKey = (await readVersion<{ value: string }>(vault, API_KEY, during.labels.current!)).value;
+    assert.equal((await sandbox.account(newKey)).status, 200);
+
+    const done = await until(t.as(t.alice), id, 'the run ends', closed);
+    assert.equal(done.status, 'COMPLETED', done.error ?? '');
+    assert.equal(done.state, 'COMPLETED');
+    assert.equal((await sandbox.account(oldKey)).status, 401, 'revoked after the grace period');
+    await eventually('secrets.rotated on NATS', () => rotated.some((m) => m.path === API_KEY && String(m.version) === during.labels.current), 5000);
+    sub.unsubscribe();
+    await nc.drain();
+
+    // Payments go on with the new key.
+    const { apiKey } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'rot');
+    const api = gatewayClient(stack.gatewayUrl, apiKey);
+    const pay = await api.start('process-payment', { amount: 100, currency: 'EUR', payer: { id: 'p' }, payment_method: 'pm_card_visa' });
+    assert.equal((await api.result(pay.body.execution_id, 30)).body.result.state, 'CONFIRMED');
+
+    const audit = await asPlatform(pool, async (db) => (await db.query('SELECT action, actor, after FROM audit_logs WHERE entity_id = $1 AND at >= $2 ORDER BY id', [id, startedAt])).rows);
+    assert.deepEqual(audit.map((a) => a.action), ['start', 'approve_refused', 'approve_refused', 'approve']);
+    assert.equal(audit.at(-1)!.actor, `token:${t.names.bob}`);
+    assert.ok(!JSON.stringify(audit).includes(newKey) && !JSON.stringify(audit).includes(oldKey), 'no key in the audit log');
+
+    const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'runbook-test');
+    const consumer = kafka.consumer({ groupId: `rb-test-${randomBytes(4).toString('hex')}` });
+    const seen: string[] = [];
+    await consumer.connect();
+    await consumer.subscribe({ topic: TOPICS.configChanges, fromBeginning: true });
+    await consumer.run({ eachMessage: async ({ message }) => { seen.push(message.value!.toString()); } });
+    try {
+      await eventually('secret.rotated on Kafka', () => seen.some((v) => v.includes('"secret.rotated"') && v.includes(API_KEY)), 30_000, 200);
+    } finally {
+      await consumer.disconnect();
+    }
+    assert.ok(!seen.some((v) => v.includes(newKey) || v.includes(oldKey)), 'no key on Kafka');
+  });
+
+  test('an approval nobody gives expires and rejects the run; a late approval is refused; an abort leaves Vault as it was', async () => {
+    const t = await tokens();
+    const before = await readMeta(vault, API_KEY);
+    const r = await t.as(t.alice)('POST', '/runbooks/rotate-secret/runs', { params: { secret: API_KEY, require_approval: true, approval_timeout_seconds: 2 } });
+    const run = await until(t.as(t.alice), r.body.id, 'the run ends', closed, 30_000);
+    assert.equal(run.status, 'FAILED');
+    assert.equal(stepOf(run, 'approve').state, 'failed');
+    assert.equal(stepOf(run, 'approve').output, 'approval expired');
+    assert.equal((await t.as(t.bob)('POST', `/runs/${r.body.id}/steps/approve/approve`, {})).status, 409);
+
+    const second = await t.as(t.alice)('POST', '/runbooks/rotate-secret/runs', { params: { secret: API_KEY, require_approval: true } });
+    assert.equal(second.status, 201, 'the secret is free again once the first run ended');
+    await until(t.as(t.alice), second.body.id, 'awaiting approval', (x) => stepOf(x, 'approve').state === 'awaiting_approval');
+    assert.equal((await t.as(t.bob)('POST', `/runs/${second.body.id}/abort`)).status, 202);
+    const aborted = await until(t.as(t.alice), second.body.id, 'aborted', closed);
+    assert.equal(aborted.status, 'CANCELED');
+    assert.equal(aborted.state, 'ABORTED');
+    assert.deepEqual(await readMeta(vault, API_KEY), before);
+  });
+});
+
+describe("rotating the processes' PostgreSQL login", () => {
+  test('the pools move to the other login with no failed request; the old login is really revoked after the grace period', async () => {
+    const t = await tokens();
+    const before = await readMeta(vault, DB_APP_SECRET);
+    const oldLogin = await readVersion<{ username: string; password: string }>(vault, DB_APP_SECRET, before.labels.current!);
+    let failures = 0;
+    let calls = 0;
+    let stop = false;
+    // Traffic through the admin process, whose every answer needs PostgreSQL, for the whole rotation.
+    const traffic = (async () => {
+      while (!stop) {
+        const res = await t.as(t.alice)('GET', '/workspaces').catch(() => ({ status: 0 }));
+        calls += 1;
+        if (res.status !== 200) failures += 1;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    })();
+    const r = await t.as(t.alice)('POST', '/runbooks/rotate-secret/runs', { params: { secret: DB_APP_SECRET, grace_seconds: 3 } });
+    const run = await until(t.as(t.alice), r.body.id, 'the rotation ends', closed);
+    await new Promise((res) => setTimeout(res, 500));
+    stop = true;
+    await traffic;
+    assert.equal(run.status, 'COMPLETED', run.error ?? '');
+    assert.ok(calls > 20, `${calls} requests during the rotation`);
+    assert.equal(failures, 0, 'no request failed');
+
+    const now = await readMeta(vault, DB_APP_SECRET);
+    const newLogin = await readVersion<{ username: string; password: string }>(vault, DB_APP_SECRET, now.labels.current!);
+    assert.notEqual(newLogin.username, oldLogin.username, 'the other login of the pair');
+    const su = new pg.Client({ connectionString: pgSuperuserUrl(stack.layout, 'flowgate') });
+    await su.connect();
+    try {
+      const roles = (await su.query("SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname LIKE 'flowgate_app_%' ORDER BY 1")).rows;
+      assert.deepEqual(Object.fromEntries(roles.map((x) => [x.rolname, x.rolcanlogin])), { [oldLogin.username]: false, [newLogin.username]: true });
+      const sessions = (await su.query("SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = 'flowgate' AND usename LIKE 'flowgate_app_%'")).rows.map((x) => x.usename);
+      assert.deepEqual(sessions, [newLogin.username], 'every pool is on the new login');
+    } finally {
+      await su.end();
+    }
+    const old = new pg.Client({ host: '127.0.0.1', port: stack.layout.ports.postgres, database: 'flowgate', user: oldLogin.username, password: oldLogin.password });
+    await assert.rejects(old.connect(), /not permitted to log in|password authentication failed/);
+  });
+
+  test('a target that refuses the new login rolls back: the current login stays current and an alert is raised', async () => {
+    const t = await tokens();
+    const before = await readMeta(vault, DB_APP_SECRET);
+    const current = await readVersion<{ username: string }>(vault, DB_APP_SECRET, before.labels.current!);
+    const next = current.username === 'flowgate_app_a' ? 'flowgate_app_b' : 'flowgate_app_a';
+    const su = new pg.Client({ connectionString: pgSuperuserUrl(stack.layout, 'flowgate') });
+    await su.connect();
+    await su.query(`ALTER ROLE ${next} CONNECTION LIMIT 0`);
+    try {
+      const r = await t.as(t.alice)('POST', '/runbooks/rotate-secret/runs', { params: { secret: DB_APP_SECRET, grace_seconds: 1 } });
+      const run = await until(t.as(t.alice), r.body.id, 'the rotation ends', closed);
+      assert.equal(run.status, 'FAILED');
+      assert.equal(run.state, 'ROLLED_BACK');
+      assert.equal(stepOf(run, 'test').state, 'failed');
+      assert.match(stepOf(run, 'test').output!, /too many connections/);
+      assert.equal(stepOf(run, 'create-pending').state, 'rolled_back');
+      assert.equal(stepOf(run, 'finish').state, 'pending');
+      const after = await readMeta(vault, DB_APP_SECRET);
+      assert.equal(after.labels.current, before.labels.current, 'current stays current');
+      assert.equal(after.labels.pending, undefined);
+      const role = (await su.query('SELECT rolcanlogin FROM pg_roles WHERE rolname = $1', [next])).rows[0];
+      assert.equal(role.rolcanlogin, false, 'the pending login is disabled again');
+      const metrics = await (await fetch(`http://127.0.0.1:${stack.layout.ports.workerStatus}/metrics`)).text();
+      assert.match(metrics, /secret_rotations_total\{[^}]*outcome="rolled_back"[^}]*\} [1-9]/);
+    } finally {
+      await su.query(`ALTER ROLE ${next} CONNECTION LIMIT -1`);
+      await su.end();
+    }
+  });
+});
