@@ -1,5 +1,9 @@
-import { Connection } from '@temporalio/client';
+import { Connection, ScheduleNotFoundError, ScheduleOverlapPolicy } from '@temporalio/client';
 import { temporal as proto } from '@temporalio/proto';
+import { findRunbook, PLATFORM_TENANT } from './runbooks';
+import { SECRETS } from './secrets';
+import { connectTemporal } from './temporal';
+import type { RunbookInput } from './workflow-runbooks';
 import type { Config } from './config';
 import { createKafka, ensureTopics } from './kafka';
 import { connectNats, ensureStreams } from './nats';
@@ -59,4 +63,43 @@ export async function provisionPlatform(config: Config, say: (msg: string) => vo
   say('vault kv v2 mount ready');
   await ensureSearchAttributes(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
   say('temporal search attributes ready');
+  say(`rotation schedules: ${(await ensureRotationSchedules(config)).join(', ') || 'up to date'}`);
+}
+
+/**
+ * A Temporal Schedule per rotatable secret (lib/secrets.ts: every 30 to 90 days), starting the
+ * rotate-secret runbook as the operators' API does. A run the schedule starts while another
+ * rotation of the secret is open fails at once on the secret's pending label (one at a time).
+ */
+export async function ensureRotationSchedules(config: Config): Promise<string[]> {
+  const client = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
+  const created: string[] = [];
+  try {
+    const def = findRunbook('rotate-secret')!;
+    for (const secret of SECRETS) {
+      const params = def.params.parse({ secret: secret.path });
+      const scheduleId = `rb-${def.name}-${def.exclusiveKey!(params)}`;
+      try {
+        await client.schedule.getHandle(scheduleId).describe();
+        continue;
+      } catch (err) {
+        if (!(err instanceof ScheduleNotFoundError)) throw err;
+      }
+      const input: RunbookInput = { params, requested_by: 'schedule', dry_run: false };
+      await client.schedule.create({
+        scheduleId,
+        spec: { intervals: [{ every: `${secret.rotateEveryDays} days` }] },
+        action: {
+          type: 'startWorkflow', workflowType: def.workflow, workflowId: scheduleId, taskQueue: config.FLOWGATE_TASK_QUEUE, args: [input],
+          memo: { tenant: PLATFORM_TENANT, workflow_type: def.name, correlation_id: scheduleId, accepted_at: new Date().toISOString() },
+          typedSearchAttributes: [{ key: SA.tenant, value: PLATFORM_TENANT }],
+        },
+        policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 day' },
+      });
+      created.push(scheduleId);
+    }
+  } finally {
+    await client.connection.close();
+  }
+  return created;
 }

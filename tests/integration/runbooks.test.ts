@@ -7,7 +7,8 @@ import { connect } from 'nats';
 import pg from 'pg';
 import { createKafka, TOPICS } from '../../lib/kafka';
 import { asPlatform, createPool } from '../../lib/postgres';
-import { DB_APP_SECRET, readMeta, readVersion } from '../../lib/secrets';
+import { DB_APP_SECRET, readMeta, readVersion, SECRETS } from '../../lib/secrets';
+import { connectTemporal } from '../../lib/temporal';
 import { ensureWorkspace, issueAdminToken } from '../../lib/tenants';
 import { thirdPartySecretPath } from '../../lib/third-party/credentials';
 import { PAYMENTS_SERVICE } from '../../lib/third-party/services';
@@ -82,6 +83,25 @@ describe('who may run runbooks', () => {
     }
     assert.match(stepOf(run, 'create-pending').output!, /dry run: would write version/);
     assert.deepEqual(await readMeta(vault, DB_APP_SECRET), before, 'Vault untouched');
+  });
+});
+
+describe('rotation schedules', () => {
+  test('every rotatable secret has a Temporal Schedule every 30 to 90 days that starts the runbook', async () => {
+    const client = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, 'default');
+    try {
+      for (const secret of SECRETS) {
+        const d = await client.schedule.getHandle(`rb-rotate-secret-secret-${secret.path.replace(/[^A-Za-z0-9-]/g, '_')}`).describe();
+        const every = Number(d.spec.intervals?.[0]?.every) / 86_400_000;
+        assert.equal(every, secret.rotateEveryDays);
+        assert.ok(every >= 30 && every <= 90);
+        assert.equal(d.action.type, 'startWorkflow');
+        assert.equal(d.action.workflowType, 'rotateSecret');
+        assert.equal((d.action.args?.[0] as { params: { secret: string } }).params.secret, secret.path);
+      }
+    } finally {
+      await client.connection.close();
+    }
   });
 });
 
