@@ -8,6 +8,7 @@ import type { ThirdPartyService } from '../lib/third-party/services';
 import type { VaultClient } from '../lib/vault';
 import { composeGreeting } from './greeting';
 import { paymentActivities } from './payments';
+import { rolloutActivities } from './rollout';
 import { runbookActivities } from './runbooks';
 import { secretActivities } from './secrets';
 import { thirdPartyActivities } from './third-party';
@@ -38,5 +39,6 @@ export function createActivities(deps: ActivityDeps) {
     ...paymentActivities(deps),
     ...secretActivities(deps),
     ...runbookActivities(deps),
+    ...rolloutActivities(deps),
   };
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseConfigDocuments, snapshotToDocument, syncDocument, toYaml } from '../lib/control-plane/declarative';
 import { buildSnapshot, diffDocuments, readVersion } from '../lib/control-plane/versions';
+import { writeAudit } from '../lib/audit';
 import { ApiError } from '../lib/errors';
 import { inWorkspace } from '../lib/postgres';
 import type { AdminDeps } from './app';
@@ -26,6 +27,39 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     handler: async ({ ws }) => {
       const c = await current(ws);
       return { workspace: ws, version: c.version, config: c.snapshot };
+    },
+  });
+  // Holding every gateway on a version: changes are then stored and served only through the
+  // config-rollout runbook (canary first). Without a pin, gateways serve the newest version.
+  api.add({
+    method: 'GET', url: '/config/pins', summary: 'The versions gateway groups are held on (* = every group)', tag: 'config', resource: 'config', action: 'read', query: scopedQuery,
+    handler: async ({ ws }) => inWorkspace(pool, ws, async (db) => ({
+      data: (await db.query('SELECT gateway_group, version::int AS version, updated_at FROM config_pins WHERE workspace_id = $1 ORDER BY gateway_group', [ws])).rows,
+    })),
+  });
+  api.add({
+    method: 'PUT', url: '/config/pin', summary: 'Hold every gateway on a version; later changes go out through a config-rollout run', tag: 'config', resource: 'config', action: 'write',
+    query: scopedQuery, body: z.object({ version: z.number().int().min(1) }).strict(), responses: { 200: 'held', 404: 'no such version' },
+    handler: async ({ ws, who, body, req }) => {
+      await versionOf(ws, body.version);
+      await inWorkspace(pool, ws, async (db) => {
+        await db.query(`INSERT INTO config_pins (workspace_id, gateway_group, version) VALUES ($1, '*', $2)
+                        ON CONFLICT (workspace_id, gateway_group) DO UPDATE SET version = $2, updated_at = now()`, [ws, body.version]);
+        await writeAudit(db, { workspace: ws, actor: `token:${who.name}`, action: 'pin', entityType: 'config', entityId: ws, after: { gateway_group: '*', version: body.version }, correlationId: req.id });
+      });
+      deps.announce(ws, body.version);
+      return { gateway_group: '*', version: body.version };
+    },
+  });
+  api.add({
+    method: 'DELETE', url: '/config/pin', summary: 'Let every gateway serve the newest version again', tag: 'config', resource: 'config', action: 'write', query: scopedQuery, responses: { 204: 'released' },
+    handler: async ({ ws, who, req, reply }) => {
+      await inWorkspace(pool, ws, async (db) => {
+        await db.query('DELETE FROM config_pins WHERE workspace_id = $1', [ws]);
+        await writeAudit(db, { workspace: ws, actor: `token:${who.name}`, action: 'unpin', entityType: 'config', entityId: ws, correlationId: req.id });
+      });
+      deps.announce(ws, 0);
+      return reply.code(204).send();
     },
   });
   api.add({

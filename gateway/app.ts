@@ -65,7 +65,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
   let kv: Promise<KV> | undefined;
   const configStore = new ConfigStore({
     pool: deps.pool, nc: deps.nc, file: deps.config.FLOWGATE_DECLARATIVE_CONFIG, logger: deps.logger,
-    refreshMs: deps.config.FLOWGATE_CONFIG_REFRESH_MS, registry: deps.registry,
+    refreshMs: deps.config.FLOWGATE_CONFIG_REFRESH_MS, registry: deps.registry, group: deps.config.FLOWGATE_GATEWAY_GROUP,
   });
   const ctx: GatewayContext = {
     ...deps,

@@ -43,7 +43,7 @@ export class ConfigStore {
   readonly source: 'postgres' | 'file';
   private readonly versionGauge?: prom.Gauge;
 
-  constructor(private readonly opts: { pool?: Pool; nc?: NatsConnection; file?: string; logger: Logger; refreshMs: number; registry?: Registry }) {
+  constructor(private readonly opts: { pool?: Pool; nc?: NatsConnection; file?: string; logger: Logger; refreshMs: number; registry?: Registry; group?: string }) {
     this.source = opts.file ? 'file' : 'postgres';
     if (opts.registry) {
       this.versionGauge = new prom.Gauge({ name: 'gateway_config_version', help: 'The config version the gateway serves, per workspace', labelNames: ['workspace'], registers: [opts.registry] });
@@ -101,6 +101,11 @@ export class ConfigStore {
     return { kind: 'route', route, service: ws.services.get(route.service)!, params: found.params, pattern: store.pattern! };
   }
 
+  /** The version served per workspace (heartbeats and rollouts read it). */
+  served(): Record<string, number> {
+    return Object.fromEntries([...this.workspaces].map(([ws, l]) => [ws, l.version]));
+  }
+
   /** Pulls the versions that changed; concurrent calls share one pull. */
   pull(): Promise<void> {
     this.pulling ??= this.doPull().finally(() => { this.pulling = undefined; });
@@ -111,7 +116,11 @@ export class ConfigStore {
     const pool = this.opts.pool!;
     try {
       await asPlatform(pool, async (db) => {
-        const current = (await db.query<{ id: string; config_version: string }>('SELECT id, config_version FROM workspaces')).rows;
+        // This instance's group's pin, else the all-groups pin, else the newest version (config_pins).
+        const current = (await db.query<{ id: string; config_version: string }>(
+          `SELECT w.id, coalesce(g.version, a.version, w.config_version) AS config_version FROM workspaces w
+             LEFT JOIN config_pins g ON g.workspace_id = w.id AND g.gateway_group = $1
+             LEFT JOIN config_pins a ON a.workspace_id = w.id AND a.gateway_group = '*'`, [this.opts.group ?? 'stable'])).rows;
         const next = new Map(this.workspaces);
         for (const ws of this.workspaces.keys()) if (!current.some((c) => c.id === ws)) next.delete(ws);
         for (const { id, config_version } of current) {

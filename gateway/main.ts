@@ -1,5 +1,6 @@
 import { connectNats, ensureStreams, natsHealthy } from '../lib/nats';
 import { createAppPool } from '../lib/db-credentials';
+import { startHeartbeats } from '../lib/heartbeats';
 import { runProcess } from '../lib/process-runtime';
 import { connectTemporal, temporalHealthy } from '../lib/temporal';
 import { buildGateway } from './app';
@@ -12,6 +13,7 @@ void runProcess('gateway', async ({ config, logger, registry }) => {
   const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
   const { app, configStore } = await buildGateway({ config, logger, registry, pool, nc, temporal });
   await app.listen({ port: config.FLOWGATE_GATEWAY_PORT, host: config.FLOWGATE_HOST });
+  const stopBeats = startHeartbeats(nc, config, () => ({ group: config.FLOWGATE_GATEWAY_GROUP, config: configStore.served() }));
   return {
     // Not PostgreSQL: the gateway serves its last good config while PostgreSQL is down.
     checks: [
@@ -23,7 +25,7 @@ void runProcess('gateway', async ({ config, logger, registry }) => {
     // Stop accepting, let in-flight requests finish, then close the clients.
     shutdown: [
       ['http', () => app.close()],
-      ['nats', () => nc.drain()],
+      ['nats', async () => { stopBeats(); await nc.drain(); }],
       ['postgres', async () => pool?.end()],
       ['temporal', () => temporal.connection.close()],
     ],

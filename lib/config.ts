@@ -46,6 +46,10 @@ export const configSchema = z.object({
   FLOWGATE_DECLARATIVE_CONFIG: z.string().min(1).optional(),
   /** How often the data plane pulls the config (seed 000: 30 s), besides config.invalidations. */
   FLOWGATE_CONFIG_REFRESH_MS: z.coerce.number().int().min(100).default(30_000),
+  /** The group a gateway instance belongs to for config rollouts (a canary group gets a new version first). */
+  FLOWGATE_GATEWAY_GROUP: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).default('stable'),
+  /** How often every process says it is alive on `health.heartbeats` (seed 000: 30 s). */
+  FLOWGATE_HEARTBEAT_MS: z.coerce.number().int().min(100).default(30_000),
   FLOWGATE_KAFKA_BROKERS: z
     .string()
     .default('127.0.0.1:9092')

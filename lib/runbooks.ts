@@ -35,6 +35,25 @@ const definitions: RunbookDef[] = [
     approverRoles: APPROVERS,
     exclusiveKey: (p) => `secret-${String(p.secret).replace(/[^A-Za-z0-9-]/g, '_')}`,
   },
+  {
+    name: 'config-rollout',
+    workflow: 'configRollout',
+    description: "Rolls a workspace's gateway config from the version every gateway is held on to a newer one: validate, diff, canary group, bake on real gateway metrics, promote to all, or restore automatically when the canary breaches.",
+    params: z.object({
+      workspace: z.string().min(1).max(100),
+      to_version: z.number().int().min(1).optional(),
+      canary_group: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).default('canary'),
+      bake_seconds: z.number().int().min(1).max(3600).default(60),
+      max_error_rate: z.number().min(0).max(1).default(0.01),
+      max_p99_ms: z.number().min(1).default(500),
+      min_requests: z.number().int().min(0).default(20),
+      require_approval: z.boolean().default(false),
+      approval_timeout_seconds: z.number().int().min(1).max(30 * 86_400).default(86_400),
+    }).strict(),
+    steps: ['validate', 'diff', 'canary', 'bake', 'approve', 'promote'],
+    approverRoles: APPROVERS,
+    exclusiveKey: (p) => `workspace-${String(p.workspace).replace(/[^A-Za-z0-9-]/g, '_')}`,
+  },
 ];
 
 const byName = new Map(definitions.map((d) => [d.name, d]));

@@ -5,3 +5,4 @@ export { processPayment } from './payment';
 export { thirdPartyCall } from './third-party-call';
 export { noopActivities } from './noop';
 export { rotateSecret } from './rotate-secret';
+export { configRollout } from './config-rollout';

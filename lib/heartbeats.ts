@@ -1,0 +1,46 @@
+import { hostname } from 'node:os';
+import type { NatsConnection } from 'nats';
+import type { Config } from './config';
+import { subjects } from './nats';
+
+/** What a process says about itself on `health.heartbeats` and when asked on `gateway.instances`. */
+export type Heartbeat = {
+  process: Config['process'];
+  instance: string;
+  group?: string;
+  status_url: string;
+  at: string;
+  /** Gateways: the config version served per workspace. */
+  config?: Record<string, number>;
+};
+
+export const GATEWAY_INSTANCES_SUBJECT = 'gateway.instances';
+
+/**
+ * Publishes a heartbeat every FLOWGATE_HEARTBEAT_MS and answers `gateway.instances` requests at
+ * once (a rollout finds the gateways and the versions they serve without waiting for a beat).
+ */
+export function startHeartbeats(nc: NatsConnection, config: Config, extra: () => Partial<Heartbeat> = () => ({})): () => void {
+  const instance = `${config.process}@${hostname()}:${process.pid}`;
+  const beat = (): Heartbeat => ({
+    process: config.process, instance, status_url: `http://${config.FLOWGATE_HOST === '0.0.0.0' ? hostname() : config.FLOWGATE_HOST}:${config.statusPort}`,
+    at: new Date().toISOString(), ...extra(),
+  });
+  const publish = () => { try { nc.publish(subjects.heartbeats, JSON.stringify(beat())); } catch { /* reconnecting: the next beat goes */ } };
+  publish();
+  const timer = setInterval(publish, config.FLOWGATE_HEARTBEAT_MS);
+  timer.unref();
+  const sub = config.process === 'gateway' ? nc.subscribe(GATEWAY_INSTANCES_SUBJECT, { callback: (_e, m) => m.respond(JSON.stringify(beat())) }) : undefined;
+  return () => {
+    clearInterval(timer);
+    sub?.unsubscribe();
+  };
+}
+
+/** Every gateway instance that answers within `waitMs`. */
+export async function findGateways(nc: NatsConnection, waitMs = 750): Promise<Heartbeat[]> {
+  const out: Heartbeat[] = [];
+  const replies = await nc.requestMany(GATEWAY_INSTANCES_SUBJECT, '', { maxWait: waitMs });
+  for await (const m of replies) out.push(m.json<Heartbeat>());
+  return out;
+}
