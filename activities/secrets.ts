@@ -191,10 +191,15 @@ export function secretActivities(deps: SecretDeps) {
       const previous = await readVersion<Record<string, string>>(deps.vault, secret, version);
       if (def.kind === 'api-key') {
         const current = await readVersion<ApiKeyData>(deps.vault, secret, meta.labels.current!);
-        const r = await provider(def, current.value, 'DELETE', `/v1/api_keys/${previous.key_id}`);
-        if (r.status !== 200 && r.status !== 404) throw ApplicationFailure.retryable(`the provider did not revoke the key (${r.status})`, 'TargetRefused');
+        // A version written by hand may lack its key id: the provider says which key it is.
+        const probe = await provider(def, previous.value!, 'GET', '/v1/account');
+        if (probe.status === 401) return { detail: 'the previous key no longer works; nothing to revoke' };
+        const keyId = previous.key_id ?? String(probe.body?.api_key_id ?? '');
+        const r = await provider(def, current.value, 'DELETE', `/v1/api_keys/${encodeURIComponent(keyId)}`);
+        const after = await provider(def, previous.value!, 'GET', '/v1/account');
+        if (after.status !== 401) throw ApplicationFailure.retryable(`the provider did not revoke the previous key (${r.status}, then ${after.status})`, 'TargetRefused');
         await event('secret.previous_revoked', { path: secret, version: Number(version) });
-        return { detail: `key ${previous.key_id} revoked at the provider` };
+        return { detail: `key ${keyId} revoked at the provider` };
       }
       const user = previous.username!;
       if (meta.labels.current && (await readVersion<DbLogin>(deps.vault, secret, meta.labels.current)).username === user) {

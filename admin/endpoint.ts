@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import { z } from 'zod';
 import type { Resource } from '../lib/control-plane/schemas';
-import { validationError } from '../lib/errors';
+import { ApiError, validationError } from '../lib/errors';
 import { authenticateAdmin, authorize, workspaceOf, type Action, type AdminPrincipal } from './auth';
 
 /**
@@ -23,6 +23,8 @@ export type EndpointSpec<Q, P, B> = {
   action: Action;
   /** false: the call is not about one workspace (listing workspaces, platform tokens). */
   scoped?: boolean;
+  /** Only platform-wide tokens (workspace null) may call it: it acts on the platform itself (runbooks). */
+  platform?: boolean;
   query?: z.ZodType<Q>;
   params?: z.ZodType<P>;
   body?: z.ZodType<B>;
@@ -49,6 +51,9 @@ export class AdminApi {
       handler: async (req, reply) => {
         const who = await authenticateAdmin(this.pool, req);
         authorize(who, spec.resource, spec.action);
+        if (spec.platform && who.workspace !== null) {
+          throw new ApiError(403, 'forbidden', 'this acts on the platform: use a platform-wide token', [{ field: 'authorization', message: 'a workspace token' }]);
+        }
         const ws = spec.scoped === false ? (who.workspace ?? '') : workspaceOf(who, req);
         const parse = <T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'query' | 'params' | 'body'): T => {
           if (!schema) return value as T;

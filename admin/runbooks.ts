@@ -18,12 +18,6 @@ const stepParams = runParams.extend({ step: z.string().min(1).max(100) }).strict
 const decisionBody = z.object({ comment: z.string().max(2000).optional(), payload: z.record(z.string(), z.unknown()).optional() }).strict();
 const startBody = z.object({ params: z.record(z.string(), z.unknown()).default({}), dry_run: z.boolean().default(false) }).strict();
 
-/** Runbooks change the platform itself: only platform-wide tokens (operator or admin) run them. */
-function platformOperator(who: AdminPrincipal): void {
-  if (who.workspace !== null) {
-    throw new ApiError(403, 'forbidden', 'runbooks are platform operations: use a platform-wide operator or admin token', [{ field: 'authorization', message: 'a workspace token' }]);
-  }
-}
 
 const STATUS: Record<string, string> = { RUNNING: 'RUNNING', COMPLETED: 'COMPLETED', FAILED: 'FAILED', CANCELLED: 'CANCELED', TERMINATED: 'TERMINATED', TIMED_OUT: 'TIMED_OUT' };
 
@@ -69,15 +63,14 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
     asPlatform(pool, (db) => writeAudit(db, { workspace: null, actor: `token:${who.name}`, action, entityType: 'runbook_run', entityId: id, after, correlationId }));
 
   api.add({
-    method: 'GET', url: '/runbooks', summary: 'The runbooks, with their parameters (JSON Schema), steps and approver roles', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false,
-    handler: async ({ who }) => { platformOperator(who); return { data: described }; },
+    method: 'GET', url: '/runbooks', summary: 'The runbooks, with their parameters (JSON Schema), steps and approver roles', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, platform: true,
+    handler: async () => ({ data: described }),
   });
 
   api.add({
-    method: 'POST', url: '/runbooks/:name/runs', summary: 'Start a run (dry_run: plan the steps, run only read-only checks)', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false,
+    method: 'POST', url: '/runbooks/:name/runs', summary: 'Start a run (dry_run: plan the steps, run only read-only checks)', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, platform: true,
     params: z.object({ name: z.string().min(1) }).strict(), body: startBody, responses: { 201: '{id, status_url}', 409: 'a run of this runbook for the same target is in progress' },
     handler: async ({ who, params, body, req, reply }) => {
-      platformOperator(who);
       const def = findRunbook(params.name);
       if (!def) throw new ApiError(404, 'not_found', `no runbook named ${params.name}`, [{ field: 'params.name', message: 'see GET /runbooks' }]);
       const parsed = def.params.safeParse(body.params);
@@ -104,10 +97,9 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
   });
 
   api.add({
-    method: 'GET', url: '/runbooks/:name/runs', summary: "A runbook's runs, newest first", tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false,
+    method: 'GET', url: '/runbooks/:name/runs', summary: "A runbook's runs, newest first", tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, platform: true,
     params: z.object({ name: z.string().min(1) }).strict(), query: z.object({ limit: z.coerce.number().int().min(1).max(100).default(20) }).strict(),
-    handler: async ({ who, params, query }) => {
-      platformOperator(who);
+    handler: async ({ params, query }) => {
       const def = findRunbook(params.name);
       if (!def) throw new ApiError(404, 'not_found', `no runbook named ${params.name}`);
       const data = [];
@@ -120,15 +112,14 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
   });
 
   api.add({
-    method: 'GET', url: '/runs/:id', summary: 'A run as a timeline: each step with its state, start, end, attempt, output and approver', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, params: runParams,
-    handler: async ({ who, params }) => { platformOperator(who); const d = await describe(params.id); return runView(d, d); },
+    method: 'GET', url: '/runs/:id', summary: 'A run as a timeline: each step with its state, start, end, attempt, output and approver', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, platform: true, params: runParams,
+    handler: async ({ params }) => { const d = await describe(params.id); return runView(d, d); },
   });
 
   const decide = (kind: 'approve' | 'reject') => api.add({
     method: 'POST', url: `/runs/:id/steps/:step/${kind}`, summary: `${kind === 'approve' ? 'Approve' : 'Reject'} a gated step (not your own run; an allowed role; before the expiry)`,
-    tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, params: stepParams, body: decisionBody, responses: { 200: 'the step', 409: 'refused, with the reason' },
+    tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, platform: true, params: stepParams, body: decisionBody, responses: { 200: 'the step', 409: 'refused, with the reason' },
     handler: async ({ who, params, body, req }) => {
-      platformOperator(who);
       await describe(params.id);
       const decision: StepDecision = { step: params.step, approver: who.name, role: who.role, comment: body.comment, payload: body.payload };
       try {
@@ -151,9 +142,8 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
   for (const action of ['pause', 'resume', 'abort'] as const) {
     api.add({
       method: 'POST', url: `/runs/:id/${action}`, summary: action === 'abort' ? 'Abort a run (it undoes what it can)' : `${action[0]!.toUpperCase()}${action.slice(1)} a run between steps`,
-      tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, params: runParams, responses: { 202: 'accepted' },
+      tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, platform: true, params: runParams, responses: { 202: 'accepted' },
       handler: async ({ who, params, req, reply }) => {
-        platformOperator(who);
         const d = await describe(params.id);
         if (d.status.name !== 'RUNNING') throw new ApiError(409, 'run_closed', `the run is ${d.status.name}`);
         const handle = temporal.workflow.getHandle(params.id);

@@ -5,7 +5,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
-node_test=(node --import tsx --test --test-reporter=spec)
+# --test-force-exit: a handle a failed test leaves open (a NATS connection) must not hang the run.
+node_test=(node --import tsx --test --test-force-exit --test-reporter=spec)
 
 run_unit() {
   "${node_test[@]}" --test-concurrency=2 tests/unit/*.test.ts tests/workflows/*.test.ts

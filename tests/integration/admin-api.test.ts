@@ -206,6 +206,11 @@ describe('who may call what', () => {
     const svc = await b.admin('POST', '/services', { name: 'secret-svc', url: 'http://127.0.0.1:9' });
     for (const e of endpoints) {
       if (e.path.startsWith('/workspaces')) continue;
+      // Runbooks act on the platform, not a workspace: a workspace token is refused outright.
+      if (e.path.startsWith('/runbooks') || e.path.startsWith('/runs')) {
+        assert.equal((await a.admin(e.method, concrete(e.path), e.method === 'GET' ? undefined : {})).status, 403, `${e.method} ${e.path}`);
+        continue;
+      }
       const sep = e.path.includes('?') ? '&' : '?';
       const r = await a.admin(e.method, `${concrete(e.path)}${sep}workspace=${b.tenant}`, e.method === 'GET' || e.method === 'DELETE' ? undefined : {});
       assert.ok([400, 404].includes(r.status), `${e.method} ${e.path} for another workspace: ${r.status} ${r.text}`);

@@ -328,7 +328,7 @@ describe('faults', () => {
     const old = ((await vault.read(`secret/data/${path}`)) as { data: { data: { value: string } } }).data.data.value;
     const oldId = (await sandbox.account(old)).body.api_key_id!;
     const rolled = await sandbox.roll(old, oldId, 0);
-    await vault.write(`secret/data/${path}`, { data: { value: rolled.secret } });
+    await vault.write(`secret/data/${path}`, { data: { value: rolled.secret, key_id: rolled.id } });
     const meta = (await vault.read(`secret/metadata/${path}`)) as { data: { current_version: number } };
     await vault.write(`secret/metadata/${path}`, { custom_metadata: { current: String(meta.data.current_version) } });
     assert.equal((await sandbox.account(old)).status, 401, 'the old key is revoked');

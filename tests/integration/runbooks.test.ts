@@ -26,6 +26,10 @@ const sandbox = sandboxControl(`http://127.0.0.1:${stack.layout.ports.paymentSan
 const API_KEY = thirdPartySecretPath(PAYMENTS_SERVICE);
 after(() => pool.end());
 
+/** What a test opened, closed after the file even when an assertion failed. */
+const cleanup: (() => Promise<unknown>)[] = [];
+after(async () => { for (const c of cleanup) await c().catch(() => undefined); });
+
 async function tokens() {
   const suffix = randomBytes(4).toString('hex');
   const ws = `rb-${suffix}`;
@@ -38,7 +42,7 @@ async function tokens() {
     workspaceOperator: (await issueAdminToken(pool, ws, `wsop-${suffix}`, 'operator')).token,
   };
   const as = (token: string) => gatewayClient(stack.adminUrl, token).call;
-  return { ...t, as, names: { alice: `alice-${suffix}`, bob: `bob-${suffix}` } };
+  return { ...t, as, names: { alice: `alice-${suffix}`, bob: `bob-${suffix}` }, cleanup };
 }
 
 type Run = { id: string; status: string; state: string; steps: { name: string; state: string; output?: string; approval?: { approved_by?: string } }[]; error: string | null };
@@ -109,6 +113,7 @@ describe('rotating the payment provider key', () => {
   test('approved by another operator; consumers told; the old key works through the grace period, then is revoked', async () => {
     const t = await tokens();
     const nc = await connect({ servers: stack.env.FLOWGATE_NATS_URL });
+    t.cleanup.push(() => nc.close());
     const rotated: { path: string; version: number }[] = [];
     const sub = nc.subscribe('secrets.rotated');
     void (async () => { for await (const m of sub) rotated.push(m.json()); })();
