@@ -48,6 +48,13 @@ export function paymentActivities(deps: PaymentDeps) {
   const provider = (ctx: PaymentContext, method: 'GET' | 'POST', path: string, body?: unknown, idempotencyKey?: string) =>
     callFromActivity(deps.thirdParty, { tenant: ctx.tenant, service: PAYMENTS_SERVICE, method, path, body, correlationId: ctx.correlation_id, idempotencyKey });
 
+  /** The provider's charges made under an idempotency key. */
+  const chargesUnder = async (ctx: PaymentContext, key: string): Promise<Charge[]> => {
+    const found = await provider(ctx, 'GET', `/v1/charges?idempotency_key=${encodeURIComponent(key)}`);
+    if (found.status >= 400) throw refusal(found.status, found.body, 'the charge lookup');
+    return (found.body as { data?: Charge[] }).data ?? [];
+  };
+
   /** 401/403 may be a rotation in progress (the client already re-read the key once): retry later. */
   const refusal = (status: number, body: unknown, what: string) => {
     const e = (body as ProviderError)?.error;
@@ -90,8 +97,7 @@ export function paymentActivities(deps: PaymentDeps) {
       }
       if (res.status === 400 && (res.body as ProviderError).error?.code === 'idempotency_key_in_use') {
         // The business key charged another payment already (its parameters differ from ours).
-        const first = await provider(ctx, 'GET', `/v1/charges?idempotency_key=${encodeURIComponent(chargeKeyOf(ctx, input))}`);
-        const original = ((first.body as { data?: Charge[] }).data ?? [])[0];
+        const original = (await chargesUnder(ctx, chargeKeyOf(ctx, input)))[0];
         throw ApplicationFailure.nonRetryable(`idempotency key already used by payment ${original?.metadata?.payment_id ?? 'unknown'}`, 'PaymentDuplicate', {
           charge_id: original?.id, payment_id: original?.metadata?.payment_id,
         });
@@ -109,9 +115,7 @@ export function paymentActivities(deps: PaymentDeps) {
     /** Compensation of the charge: refunds whatever the provider charged under the payment's key (nothing when it charged nothing). */
     async refundPayment(ctx: PaymentContext, input: PaymentInput): Promise<{ refunded: boolean; refund_id?: string }> {
       const key = chargeKeyOf(ctx, input);
-      const found = await provider(ctx, 'GET', `/v1/charges?idempotency_key=${encodeURIComponent(key)}`);
-      if (found.status >= 400) throw refusal(found.status, found.body, 'the charge lookup');
-      const charge = ((found.body as { data?: Charge[] }).data ?? []).find((c) => c.status === 'succeeded' && c.metadata?.payment_id === ctx.payment_id);
+      const charge = (await chargesUnder(ctx, key)).find((c) => c.status === 'succeeded' && c.metadata?.payment_id === ctx.payment_id);
       if (!charge) return { refunded: false };
       if (charge.refunded) return { refunded: true };
       const res = await provider(ctx, 'POST', '/v1/refunds', { charge: charge.id }, `${key}:refund`);

@@ -8,9 +8,10 @@ import { TOPICS } from '../lib/kafka';
 import type { KafkaBatcher } from '../lib/kafka-batcher';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
+import { serverOf } from '../lib/postgres';
 import { DB_APP_USERS, DB_ROTATOR_SECRET, findSecret, readMeta, readVersion, writeLabels, writeVersion, type SecretDef } from '../lib/secrets';
 import { readCurrentSecretData } from '../lib/third-party/credentials';
-import type { ThirdPartyService } from '../lib/third-party/services';
+import { serviceUrl, type ThirdPartyService } from '../lib/third-party/services';
 import type { VaultClient } from '../lib/vault';
 
 export type SecretDeps = {
@@ -44,7 +45,7 @@ export function secretActivities(deps: SecretDeps) {
   const provider = async (def: SecretDef, key: string, method: string, path: string, body?: unknown) => {
     const svc = deps.services.find((s) => s.name === def.service);
     if (!svc) throw ApplicationFailure.nonRetryable(`no third party ${def.service}`, 'UnknownThirdParty');
-    const res = await fetch(new URL(path.replace(/^\//, ''), svc.base_url.endsWith('/') ? svc.base_url : `${svc.base_url}/`), {
+    const res = await fetch(serviceUrl(svc, path), {
       method, headers: { authorization: `Bearer ${key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
       body: body ? JSON.stringify(body) : undefined, signal: AbortSignal.timeout(svc.timeout_ms),
     });
@@ -55,8 +56,7 @@ export function secretActivities(deps: SecretDeps) {
   /** A connection as flowgate_rotator (CREATEROLE), whose own login is in Vault. */
   const asRotator = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
     const { data } = await readCurrentSecretData<DbLogin>(deps.vault, DB_ROTATOR_SECRET);
-    const url = new URL(deps.databaseUrl);
-    const c = new pg.Client({ host: url.hostname, port: Number(url.port || 5432), database: url.pathname.slice(1), user: data.username, password: data.password });
+    const c = new pg.Client({ ...serverOf(deps.databaseUrl), user: data.username, password: data.password });
     await c.connect();
     try {
       return await fn(c);
@@ -67,8 +67,7 @@ export function secretActivities(deps: SecretDeps) {
 
   /** True when `login` opens a session and can read as the application. */
   const loginWorks = async (login: DbLogin): Promise<{ ok: boolean; detail: string }> => {
-    const url = new URL(deps.databaseUrl);
-    const c = new pg.Client({ host: url.hostname, port: Number(url.port || 5432), database: url.pathname.slice(1), user: login.username, password: login.password, connectionTimeoutMillis: 5000 });
+    const c = new pg.Client({ ...serverOf(deps.databaseUrl), user: login.username, password: login.password, connectionTimeoutMillis: 5000 });
     try {
       await c.connect();
       await c.query('SELECT count(*) FROM schema_migrations');

@@ -2,7 +2,7 @@ import type { NatsConnection } from 'nats';
 import type pg from 'pg';
 import type { Config } from './config';
 import type { Logger } from './logger';
-import { createPool } from './postgres';
+import { createPool, serverOf } from './postgres';
 import { readCurrentSecretData } from './third-party/credentials';
 import { createVault, type VaultClient } from './vault';
 
@@ -22,10 +22,7 @@ export async function followDbCredentials(pool: pg.Pool, vault: VaultClient, pat
   const options = (pool as unknown as { options: pg.PoolConfig }).options;
   // A connection string's parts (its user included, even empty) win over the fields: use fields only.
   if (options.connectionString) {
-    const url = new URL(options.connectionString);
-    options.host = url.hostname;
-    options.port = Number(url.port || 5432);
-    options.database = decodeURIComponent(url.pathname.slice(1));
+    Object.assign(options, serverOf(options.connectionString));
     delete options.connectionString;
   }
   let version = -1;

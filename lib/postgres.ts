@@ -61,6 +61,12 @@ export function createPool(connectionString: string, max = 10): pg.Pool {
   return pool;
 }
 
+/** Where a connection URL points (host, port, database), without its login. */
+export function serverOf(url: string): { host: string; port: number; database: string } {
+  const u = new URL(url);
+  return { host: u.hostname, port: Number(u.port || 5432), database: decodeURIComponent(u.pathname.slice(1)) };
+}
+
 const MIGRATIONS_DIR = path.join(__dirname, 'db', 'migrations');
 /** Serialises concurrent migrators (several processes starting at once). */
 const MIGRATION_LOCK = 4_242_001;

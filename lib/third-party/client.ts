@@ -6,7 +6,7 @@ import { prom } from '../metrics';
 import type { Registry } from 'prom-client';
 import { BreakerOpenError, type BreakerRegistry, type BreakerState } from './breakers';
 import type { CredentialCache } from './credentials';
-import type { ThirdPartyService } from './services';
+import { serviceUrl, type ThirdPartyService } from './services';
 
 export type ThirdPartyRequest = {
   tenant: string;
@@ -166,7 +166,7 @@ export class ThirdPartyClient {
     let res: Response;
     let text: string;
     try {
-      res = await fetch(new URL(req.path.replace(/^\/+/, ''), svc.base_url.endsWith('/') ? svc.base_url : `${svc.base_url}/`), {
+      res = await fetch(serviceUrl(svc, req.path), {
         method: req.method, headers, body, signal, redirect: 'manual',
       });
       text = await res.text();

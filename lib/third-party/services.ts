@@ -35,6 +35,10 @@ export const thirdPartyService = z
 
 export type ThirdPartyService = z.infer<typeof thirdPartyService>;
 
+/** `path` (with its query) under the service's base URL, whatever slashes either has. */
+export const serviceUrl = (svc: ThirdPartyService, path: string): URL =>
+  new URL(path.replace(/^\/+/, ''), svc.base_url.endsWith('/') ? svc.base_url : `${svc.base_url}/`);
+
 export const thirdPartyServices = z
   .array(thirdPartyService)
   .refine((list) => new Set(list.map((s) => s.name)).size === list.length, 'service names must be unique');

@@ -1,6 +1,7 @@
 import type { VaultClient } from '../../lib/vault';
 import { readCurrentSecret, thirdPartySecretPath } from '../../lib/third-party/credentials';
 import { PAYMENTS_SERVICE } from '../../lib/third-party/services';
+import { readMeta, writeLabels } from '../../lib/secrets';
 
 /**
  * Makes sure Vault holds an API key the sandbox provider accepts (both forget everything when
@@ -21,7 +22,6 @@ export async function ensureSandboxCredential(vault: VaultClient, sandboxUrl: st
   // A fresh secret: its labels start over (the rotation runbook keeps them from here on).
   // The key's id goes with it: a rotation revokes the previous key by id.
   await vault.write(`secret/data/${path}`, { data: { value: key.secret, key_id: key.id } });
-  const written = (await vault.read(`secret/metadata/${path}`)) as { data: { current_version: number } };
-  await vault.write(`secret/metadata/${path}`, { custom_metadata: { current: String(written.data.current_version) } });
+  await writeLabels(vault, path, { current: String((await readMeta(vault, path)).latest) });
   return 'created';
 }

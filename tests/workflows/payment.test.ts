@@ -5,19 +5,17 @@ import { after, before, describe, test } from 'node:test';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { CancelledFailure, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { paymentActivities } from '../../activities/payments';
 import type { PaymentInput } from '../../lib/payments';
 import { PROGRESS_MEMO_KEY, type ProgressRecord } from '../../lib/workflow-search-attributes';
 import { approveSignal, rejectSignal } from '../../workflows/approval';
 import type { processPayment } from '../../workflows/payment';
 import { progressQuery } from '../../workflows/progress';
+import { FAKE_THRESHOLD as THRESHOLD, paymentFakes, type PaymentActivities } from '../helpers/payment-fakes';
 import { testWorker, timeSkippingEnv } from '../helpers/temporal-test-env';
 
-type PaymentActivities = ReturnType<typeof paymentActivities>;
 /** One activity call: `at` is the test server's (skipped) time when it started. */
 type Call = { name: string; attempt: number; args: unknown[]; at: number };
 
-const THRESHOLD = 100_000;
 const MEMO = { tenant: 't1', correlation_id: 'c1' };
 /** A stuck run fails its test instead of hanging the file. */
 const LIMIT = { timeout: 60_000 };
@@ -28,22 +26,7 @@ const LIMIT = { timeout: 60_000 };
  */
 function fakeActivities(env: TestWorkflowEnvironment, overrides: Partial<PaymentActivities> = {}) {
   const calls: Call[] = [];
-  const defaults: PaymentActivities = {
-    validatePayment: async (_ctx, input) => ({ approval_required: input.amount > THRESHOLD, approval_threshold: THRESHOLD }),
-    chargePayment: async () => ({ charge_id: 'ch_1' }),
-    refundPayment: async () => ({ refunded: true, refund_id: 're_1' }),
-    recordLedger: async () => ({ entries: 2 }),
-    reverseLedger: async () => ({ entries: 2 }),
-    notifyPayment: async () => ({ webhook: false }),
-    publishPaymentEvent: async () => undefined,
-    raisePaymentAlert: async () => undefined,
-  };
-  const impl: Record<string, (...args: never[]) => Promise<unknown>> = {
-    ...defaults,
-    ...overrides,
-    deliverWebhook: async () => ({ status: 200 }),
-    composeGreeting: async (name: string) => `Hello, ${name}!`,
-  };
+  const impl: Record<string, (...args: never[]) => Promise<unknown>> = paymentFakes(overrides);
   const activities = Object.fromEntries(
     Object.entries(impl).map(([name, fn]) => [name, async (...args: never[]) => {
       const call: Call = { name, attempt: Context.current().info.attempt, args, at: Number.NaN };

@@ -6,48 +6,18 @@
  */
 import { randomUUID } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { join, relative } from 'node:path';
 import { ApplicationFailure } from '@temporalio/activity';
 import type { WorkflowHandle } from '@temporalio/client';
-import type { History } from '@temporalio/common/lib/proto-utils';
-import * as proto from '@temporalio/proto';
-import { patchProtobufRoot } from '@temporalio/proto/lib/patch-protobuf-root';
 import { DefaultLogger, makeTelemetryFilterString, Runtime } from '@temporalio/worker';
-import type { paymentActivities } from '../../activities/payments';
 import type { PaymentInput } from '../../lib/payments';
 import { approveSignal } from '../../workflows/approval';
 import type { processPayment } from '../../workflows/payment';
 import { progressQuery } from '../../workflows/progress';
+import { historyToJSON, paymentFakes } from '../helpers/payment-fakes';
 import { testWorker, timeSkippingEnv } from '../helpers/temporal-test-env';
 
-type PaymentActivities = ReturnType<typeof paymentActivities>;
-
 const OUT_DIR = join(__dirname, 'histories');
-
-// What `historyToJSON` from @temporalio/common/lib/proto-utils does. That one throws "type must be
-// a Type" in this install: npm nests two copies of protobufjs@8 (under @temporalio/common and
-// @temporalio/proto, because @grpc/proto-loader holds the top-level slot with protobufjs@7) and
-// protojson checks `instanceof Type` against its own copy. Here both come from @temporalio/proto's.
-const protojson = createRequire(require.resolve('@temporalio/proto'))('protobufjs/ext/protojson') as { toJson(type: unknown, message: unknown): unknown };
-const historyType = (patchProtobufRoot(proto) as unknown as { lookupType(name: string): unknown }).lookupType('temporal.api.history.v1.History');
-const historyToJSON = (history: History): string =>
-  JSON.stringify(protojson.toJson(historyType, proto.temporal.api.history.v1.History.fromObject(history)), null, 2);
-const THRESHOLD = 100_000;
-
-const fakes = (overrides: Partial<PaymentActivities> = {}) => ({
-  validatePayment: async (_ctx, input) => ({ approval_required: input.amount > THRESHOLD, approval_threshold: THRESHOLD }),
-  chargePayment: async () => ({ charge_id: 'ch_1' }),
-  refundPayment: async () => ({ refunded: true, refund_id: 're_1' }),
-  recordLedger: async () => ({ entries: 2 }),
-  reverseLedger: async () => ({ entries: 2 }),
-  notifyPayment: async () => ({ webhook: false }),
-  publishPaymentEvent: async () => undefined,
-  raisePaymentAlert: async () => undefined,
-  ...overrides,
-  deliverWebhook: async () => ({ status: 200 }),
-  composeGreeting: async (name: string) => `Hello, ${name}!`,
-} satisfies PaymentActivities & Record<string, unknown>);
 
 const input = (over: Partial<PaymentInput> = {}): PaymentInput => ({
   amount: 5_000, currency: 'EUR', payer: { id: 'payer-1' }, payment_method: 'pm_card_visa', ...over,
@@ -56,17 +26,17 @@ const input = (over: Partial<PaymentInput> = {}): PaymentInput => ({
 type Scenario = {
   name: string;
   input: PaymentInput;
-  activities: ReturnType<typeof fakes>;
+  activities: ReturnType<typeof paymentFakes>;
   /** Drives the run to its end; a failed run is expected for some scenarios. */
   drive: (handle: WorkflowHandle<typeof processPayment>) => Promise<unknown>;
 };
 
 const scenarios: Scenario[] = [
-  { name: 'confirmed', input: input(), activities: fakes(), drive: (h) => h.result() },
+  { name: 'confirmed', input: input(), activities: paymentFakes(), drive: (h) => h.result() },
   {
     name: 'approved-above-threshold',
     input: input({ amount: 250_000, requested_by: 'alice' }),
-    activities: fakes(),
+    activities: paymentFakes(),
     drive: async (h) => {
       for (let i = 0; (await h.query(progressQuery)).waiting_for?.kind !== 'approval'; i++) {
         if (i > 200) throw new Error('the payment never waited for its approval');
@@ -79,7 +49,7 @@ const scenarios: Scenario[] = [
   {
     name: 'declined',
     input: input(),
-    activities: fakes({
+    activities: paymentFakes({
       chargePayment: async () => {
         throw ApplicationFailure.nonRetryable('card declined: insufficient_funds', 'PaymentDeclined', { decline_code: 'insufficient_funds' });
       },
@@ -89,7 +59,7 @@ const scenarios: Scenario[] = [
   {
     name: 'ledger-failure-refunded',
     input: input(),
-    activities: fakes({
+    activities: paymentFakes({
       recordLedger: async () => {
         throw ApplicationFailure.nonRetryable('ledger refused the payment: check violation', 'LedgerRejected', { sqlstate: '23514' });
       },
