@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 FLOWGATE := node bin/flowgate.js
 
-.PHONY: help install deps up down status logs reset test test-unit test-integration lint typecheck check bench
+.PHONY: help install deps up down status logs reset test test-unit test-integration test-dr lint typecheck check bench
 
 help:
 	@echo "make up      start the whole platform on 127.0.0.1 (demo tenant in .flowgate/local.env)"
@@ -52,6 +52,9 @@ test-unit: deps
 
 test-integration: install
 	@bash tests/run.sh integration
+
+test-dr: install  ## the disaster-recovery tests (they kill servers) on a stack of their own
+	@bash tests/run.sh dr
 
 bench: install
 	@bash bench/run.sh

@@ -6,6 +6,7 @@ import type { Logger } from '../lib/logger';
 import type { ThirdPartyClient } from '../lib/third-party/client';
 import type { ThirdPartyService } from '../lib/third-party/services';
 import type { VaultClient } from '../lib/vault';
+import { failoverActivities } from './database-failover';
 import { composeGreeting } from './greeting';
 import { paymentActivities } from './payments';
 import { rolloutActivities } from './rollout';
@@ -26,6 +27,7 @@ export type ActivityDeps = {
   nats?: NatsConnection;
   /** PostgreSQL's address for runbooks that act on it (the login comes from Vault). */
   databaseUrl: string;
+  databaseCluster?: string;
   services: ThirdPartyService[];
 };
 
@@ -40,5 +42,6 @@ export function createActivities(deps: ActivityDeps) {
     ...secretActivities(deps),
     ...runbookActivities(deps),
     ...rolloutActivities(deps),
+    ...failoverActivities(deps),
   };
 }

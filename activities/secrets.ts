@@ -8,6 +8,7 @@ import { TOPICS } from '../lib/kafka';
 import type { KafkaBatcher } from '../lib/kafka-batcher';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
+import { primaryAddress } from '../lib/db-topology';
 import { serverOf } from '../lib/postgres';
 import { DB_APP_USERS, DB_ROTATOR_SECRET, findSecret, readMeta, readVersion, writeLabels, writeVersion, type SecretDef } from '../lib/secrets';
 import { readCurrentSecretData } from '../lib/third-party/credentials';
@@ -22,6 +23,8 @@ export type SecretDeps = {
   registry?: Registry;
   /** Where PostgreSQL is (the processes' URL; the login used is flowgate_rotator's, from Vault). */
   databaseUrl: string;
+  /** The topology (NATS) whose primary the rotation acts on, when there is one. */
+  databaseCluster?: string;
   services: ThirdPartyService[];
 };
 
@@ -53,10 +56,13 @@ export function secretActivities(deps: SecretDeps) {
     return { status: res.status, body: (text ? JSON.parse(text) : null) as Record<string, unknown> | null };
   };
 
+  /** The primary: the topology's, after a failover, rather than the URL's. */
+  const dbServer = async () => ({ ...serverOf(deps.databaseUrl), ...(await primaryAddress(deps.nats, deps.databaseCluster ?? 'main', deps.databaseUrl)) });
+
   /** A connection as flowgate_rotator (CREATEROLE), whose own login is in Vault. */
   const asRotator = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
     const { data } = await readCurrentSecretData<DbLogin>(deps.vault, DB_ROTATOR_SECRET);
-    const c = new pg.Client({ ...serverOf(deps.databaseUrl), user: data.username, password: data.password });
+    const c = new pg.Client({ ...(await dbServer()), user: data.username, password: data.password });
     await c.connect();
     try {
       return await fn(c);
@@ -67,7 +73,7 @@ export function secretActivities(deps: SecretDeps) {
 
   /** True when `login` opens a session and can read as the application. */
   const loginWorks = async (login: DbLogin): Promise<{ ok: boolean; detail: string }> => {
-    const c = new pg.Client({ ...serverOf(deps.databaseUrl), user: login.username, password: login.password, connectionTimeoutMillis: 5000 });
+    const c = new pg.Client({ ...(await dbServer()), user: login.username, password: login.password, connectionTimeoutMillis: 5000 });
     try {
       await c.connect();
       await c.query('SELECT count(*) FROM schema_migrations');

@@ -1,12 +1,11 @@
-import { randomUUID } from 'node:crypto';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowExecutionDescription, type WorkflowExecutionInfo } from '@temporalio/client';
-import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy } from '@temporalio/common';
 import { z } from 'zod';
 import { writeAudit } from '../lib/audit';
 import { ApiError } from '../lib/errors';
 import { asPlatform } from '../lib/postgres';
 import { findRunbook, PLATFORM_TENANT, runbookOfWorkflow, runbooks } from '../lib/runbooks';
-import { RUNBOOK_MEMO_KEY, type RunbookInput, type RunRecord, type StepDecision } from '../lib/workflow-runbooks';
+import { runIdOf, startRunbookRun } from '../lib/runbook-runs';
+import { RUNBOOK_MEMO_KEY, type RunRecord, type StepDecision } from '../lib/workflow-runbooks';
 import { SA } from '../lib/workflow-search-attributes';
 import type { AdminDeps } from './app';
 import type { AdminApi } from './endpoint';
@@ -47,7 +46,10 @@ function runView(d: Omit<WorkflowExecutionInfo, 'raw'>, live?: WorkflowExecution
 /** Runbooks and their runs: list, start (with a dry run), read as a timeline, approve or reject a gate, pause, resume, abort. */
 export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Client }): void {
   const { temporal, pool } = deps;
-  const described = runbooks().map((r) => ({ name: r.name, description: r.description, params: z.toJSONSchema(r.params, { io: 'input' }), steps: r.steps, approver_roles: r.approverRoles }));
+  const described = runbooks().map((r) => ({
+    name: r.name, description: r.description, params: z.toJSONSchema(r.params, { io: 'input' }), steps: r.steps, approver_roles: r.approverRoles,
+    approval_payload: z.toJSONSchema(r.approvalPayload, { io: 'input' }),
+  }));
 
   const describe = async (id: string) => {
     try {
@@ -77,18 +79,14 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
       if (!parsed.success) {
         throw new ApiError(400, 'validation_failed', 'invalid params', parsed.error.issues.map((i) => ({ field: ['body', 'params', ...i.path.map(String)].join('.'), message: i.message })));
       }
-      // An exclusive runbook's id names its target, so Temporal itself refuses a second run while one is open.
-      const id = def.exclusiveKey && !body.dry_run ? `rb-${def.name}-${def.exclusiveKey(parsed.data)}` : `rb-${def.name}-${randomUUID()}`;
-      const input: RunbookInput = { params: parsed.data, requested_by: who.name, dry_run: body.dry_run };
+      let id: string;
       try {
-        await temporal.workflow.start(def.workflow, {
-          workflowId: id, taskQueue: deps.config.FLOWGATE_TASK_QUEUE, args: [input],
-          workflowIdConflictPolicy: WorkflowIdConflictPolicy.FAIL, workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-          memo: { tenant: PLATFORM_TENANT, workflow_type: def.name, correlation_id: req.id, accepted_at: new Date().toISOString() },
-          typedSearchAttributes: [{ key: SA.tenant, value: PLATFORM_TENANT }, { key: SA.correlationId, value: req.id }],
-        });
+        id = await startRunbookRun(temporal, deps.config.FLOWGATE_TASK_QUEUE, def, parsed.data, { requestedBy: who.name, dryRun: body.dry_run, correlationId: req.id });
       } catch (err) {
-        if (err instanceof WorkflowExecutionAlreadyStartedError) throw new ApiError(409, 'run_in_progress', `a ${def.name} run for this target is in progress: ${id}`, [{ field: 'body.params', message: id }]);
+        if (err instanceof WorkflowExecutionAlreadyStartedError) {
+          const id = runIdOf(def, parsed.data, body.dry_run);
+          throw new ApiError(409, 'run_in_progress', `a ${def.name} run for this target is in progress: ${id}`, [{ field: 'body.params', message: id }]);
+        }
         throw err;
       }
       await audit(who, 'start', id, { runbook: def.name, params: parsed.data, dry_run: body.dry_run }, req.id);
@@ -120,7 +118,14 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
     method: 'POST', url: `/runs/:id/steps/:step/${kind}`, summary: `${kind === 'approve' ? 'Approve' : 'Reject'} a gated step (not your own run; an allowed role; before the expiry)`,
     tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, platform: true, params: stepParams, body: decisionBody, responses: { 200: 'the step', 409: 'refused, with the reason' },
     handler: async ({ who, params, body, req }) => {
-      await describe(params.id);
+      const d = await describe(params.id);
+      const def = runbookOfWorkflow(d.type)!;
+      if (kind === 'approve') {
+        const payload = def.approvalPayload.safeParse(body.payload ?? {});
+        if (!payload.success) {
+          throw new ApiError(400, 'validation_failed', 'invalid approval payload', payload.error.issues.map((i) => ({ field: ['body', 'payload', ...i.path.map(String)].join('.'), message: i.message })));
+        }
+      }
       const decision: StepDecision = { step: params.step, approver: who.name, role: who.role, comment: body.comment, payload: body.payload };
       try {
         const step = await temporal.workflow.getHandle(params.id).executeUpdate(kind === 'approve' ? 'approveStep' : 'rejectStep', { args: [decision] });

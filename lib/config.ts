@@ -49,6 +49,17 @@ export const configSchema = z.object({
   /** The group a gateway instance belongs to for config rollouts (a canary group gets a new version first). */
   FLOWGATE_GATEWAY_GROUP: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).default('stable'),
   /** How often every process says it is alive on `health.heartbeats` (seed 000: 30 s). */
+  /** The key of the database topology (NATS KV, lib/db-topology.ts) the pools follow, when there is one. */
+  FLOWGATE_DATABASE_CLUSTER: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).default('main'),
+  /** The worker's database watchdog: off; `approval` starts a failover run that waits for an operator; `automatic` one that does not. */
+  FLOWGATE_DB_FAILOVER: z.enum(['off', 'approval', 'automatic']).default('approval'),
+  /** How often the watchdog probes the primary, and how many failed probes in a row mean it is down. */
+  FLOWGATE_DB_PROBE_MS: z.coerce.number().int().min(100).default(1000),
+  FLOWGATE_DB_PROBE_FAILURES: z.coerce.number().int().min(1).default(3),
+  /** PostgreSQL's client and server programs (pg_dump, pg_restore, initdb, postgres) for the backup drill. */
+  FLOWGATE_PG_BIN: z.string().min(1).optional(),
+  /** Where the backup drill writes its dumps. */
+  FLOWGATE_BACKUP_DIR: z.string().min(1).optional(),
   FLOWGATE_HEARTBEAT_MS: z.coerce.number().int().min(100).default(30_000),
   FLOWGATE_KAFKA_BROKERS: z
     .string()

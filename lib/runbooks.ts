@@ -13,6 +13,8 @@ export type RunbookDef = {
   params: z.ZodType<Record<string, unknown>>;
   steps: string[];
   approverRoles: string[];
+  /** What an approver may send with a decision on this runbook's gates (refused with 400 otherwise). */
+  approvalPayload: z.ZodType<Record<string, unknown>>;
   /** One run at a time per key (e.g. per secret; URL-safe characters): a second start is refused while one runs. */
   exclusiveKey?: (params: Record<string, unknown>) => string;
 };
@@ -33,6 +35,7 @@ const definitions: RunbookDef[] = [
     }).strict(),
     steps: ['inspect', 'approve', 'create-pending', 'set-on-target', 'test', 'finish', 'notify', 'revoke-previous'],
     approverRoles: APPROVERS,
+    approvalPayload: z.object({ change_ticket: z.string().min(1).max(100).optional() }).strict(),
     exclusiveKey: (p) => `secret-${String(p.secret).replace(/[^A-Za-z0-9-]/g, '_')}`,
   },
   {
@@ -52,7 +55,28 @@ const definitions: RunbookDef[] = [
     }).strict(),
     steps: ['validate', 'diff', 'canary', 'bake', 'approve', 'promote'],
     approverRoles: APPROVERS,
+    approvalPayload: z.object({ change_ticket: z.string().min(1).max(100).optional() }).strict(),
     exclusiveKey: (p) => `workspace-${String(p.workspace).replace(/[^A-Za-z0-9-]/g, '_')}`,
+  },
+  {
+    name: 'database-failover',
+    workflow: 'databaseFailover',
+    description: "Fails the platform's PostgreSQL over to its streaming standby: confirm the primary is down, approval unless automatic, fence the old primary, promote the standby, repoint every process, verify a write, report RTO and RPO.",
+    params: z.object({
+      cluster: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).default('main'),
+      automatic: z.boolean().default(false),
+      probes: z.number().int().min(1).max(30).default(3),
+      probe_interval_ms: z.number().int().min(100).max(10_000).default(1000),
+      approval_timeout_seconds: z.number().int().min(1).max(30 * 86_400).default(86_400),
+      down_since: z.string().datetime().optional(),
+      last_primary_lsn: z.string().regex(/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/).optional(),
+      expected_epoch: z.number().int().min(1).optional(),
+    }).strict(),
+    steps: ['detect', 'approve', 'fence', 'promote', 'repoint', 'verify', 'report'],
+    approverRoles: APPROVERS,
+    // The approver types the address of the primary being given up on (checked by the run).
+    approvalPayload: z.object({ confirm_primary: z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'host:port of the primary to fence') }).strict(),
+    exclusiveKey: (p) => `cluster-${String(p.cluster)}`,
   },
 ];
 

@@ -11,6 +11,8 @@ export type SecretDef = { path: string; kind: SecretKind; rotateEveryDays: numbe
 
 export const DB_APP_SECRET = 'db/local/flowgate_app';
 export const DB_ROTATOR_SECRET = 'db/local/flowgate_rotator';
+/** The login of the DR runbooks (failover, backup drill) and of the worker's database watchdog. */
+export const DB_DR_SECRET = 'db/local/flowgate_dr';
 /** The two login roles the application's credential alternates between (members of flowgate_app). */
 export const DB_APP_USERS = ['flowgate_app_a', 'flowgate_app_b'] as const;
 

@@ -8,11 +8,11 @@ import { asPlatform, createPool } from '../lib/postgres';
 import { provisionPlatform } from '../lib/provision';
 import { ensureWorkspace, issueAdminToken, issueApiKey } from '../lib/tenants';
 import { randomBytes } from 'node:crypto';
-import { DB_APP_SECRET, DB_APP_USERS, DB_ROTATOR_SECRET, writeLabels } from '../lib/secrets';
+import { DB_APP_SECRET, DB_APP_USERS, DB_DR_SECRET, DB_ROTATOR_SECRET, writeLabels } from '../lib/secrets';
 import { readCurrentSecretData } from '../lib/third-party/credentials';
 import { createVault, type VaultClient } from '../lib/vault';
 import { ensureSandboxCredential } from '../sandboxes/payment-provider/bootstrap';
-import { LOCAL_CREDENTIALS, pgSuperuserUrl, processEnv, type StackLayout } from './servers';
+import { LOCAL_CREDENTIALS, pgPort, pgSuperuserUrl, processEnv, type StackLayout } from './servers';
 
 type Layout = StackLayout & { executionIdSecret: string };
 
@@ -30,6 +30,9 @@ export async function provision(l: Layout, say: (msg: string) => void = () => un
     }
     const db = await su.query("SELECT 1 FROM pg_database WHERE datname = 'flowgate'");
     if (!db.rowCount) await su.query('CREATE DATABASE flowgate OWNER flowgate');
+    // A commit returns once the synchronous standby has it (stack/database.ts): a failover loses
+    // no acknowledged write. remote_write: in the standby's memory, not yet on its disk.
+    await su.query("ALTER DATABASE flowgate SET synchronous_commit = 'remote_write'");
   } finally {
     await su.end();
   }
@@ -60,10 +63,19 @@ async function ensureDbCredentials(l: Layout, vault: VaultClient): Promise<'kept
       await su.query('CREATE ROLE flowgate_rotator LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS');
       await su.query('GRANT pg_signal_backend TO flowgate_rotator');
     }
+    // The DR login: reads everything for a backup (BYPASSRLS: pg_dump refuses row-level security),
+    // sees replication, promotes a standby, fences a primary (read-only, sessions ended) and turns
+    // synchronous replication off when the standby is gone. Not a superuser.
+    if (!(await su.query("SELECT 1 FROM pg_roles WHERE rolname = 'flowgate_dr'")).rowCount) {
+      await su.query('CREATE ROLE flowgate_dr LOGIN NOSUPERUSER BYPASSRLS IN ROLE pg_read_all_data, pg_monitor, pg_signal_backend');
+      await su.query('GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO flowgate_dr');
+      await su.query('GRANT EXECUTE ON FUNCTION pg_reload_conf() TO flowgate_dr');
+      await su.query('GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names, default_transaction_read_only TO flowgate_dr');
+    }
     const works = async (path: string) => {
       const current = await readCurrentSecretData<{ username: string; password: string }>(vault, path).catch(() => undefined);
       if (!current) return false;
-      const c = new pg.Client({ host: '127.0.0.1', port: l.ports.postgres, database: 'flowgate', user: current.data.username, password: current.data.password });
+      const c = new pg.Client({ host: '127.0.0.1', port: pgPort(l, l.dbPrimary ?? 'postgres'), database: 'flowgate', user: current.data.username, password: current.data.password });
       try {
         await c.connect();
         return true;
@@ -73,7 +85,7 @@ async function ensureDbCredentials(l: Layout, vault: VaultClient): Promise<'kept
         await c.end().catch(() => undefined);
       }
     };
-    if ((await works(DB_APP_SECRET)) && (await works(DB_ROTATOR_SECRET))) return 'kept';
+    if ((await works(DB_APP_SECRET)) && (await works(DB_ROTATOR_SECRET)) && (await works(DB_DR_SECRET))) return 'kept';
     const set = async (path: string, user: string) => {
       const password = randomBytes(24).toString('base64url');
       await su.query(`ALTER ROLE ${user} LOGIN PASSWORD ${su.escapeLiteral(password)}`);
@@ -83,6 +95,7 @@ async function ensureDbCredentials(l: Layout, vault: VaultClient): Promise<'kept
     await set(DB_APP_SECRET, DB_APP_USERS[0]);
     await su.query(`ALTER ROLE ${DB_APP_USERS[1]} NOLOGIN PASSWORD NULL`);
     await set(DB_ROTATOR_SECRET, 'flowgate_rotator');
+    await set(DB_DR_SECRET, 'flowgate_dr');
     return 'created';
   } finally {
     await su.end();

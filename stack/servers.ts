@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
+import { STANDBY_APPLICATION_NAME } from '../lib/db-topology';
 import { DB_APP_SECRET } from '../lib/secrets';
 import { PAYMENTS_SERVICE } from '../lib/third-party/services';
 import { SA } from '../lib/workflow-search-attributes';
@@ -14,14 +15,14 @@ import { binaries, REPO_ROOT } from './paths';
 /** Every port the stack binds, all on 127.0.0.1. */
 export type StackPorts = {
   temporal: number; temporalUi: number; temporalHttp: number; temporalMetrics: number;
-  nats: number; natsMonitor: number; postgres: number; kafka: number; kafkaController: number;
+  nats: number; natsMonitor: number; postgres: number; postgresReplica: number; kafka: number; kafkaController: number;
   openbao: number; redis: number; paymentSandbox: number;
   gateway: number; admin: number; gatewayStatus: number; adminStatus: number; triggersStatus: number; workerStatus: number;
 };
 
 export const DEFAULT_PORTS: StackPorts = {
   temporal: 7233, temporalUi: 8233, temporalHttp: 7243, temporalMetrics: 7244,
-  nats: 4222, natsMonitor: 8222, postgres: 5432, kafka: 9092, kafkaController: 9093,
+  nats: 4222, natsMonitor: 8222, postgres: 5432, postgresReplica: 5433, kafka: 9092, kafkaController: 9093,
   openbao: 8200, redis: 6379, paymentSandbox: 8300,
   gateway: 8000, admin: 8001, gatewayStatus: 9400, adminStatus: 9401, triggersStatus: 9402, workerStatus: 9403,
 };
@@ -39,7 +40,14 @@ export type StackLayout = {
   ports: StackPorts;
   /** 'dev' keeps data between runs and serves the Temporal UI; 'test' trades durability for speed. */
   profile: 'dev' | 'test';
+  /** Which of the two PostgreSQL servers is the primary (it changes with a failover; stack/database.ts). */
+  dbPrimary?: PgServer;
 };
+
+export type PgServer = 'postgres' | 'postgres-replica';
+export const PG_SERVERS: readonly PgServer[] = ['postgres', 'postgres-replica'];
+export const pgPort = (l: StackLayout, name: PgServer) => (name === 'postgres' ? l.ports.postgres : l.ports.postgresReplica);
+
 
 export type SpawnSpec = { command: string; args: string[]; env?: NodeJS.ProcessEnv; runAsPostgres?: boolean; cwd?: string };
 
@@ -51,6 +59,8 @@ export type ServerSpec = {
   ready: (l: StackLayout) => Promise<boolean>;
   readyTimeoutMs: number;
   stopSignal?: NodeJS.Signals;
+  /** Servers this one starts after (their start must have succeeded). */
+  after?: string[];
 };
 
 export const dataDir = (l: StackLayout, name: string) => path.join(l.dir, 'data', name);
@@ -87,8 +97,66 @@ export function postgresUid(): { uid: number; gid: number } | undefined {
   return { uid, gid };
 }
 
-export const pgSuperuserUrl = (l: StackLayout, db = 'postgres') =>
-  `postgres://postgres:${LOCAL_CREDENTIALS.pgSuperuserPassword}@${localhost}:${l.ports.postgres}/${db}`;
+export const pgSuperuserUrl = (l: StackLayout, db = 'postgres', server: PgServer = l.dbPrimary ?? 'postgres') =>
+  `postgres://postgres:${LOCAL_CREDENTIALS.pgSuperuserPassword}@${localhost}:${pgPort(l, server)}/${db}`;
+
+async function pgReady(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function pgSpawn(l: StackLayout, name: PgServer): SpawnSpec {
+  const args = ['-D', dataDir(l, name), '-p', String(pgPort(l, name)), '-c', `listen_addresses=${localhost}`,
+    '-c', "unix_socket_directories=", '-c', 'max_connections=300', '-c', 'wal_level=replica', '-c', 'hot_standby=on',
+    '-c', 'max_wal_senders=5', '-c', 'max_replication_slots=5', '-c', 'wal_keep_size=256MB'];
+  if (l.profile === 'test') args.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
+  return { command: path.join(binaries().pgBin, 'postgres'), args, runAsPostgres: true };
+}
+
+/** An empty data directory owned by the user PostgreSQL runs as. */
+export async function freshPgDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true });
+  await chmod(dir, 0o700);
+  const owner = postgresUid();
+  if (owner) await chown(dir, owner.uid, owner.gid);
+}
+
+export const replicationSlot = (name: PgServer) => `flowgate_${name.replace(/-/g, '_')}`;
+
+/**
+ * Makes `name` a streaming standby of `from`: a base backup over the replication protocol, its
+ * own replication slot (the primary keeps the WAL it has not received) and the application name
+ * the primary waits for with synchronous replication.
+ */
+export async function cloneStandby(l: StackLayout, name: PgServer, from: PgServer): Promise<void> {
+  const dir = dataDir(l, name);
+  const slot = replicationSlot(name);
+  const su = new pg.Client({ connectionString: pgSuperuserUrl(l, 'postgres', from) });
+  await su.connect();
+  try {
+    await su.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active', [slot]);
+  } finally {
+    await su.end();
+  }
+  await freshPgDir(dir);
+  execFileSync(path.join(binaries().pgBin, 'pg_basebackup'), [
+    '-h', localhost, '-p', String(pgPort(l, from)), '-U', 'postgres', '-D', dir, '-X', 'stream', '-c', 'fast', '-C', '-S', slot,
+  ], { stdio: 'pipe', env: { ...process.env, PGPASSWORD: LOCAL_CREDENTIALS.pgSuperuserPassword }, ...(postgresUid() ?? {}) });
+  const conninfo = `host=${localhost} port=${pgPort(l, from)} user=postgres password=${LOCAL_CREDENTIALS.pgSuperuserPassword} application_name=${STANDBY_APPLICATION_NAME}`;
+  await appendFile(path.join(dir, 'postgresql.auto.conf'), `primary_conninfo = '${conninfo}'\nprimary_slot_name = '${slot}'\n`);
+  await writeFile(path.join(dir, 'standby.signal'), '');
+  const owner = postgresUid();
+  if (owner) for (const f of ['postgresql.auto.conf', 'standby.signal']) await chown(path.join(dir, f), owner.uid, owner.gid);
+}
 
 const postgres: ServerSpec = {
   name: 'postgres',
@@ -98,34 +166,30 @@ const postgres: ServerSpec = {
   async prepare(l) {
     const dir = dataDir(l, 'postgres');
     if (existsSync(path.join(dir, 'PG_VERSION'))) return;
-    await mkdir(dir, { recursive: true });
-    await chmod(dir, 0o700);
+    await freshPgDir(dir);
     const pwfile = path.join(l.dir, 'run', 'pg-superuser.pw');
     await writeFile(pwfile, LOCAL_CREDENTIALS.pgSuperuserPassword, { mode: 0o644 });
-    const owner = postgresUid();
-    if (owner) await chown(dir, owner.uid, owner.gid);
     execFileSync(path.join(binaries().pgBin, 'initdb'), [
       '-D', dir, '-U', 'postgres', '--auth-local=trust', '--auth-host=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C',
-    ], { stdio: 'pipe', ...(owner ?? {}) });
+    ], { stdio: 'pipe', ...(postgresUid() ?? {}) });
   },
-  spawn(l) {
-    const args = ['-D', dataDir(l, 'postgres'), '-p', String(l.ports.postgres), '-c', `listen_addresses=${localhost}`,
-      '-c', "unix_socket_directories=", '-c', 'max_connections=300', '-c', 'wal_level=replica'];
-    if (l.profile === 'test') args.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
-    return { command: path.join(binaries().pgBin, 'postgres'), args, runAsPostgres: true };
+  spawn: (l) => pgSpawn(l, 'postgres'),
+  ready: (l) => pgReady(pgSuperuserUrl(l, 'postgres', 'postgres')),
+};
+
+/** The streaming replica the database failover runbook promotes (stack/database.ts keeps the roles straight). */
+const postgresReplica: ServerSpec = {
+  name: 'postgres-replica',
+  kind: 'infra',
+  readyTimeoutMs: 60_000,
+  stopSignal: 'SIGINT',
+  after: ['postgres'],
+  async prepare(l) {
+    if (existsSync(path.join(dataDir(l, 'postgres-replica'), 'PG_VERSION'))) return;
+    await cloneStandby(l, 'postgres-replica', 'postgres');
   },
-  async ready(l) {
-    const client = new pg.Client({ connectionString: pgSuperuserUrl(l), connectionTimeoutMillis: 1500 });
-    try {
-      await client.connect();
-      await client.query('SELECT 1');
-      return true;
-    } catch {
-      return false;
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  },
+  spawn: (l) => pgSpawn(l, 'postgres-replica'),
+  ready: (l) => pgReady(pgSuperuserUrl(l, 'postgres', 'postgres-replica')),
 };
 
 const nats: ServerSpec = {
@@ -288,7 +352,7 @@ function app(name: string, entry: string, statusPort: (p: StackPorts) => number)
   };
 }
 
-export const INFRA: ServerSpec[] = [postgres, nats, redis, openbao, kafka, temporal, paymentSandbox];
+export const INFRA: ServerSpec[] = [postgres, postgresReplica, nats, redis, openbao, kafka, temporal, paymentSandbox];
 export const APPS: ServerSpec[] = [
   app('worker', 'worker/main.ts', (p) => p.workerStatus),
   app('triggers', 'triggers/main.ts', (p) => p.triggersStatus),
@@ -299,13 +363,19 @@ export const APPS: ServerSpec[] = [
 /** The environment a Flowgate process needs to reach this stack (lib/config.ts variables). */
 export function processEnv(l: StackLayout & { executionIdSecret: string }): Record<string, string> {
   const p = l.ports;
+  const db = pgPort(l, l.dbPrimary ?? 'postgres');
   return {
     FLOWGATE_TEMPORAL_ADDRESS: `${localhost}:${p.temporal}`,
     FLOWGATE_NATS_URL: `nats://${localhost}:${p.nats}`,
-    FLOWGATE_DATABASE_URL: `postgres://flowgate_app:${LOCAL_CREDENTIALS.pgAppPassword}@${localhost}:${p.postgres}/flowgate`,
+    FLOWGATE_DATABASE_URL: `postgres://flowgate_app:${LOCAL_CREDENTIALS.pgAppPassword}@${localhost}:${db}/flowgate`,
     // The processes' own login comes from Vault and follows its rotations (stack/provision.ts).
     FLOWGATE_DATABASE_CREDENTIALS: DB_APP_SECRET,
-    FLOWGATE_DATABASE_OWNER_URL: `postgres://flowgate:${LOCAL_CREDENTIALS.pgOwnerPassword}@${localhost}:${p.postgres}/flowgate`,
+    FLOWGATE_DATABASE_OWNER_URL: `postgres://flowgate:${LOCAL_CREDENTIALS.pgOwnerPassword}@${localhost}:${db}/flowgate`,
+    // Where the replica, the scratch instances of the backup drill and the dumps come from.
+    FLOWGATE_PG_BIN: binaries().pgBin,
+    FLOWGATE_BACKUP_DIR: path.join(l.dir, 'backups'),
+    // A test stack fails over on its own; `make up` waits for an operator's approval (the default).
+    ...(l.profile === 'test' ? { FLOWGATE_DB_FAILOVER: 'automatic' } : {}),
     FLOWGATE_KAFKA_BROKERS: `${localhost}:${p.kafka}`,
     FLOWGATE_VAULT_ADDR: `http://${localhost}:${p.openbao}`,
     FLOWGATE_VAULT_TOKEN: LOCAL_CREDENTIALS.vaultRootToken,

@@ -4,6 +4,7 @@ import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { reconcileDatabase } from './database';
 import { provision } from './provision';
 import { APPS, DEFAULT_PORTS, INFRA, postgresUid, processEnv, type ServerSpec, type StackLayout, type StackPorts } from './servers';
 
@@ -16,7 +17,7 @@ export const logPath = (l: StackLayout, name: string) => path.join(l.dir, 'logs'
 const pidPath = (l: StackLayout, name: string) => path.join(l.dir, 'run', `${name}.pid`);
 const stateFile = (dir: string) => path.join(dir, 'stack.json');
 
-type StackState = { ports: StackPorts; profile: StackLayout['profile']; executionIdSecret: string };
+type StackState = { ports: StackPorts; profile: StackLayout['profile']; executionIdSecret: string; dbPrimary?: StackLayout['dbPrimary'] };
 
 /** Picks distinct free loopback ports for every server (the test stack runs beside `make up`). */
 export async function freePorts(): Promise<StackPorts> {
@@ -44,12 +45,18 @@ export async function openStack(dir: string, profile: StackLayout['profile'], po
     await writeFile(stateFile(dir), JSON.stringify(state, null, 2));
   }
   // Ports added since the directory was made take their defaults.
-  return { dir, ports: { ...DEFAULT_PORTS, ...state.ports }, profile: state.profile, executionIdSecret: state.executionIdSecret };
+  return { dir, ports: { ...DEFAULT_PORTS, ...state.ports }, profile: state.profile, executionIdSecret: state.executionIdSecret, dbPrimary: state.dbPrimary };
+}
+
+/** Records which PostgreSQL server is the primary (after a failover) in the stack's state file. */
+export async function saveDbPrimary(l: StackLayout): Promise<void> {
+  const state = JSON.parse(await readFile(stateFile(l.dir), 'utf8')) as StackState;
+  await writeFile(stateFile(l.dir), JSON.stringify({ ...state, dbPrimary: l.dbPrimary }, null, 2));
 }
 
 export function readStack(dir: string): StackLayout & { executionIdSecret: string } {
   const state = JSON.parse(readFileSync(stateFile(dir), 'utf8')) as StackState;
-  return { dir, ports: { ...DEFAULT_PORTS, ...state.ports }, profile: state.profile, executionIdSecret: state.executionIdSecret };
+  return { dir, ports: { ...DEFAULT_PORTS, ...state.ports }, profile: state.profile, executionIdSecret: state.executionIdSecret, dbPrimary: state.dbPrimary };
 }
 
 const statusPortOf: Record<string, keyof StackPorts> = {
@@ -158,11 +165,18 @@ export type UpOptions = { apps: boolean; onProgress?: (msg: string) => void };
 
 /** Starts servers in parallel; fails with every server's error (and log) if any did not come up. */
 async function startAll(l: StackLayout & { executionIdSecret: string }, specs: ServerSpec[], say: (msg: string) => void): Promise<void> {
-  const results = await Promise.allSettled(specs.map(async (spec) => {
-    const t0 = Date.now();
-    await startServer(l, spec);
-    say(`${spec.name} ready (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
-  }));
+  const started = new Map<string, Promise<void>>();
+  for (const spec of specs) {
+    started.set(spec.name, (async () => {
+      for (const dep of spec.after ?? []) {
+        await started.get(dep)?.catch(() => { throw new StackError(`${spec.name}: not started, ${dep} did not start`); });
+      }
+      const t0 = Date.now();
+      await startServer(l, spec);
+      say(`${spec.name} ready (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+    })());
+  }
+  const results = await Promise.allSettled(started.values());
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed.length) throw new StackError(failed.map((f) => String((f.reason as Error).message)).join('\n'));
 }
@@ -171,6 +185,7 @@ async function startAll(l: StackLayout & { executionIdSecret: string }, specs: S
 export async function up(l: StackLayout & { executionIdSecret: string }, opts: UpOptions): Promise<void> {
   const say = opts.onProgress ?? (() => undefined);
   await startAll(l, INFRA, say);
+  await reconcileDatabase(l, say);
   await provision(l, say);
   if (opts.apps) await startAll(l, APPS, say);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the suite. `unit`: pure logic and time-skipping workflow tests. `integration`: starts a
 # stack of its own (real servers and Flowgate's four processes, free ports, a temporary
-# directory), runs tests/integration against it and always stops it, pass or fail.
+# directory), runs tests/integration against it and always stops it, pass or fail. `dr`: the
+# disaster-recovery tests, which kill servers of the stack, on another fresh stack.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -20,7 +21,7 @@ stop_stack() {
   stack_dir=""
 }
 
-run_integration() {
+run_on_stack() {
   trap stop_stack EXIT
   # A server that fails at start-up gets one more try on fresh ports and a fresh directory; the
   # reason is printed last, after the logs, so it is what a CI log's tail shows.
@@ -35,20 +36,25 @@ run_integration() {
     stop_stack
     [ "$attempt" -eq 2 ] && return 1
   done
-  local files=("${@:-tests/integration/*.test.ts}")
   # One file at a time: some tests stop and restart servers of their own.
-  FLOWGATE_STACK_DIR="$stack_dir" "${node_test[@]}" --test-concurrency=1 ${files[@]}
+  FLOWGATE_STACK_DIR="$stack_dir" "${node_test[@]}" --test-concurrency=1 "$@"
   local rc=$?
   if [ $rc -ne 0 ]; then echo "--- last lines of the test stack's logs ---"; tail -n 15 "$stack_dir"/logs/*.log; fi
+  stop_stack
   return $rc
 }
+
+run_integration() { if [ $# -gt 0 ]; then run_on_stack "$@"; else run_on_stack tests/integration/*.test.ts; fi; }
+run_dr() { if [ $# -gt 0 ]; then run_on_stack "$@"; else run_on_stack tests/dr/*.test.ts; fi; }
 
 case "$what" in
   unit) run_unit ;;
   integration) shift; run_integration "$@" ;;
+  dr) shift; run_dr "$@" ;;
   all)
     run_unit; unit_rc=$?
     run_integration; int_rc=$?
-    [ $unit_rc -eq 0 ] && [ $int_rc -eq 0 ] ;;
-  *) echo "usage: tests/run.sh unit|integration [files…]|all" >&2; exit 2 ;;
+    run_dr; dr_rc=$?
+    [ $unit_rc -eq 0 ] && [ $int_rc -eq 0 ] && [ $dr_rc -eq 0 ] ;;
+  *) echo "usage: tests/run.sh unit|integration [files…]|dr [files…]|all" >&2; exit 2 ;;
 esac

@@ -11,7 +11,8 @@ import { BreakerRegistry } from '../lib/third-party/breakers';
 import { ThirdPartyClient } from '../lib/third-party/client';
 import { CredentialCache } from '../lib/third-party/credentials';
 import { createVault } from '../lib/vault';
-import { temporalHealthy } from '../lib/temporal';
+import { connectTemporal, temporalHealthy } from '../lib/temporal';
+import { startDbWatchdog } from '../lib/db-watchdog';
 import { runProcess } from '../lib/process-runtime';
 
 /** Bundles workflows/index.ts once; tests share one bundle across their workers. */
@@ -53,11 +54,13 @@ if (require.main === module) {
       taskQueue: config.FLOWGATE_TASK_QUEUE,
       workflowBundle: await bundleWorkflows(),
       activities: createActivities({
-        logger, pool, thirdParty, events, registry, vault, nats, databaseUrl: config.FLOWGATE_DATABASE_URL, services: config.FLOWGATE_THIRD_PARTIES,
+        logger, pool, thirdParty, events, registry, vault, nats, databaseUrl: config.FLOWGATE_DATABASE_URL, databaseCluster: config.FLOWGATE_DATABASE_CLUSTER, services: config.FLOWGATE_THIRD_PARTIES,
       }),
       // In-flight activities get this long to finish on SIGTERM (the SDK's default is 0).
       shutdownGraceTime: config.FLOWGATE_SHUTDOWN_GRACE_MS,
     });
+    const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
+    const stopWatchdog = startDbWatchdog({ config, nats, vault, temporal, logger, registry });
     const run = worker.run();
     run.catch((err: unknown) => {
       logger.fatal({ err }, 'worker stopped unexpectedly');
@@ -70,8 +73,9 @@ if (require.main === module) {
         { name: 'temporal', check: () => temporalHealthy(connection) },
       ],
       shutdown: [
+        ['db-watchdog', stopWatchdog],
         ['worker', async () => { worker.shutdown(); await run; }],
-        ['temporal', () => connection.close()],
+        ['temporal', async () => { await temporal.connection.close(); await connection.close(); }],
         ['kafka', () => events.close()],
         ['nats', async () => { breakers.shutdown(); await nats.drain(); }],
         ['postgres', () => pool.end()],

@@ -6,3 +6,4 @@ export { thirdPartyCall } from './third-party-call';
 export { noopActivities } from './noop';
 export { rotateSecret } from './rotate-secret';
 export { configRollout } from './config-rollout';
+export { databaseFailover } from './database-failover';

@@ -24,6 +24,8 @@ export type ApprovalGate = {
   /** Runs this long before the expiry, unless decided by then (a warning event). */
   warnBeforeMs?: number;
   onWarn?: () => Promise<unknown>;
+  /** Refuses a decision whose payload does not fit this gate (throw with the reason). */
+  checkPayload?: (payload: Record<string, unknown> | undefined) => void;
 };
 
 /**
@@ -34,7 +36,7 @@ export type ApprovalGate = {
 export class Runbook {
   readonly record: RunRecord;
   private paused = false;
-  private gate?: { step: string; roles: string[]; expiresAt: number; decision?: { kind: 'approve' | 'reject'; d: StepDecision } };
+  private gate?: { step: string; roles: string[]; expiresAt: number; checkPayload?: ApprovalGate['checkPayload']; decision?: { kind: 'approve' | 'reject'; d: StepDecision } };
 
   constructor(name: string, steps: string[], private readonly input: RunbookInput) {
     this.record = {
@@ -50,7 +52,7 @@ export class Runbook {
       await condition(() => this.stepOf(d.step).state !== 'awaiting_approval');
       return this.stepOf(d.step);
     };
-    setHandler(approveStepUpdate, decide('approve'), { validator: (d) => this.validate(d) });
+    setHandler(approveStepUpdate, decide('approve'), { validator: (d) => this.validateApproval(d) });
     setHandler(rejectStepUpdate, decide('reject'), { validator: (d) => this.validate(d) });
     this.save();
   }
@@ -59,13 +61,18 @@ export class Runbook {
     return this.input.dry_run;
   }
 
-  /** Refuses a decision before it is recorded: wrong step, expired, the requester, or a role not allowed. */
+  /** Refuses a decision before it is recorded: wrong step, expired, the requester, or a role not allowed (an approval also: a payload the gate refuses). */
   private validate(d: StepDecision): void {
     const gate = this.gate;
     if (!gate || gate.step !== d.step || gate.decision) throw new Error(`step ${d.step} is not awaiting approval`);
     if (Date.now() >= gate.expiresAt) throw new Error(`the approval of ${d.step} expired at ${new Date(gate.expiresAt).toISOString()}`);
     if (d.approver === this.input.requested_by) throw new Error('the requester of a run may not approve it');
     if (!gate.roles.includes(d.role)) throw new Error(`role ${d.role} may not approve ${d.step}; one of ${gate.roles.join(', ')} may`);
+  }
+
+  private validateApproval(d: StepDecision): void {
+    this.validate(d);
+    this.gate!.checkPayload?.(d.payload);
   }
 
   /** Runs one step once the run is not paused; its record shows running, then completed or failed. */
@@ -104,7 +111,7 @@ export class Runbook {
     }
     await condition(() => !this.paused);
     const expiresAt = Date.now() + gate.timeoutMs;
-    this.gate = { step: name, roles: gate.roles, expiresAt };
+    this.gate = { step: name, roles: gate.roles, expiresAt, checkPayload: gate.checkPayload };
     this.update(name, { state: 'awaiting_approval', started_at: new Date().toISOString(), attempt: 1, approval: { roles: gate.roles, expires_at: new Date(expiresAt).toISOString() } });
     this.setState('AWAITING_APPROVAL');
     const warning = new CancellationScope();
