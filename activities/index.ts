@@ -6,8 +6,10 @@ import type { Logger } from '../lib/logger';
 import type { ThirdPartyClient } from '../lib/third-party/client';
 import type { ThirdPartyService } from '../lib/third-party/services';
 import type { VaultClient } from '../lib/vault';
+import { backupActivities } from './backup-drill';
 import { failoverActivities } from './database-failover';
 import { composeGreeting } from './greeting';
+import { instanceLossActivities } from './instance-loss';
 import { paymentActivities } from './payments';
 import { rolloutActivities } from './rollout';
 import { runbookActivities } from './runbooks';
@@ -28,6 +30,8 @@ export type ActivityDeps = {
   /** PostgreSQL's address for runbooks that act on it (the login comes from Vault). */
   databaseUrl: string;
   databaseCluster?: string;
+  pgBin?: string;
+  backupDir?: string;
   services: ThirdPartyService[];
 };
 
@@ -43,5 +47,7 @@ export function createActivities(deps: ActivityDeps) {
     ...runbookActivities(deps),
     ...rolloutActivities(deps),
     ...failoverActivities(deps),
+    ...backupActivities(deps),
+    ...instanceLossActivities(deps),
   };
 }

@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { connectNats, ensureStreams, natsHealthy } from '../lib/nats';
 import { createAppPool } from '../lib/db-credentials';
 import { startHeartbeats } from '../lib/heartbeats';
@@ -13,7 +14,10 @@ void runProcess('gateway', async ({ config, logger, registry }) => {
   const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
   const { app, configStore } = await buildGateway({ config, logger, registry, pool, nc, temporal });
   await app.listen({ port: config.FLOWGATE_GATEWAY_PORT, host: config.FLOWGATE_HOST });
-  const stopBeats = startHeartbeats(nc, config, () => ({ group: config.FLOWGATE_GATEWAY_GROUP, config: configStore.served() }));
+  const publicUrl = `http://${config.FLOWGATE_HOST === '0.0.0.0' ? hostname() : config.FLOWGATE_HOST}:${config.FLOWGATE_GATEWAY_PORT}`;
+  // The instance-loss runbook may stop this instance: the same graceful shutdown as SIGTERM.
+  const stopBeats = startHeartbeats(nc, config, () => ({ group: config.FLOWGATE_GATEWAY_GROUP, public_url: publicUrl, config: configStore.served() }),
+    () => { logger.warn('stop requested on gateway.control'); process.kill(process.pid, 'SIGTERM'); });
   return {
     // Not PostgreSQL: the gateway serves its last good config while PostgreSQL is down.
     checks: [

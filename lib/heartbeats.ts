@@ -9,18 +9,23 @@ export type Heartbeat = {
   instance: string;
   group?: string;
   status_url: string;
+  /** Gateways: where clients reach this instance. */
+  public_url?: string;
   at: string;
   /** Gateways: the config version served per workspace. */
   config?: Record<string, number>;
 };
 
 export const GATEWAY_INSTANCES_SUBJECT = 'gateway.instances';
+/** `{instance, action: 'stop'}`: the named gateway answers, then shuts down gracefully (the instance-loss runbook). */
+export const GATEWAY_CONTROL_SUBJECT = 'gateway.control';
+export type GatewayControl = { instance: string; action: 'stop' };
 
 /**
  * Publishes a heartbeat every FLOWGATE_HEARTBEAT_MS and answers `gateway.instances` requests at
  * once (a rollout finds the gateways and the versions they serve without waiting for a beat).
  */
-export function startHeartbeats(nc: NatsConnection, config: Config, extra: () => Partial<Heartbeat> = () => ({})): () => void {
+export function startHeartbeats(nc: NatsConnection, config: Config, extra: () => Partial<Heartbeat> = () => ({}), onStop?: () => void): () => void {
   const instance = `${config.process}@${hostname()}:${process.pid}`;
   const beat = (): Heartbeat => ({
     process: config.process, instance, status_url: `http://${config.FLOWGATE_HOST === '0.0.0.0' ? hostname() : config.FLOWGATE_HOST}:${config.statusPort}`,
@@ -31,9 +36,18 @@ export function startHeartbeats(nc: NatsConnection, config: Config, extra: () =>
   const timer = setInterval(publish, config.FLOWGATE_HEARTBEAT_MS);
   timer.unref();
   const sub = config.process === 'gateway' ? nc.subscribe(GATEWAY_INSTANCES_SUBJECT, { callback: (_e, m) => m.respond(JSON.stringify(beat())) }) : undefined;
+  const control = onStop ? nc.subscribe(GATEWAY_CONTROL_SUBJECT, {
+    callback: (_e, m) => {
+      const c = m.json<GatewayControl>();
+      if (c.instance !== instance || c.action !== 'stop') return;
+      m.respond(JSON.stringify({ instance, stopping: true }));
+      onStop();
+    },
+  }) : undefined;
   return () => {
     clearInterval(timer);
     sub?.unsubscribe();
+    control?.unsubscribe();
   };
 }
 

@@ -78,6 +78,31 @@ const definitions: RunbookDef[] = [
     approvalPayload: z.object({ confirm_primary: z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'host:port of the primary to fence') }).strict(),
     exclusiveKey: (p) => `cluster-${String(p.cluster)}`,
   },
+  {
+    name: 'backup-drill',
+    workflow: 'backupDrill',
+    description: "Backs the platform's database up (one snapshot, every table's row count and checksum), restores it into a scratch PostgreSQL instance, verifies the counts and checksums, reports the durations and removes the scratch instance.",
+    params: z.object({ keep_backup: z.boolean().default(false) }).strict(),
+    steps: ['backup', 'scratch', 'restore', 'verify', 'teardown'],
+    approverRoles: APPROVERS,
+    approvalPayload: z.object({}).strict(),
+    exclusiveKey: () => 'database',
+  },
+  {
+    name: 'gateway-instance-loss',
+    workflow: 'gatewayInstanceLoss',
+    description: 'Stops one gateway instance (named, or the first of a group) and verifies the others keep serving: every request to every survivor answered, before and after.',
+    params: z.object({
+      instance: z.string().min(1).max(300).optional(),
+      group: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).optional(),
+      requests: z.number().int().min(1).max(10_000).default(50),
+      gone_timeout_seconds: z.number().int().min(1).max(600).default(30),
+    }).strict(),
+    steps: ['inventory', 'probe-before', 'stop-instance', 'confirm-gone', 'probe-after', 'report'],
+    approverRoles: APPROVERS,
+    approvalPayload: z.object({}).strict(),
+    exclusiveKey: (p) => `group-${String(p.group ?? 'all')}`,
+  },
 ];
 
 const byName = new Map(definitions.map((d) => [d.name, d]));

@@ -1,12 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, chmod, chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chown, mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { STANDBY_APPLICATION_NAME } from '../lib/db-topology';
+import { freshPgDir, postgresUid } from '../lib/pg-server';
+
+export { postgresUid };
 import { DB_APP_SECRET } from '../lib/secrets';
 import { PAYMENTS_SERVICE } from '../lib/third-party/services';
 import { SA } from '../lib/workflow-search-attributes';
@@ -89,14 +92,6 @@ function tcpSend(port: number, payload: string, expect: string): Promise<boolean
   });
 }
 
-/** As root, PostgreSQL runs as the `postgres` user (it refuses to run as root). */
-export function postgresUid(): { uid: number; gid: number } | undefined {
-  if (process.getuid?.() !== 0) return undefined;
-  const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
-  const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
-  return { uid, gid };
-}
-
 export const pgSuperuserUrl = (l: StackLayout, db = 'postgres', server: PgServer = l.dbPrimary ?? 'postgres') =>
   `postgres://postgres:${LOCAL_CREDENTIALS.pgSuperuserPassword}@${localhost}:${pgPort(l, server)}/${db}`;
 
@@ -119,15 +114,6 @@ function pgSpawn(l: StackLayout, name: PgServer): SpawnSpec {
     '-c', 'max_wal_senders=5', '-c', 'max_replication_slots=5', '-c', 'wal_keep_size=256MB'];
   if (l.profile === 'test') args.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
   return { command: path.join(binaries().pgBin, 'postgres'), args, runAsPostgres: true };
-}
-
-/** An empty data directory owned by the user PostgreSQL runs as. */
-export async function freshPgDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(dir, { recursive: true });
-  await chmod(dir, 0o700);
-  const owner = postgresUid();
-  if (owner) await chown(dir, owner.uid, owner.gid);
 }
 
 export const replicationSlot = (name: PgServer) => `flowgate_${name.replace(/-/g, '_')}`;
@@ -374,8 +360,7 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
     // Where the replica, the scratch instances of the backup drill and the dumps come from.
     FLOWGATE_PG_BIN: binaries().pgBin,
     FLOWGATE_BACKUP_DIR: path.join(l.dir, 'backups'),
-    // A test stack fails over on its own; `make up` waits for an operator's approval (the default).
-    ...(l.profile === 'test' ? { FLOWGATE_DB_FAILOVER: 'automatic' } : {}),
+
     FLOWGATE_KAFKA_BROKERS: `${localhost}:${p.kafka}`,
     FLOWGATE_VAULT_ADDR: `http://${localhost}:${p.openbao}`,
     FLOWGATE_VAULT_TOKEN: LOCAL_CREDENTIALS.vaultRootToken,

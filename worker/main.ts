@@ -54,7 +54,8 @@ if (require.main === module) {
       taskQueue: config.FLOWGATE_TASK_QUEUE,
       workflowBundle: await bundleWorkflows(),
       activities: createActivities({
-        logger, pool, thirdParty, events, registry, vault, nats, databaseUrl: config.FLOWGATE_DATABASE_URL, databaseCluster: config.FLOWGATE_DATABASE_CLUSTER, services: config.FLOWGATE_THIRD_PARTIES,
+        logger, pool, thirdParty, events, registry, vault, nats, databaseUrl: config.FLOWGATE_DATABASE_URL, databaseCluster: config.FLOWGATE_DATABASE_CLUSTER,
+        pgBin: config.FLOWGATE_PG_BIN, backupDir: config.FLOWGATE_BACKUP_DIR, services: config.FLOWGATE_THIRD_PARTIES,
       }),
       // In-flight activities get this long to finish on SIGTERM (the SDK's default is 0).
       shutdownGraceTime: config.FLOWGATE_SHUTDOWN_GRACE_MS,
@@ -73,8 +74,9 @@ if (require.main === module) {
         { name: 'temporal', check: () => temporalHealthy(connection) },
       ],
       shutdown: [
+        // The SDK stops the worker on SIGTERM too: whichever comes first, wait for the run to end.
+        ['worker', async () => { if (worker.getState() === 'RUNNING') worker.shutdown(); await run; }],
         ['db-watchdog', stopWatchdog],
-        ['worker', async () => { worker.shutdown(); await run; }],
         ['temporal', async () => { await temporal.connection.close(); await connection.close(); }],
         ['kafka', () => events.close()],
         ['nats', async () => { breakers.shutdown(); await nats.drain(); }],

@@ -7,3 +7,5 @@ export { noopActivities } from './noop';
 export { rotateSecret } from './rotate-secret';
 export { configRollout } from './config-rollout';
 export { databaseFailover } from './database-failover';
+export { backupDrill } from './backup-drill';
+export { gatewayInstanceLoss } from './gateway-instance-loss';

@@ -136,7 +136,12 @@ describe('rotating the payment provider key', () => {
     assert.equal((await t.as(t.viewer)('POST', `/runs/${id}/steps/approve/approve`, {})).status, 403);
     const wrongStep = await t.as(t.bob)('POST', `/runs/${id}/steps/finish/approve`, {});
     assert.equal(wrongStep.status, 409);
-    const ok = await t.as(t.bob)('POST', `/runs/${id}/steps/approve/approve`, { comment: 'go' });
+    // The payload is checked against the runbook's approval schema before the run sees it.
+    const badPayload = await t.as(t.bob)('POST', `/runs/${id}/steps/approve/approve`, { payload: { change_ticket: 'CHG-1', force: true } });
+    assert.equal(badPayload.status, 400);
+    assert.equal(badPayload.body.error.code, 'validation_failed');
+    assert.equal(badPayload.body.error.details[0].field, 'body.payload');
+    const ok = await t.as(t.bob)('POST', `/runs/${id}/steps/approve/approve`, { comment: 'go', payload: { change_ticket: 'CHG-1' } });
     assert.equal(ok.status, 200, ok.text);
     assert.equal(ok.body.approval.approved_by, t.names.bob);
 
