@@ -47,8 +47,7 @@ export async function databaseFailover(input: RunbookInput<FailoverParams>): Pro
       rb.skip('approve', 'automatic failover');
     } else {
       await rb.approval('approve', {
-        roles: ['operator', 'admin'], timeoutMs: p.approval_timeout_seconds * 1000, warnBeforeMs: Math.min(3600_000, (p.approval_timeout_seconds * 1000) / 10),
-        onWarn: () => acts.publishRunbookEvent({ run_id: workflowInfo().workflowId, type: 'runbook.approval_expiring', data: { step: 'approve' } }),
+        roles: ['operator', 'admin'], timeoutMs: p.approval_timeout_seconds * 1000,
         // The approver confirms which primary is given up on.
         checkPayload: (payload) => {
           if (payload?.confirm_primary !== primaryAddress) throw new Error(`payload.confirm_primary must be ${primaryAddress}, the primary to fence`);

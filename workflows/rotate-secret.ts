@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, sleep, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, sleep } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
 import { Runbook } from './runbook';
@@ -39,8 +39,7 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
     }
     if (p.require_approval) {
       await rb.approval('approve', {
-        roles: ['operator', 'admin'], timeoutMs: p.approval_timeout_seconds * 1000, warnBeforeMs: Math.min(3600_000, (p.approval_timeout_seconds * 1000) / 10),
-        onWarn: () => acts.publishRunbookEvent({ run_id: workflowInfo().workflowId, type: 'runbook.approval_expiring', data: { step: 'approve' } }),
+        roles: ['operator', 'admin'], timeoutMs: p.approval_timeout_seconds * 1000,
       });
     } else {
       rb.skip('approve', 'no approval asked');

@@ -5,9 +5,11 @@ import {
   defineQuery,
   defineSignal,
   defineUpdate,
+  proxyActivities,
   setHandler,
   sleep,
   upsertMemo,
+  workflowInfo,
 } from '@temporalio/workflow';
 import { RUNBOOK_MEMO_KEY, type RunbookInput, type RunRecord, type RunState, type StepDecision, type StepRecord } from '../lib/workflow-runbooks';
 
@@ -18,11 +20,17 @@ export const rejectStepUpdate = defineUpdate<StepRecord, [StepDecision]>('reject
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 
+const events = proxyActivities<{ publishRunbookEvent(e: { run_id: string; type: string; data: Record<string, unknown> }): Promise<void> }>({
+  startToCloseTimeout: '30 seconds',
+  retry: { maximumAttempts: 5 },
+});
+
 export type ApprovalGate = {
   roles: string[];
   timeoutMs: number;
-  /** Runs this long before the expiry, unless decided by then (a warning event). */
+  /** `onWarn` runs this long before the expiry unless decided by then; default a tenth of the timeout, at most an hour. */
   warnBeforeMs?: number;
+  /** Default: a `runbook.approval_expiring` event on Kafka `workflow.events`. */
   onWarn?: () => Promise<unknown>;
   /** Refuses a decision whose payload does not fit this gate (throw with the reason). */
   checkPayload?: (payload: Record<string, unknown> | undefined) => void;
@@ -115,10 +123,14 @@ export class Runbook {
     this.update(name, { state: 'awaiting_approval', started_at: new Date().toISOString(), attempt: 1, approval: { roles: gate.roles, expires_at: new Date(expiresAt).toISOString() } });
     this.setState('AWAITING_APPROVAL');
     const warning = new CancellationScope();
-    if (gate.onWarn && gate.warnBeforeMs && gate.timeoutMs > gate.warnBeforeMs) {
+    const warnBeforeMs = gate.warnBeforeMs ?? Math.min(3600_000, gate.timeoutMs / 10);
+    const onWarn = gate.onWarn ?? (() => events.publishRunbookEvent({
+      run_id: workflowInfo().workflowId, type: 'runbook.approval_expiring', data: { step: name, expires_at: new Date(expiresAt).toISOString(), roles: gate.roles },
+    }));
+    if (warnBeforeMs > 0 && gate.timeoutMs > warnBeforeMs) {
       void warning.run(async () => {
-        await sleep(gate.timeoutMs - gate.warnBeforeMs!);
-        await gate.onWarn!();
+        await sleep(gate.timeoutMs - warnBeforeMs);
+        await onWarn();
       }).catch(() => undefined);
     }
     const decided = await condition(() => this.gate?.decision !== undefined, gate.timeoutMs);

@@ -1,0 +1,92 @@
+// The runbook approval gate in workflow time (time skipping): the warning event before the
+// expiry, the expiry as a rejection, a decision after it refused; the failover's payload check.
+// Activities are fakes here: this is the workflow's logic, the real ones run in tests/dr.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { WorkflowFailedError, WorkflowUpdateFailedError } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { RunbookInput, RunRecord, StepDecision } from '../../lib/workflow-runbooks';
+import { testWorker, timeSkippingEnv } from '../helpers/temporal-test-env';
+
+const node = (port: number) => ({ name: `pg-${port}`, host: '127.0.0.1', port });
+const PLAN = { cluster: 'main', epoch: 1, primary: node(5432), standby: node(5433) };
+
+type Event = { type: string; data: Record<string, unknown> };
+
+function fakeFailoverActivities(events: Event[]) {
+  const now = () => Date.now();
+  return {
+    detectPrimaryDown: async () => ({ ...PLAN, down_since: new Date(now()).toISOString(), failed_probes: 3 }),
+    fencePrimary: async () => ({ epoch: 2, old_primary: 'unreachable: fenced in the topology' }),
+    promoteStandby: async () => ({ received_lsn: '0/3000000', replayed_lsn: '0/3000000', lost_wal_bytes: 0, already_promoted: false, promote_ms: 5 }),
+    repointPlatform: async () => ({ epoch: 3, processes: 4, repointed: 4 }),
+    verifyWrites: async () => ({ verified_at: new Date(now()).toISOString(), primary: '127.0.0.1:5433' }),
+    publishRunbookEvent: async (e: { type: string; data: Record<string, unknown> }) => { events.push({ type: e.type, data: e.data }); },
+  };
+}
+
+const input = (params: Record<string, unknown>): RunbookInput => ({
+  params: { cluster: 'main', automatic: false, probes: 3, probe_interval_ms: 1000, approval_timeout_seconds: 3600, ...params }, requested_by: 'alice', dry_run: false,
+});
+const decision = (d: Partial<StepDecision>): StepDecision => ({ step: 'approve', approver: 'bob', role: 'operator', ...d });
+
+describe('runbook approval gates (time skipping)', () => {
+  let env: TestWorkflowEnvironment;
+  before(async () => { env = await timeSkippingEnv(); });
+  after(async () => { await env?.teardown(); });
+
+  test('warns a tenth of the timeout before it expires, expires as a rejection, and refuses a decision after', async () => {
+    const events: Event[] = [];
+    const worker = await testWorker(env, 'gates1', fakeFailoverActivities(events));
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start('databaseFailover', { taskQueue: 'gates1', workflowId: `rb-${randomUUID()}`, args: [input({})] });
+      await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && /expired/.test(String(err.cause?.message)));
+      const d = await handle.describe();
+      const record = d.memo?.flowgate_runbook as RunRecord;
+      const approve = record.steps.find((s) => s.name === 'approve')!;
+      assert.equal(approve.state, 'failed');
+      assert.equal(approve.output, 'approval expired');
+      assert.deepEqual(record.steps.filter((s) => s.state === 'completed').map((s) => s.name), ['detect'], 'nothing after the gate ran');
+      const warning = events.find((e) => e.type === 'runbook.approval_expiring');
+      assert.ok(warning, `events: ${JSON.stringify(events.map((e) => e.type))}`);
+      assert.equal(warning.data.step, 'approve');
+      // 3600 s gate, warned 360 s before: the event's expiry is an hour after the gate opened.
+      const opened = Date.parse(approve.started_at!);
+      assert.equal(Date.parse(String(warning.data.expires_at)) - opened, 3600_000);
+      await assert.rejects(handle.executeUpdate('approveStep', { args: [decision({})] }));
+    });
+  });
+
+  test('the failover approval needs the primary confirmed in its payload, from someone other than the requester', async () => {
+    const events: Event[] = [];
+    const worker = await testWorker(env, 'gates2', fakeFailoverActivities(events));
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start('databaseFailover', { taskQueue: 'gates2', workflowId: `rb-${randomUUID()}`, args: [input({})] });
+      const refused = async (d: StepDecision, why: RegExp) => {
+        await assert.rejects(handle.executeUpdate('approveStep', { args: [d] }), (err: unknown) => {
+          assert.ok(err instanceof WorkflowUpdateFailedError);
+          assert.match(String(err.cause?.message), why);
+          return true;
+        });
+      };
+      // Wait until the gate is open (the query answers with the record).
+      for (let i = 0; i < 100; i++) {
+        const r = await handle.query<RunRecord>('flowgate.runbook');
+        if (r.state === 'AWAITING_APPROVAL') break;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      await refused(decision({ payload: { confirm_primary: '127.0.0.1:5433' } }), /confirm_primary must be 127\.0\.0\.1:5432/);
+      await refused(decision({ approver: 'alice', payload: { confirm_primary: '127.0.0.1:5432' } }), /requester/);
+      await refused(decision({ role: 'viewer', payload: { confirm_primary: '127.0.0.1:5432' } }), /role viewer/);
+      const step = await handle.executeUpdate('approveStep', { args: [decision({ payload: { confirm_primary: '127.0.0.1:5432' } })] });
+      assert.equal((step as { approval?: { approved_by?: string } }).approval?.approved_by, 'bob');
+      const record = (await handle.result()) as RunRecord;
+      assert.equal(record.state, 'COMPLETED');
+      assert.deepEqual(record.steps.map((s) => s.state), ['completed', 'completed', 'completed', 'completed', 'completed', 'completed', 'completed']);
+      assert.equal(record.figures.processes_repointed, 4);
+      assert.equal(record.figures.rpo_lost_wal_bytes, 0);
+      assert.ok(events.some((e) => e.type === 'database.failed_over'));
+    });
+  });
+});
