@@ -41,6 +41,7 @@ export async function stackCommand(args: string[]): Promise<number> {
       const creds = await ensureDemoTenant(l);
       await writeFile(LOCAL_ENV, dotenv(creds), { mode: 0o600 });
       const p = l.ports;
+      const [primaryPort, standbyPort] = l.dbPrimary === 'postgres-replica' ? [p.postgresReplica, p.postgres] : [p.postgres, p.postgresReplica];
       console.log(`
 Flowgate is up (${((Date.now() - t0) / 1000).toFixed(1)}s). What runs where, all on 127.0.0.1:
   gateway        :${p.gateway}   (status :${p.gatewayStatus}/metrics /healthz /readyz)
@@ -49,7 +50,7 @@ Flowgate is up (${((Date.now() - t0) / 1000).toFixed(1)}s). What runs where, all
   worker         status :${p.workerStatus}
   temporal       :${p.temporal}   UI http://127.0.0.1:${p.temporalUi}   HTTP API :${p.temporalHttp}
   nats           :${p.nats}   (JetStream, monitor :${p.natsMonitor})
-  postgres       :${p.postgres}   kafka :${p.kafka}   openbao :${p.openbao}   redis :${p.redis}
+  postgres       :${primaryPort} primary, :${standbyPort} standby   kafka :${p.kafka}   openbao :${p.openbao}   redis :${p.redis}
 
 Demo credentials (also in .flowgate/local.env):
   tenant ${creds.FLOWGATE_TENANT}   api key ${creds.FLOWGATE_API_KEY}
