@@ -6,10 +6,12 @@ import type { Pool } from 'pg';
 import type { Config } from '../lib/config';
 import { installErrorHandler } from '../lib/errors';
 import { closeConnectionsOnShutdown } from '../lib/http-shutdown';
+import type { KafkaBatcher } from '../lib/kafka-batcher';
 import type { Logger } from '../lib/logger';
 import { subjects } from '../lib/nats';
 import { registerCollections } from './collections';
 import { registerConfig } from './config';
+import type { PlatformTokenMirror } from './auth';
 import { AdminApi } from './endpoint';
 import { registerPayments } from './payments';
 import { registerRunbooks } from './runbooks';
@@ -24,6 +26,10 @@ export type AdminDeps = {
   temporal?: Client;
   /** Tells every data plane that a workspace's config is now at `version` (config.invalidations). */
   announce: (workspace: string, version: number) => void;
+  /** Platform tokens that still authenticate while PostgreSQL is unreachable (runbooks during a failover). */
+  tokenMirror?: PlatformTokenMirror;
+  /** Where runbook audit records go when PostgreSQL cannot take them (Kafka api.audit-trail). */
+  auditFallback?: KafkaBatcher;
 };
 
 /** `config.invalidations` messages: the workspace and the version it moved to. */
@@ -47,7 +53,7 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
     reply.header('X-Request-ID', req.id);
   });
   app.get('/health', async () => ({ status: 'ok' }));
-  const api = new AdminApi(app, deps.pool);
+  const api = new AdminApi(app, deps.pool, deps.tokenMirror);
   registerPlatform(api, deps);
   registerCollections(api, deps);
   registerConfig(api, deps);

@@ -28,10 +28,64 @@ export function allows(grants: readonly string[], resource: Resource, action: Ac
   });
 }
 
-/** Control-plane credentials: a bearer token whose hash is in admin_tokens, with a role. */
-export async function authenticateAdmin(pool: Pool, req: FastifyRequest): Promise<AdminPrincipal> {
+type TokenRow = { id: string; name: string; role: string; workspace_id: string | null };
+
+/**
+ * The platform-wide tokens (operators and admins with built-in roles), re-read every 30 s: when
+ * PostgreSQL cannot be reached — a failover waiting for its approval — these still authenticate,
+ * so operators can drive runbooks. A revocation reaches the mirror within 30 s.
+ */
+export class PlatformTokenMirror {
+  private tokens = new Map<string, TokenRow>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly pool: Pool, private readonly everyMs = 30_000) {}
+
+  async refresh(): Promise<void> {
+    const rows = await asPlatform(this.pool, async (db) => (await db.query<TokenRow & { token_hash: Buffer }>(
+      'SELECT id, name, role, workspace_id, token_hash FROM admin_tokens WHERE workspace_id IS NULL AND revoked_at IS NULL')).rows);
+    this.tokens = new Map(rows.filter((r) => r.role in BUILT_IN_GRANTS).map((r) => [r.token_hash.toString('hex'), r]));
+  }
+
+  start(): void {
+    const tick = () => void this.refresh().catch(() => undefined).finally(() => { this.timer = setTimeout(tick, this.everyMs); this.timer.unref(); });
+    tick();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+
+  /** A platform token that just authenticated against PostgreSQL is mirrored at once. */
+  remember(hash: Buffer, row: TokenRow): void {
+    if (row.workspace_id === null && row.role in BUILT_IN_GRANTS) this.tokens.set(hash.toString('hex'), row);
+  }
+
+  find(hash: Buffer): TokenRow | undefined {
+    return this.tokens.get(hash.toString('hex'));
+  }
+}
+
+/**
+ * Control-plane credentials: a bearer token whose hash is in admin_tokens, with a role. If
+ * PostgreSQL does not answer, a platform-wide token is checked against the mirror instead.
+ */
+export async function authenticateAdmin(pool: Pool, req: FastifyRequest, mirror?: PlatformTokenMirror): Promise<AdminPrincipal> {
   const token = credentialOf(req);
   if (!token) throw new ApiError(401, 'unauthenticated', 'missing credential: send Authorization: Bearer <admin token>', undefined, { 'WWW-Authenticate': 'Bearer' });
+  try {
+    const who = await lookupToken(pool, token);
+    mirror?.remember(hashCredential(token), { id: who.tokenId, name: who.name, role: who.role, workspace_id: who.workspace });
+    return who;
+  } catch (err) {
+    const known = !(err instanceof ApiError) ? mirror?.find(hashCredential(token)) : undefined;
+    if (!known) throw err;
+    req.log.warn({ token: known.name }, 'PostgreSQL unreachable: platform token checked against the mirror');
+    return { tokenId: known.id, name: known.name, role: known.role, workspace: null, grants: BUILT_IN_GRANTS[known.role as keyof typeof BUILT_IN_GRANTS] };
+  }
+}
+
+async function lookupToken(pool: Pool, token: string): Promise<AdminPrincipal> {
   return asPlatform(pool, async (db) => {
     const res = await db.query<{ id: string; name: string; role: string; workspace_id: string | null }>(
       'SELECT id, name, role, workspace_id FROM admin_tokens WHERE token_hash = $1 AND revoked_at IS NULL',

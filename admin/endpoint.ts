@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 import { z } from 'zod';
 import type { Resource } from '../lib/control-plane/schemas';
 import { ApiError, validationError } from '../lib/errors';
-import { authenticateAdmin, authorize, workspaceOf, type Action, type AdminPrincipal } from './auth';
+import { authenticateAdmin, authorize, workspaceOf, type Action, type AdminPrincipal, type PlatformTokenMirror } from './auth';
 
 /**
  * Every Admin API endpoint is declared once, with the zod schemas that validate its query,
@@ -41,7 +41,7 @@ export const workspaceParam = { workspace: z.string().min(1).optional().describe
 export class AdminApi {
   readonly endpoints: Declared[] = [];
 
-  constructor(private readonly app: FastifyInstance, private readonly pool: Pool) {}
+  constructor(private readonly app: FastifyInstance, private readonly pool: Pool, private readonly mirror?: PlatformTokenMirror) {}
 
   add<Q = Record<string, never>, P = Record<string, never>, B = undefined>(spec: EndpointSpec<Q, P, B>): void {
     this.endpoints.push(spec as unknown as Declared);
@@ -49,7 +49,7 @@ export class AdminApi {
       method: spec.method,
       url: spec.url,
       handler: async (req, reply) => {
-        const who = await authenticateAdmin(this.pool, req);
+        const who = await authenticateAdmin(this.pool, req, this.mirror);
         authorize(who, spec.resource, spec.action);
         if (spec.platform && who.workspace !== null) {
           throw new ApiError(403, 'forbidden', 'this acts on the platform: use a platform-wide token', [{ field: 'authorization', message: 'a workspace token' }]);

@@ -6,14 +6,20 @@ import { runProcess } from '../lib/process-runtime';
 import { connectTemporal } from '../lib/temporal';
 import { buildAdmin, natsAnnouncer } from './app';
 import { AuditOutbox } from './audit-outbox';
+import { PlatformTokenMirror } from './auth';
+import { KafkaBatcher } from '../lib/kafka-batcher';
 
 void runProcess('admin', async ({ config, logger }) => {
   const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-admin');
   const pool = await createAppPool(config, 10, { nats: nc, logger });
   const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
-  const app = await buildAdmin({ config, logger, pool, nc, temporal, announce: natsAnnouncer(nc) });
+  const kafka = createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-admin');
+  const tokenMirror = new PlatformTokenMirror(pool);
+  tokenMirror.start();
+  const auditFallback = new KafkaBatcher(kafka, logger);
+  const app = await buildAdmin({ config, logger, pool, nc, temporal, announce: natsAnnouncer(nc), tokenMirror, auditFallback });
   // Kafka is not a readiness dependency: audit records wait in the outbox while it is down.
-  const outbox = new AuditOutbox(pool, createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-admin'), logger);
+  const outbox = new AuditOutbox(pool, kafka, logger);
   outbox.start();
   await app.listen({ port: config.FLOWGATE_ADMIN_PORT, host: config.FLOWGATE_HOST });
   return {
@@ -24,6 +30,7 @@ void runProcess('admin', async ({ config, logger }) => {
     shutdown: [
       ['http', () => app.close()],
       ['audit outbox', () => outbox.stop()],
+      ['kafka', async () => { tokenMirror.stop(); await auditFallback.close(); }],
       ['nats', () => nc.drain()],
       ['postgres', () => pool.end()],
       ['temporal', () => temporal.connection.close()],

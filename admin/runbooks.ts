@@ -1,6 +1,7 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowExecutionDescription, type WorkflowExecutionInfo } from '@temporalio/client';
 import { z } from 'zod';
 import { writeAudit } from '../lib/audit';
+import { TOPICS } from '../lib/kafka';
 import { ApiError } from '../lib/errors';
 import { asPlatform } from '../lib/postgres';
 import { findRunbook, PLATFORM_TENANT, runbookOfWorkflow, runbooks } from '../lib/runbooks';
@@ -61,8 +62,21 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
       throw err;
     }
   };
-  const audit = (who: AdminPrincipal, action: string, id: string, after: unknown, correlationId: string) =>
-    asPlatform(pool, (db) => writeAudit(db, { workspace: null, actor: `token:${who.name}`, action, entityType: 'runbook_run', entityId: id, after, correlationId }));
+  // While PostgreSQL is unreachable (a failover waiting for its approval) the record goes to Kafka
+  // api.audit-trail directly; the decision itself is in the run's Temporal history either way.
+  const audit = async (who: AdminPrincipal, action: string, id: string, after: unknown, correlationId: string) => {
+    const entry = { workspace: null, actor: `token:${who.name}`, action, entityType: 'runbook_run', entityId: id, after, correlationId };
+    try {
+      await asPlatform(pool, (db) => writeAudit(db, entry));
+    } catch (err) {
+      if (!deps.auditFallback) throw err;
+      await deps.auditFallback.sendWithin(5000, TOPICS.auditTrail, PLATFORM_TENANT, {
+        workspace_id: null, actor: entry.actor, action, entity_type: entry.entityType, entity_id: id, after, correlation_id: correlationId,
+        at: new Date().toISOString(), written_to: 'kafka (PostgreSQL unreachable)',
+      });
+      deps.logger.warn({ action, run: id }, 'PostgreSQL unreachable: runbook audit record sent to Kafka directly');
+    }
+  };
 
   api.add({
     method: 'GET', url: '/runbooks', summary: 'The runbooks, with their parameters (JSON Schema), steps and approver roles', tag: 'runbooks', resource: 'runbooks', action: 'write', scoped: false, platform: true,

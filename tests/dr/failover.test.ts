@@ -174,4 +174,50 @@ describe('database failover', () => {
     assert.match(run!.error!, /answers: nothing to fail over/);
     assert.equal((await readTopology(kv, 'main'))!.topology.epoch, topology.epoch);
   });
+
+  test('with approval: the primary dies, an operator starts the failover and another approves it, both while PostgreSQL is down', async () => {
+    const layout = readStack(stack.layout.dir);
+    assert.equal(layout.dbPrimary, 'postgres-replica');
+    const pool = createPool(pgSuperuserUrl(layout, 'flowgate', 'postgres-replica'), 1);
+    const suffix = Date.now().toString(36);
+    const alice = gatewayClient(stack.adminUrl, (await issueAdminToken(pool, null, `alice-${suffix}`, 'operator')).token).call;
+    const bob = gatewayClient(stack.adminUrl, (await issueAdminToken(pool, null, `bob-${suffix}`, 'operator')).token).call;
+    await pool.end();
+    // Used once while PostgreSQL answers: the admin process mirrors platform tokens it has seen.
+    assert.equal((await alice('GET', '/runbooks')).status, 200);
+    assert.equal((await bob('GET', '/runbooks')).status, 200);
+
+    const pid = Number(readFileSync(path.join(stack.layout.dir, 'run', 'postgres-replica.pid'), 'utf8'));
+    process.kill(-pid, 'SIGKILL');
+    const started = await alice('POST', '/runbooks/database-failover/runs', { params: { probes: 2, probe_interval_ms: 500 } });
+    assert.equal(started.status, 201, started.text);
+    assert.equal(started.body.id, RUN_ID);
+    let run: Run | undefined;
+    await eventually('the gate to open', async () => ((run = (await alice('GET', `/runs/${RUN_ID}`)).body as Run).state === 'AWAITING_APPROVAL'), 30_000, 200);
+    assert.equal(run!.requested_by, `alice-${suffix}`);
+
+    const missing = await bob('POST', `/runs/${RUN_ID}/steps/approve/approve`, {});
+    assert.equal(missing.status, 400, 'the payload schema wants confirm_primary');
+    assert.equal(missing.body.error.details[0].field, 'body.payload.confirm_primary');
+    const wrong = await bob('POST', `/runs/${RUN_ID}/steps/approve/approve`, { payload: { confirm_primary: `127.0.0.1:${stack.layout.ports.postgres}` } });
+    assert.equal(wrong.status, 409);
+    assert.match(wrong.body.error.message, /confirm_primary must be/);
+    const own = await alice('POST', `/runs/${RUN_ID}/steps/approve/approve`, { payload: { confirm_primary: `127.0.0.1:${stack.layout.ports.postgresReplica}` } });
+    assert.equal(own.status, 409);
+    const ok = await bob('POST', `/runs/${RUN_ID}/steps/approve/approve`, { payload: { confirm_primary: `127.0.0.1:${stack.layout.ports.postgresReplica}` }, comment: 'confirmed down' });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.body.approval.approved_by, `bob-${suffix}`);
+
+    await eventually('the run to end', async () => ((run = (await alice('GET', `/runs/${RUN_ID}`)).body as Run).status !== 'RUNNING'), 60_000, 250);
+    assert.equal(run!.status, 'COMPLETED', `${run!.error} ${JSON.stringify(run!.steps)}`);
+    assert.deepEqual(run!.steps.map((s) => s.state), ['completed', 'completed', 'completed', 'completed', 'completed', 'completed', 'completed']);
+    const nc = await connect({ servers: stack.env.FLOWGATE_NATS_URL });
+    cleanup.push(() => nc.close());
+    const topology = (await readTopology(await topologyBucket(nc), 'main'))!.topology;
+    assert.equal(topology.primary?.port, stack.layout.ports.postgres);
+    // Both failovers' verified writes are on the new primary (the first one's came with the rebuild).
+    const [row] = await rowsOn(pgSuperuserUrl(layout, 'flowgate', 'postgres'), 'SELECT count(*)::int AS n FROM dr_write_checks WHERE run_id = $1', [RUN_ID]);
+    assert.equal(row!.n, 2);
+  });
 });
+
