@@ -26,7 +26,7 @@ export class AuditOutbox {
       if (this.stopped) return;
       this.running = this.drain()
         .then(() => undefined)
-        .catch((err: unknown) => this.logger.warn({ err }, 'audit outbox: Kafka unavailable; records stay in the outbox'))
+        .catch((err: unknown) => this.logger.warn({ err }, 'audit outbox: a pass failed (Kafka or PostgreSQL unavailable); records stay in the outbox'))
         .finally(() => { if (!this.stopped) this.timer = setTimeout(tick, this.intervalMs); });
     };
     tick();
