@@ -41,8 +41,9 @@ export async function scratchLogin(s: ScratchInstance, database = 'postgres'): P
   return { host: '127.0.0.1', port: s.port, user: 'postgres', password, database, connectionTimeoutMillis: 3000 };
 }
 
-async function answers(s: ScratchInstance): Promise<boolean> {
-  const c = new pg.Client(await scratchLogin(s));
+/** True when a PostgreSQL server takes a connection and a query (a readiness check). */
+export async function pgAnswers(login: pg.ClientConfig | string): Promise<boolean> {
+  const c = new pg.Client(typeof login === 'string' ? { connectionString: login, connectionTimeoutMillis: 1500 } : login);
   c.on('error', () => undefined);
   try {
     await c.connect();
@@ -65,7 +66,7 @@ export async function startScratchPostgres(pgBin: string, root: string): Promise
   const portFile = path.join(root, 'port');
   if (existsSync(portFile)) {
     const running = { dir: root, port: Number(await readFile(portFile, 'utf8')) };
-    if (await answers(running)) return running;
+    if (await pgAnswers(await scratchLogin(running))) return running;
   }
   await rm(root, { recursive: true, force: true });
   await mkdir(root, { recursive: true, mode: 0o755 });
@@ -93,7 +94,7 @@ export async function startScratchPostgres(pgBin: string, root: string): Promise
   const s = { dir: root, port };
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
-    if (await answers(s)) return s;
+    if (await pgAnswers(await scratchLogin(s))) return s;
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`the scratch instance in ${root} did not start within 30 s (see postgres.log there)`);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { STANDBY_APPLICATION_NAME } from '../lib/db-topology';
-import { freshPgDir, postgresUid } from '../lib/pg-server';
+import { freshPgDir, pgAnswers, postgresUid } from '../lib/pg-server';
 
 export { postgresUid };
 import { DB_APP_SECRET } from '../lib/secrets';
@@ -95,19 +95,6 @@ function tcpSend(port: number, payload: string, expect: string): Promise<boolean
 export const pgSuperuserUrl = (l: StackLayout, db = 'postgres', server: PgServer = l.dbPrimary ?? 'postgres') =>
   `postgres://postgres:${LOCAL_CREDENTIALS.pgSuperuserPassword}@${localhost}:${pgPort(l, server)}/${db}`;
 
-async function pgReady(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1500 });
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
 function pgSpawn(l: StackLayout, name: PgServer): SpawnSpec {
   const args = ['-D', dataDir(l, name), '-p', String(pgPort(l, name)), '-c', `listen_addresses=${localhost}`,
     '-c', "unix_socket_directories=", '-c', 'max_connections=300', '-c', 'wal_level=replica', '-c', 'hot_standby=on',
@@ -160,7 +147,7 @@ const postgres: ServerSpec = {
     ], { stdio: 'pipe', ...(postgresUid() ?? {}) });
   },
   spawn: (l) => pgSpawn(l, 'postgres'),
-  ready: (l) => pgReady(pgSuperuserUrl(l, 'postgres', 'postgres')),
+  ready: (l) => pgAnswers(pgSuperuserUrl(l, 'postgres', 'postgres')),
 };
 
 /** The streaming replica the database failover runbook promotes (stack/database.ts keeps the roles straight). */
@@ -175,7 +162,7 @@ const postgresReplica: ServerSpec = {
     await cloneStandby(l, 'postgres-replica', 'postgres');
   },
   spawn: (l) => pgSpawn(l, 'postgres-replica'),
-  ready: (l) => pgReady(pgSuperuserUrl(l, 'postgres', 'postgres-replica')),
+  ready: (l) => pgAnswers(pgSuperuserUrl(l, 'postgres', 'postgres-replica')),
 };
 
 const nats: ServerSpec = {
