@@ -2,24 +2,14 @@ import { spawn } from 'node:child_process';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import type { NatsConnection } from 'nats';
 import pg from 'pg';
 import { primaryAddress } from '../lib/db-topology';
 import { removeScratchPostgres, scratchLogin, startScratchPostgres, type ScratchInstance } from '../lib/pg-server';
 import { DB_DR_SECRET } from '../lib/secrets';
 import { readCurrentSecretData } from '../lib/third-party/credentials';
-import type { VaultClient } from '../lib/vault';
+import type { ActivityDeps } from '.';
 
-export type BackupDeps = {
-  vault: VaultClient;
-  nats?: NatsConnection;
-  databaseUrl: string;
-  databaseCluster?: string;
-  /** PostgreSQL's programs (pg_dump, pg_restore, initdb, postgres). */
-  pgBin?: string;
-  /** Where dumps and scratch instances go. */
-  backupDir?: string;
-};
+export type BackupDeps = Pick<ActivityDeps, 'vault' | 'nats' | 'databaseUrl' | 'databaseCluster' | 'pgBin' | 'backupDir'>;
 
 export type TableDigest = { table: string; rows: number; checksum: string };
 const DATABASE = 'flowgate';

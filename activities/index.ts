@@ -30,7 +30,9 @@ export type ActivityDeps = {
   /** PostgreSQL's address for runbooks that act on it (the login comes from Vault). */
   databaseUrl: string;
   databaseCluster?: string;
+  /** PostgreSQL's programs (pg_dump, pg_restore, initdb, postgres), for the backup drill. */
   pgBin?: string;
+  /** Where the backup drill's dumps and scratch instances go. */
   backupDir?: string;
   services: ThirdPartyService[];
 };

@@ -51,8 +51,10 @@ export function startDbWatchdog(deps: { config: Config; nats: NatsConnection; va
     return c;
   };
 
+  // The bucket's handle is made once: each tick is then one key read.
+  let bucket: ReturnType<typeof topologyBucket> | undefined;
   const tick = async () => {
-    const kv = await topologyBucket(deps.nats);
+    const kv = await (bucket ??= topologyBucket(deps.nats).catch((err: unknown) => { bucket = undefined; throw err; }));
     const stored = await readTopology(kv, cluster);
     const primary = stored?.topology.primary;
     if (!stored || !primary) return; // no topology, or a failover is under way

@@ -25,6 +25,17 @@ const RUN_ID = 'rb-database-failover-cluster-main';
 const cleanup: (() => Promise<unknown>)[] = [];
 after(async () => { for (const c of cleanup) await c().catch(() => undefined); });
 
+/** One NATS connection for the file, and the topology as it is now. */
+let nats: ReturnType<typeof connect> | undefined;
+async function topologyNow() {
+  if (!nats) {
+    nats = connect({ servers: stack.env.FLOWGATE_NATS_URL });
+    cleanup.push(async () => (await nats!).close());
+  }
+  return (await readTopology(await topologyBucket(await nats), 'main'))!.topology;
+}
+const natsConnection = async () => { await topologyNow(); return nats!; };
+
 type Run = { id: string; status: string; state: string; requested_by: string; steps: { name: string; state: string; output?: string }[]; figures: Record<string, number>; error: string | null };
 
 async function rowsOn(url: string, sql: string, params: unknown[] = []) {
@@ -39,10 +50,8 @@ async function rowsOn(url: string, sql: string, params: unknown[] = []) {
 
 describe('database failover', () => {
   test('the primary dies under writes: failed over automatically, no acknowledged write lost, RTO reported, the platform writes again', async (ctx) => {
-    const nc = await connect({ servers: stack.env.FLOWGATE_NATS_URL });
-    cleanup.push(() => nc.close());
-    const kv = await topologyBucket(nc);
-    const before = (await readTopology(kv, 'main'))!.topology;
+    const before = await topologyNow();
+    const nc = await natsConnection();
     assert.equal(before.primary?.port, stack.layout.ports.postgres);
     assert.deepEqual(before.standbys.map((n) => n.port), [stack.layout.ports.postgresReplica]);
     // Every Flowgate process follows the topology.
@@ -108,7 +117,7 @@ describe('database failover', () => {
     // Synchronous replication: nothing the primary had flushed was missing on the standby.
     assert.equal(run!.figures.rpo_lost_wal_bytes, 0);
 
-    const topology = (await readTopology(kv, 'main'))!.topology;
+    const topology = await topologyNow();
     assert.equal(topology.primary?.port, stack.layout.ports.postgresReplica);
     assert.deepEqual(topology.fenced.map((n) => n.port), [stack.layout.ports.postgres]);
     assert.ok(topology.epoch >= before.epoch + 2);
@@ -146,10 +155,7 @@ describe('database failover', () => {
       "SELECT count(*)::int AS n FROM pg_stat_replication WHERE state = 'streaming' AND sync_state = 'sync'");
     assert.equal(streaming!.n, 1);
 
-    const nc = await connect({ servers: stack.env.FLOWGATE_NATS_URL });
-    cleanup.push(() => nc.close());
-    const kv = await topologyBucket(nc);
-    const topology = (await readTopology(kv, 'main'))!.topology;
+    const topology = await topologyNow();
     assert.equal(topology.primary?.port, stack.layout.ports.postgresReplica);
     assert.deepEqual(topology.standbys.map((n) => n.port), [stack.layout.ports.postgres]);
     assert.deepEqual(topology.fenced, []);
@@ -165,14 +171,14 @@ describe('database failover', () => {
     assert.equal(run!.status, 'COMPLETED');
     assert.match(run!.steps[0]!.output!, /answers; standby .* streaming/);
     assert.deepEqual(run!.steps.slice(2).map((s) => s.state), ['skipped', 'skipped', 'skipped', 'skipped', 'skipped']);
-    assert.equal((await readTopology(kv, 'main'))!.topology.epoch, topology.epoch, 'a dry run changes nothing');
+    assert.equal((await topologyNow()).epoch, topology.epoch, 'a dry run changes nothing');
 
     const manual = await asOperator('POST', '/runbooks/database-failover/runs', { params: { probes: 2, probe_interval_ms: 200 } });
     assert.equal(manual.status, 201);
     await eventually('the manual run to end', async () => ((run = (await asOperator('GET', `/runs/${manual.body.id}`)).body as Run).status !== 'RUNNING'), 30_000, 200);
     assert.equal(run!.status, 'FAILED');
     assert.match(run!.error!, /answers: nothing to fail over/);
-    assert.equal((await readTopology(kv, 'main'))!.topology.epoch, topology.epoch);
+    assert.equal((await topologyNow()).epoch, topology.epoch);
   });
 
   test('with approval: the primary dies, an operator starts the failover and another approves it, both while PostgreSQL is down', async () => {
@@ -211,9 +217,7 @@ describe('database failover', () => {
     await eventually('the run to end', async () => ((run = (await alice('GET', `/runs/${RUN_ID}`)).body as Run).status !== 'RUNNING'), 60_000, 250);
     assert.equal(run!.status, 'COMPLETED', `${run!.error} ${JSON.stringify(run!.steps)}`);
     assert.deepEqual(run!.steps.map((s) => s.state), ['completed', 'completed', 'completed', 'completed', 'completed', 'completed', 'completed']);
-    const nc = await connect({ servers: stack.env.FLOWGATE_NATS_URL });
-    cleanup.push(() => nc.close());
-    const topology = (await readTopology(await topologyBucket(nc), 'main'))!.topology;
+    const topology = await topologyNow();
     assert.equal(topology.primary?.port, stack.layout.ports.postgres);
     // Both failovers' verified writes are on the new primary (the first one's came with the rebuild).
     const [row] = await rowsOn(pgSuperuserUrl(layout, 'flowgate', 'postgres'), 'SELECT count(*)::int AS n FROM dr_write_checks WHERE run_id = $1', [RUN_ID]);
