@@ -38,6 +38,7 @@ export class ConfigStore {
   private timer?: NodeJS.Timeout;
   private sub?: Subscription;
   private pulling?: Promise<void>;
+  private again?: Promise<void>;
   loadedAt?: Date;
   lastError?: string;
   readonly source: 'postgres' | 'file';
@@ -106,10 +107,21 @@ export class ConfigStore {
     return Object.fromEntries([...this.workspaces].map(([ws, l]) => [ws, l.version]));
   }
 
-  /** Pulls the versions that changed; concurrent calls share one pull. */
+  /**
+   * Pulls the versions that changed. A call made while a pull is under way may have been
+   * caused by a version that pull already missed, so it waits for one more pull after it;
+   * any number of such calls share that one follow-up pull.
+   */
   pull(): Promise<void> {
-    this.pulling ??= this.doPull().finally(() => { this.pulling = undefined; });
-    return this.pulling;
+    if (!this.pulling) {
+      this.pulling = this.doPull().finally(() => { this.pulling = undefined; });
+      return this.pulling;
+    }
+    this.again ??= this.pulling.catch(() => undefined).then(() => {
+      this.again = undefined;
+      return this.pull();
+    });
+    return this.again;
   }
 
   private async doPull(): Promise<void> {
