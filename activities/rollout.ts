@@ -67,9 +67,13 @@ export function rolloutActivities(deps: { pool: Pool; nats?: NatsConnection; eve
       const services = new Map((snap.services as (ServiceDoc & Doc)[]).map((s) => [s.name, s]));
       const routes = snap.routes as (RouteDoc & Doc)[];
       for (const r of routes) {
-        const svc = services.get(r.service);
-        if (!svc) throw ApplicationFailure.nonRetryable(`route ${r.name} names an unknown upstream ${r.service}`, 'RolloutInvalid');
-        if (!svc.url && !(svc.targets ?? []).length) throw ApplicationFailure.nonRetryable(`service ${svc.name} has no url or target`, 'RolloutInvalid');
+        // A static route needs no upstream; an aggregate needs each of its backends' services.
+        const named = [...(r.service === undefined ? [] : [r.service]), ...(r.aggregate?.backends ?? []).map((b) => b.service)];
+        for (const name of named) {
+          const svc = services.get(name);
+          if (!svc) throw ApplicationFailure.nonRetryable(`route ${r.name} names an unknown upstream ${name}`, 'RolloutInvalid');
+          if (!svc.url && !(svc.targets ?? []).length) throw ApplicationFailure.nonRetryable(`service ${svc.name} has no url or target`, 'RolloutInvalid');
+        }
       }
       routes.forEach((r, i) => {
         const claim = (x: RouteDoc & Doc) => ({ owner: x.name, methods: x.methods ?? [], paths: x.paths, hosts: x.hosts ?? [] });

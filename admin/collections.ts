@@ -127,7 +127,9 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
           let doc = call.body as Doc;
           if (method === 'PATCH') {
             // The merged document is validated whole, so a patch can't leave an invalid entity behind.
-            const parsed = def.schema.safeParse({ ...existing.doc, ...(call.body as Doc) });
+            // A null removes the field (JSON merge patch, RFC 7396), e.g. a route's service when it turns static.
+            const merged = Object.entries({ ...existing.doc, ...(call.body as Doc) }).filter(([, v]) => v !== null);
+            const parsed = def.schema.safeParse(Object.fromEntries(merged));
             if (!parsed.success) throw validationError(parsed.error, 'body');
             doc = parsed.data;
           }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import zlib from 'node:zlib';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Client } from '@temporalio/client';
 import { headers as natsHeaderInit, type JetStreamClient, type KV, type MsgHdrs, type NatsConnection } from 'nats';
@@ -10,7 +11,15 @@ import { closeConnectionsOnShutdown } from '../lib/http-shutdown';
 import { ExecutionIds } from '../lib/execution-ids';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
-import { ApiKeyAuthenticator } from './auth';
+import compress from '@fastify/compress';
+import type { KafkaBatcher } from '../lib/kafka-batcher';
+import type { VaultClient } from '../lib/vault';
+import { Authenticator } from './auth';
+import { JwtVerifier } from './jwt';
+import { pipelineMetrics, registerPipeline } from './pipeline';
+import { RateLimiter } from './rate-limit';
+import { RequestAudit } from './request-audit';
+import { Upstreams } from './upstreams';
 import { registerOutboundRoutes } from './routes/outbound';
 import { registerWorkflowRoutes } from './routes/workflows';
 import { ConfigStore } from './config-store';
@@ -24,6 +33,10 @@ export type GatewayDeps = {
   pool?: Pool;
   nc: NatsConnection;
   temporal: Client;
+  /** The audit trail's producer; absent, requests are audited only in api_calls. */
+  kafka?: KafkaBatcher;
+  /** HS256 JWT secrets (secret/data/jwt/{workspace}/{kid}). */
+  vault?: VaultClient;
 };
 
 /** An Idempotency-Key is remembered for 24 hours (as Stripe does). */
@@ -35,14 +48,18 @@ function gatewayMetrics(registry: Registry) {
     triggers: new prom.Counter({ name: 'workflow_triggers_total', help: 'Workflow triggers by outcome', labelNames: ['tenant', 'workflow', 'outcome'], registers: [registry] }),
     publishLatency: new prom.Histogram({ name: 'workflow_trigger_publish_duration_seconds', help: 'Time from publish to JetStream ack', labelNames: ['outcome'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 3], registers: [registry] }),
     statusLatency: new prom.Histogram({ name: 'workflow_status_request_duration_seconds', help: 'Status API latency', labelNames: ['route'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [registry] }),
-    http: new prom.Histogram({ name: 'http_request_duration_seconds', help: 'Gateway request latency by route pattern', labelNames: ['method', 'path', 'status'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] }),
+    http: new prom.Histogram({ name: 'http_request_duration_seconds', help: 'Gateway request latency by route pattern', labelNames: ['method', 'path', 'status'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] }),
+    pipeline: pipelineMetrics(registry),
   };
 }
 
 export type GatewayContext = GatewayDeps & {
   configStore: ConfigStore;
   ids: ExecutionIds;
-  auth: ApiKeyAuthenticator;
+  auth: Authenticator;
+  rateLimiter: RateLimiter;
+  upstreams: Upstreams;
+  audit: RequestAudit;
   js: JetStreamClient;
   metrics: ReturnType<typeof gatewayMetrics>;
   idempotencyKv: () => Promise<KV>;
@@ -50,7 +67,7 @@ export type GatewayContext = GatewayDeps & {
 };
 
 /** The gateway as a Fastify instance; tests drive it with inject, main.ts listens. */
-export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyInstance; configStore: ConfigStore }> {
+export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyInstance; configStore: ConfigStore; upstreams: Upstreams }> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.config.FLOWGATE_BODY_LIMIT_BYTES,
@@ -67,13 +84,27 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     pool: deps.pool, nc: deps.nc, file: deps.config.FLOWGATE_DECLARATIVE_CONFIG, logger: deps.logger,
     refreshMs: deps.config.FLOWGATE_CONFIG_REFRESH_MS, registry: deps.registry, group: deps.config.FLOWGATE_GATEWAY_GROUP,
   });
+  const metrics = gatewayMetrics(deps.registry);
+  const jwt = new JwtVerifier(async (workspace, kid) => {
+    if (!deps.vault) return undefined;
+    try {
+      const res = await deps.vault.read(`secret/data/jwt/${workspace}/${kid}`) as { data?: { data?: { secret?: string } } };
+      return res.data?.data?.secret;
+    } catch {
+      return undefined;
+    }
+  });
+  const upstreams = new Upstreams({ logger: deps.logger, registry: deps.registry });
   const ctx: GatewayContext = {
     ...deps,
     configStore,
     ids: new ExecutionIds(deps.config.FLOWGATE_EXECUTION_ID_SECRET),
-    auth: new ApiKeyAuthenticator(configStore, deps.pool),
+    auth: new Authenticator({ store: configStore, pool: deps.pool, jwt, tenantHostSuffix: deps.config.FLOWGATE_TENANT_HOST_SUFFIX, latency: metrics.pipeline.authLatency }),
+    rateLimiter: new RateLimiter({ redisUrl: deps.config.FLOWGATE_REDIS_URL, logger: deps.logger, registry: deps.registry, keyPrefix: 'flowgate:rl:', commandTimeoutMs: deps.config.FLOWGATE_RATE_LIMIT_TIMEOUT_MS }),
+    upstreams,
+    audit: new RequestAudit({ kafka: deps.kafka, pool: deps.pool, logger: deps.logger, registry: deps.registry, successSample: deps.config.FLOWGATE_API_CALLS_SAMPLE }),
     js,
-    metrics: gatewayMetrics(deps.registry),
+    metrics,
     idempotencyKv: () => {
       kv ??= js.views.kv('flowgate_idempotency', { ttl: IDEMPOTENCY_TTL_MS, history: 1 });
       kv.catch(() => { kv = undefined; });
@@ -87,20 +118,25 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
   };
   installErrorHandler(app);
   closeConnectionsOnShutdown(app);
+  // Compressed when the client accepts it and the answer is worth it; upstream answers already encoded pass as they are.
+  await app.register(compress, { global: true, threshold: 1024, encodings: ['br', 'gzip'], brotliOptions: { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 4 } } });
   app.addHook('onSend', async (req, reply) => {
     reply.header('X-Request-ID', req.id);
   });
-  app.addHook('onResponse', async (req, reply) => {
-    ctx.metrics.http.observe({ method: req.method, path: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) }, reply.elapsedTime / 1000);
-    if (reply.statusCode >= 500) req.log.warn({ status: reply.statusCode, path: req.routeOptions.url }, 'request failed');
-  });
+  registerPipeline(app, ctx);
   app.get('/health', async () => ({ status: 'ok' }));
   registerWorkflowRoutes(app, ctx);
   registerOutboundRoutes(app, ctx);
   await configStore.start();
-  app.addHook('onClose', async () => configStore.stop());
+  configStore.onServices((services) => upstreams.sync(services));
+  app.addHook('onClose', async () => {
+    configStore.stop();
+    await ctx.audit.close();
+    await ctx.rateLimiter.close();
+    await upstreams.close();
+  });
   // Bodies of any type pass through to upstreams as they came (JSON is still parsed for triggers).
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   registerConfiguredRoutes(app, ctx);
-  return { app, configStore };
+  return { app, configStore, upstreams };
 }

@@ -1,11 +1,25 @@
+import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
+import type { Histogram } from 'prom-client';
 import { credentialOf, hashCredential } from '../lib/credentials';
 import { ApiError } from '../lib/errors';
 import { asPlatform } from '../lib/postgres';
 import type { ConfigStore } from './config-store';
+import { looksLikeJwt, unverifiedClaims, type JwtVerifier } from './jwt';
+import { resolveTenant, tenantFromCertificate, tenantFromHost, type TenantClaim } from './tenant';
 
-export type Principal = { tenant: string; consumerId: string; keyId: string };
+export type Principal = {
+  tenant: string;
+  /** The consumer's id; for a JWT whose subject is not a consumer of the workspace, `jwt:<sub>`. */
+  consumerId: string;
+  username: string;
+  roles: string[];
+  /** Safe to log: the key's id, the JWT's kid or the certificate's fingerprint prefix. */
+  keyId: string;
+  method: 'api_key' | 'jwt' | 'mtls';
+  claims?: Record<string, unknown>;
+};
 
 /**
  * Keys found in PostgreSQL but not (yet) in the config the gateway serves are remembered this
@@ -14,47 +28,119 @@ export type Principal = { tenant: string; consumerId: string; keyId: string };
  */
 export const AUTH_CACHE_MS = 10_000;
 
+const unauthenticated = () => new ApiError(401, 'unauthenticated', 'missing credential: send Authorization: Bearer <api key or JWT>', undefined, { 'WWW-Authenticate': 'Bearer' });
+const invalidKey = () => new ApiError(401, 'invalid_credential', 'the API key is not valid', undefined, { 'WWW-Authenticate': 'Bearer' });
+
 /**
- * API-key authentication: the key's SHA-256 is looked up in the config the gateway serves (no
- * query per request, and it works while PostgreSQL is down); a key created a moment ago and
- * not in that config yet is looked up in PostgreSQL, with a bounded short cache.
+ * Stages 2 and 4 of the request pipeline: which tenant the request is for, and who sends it.
+ * Credentials: API keys (looked up in the served config by their public prefix and compared
+ * by hash in constant time; works while PostgreSQL is down), JWTs (the workspace's `jwt`
+ * plugin) and client certificates (the TLS listener, when it asks for them). Every source of
+ * a tenant that the request carries must name the same one.
  */
-export class ApiKeyAuthenticator {
+export class Authenticator {
   private cache = new Map<string, { principal: Principal | null; until: number }>();
+  private memo = new WeakMap<FastifyRequest, Promise<Principal>>();
 
-  constructor(private readonly store: ConfigStore, private readonly pool: Pool | undefined, private readonly maxEntries = 10_000) {}
+  constructor(private readonly opts: {
+    store: ConfigStore; pool?: Pool; jwt: JwtVerifier; tenantHostSuffix?: string; latency?: Histogram; maxEntries?: number;
+  }) {}
 
-  async authenticate(req: FastifyRequest): Promise<Principal> {
-    const credential = credentialOf(req);
-    if (!credential) throw new ApiError(401, 'unauthenticated', 'missing credential: send Authorization: Bearer <api key>', undefined, { 'WWW-Authenticate': 'Bearer' });
-    const principal = await this.lookup(credential);
-    if (!principal) throw new ApiError(401, 'invalid_credential', 'the API key is not valid', undefined, { 'WWW-Authenticate': 'Bearer' });
-    const claimed = req.headers['x-tenant-id'];
-    if (claimed !== undefined && claimed !== principal.tenant) {
-      throw new ApiError(403, 'tenant_mismatch', 'X-Tenant-ID does not match the credential', [{ field: 'headers.x-tenant-id', message: 'must match the tenant of the credential' }]);
+  /** Once per request: the pipeline's hook and the route handlers share the answer. */
+  authenticate(req: FastifyRequest): Promise<Principal> {
+    let p = this.memo.get(req);
+    if (!p) {
+      p = this.run(req);
+      this.memo.set(req, p);
     }
+    return p;
+  }
+
+  private async run(req: FastifyRequest): Promise<Principal> {
+    const claims: TenantClaim[] = [];
+    const header = req.headers['x-tenant-id'];
+    if (typeof header === 'string' && header !== '') claims.push({ source: 'header', tenant: header });
+    const host = tenantFromHost(req.headers.host, this.opts.tenantHostSuffix);
+    if (host) claims.push({ source: 'host', tenant: host });
+    const socket = req.raw.socket as TLSSocket;
+    const cert = socket.encrypted && socket.authorized ? tenantFromCertificate(socket.getPeerCertificate()) : undefined;
+    if (cert) claims.push({ source: 'certificate', tenant: cert.tenant });
+
+    const credential = credentialOf(req);
+    const started = process.hrtime.bigint();
+    const method = !credential ? 'mtls' : looksLikeJwt(credential) ? 'jwt' : 'api_key';
+    try {
+      if (!credential) {
+        if (!cert) throw unauthenticated();
+        return this.certificatePrincipal(resolveTenant(claims), cert);
+      }
+      if (method === 'jwt') return await this.jwtPrincipal(credential, claims);
+      const principal = await this.keyPrincipal(credential);
+      resolveTenant([...claims, { source: 'credential', tenant: principal.tenant }]);
+      return principal;
+    } finally {
+      this.opts.latency?.observe({ method }, Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  }
+
+  private async keyPrincipal(credential: string): Promise<Principal> {
+    const owner = this.opts.store.keyOwner(credential);
+    if (owner) return { tenant: owner.tenant, consumerId: owner.consumerId, username: owner.username, roles: owner.roles, keyId: owner.keyId, method: 'api_key' };
+    const pool = this.opts.pool;
+    if (!pool) throw invalidKey();
+    const hash = hashCredential(credential);
+    const cacheKey = hash.toString('base64');
+    const hit = this.cache.get(cacheKey);
+    let principal = hit && hit.until > Date.now() ? hit.principal : undefined;
+    if (principal === undefined) {
+      const row = await asPlatform(pool, async (db) => (await db.query<{ id: string; workspace_id: string; consumer_id: string; username: string; roles: string[] }>(
+        `SELECT k.id, k.workspace_id, k.consumer_id, c.username, c.roles FROM api_keys k JOIN consumers c ON c.id = k.consumer_id
+          WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
+        [hash],
+      )).rows[0]).catch(() => {
+        // PostgreSQL down: the served config is the authority, and it does not know this key.
+        throw invalidKey();
+      });
+      principal = row ? { tenant: row.workspace_id, consumerId: row.consumer_id, username: row.username, roles: row.roles, keyId: row.id, method: 'api_key' } : null;
+      if (this.cache.size >= (this.opts.maxEntries ?? 10_000)) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(cacheKey, { principal, until: Date.now() + AUTH_CACHE_MS });
+    }
+    if (!principal) throw invalidKey();
     return principal;
   }
 
-  private async lookup(credential: string): Promise<Principal | null> {
-    const hash = hashCredential(credential);
-    const owner = this.store.keyOwner(hash);
-    if (owner) return { tenant: owner.tenant, consumerId: owner.consumerId, keyId: hash.subarray(0, 8).toString('hex') };
-    if (!this.pool) return null;
-    const cacheKey = hash.toString('base64');
-    const hit = this.cache.get(cacheKey);
-    if (hit && hit.until > Date.now()) return hit.principal;
-    const pool = this.pool;
-    const row = await asPlatform(pool, async (db) => (await db.query<{ id: string; workspace_id: string; consumer_id: string }>(
-      'SELECT id, workspace_id, consumer_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL',
-      [hash],
-    )).rows[0]).catch(() => {
-      // PostgreSQL down: the served config is the authority, and it does not know this key.
-      throw new ApiError(401, 'invalid_credential', 'the API key is not valid', undefined, { 'WWW-Authenticate': 'Bearer' });
-    });
-    const principal = row ? { tenant: row.workspace_id, consumerId: row.consumer_id, keyId: row.id } : null;
-    if (this.cache.size >= this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(cacheKey, { principal, until: Date.now() + AUTH_CACHE_MS });
-    return principal;
+  /**
+   * The tenant whose keys check the token comes from the request's other sources, or else
+   * from the token's own (unverified) `tenant` claim; after verification, the workspace's
+   * tenant claim must agree with it.
+   */
+  private async jwtPrincipal(token: string, claims: TenantClaim[]): Promise<Principal> {
+    const unverified = unverifiedClaims(token);
+    if (!unverified) throw new ApiError(401, 'invalid_token', 'the bearer token is not a well-formed JWT', [{ field: 'headers.authorization', message: 'malformed' }]);
+    const guess = typeof unverified.tenant === 'string' ? [{ source: 'token' as const, tenant: unverified.tenant }] : [];
+    // Sources that disagree are refused before any key is looked up.
+    const tenant = claims.length || guess.length ? resolveTenant([...claims, ...guess]) : undefined;
+    if (!tenant) throw new ApiError(401, 'tenant_unknown', 'the token names no tenant: send X-Tenant-ID', [{ field: 'headers.x-tenant-id', message: 'required with this token' }]);
+    const view = this.opts.store.view(tenant);
+    const settings = view?.jwt;
+    // One answer whether the workspace is unknown or takes no JWTs: the difference is not the caller's business.
+    if (!view || !settings) throw new ApiError(401, 'invalid_token', 'JWTs are not accepted for this tenant', [{ field: 'headers.authorization', message: 'no jwt plugin' }]);
+    const verified = await this.opts.jwt.verify(tenant, token, settings);
+    const tokenTenant = verified.claims[settings.tenant_claim];
+    if (tokenTenant !== undefined) resolveTenant([{ source: 'token', tenant: String(tokenTenant) }, ...(claims.length ? claims : guess)]);
+    const subject = String(verified.claims[settings.consumer_claim] ?? '');
+    if (!subject) throw new ApiError(401, 'invalid_token', `the token has no ${settings.consumer_claim} claim`, [{ field: 'headers.authorization', message: `claim_${settings.consumer_claim}` }]);
+    const consumer = view.consumers.get(subject);
+    const tokenRoles = verified.claims[settings.roles_claim];
+    const roles = [...new Set([...(consumer?.roles ?? []), ...(Array.isArray(tokenRoles) ? tokenRoles.map(String) : typeof tokenRoles === 'string' ? tokenRoles.split(/[ ,]+/) : [])])];
+    return {
+      tenant, consumerId: consumer?.id ?? `jwt:${subject}`, username: subject, roles, keyId: verified.kid ?? verified.alg, method: 'jwt', claims: verified.claims,
+    };
+  }
+
+  private certificatePrincipal(tenant: string, cert: { tenant: string; consumer: string; fingerprint: string }): Principal {
+    const consumer = this.opts.store.view(tenant)?.consumers.get(cert.consumer);
+    if (!consumer) throw new ApiError(401, 'invalid_credential', 'the client certificate names no consumer of this tenant');
+    return { tenant, consumerId: consumer.id, username: cert.consumer, roles: consumer.roles, keyId: cert.fingerprint, method: 'mtls' };
   }
 }

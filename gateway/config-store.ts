@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import FindMyWay, { type HTTPVersion, type Instance } from 'find-my-way';
 import type { NatsConnection, Subscription } from 'nats';
@@ -13,6 +13,8 @@ import type { Logger } from '../lib/logger';
 import { subjects } from '../lib/nats';
 import { asPlatform } from '../lib/postgres';
 import type { TriggerRule } from '../lib/trigger-rules';
+import { hashCredential } from '../lib/credentials';
+import { WorkspaceView } from './workspace-view';
 
 /**
  * The data plane's copy of the config: every workspace's current version, pulled from
@@ -23,18 +25,23 @@ import type { TriggerRule } from '../lib/trigger-rules';
  */
 
 type Router = Instance<HTTPVersion.V1>;
-export type Service = ServiceDoc & { id: string };
+export type Service = ServiceDoc & { id: string; workspace: string };
 export type Route = RouteDoc & { id: string };
 export type Match =
-  | { kind: 'route'; route: Route; service: Service; params: Record<string, string | undefined>; pattern: string }
+  | { kind: 'route'; route: Route; service?: Service; params: Record<string, string | undefined>; pattern: string; services: Map<string, Service> }
   | { kind: 'trigger'; rule: TriggerRule; params: Record<string, string | undefined> };
-export type KeyOwner = { tenant: string; consumerId: string; username: string; roles: string[] };
+export type KeyOwner = { tenant: string; consumerId: string; username: string; roles: string[]; keyId: string };
+type KeyEntry = KeyOwner & { hash: Buffer };
 
-type Loaded = { version: number; snapshot: Snapshot; router: Router; services: Map<string, Service> };
+type Loaded = { version: number; snapshot: Snapshot; router: Router; services: Map<string, Service>; view: WorkspaceView };
 
 export class ConfigStore {
   private workspaces = new Map<string, Loaded>();
-  private keys = new Map<string, KeyOwner>();
+  /** Live API keys by their public prefix (`fgk_<prefix>_…`); the hash is compared in constant time. */
+  private keys = new Map<string, KeyEntry[]>();
+  /** Keys given by hash alone (a hand-written DB-less file): their prefix is unknown. */
+  private keysByHash = new Map<string, KeyEntry>();
+  private listeners: ((services: Service[]) => void)[] = [];
   private timer?: NodeJS.Timeout;
   private sub?: Subscription;
   private pulling?: Promise<void>;
@@ -87,8 +94,26 @@ export class ConfigStore {
     return this.workspaces.get(workspace)?.version;
   }
 
-  keyOwner(hash: Buffer): KeyOwner | undefined {
-    return this.keys.get(hash.toString('hex'));
+  /** The owner of a live API key, found by its prefix and checked by hash in constant time. */
+  keyOwner(credential: string): KeyOwner | undefined {
+    const hash = hashCredential(credential);
+    let found: KeyEntry | undefined;
+    for (const c of this.keys.get(keyPrefix(credential)) ?? []) if (timingSafeEqual(c.hash, hash)) found = c;
+    return found ?? (this.keysByHash.size ? this.keysByHash.get(hash.toString('hex')) : undefined);
+  }
+
+  view(tenant: string): WorkspaceView | undefined {
+    return this.workspaces.get(tenant)?.view;
+  }
+
+  /** Called with every service of every workspace after each install (the upstream pools follow). */
+  onServices(fn: (services: Service[]) => void): void {
+    this.listeners.push(fn);
+    fn(this.allServices());
+  }
+
+  private allServices(): Service[] {
+    return [...this.workspaces.values()].flatMap((l) => [...l.services.values()]);
   }
 
   find(tenant: string, method: string, host: string | undefined, path: string): Match | undefined {
@@ -99,7 +124,7 @@ export class ConfigStore {
     const store = found.store as { route?: Route; pattern?: string; rule?: TriggerRule };
     if (store.rule) return { kind: 'trigger', rule: store.rule, params: found.params };
     const route = store.route!;
-    return { kind: 'route', route, service: ws.services.get(route.service)!, params: found.params, pattern: store.pattern! };
+    return { kind: 'route', route, service: route.service === undefined ? undefined : ws.services.get(route.service), params: found.params, pattern: store.pattern!, services: ws.services };
   }
 
   /** The version served per workspace (heartbeats and rollouts read it). */
@@ -167,23 +192,33 @@ export class ConfigStore {
   }
 
   private install(next: Map<string, Loaded>): void {
-    const keys = new Map<string, KeyOwner>();
+    const keys = new Map<string, KeyEntry[]>();
+    const byHash = new Map<string, KeyEntry>();
     for (const [ws, l] of next) {
       for (const c of l.snapshot.consumers as (ConsumerDoc & { id: string })[]) {
-        for (const k of c.keys ?? []) keys.set(keyHash(k).hash.toString('hex'), { tenant: ws, consumerId: c.id, username: c.username, roles: c.roles ?? [] });
+        for (const k of c.keys ?? []) {
+          const { hash, prefix } = keyHash(k);
+          const entry = { tenant: ws, consumerId: c.id, username: c.username, roles: c.roles ?? [], keyId: prefix, hash };
+          if ('sha256' in k && !k.prefix) byHash.set(hash.toString('hex'), entry);
+          const bucket = `fgk_${prefix}`;
+          keys.set(bucket, [...(keys.get(bucket) ?? []), entry]);
+        }
       }
       this.versionGauge?.set({ workspace: ws }, l.version);
     }
     for (const ws of this.workspaces.keys()) if (!next.has(ws)) this.versionGauge?.remove({ workspace: ws });
     this.workspaces = next;
     this.keys = keys;
+    this.keysByHash = byHash;
     this.loadedAt = new Date();
+    const services = this.allServices();
+    for (const fn of this.listeners) fn(services);
   }
 
   /** One router per workspace: its enabled routes (host-constrained where they name hosts) and route-bound triggers. */
   private compile(snapshot: Snapshot, version: number): Loaded {
     const router = FindMyWay({ ignoreTrailingSlash: true, ignoreDuplicateSlashes: true });
-    const services = new Map((snapshot.services as Service[]).map((s) => [s.name, s]));
+    const services = new Map((snapshot.services as Service[]).map((s) => [s.name, { ...s, workspace: snapshot.workspace }]));
     const add = (method: string, path: string, hosts: string[], store: object) => {
       try {
         if (hosts.length === 0) router.on(method as 'GET', path, () => undefined, store);
@@ -194,8 +229,8 @@ export class ConfigStore {
       }
     };
     for (const route of snapshot.routes as Route[]) {
-      const service = services.get(route.service);
-      if (!route.enabled || !service?.enabled) continue;
+      const service = route.service === undefined ? undefined : services.get(route.service);
+      if (!route.enabled || (route.service !== undefined && !service?.enabled)) continue;
       // A route path is a prefix, as in Kong: `/orders` also serves `/orders/42`.
       for (const path of route.paths) {
         for (const m of route.methods) {
@@ -213,6 +248,11 @@ export class ConfigStore {
       };
       for (const m of rule.route_methods!) add(m, rule.route_path!, [], { rule });
     }
-    return { version, snapshot, router, services };
+    return { version, snapshot, router, services, view: new WorkspaceView(snapshot) };
   }
+}
+
+/** The bucket a credential's key would be in: `fgk_<8 hex>` (keys made by hand fall in the bucket of their first 8 characters). */
+function keyPrefix(credential: string): string {
+  return `fgk_${/^fgk_([0-9a-f]{8})_/.exec(credential)?.[1] ?? credential.slice(0, 8)}`;
 }

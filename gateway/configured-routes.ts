@@ -2,36 +2,25 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError, validationError } from '../lib/errors';
 import { renderInput } from '../lib/trigger-rules';
 import { findWorkflowType } from '../lib/workflow-registry';
+import { aggregate } from './aggregate';
 import type { GatewayContext } from './app';
+import { BodyFormatError, jsonToXml, xmlToJson } from './body-formats';
 import type { Route, Service } from './config-store';
+import { compileRewrite } from '../lib/path-rewrite';
+import { maskJson, maskText, type PiiKind } from './pii';
 import { createTriggering, type Accepted } from './triggering';
+import { UpstreamError, type UpstreamResponse } from './upstreams';
 
 /**
- * Everything outside /api and /outbound: the workspace's configured routes (proxied to their
- * service) and route-bound trigger rules (start the workflow, then proxy to the rule's
- * upstream if it has one). The caller's API key decides the workspace, so a route of one
- * tenant is invisible to another.
+ * Everything outside /api and /outbound: the workspace's configured routes and route-bound
+ * trigger rules. The pipeline's hooks (pipeline.ts) have already authenticated, matched,
+ * authorized and rate-limited the request; this is stages 7 to 9: transform the request,
+ * start the route's workflow if it has one, then answer from the upstream service, the
+ * aggregate of several, or the route's static response.
  */
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'host', 'content-length', 'authorization', 'x-api-key']);
-
-/** Weighted round robin over a service's targets (or its one url). */
-class Balancer {
-  private counters = new Map<string, number>();
-
-  pick(service: Service): string {
-    if (service.url) return service.url;
-    const total = service.targets.reduce((n, t) => n + t.weight, 0);
-    const n = (this.counters.get(service.id) ?? 0) % total;
-    this.counters.set(service.id, n + 1);
-    let acc = 0;
-    for (const t of service.targets) {
-      acc += t.weight;
-      if (n < acc) return t.url;
-    }
-    return service.targets[0]!.url;
-  }
-}
+/** Never forwarded: hop-by-hop headers (RFC 9110 §7.6.1) and the client's own credential. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'host', 'content-length', 'authorization', 'x-api-key']);
 
 /** `/v1/orders/*` with strip_path drops `/v1/orders` (the pattern's static prefix) from the path. */
 export function upstreamPath(pattern: string, path: string, strip: boolean): string {
@@ -47,70 +36,130 @@ function requestBody(req: FastifyRequest): string | Buffer | undefined {
   return JSON.stringify(req.body);
 }
 
+const rewrites = new WeakMap<object, (path: string) => string>();
+function rewritten(rule: { pattern: string; replacement: string }, path: string): string {
+  let fn = rewrites.get(rule);
+  if (!fn) {
+    fn = compileRewrite(rule);
+    rewrites.set(rule, fn);
+  }
+  return fn(path);
+}
+
+/** The body converted for the upstream (request) or the client (response); 400 names the body when it does not parse. */
+function convert(body: Buffer | string, how: 'json-to-xml' | 'xml-to-json', where: 'body' | 'upstream'): { body: string; type: string } {
+  try {
+    if (how === 'xml-to-json') return { body: JSON.stringify(xmlToJson(String(body))), type: 'application/json' };
+    return { body: jsonToXml(JSON.parse(String(body))), type: 'application/xml' };
+  } catch (err) {
+    if (where === 'upstream') throw new ApiError(502, 'upstream_bad_body', `the upstream's body could not be converted (${how})`);
+    const code: string = err instanceof BodyFormatError ? err.code : 'invalid_json';
+    throw new ApiError(400, code, `the body could not be converted (${how})`, [{ field: 'body', message: (err as Error).message }]);
+  }
+}
+
 export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayContext): void {
   const { accept } = createTriggering(ctx);
-  const balancer = new Balancer();
 
-  async function forward(req: FastifyRequest, reply: FastifyReply, target: URL, opts: {
-    tenant: string; timeoutMs: number; retries: number; addHeaders?: Record<string, string>; removeHeaders?: string[];
-    responseAdd?: Record<string, string>; responseRemove?: string[]; accepted?: Accepted;
-  }) {
+  function outboundHeaders(req: FastifyRequest, tenant: string, add?: Record<string, string>, remove?: string[]): Record<string, string> {
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_BY_HOP.has(k)) headers[k] = v;
-    for (const h of opts.removeHeaders ?? []) delete headers[h.toLowerCase()];
-    Object.assign(headers, Object.fromEntries(Object.entries(opts.addHeaders ?? {}).map(([k, v]) => [k.toLowerCase(), v])));
+    for (const h of remove ?? []) delete headers[h.toLowerCase()];
+    for (const [k, v] of Object.entries(add ?? {})) headers[k.toLowerCase()] = v;
+    const p = req.flowgate.principal;
     headers['x-request-id'] = req.id;
-    headers['x-tenant-id'] = opts.tenant;
-    headers['x-forwarded-for'] = req.ip;
-    if (opts.accepted) headers['x-workflow-execution-id'] = opts.accepted.executionId;
-    let upstream: Response | undefined;
-    // Retries only when the connection itself failed: the upstream never saw the request.
-    for (let attempt = 0; !upstream; attempt++) {
-      try {
-        upstream = await fetch(target, { method: req.method, headers, body: requestBody(req), signal: AbortSignal.timeout(opts.timeoutMs), redirect: 'manual' });
-      } catch (err) {
-        const refused = (err as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
-        if (refused && attempt < opts.retries) continue;
-        req.log.warn({ err, upstream: target.origin }, 'upstream unavailable');
-        const timedOut = (err as Error).name === 'TimeoutError';
-        if (opts.accepted) reply.headers(opts.accepted.headers);
-        // A trigger is durable already: the client still gets its execution id.
-        return reply.code(timedOut ? 504 : 502).send({
-          error: { code: timedOut ? 'upstream_timeout' : 'upstream_unavailable', message: timedOut ? 'the upstream did not answer in time' : 'the upstream did not answer' },
-          correlation_id: req.id, ...(opts.accepted ? { execution_id: opts.accepted.executionId } : {}),
-        });
+    headers['x-tenant-id'] = tenant;
+    if (p) headers['x-user-id'] = p.username;
+    headers['x-forwarded-for'] = req.headers['x-forwarded-for'] ? `${String(req.headers['x-forwarded-for'])}, ${req.ip}` : req.ip;
+    return headers;
+  }
+
+  /** The upstream's answer to the client: its status and headers (less hop-by-hop and removed ones), the body as transformed. */
+  function answer(req: FastifyRequest, reply: FastifyReply, res: UpstreamResponse, route?: Route, accepted?: Accepted) {
+    const t = route?.transformations?.response;
+    const drop = new Set((t?.remove_headers ?? []).map((h) => h.toLowerCase()));
+    reply.code(res.status);
+    for (const [k, v] of Object.entries(res.headers)) if (!HOP_BY_HOP.has(k) && !drop.has(k)) reply.header(k, v);
+    for (const [k, v] of Object.entries(t?.add_headers ?? {})) reply.header(k, v);
+    if (accepted) reply.headers({ 'X-Workflow-Execution-ID': accepted.headers['X-Workflow-Execution-ID'], 'X-Workflow-Status-Endpoint': accepted.headers['X-Workflow-Status-Endpoint'] });
+    let body: Buffer | string = res.body;
+    if ((t?.body || t?.mask_pii) && res.headers['content-encoding'] === undefined) {
+      if (t.body) {
+        const c = convert(body, t.body, 'upstream');
+        body = c.body;
+        reply.header('content-type', c.type);
       }
+      if (t.mask_pii) body = maskReturned(body, String(reply.getHeader('content-type') ?? ''), t.mask_pii);
     }
-    const body = Buffer.from(await upstream.arrayBuffer());
-    reply.code(upstream.status);
-    const drop = new Set((opts.responseRemove ?? []).map((h) => h.toLowerCase()));
-    upstream.headers.forEach((v, k) => {
-      if (!HOP_BY_HOP.has(k) && k !== 'content-encoding' && !drop.has(k)) reply.header(k, v);
-    });
-    for (const [k, v] of Object.entries(opts.responseAdd ?? {})) reply.header(k, v);
-    if (opts.accepted) reply.headers({ 'X-Workflow-Execution-ID': opts.accepted.headers['X-Workflow-Execution-ID'], 'X-Workflow-Status-Endpoint': opts.accepted.headers['X-Workflow-Status-Endpoint'] });
     return reply.send(body);
   }
 
-  const proxyRoute = (req: FastifyRequest, reply: FastifyReply, tenant: string, route: Route, service: Service, pattern: string, url: URL) => {
-    const base = new URL(balancer.pick(service));
-    const target = new URL(base);
-    target.pathname = `${base.pathname.replace(/\/$/, '')}${upstreamPath(pattern, url.pathname, route.strip_path)}`;
-    target.search = url.search;
-    const t = route.transformations ?? {};
-    return forward(req, reply, target, {
-      tenant, timeoutMs: service.connect_timeout_ms + service.read_timeout_ms, retries: service.retries,
-      addHeaders: t.request?.add_headers, removeHeaders: t.request?.remove_headers, responseAdd: t.response?.add_headers, responseRemove: t.response?.remove_headers,
+  function upstreamFailure(req: FastifyRequest, reply: FastifyReply, err: unknown, accepted?: Accepted) {
+    if (!(err instanceof UpstreamError)) throw err;
+    req.log.warn({ err: err.message, code: err.code }, 'upstream unavailable');
+    req.flowgate.errorCode = err.code;
+    if (accepted) reply.headers(accepted.headers);
+    const timedOut = err.code === 'upstream_timeout';
+    // A trigger is durable already: the client still gets its execution id.
+    return reply.code(timedOut ? 504 : err.code === 'no_healthy_target' ? 503 : 502).send({
+      error: { code: err.code, message: timedOut ? 'the upstream did not answer in time' : 'the upstream did not answer' },
+      correlation_id: req.id, ...(accepted ? { execution_id: accepted.executionId } : {}),
     });
-  };
+  }
+
+  async function proxyRoute(req: FastifyRequest, reply: FastifyReply, tenant: string, route: Route, service: Service, pattern: string, url: URL) {
+    const t = route.transformations?.request;
+    let path = upstreamPath(pattern, url.pathname, route.strip_path);
+    if (t?.rewrite_path) path = rewritten(t.rewrite_path, path);
+    const headers = outboundHeaders(req, tenant, t?.add_headers, t?.remove_headers);
+    let body = requestBody(req);
+    if (t?.body && body !== undefined) {
+      const c = convert(body, t.body, 'body');
+      body = c.body;
+      headers['content-type'] = c.type;
+    }
+    try {
+      const res = await ctx.upstreams.request(service, { method: req.method, path: `${path}${url.search}`, headers, body });
+      req.flowgate.upstream = `${service.name} ${res.target}`;
+      return answer(req, reply, res, route);
+    } catch (err) {
+      req.flowgate.upstream = service.name;
+      return upstreamFailure(req, reply, err);
+    }
+  }
+
+  async function aggregateRoute(req: FastifyRequest, reply: FastifyReply, tenant: string, route: Route, services: Map<string, Service>, params: Record<string, string | undefined>) {
+    const spec = route.aggregate!;
+    const out = await aggregate(ctx.upstreams, services, spec.backends, {
+      headers: outboundHeaders(req, tenant, route.transformations?.request?.add_headers, route.transformations?.request?.remove_headers),
+      params, timeoutMs: spec.timeout_ms,
+    });
+    req.flowgate.upstream = spec.backends.map((b) => b.service).join(',');
+    if (!out.complete) req.log.warn({ failed: out.failed }, 'aggregate answered with partial results');
+    reply.header('X-Flowgate-Completed', String(out.complete));
+    const mask = route.transformations?.response?.mask_pii;
+    return reply.code(200).send(mask ? maskJson(out.body, mask) : out.body);
+  }
+
+  function staticRoute(reply: FastifyReply, route: Route) {
+    const s = route.static_response!;
+    reply.code(s.status).headers(s.headers);
+    if (s.body === undefined) return reply.send();
+    return reply.send(typeof s.body === 'string' ? s.body : s.body);
+  }
 
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {
-    const principal = await ctx.auth.authenticate(req);
+    const principal = req.flowgate.principal ?? await ctx.auth.authenticate(req);
+    const match = req.flowgate.match;
     const url = new URL(req.url, 'http://gateway');
-    const match = ctx.configStore.find(principal.tenant, req.method, req.headers.host, url.pathname);
     if (!match) throw new ApiError(404, 'route_not_found', `no route for ${req.method} ${url.pathname}`);
     reply.header('X-Flowgate-Config-Version', String(ctx.configStore.versionOf(principal.tenant) ?? 0));
-    if (match.kind === 'route') return proxyRoute(req, reply, principal.tenant, match.route, match.service, match.pattern, url);
+    if (match.kind === 'route') {
+      const { route } = match;
+      if (route.static_response) return staticRoute(reply, route);
+      if (route.aggregate) return aggregateRoute(req, reply, principal.tenant, route, match.services, match.params);
+      return proxyRoute(req, reply, principal.tenant, route, match.service!, match.pattern, url);
+    }
 
     const { rule, params } = match;
     const def = findWorkflowType(rule.workflow_type);
@@ -127,9 +176,28 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     const accepted = await accept(req, def, principal.tenant, parsed.data, 'route', rule.callback_url);
     if (!rule.upstream_url) return reply.code(202).headers(accepted.headers).send(accepted.body);
     const target = new URL(rule.upstream_url);
-    target.pathname = `${target.pathname.replace(/\/$/, '')}${url.pathname}`;
-    target.search = url.search;
-    return forward(req, reply, target, { tenant: principal.tenant, timeoutMs: 5000, retries: 0, accepted });
+    const service = ctx.upstreams.adHoc(target.origin);
+    const headers = outboundHeaders(req, principal.tenant);
+    headers['x-workflow-execution-id'] = accepted.executionId;
+    try {
+      const res = await ctx.upstreams.request(service, { method: req.method, path: `${target.pathname.replace(/\/$/, '')}${url.pathname}${url.search}`, headers, body: requestBody(req) });
+      req.flowgate.upstream = target.origin;
+      return answer(req, reply, res, undefined, accepted);
+    } catch (err) {
+      return upstreamFailure(req, reply, err, accepted);
+    }
   };
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'], url: '/*', handler });
+}
+
+function maskReturned(body: Buffer | string, contentType: string, kinds: PiiKind[]): string {
+  const text = String(body);
+  if (/json/i.test(contentType)) {
+    try {
+      return JSON.stringify(maskJson(JSON.parse(text), kinds));
+    } catch {
+      return maskText(text, kinds);
+    }
+  }
+  return maskText(text, kinds);
 }

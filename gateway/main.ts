@@ -1,4 +1,9 @@
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
 import { hostname } from 'node:os';
+import { createKafka } from '../lib/kafka';
+import { KafkaBatcher } from '../lib/kafka-batcher';
+import { createVault } from '../lib/vault';
 import { connectNats, ensureStreams, natsHealthy } from '../lib/nats';
 import { createAppPool } from '../lib/db-credentials';
 import { startHeartbeats } from '../lib/heartbeats';
@@ -12,8 +17,23 @@ void runProcess('gateway', async ({ config, logger, registry }) => {
   const pool = config.FLOWGATE_DECLARATIVE_CONFIG ? undefined : await createAppPool(config, 20, { nats: nc, logger });
   await ensureStreams(nc);
   const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
-  const { app, configStore } = await buildGateway({ config, logger, registry, pool, nc, temporal });
+  // The audit trail waits in memory while Kafka is down (200k entries, about 80 MB) and is sent when it is back.
+  const kafka = new KafkaBatcher(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-gateway'), logger, { lingerMs: 20, maxBatch: 2000, maxQueued: 200_000 });
+  const vault = createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN);
+  const { app, configStore, upstreams } = await buildGateway({ config, logger, registry, pool, nc, temporal, kafka, vault });
   await app.listen({ port: config.FLOWGATE_GATEWAY_PORT, host: config.FLOWGATE_HOST });
+  // The optional TLS listener serves the same routes; with a client CA it asks for client certificates (mTLS)
+  // and lets the pipeline refuse a missing or untrusted one, so the error is an API answer, not a failed handshake.
+  const tls = config.FLOWGATE_TLS_PORT && config.FLOWGATE_TLS_CERT && config.FLOWGATE_TLS_KEY
+    ? createHttpsServer({
+      cert: readFileSync(config.FLOWGATE_TLS_CERT), key: readFileSync(config.FLOWGATE_TLS_KEY), minVersion: 'TLSv1.2',
+      ...(config.FLOWGATE_TLS_CLIENT_CA ? { ca: readFileSync(config.FLOWGATE_TLS_CLIENT_CA), requestCert: true, rejectUnauthorized: false } : {}),
+    }, (req, res) => app.routing(req, res))
+    : undefined;
+  if (tls) {
+    await new Promise<void>((resolve, reject) => tls.once('error', reject).listen(config.FLOWGATE_TLS_PORT, config.FLOWGATE_HOST, () => resolve()));
+    logger.info({ port: config.FLOWGATE_TLS_PORT, mtls: Boolean(config.FLOWGATE_TLS_CLIENT_CA) }, 'TLS listener ready');
+  }
   const publicUrl = `http://${config.FLOWGATE_HOST === '0.0.0.0' ? hostname() : config.FLOWGATE_HOST}:${config.FLOWGATE_GATEWAY_PORT}`;
   // The instance-loss runbook may stop this instance: the same graceful shutdown as SIGTERM.
   const stopBeats = startHeartbeats(nc, config, () => ({ group: config.FLOWGATE_GATEWAY_GROUP, public_url: publicUrl, config: configStore.served() }),
@@ -25,10 +45,15 @@ void runProcess('gateway', async ({ config, logger, registry }) => {
       { name: 'config', check: () => configStore.ready },
       { name: 'temporal', check: () => temporalHealthy(temporal) },
     ],
-    info: () => ({ config: configStore.describe() }),
+    info: () => ({ config: configStore.describe(), upstreams: upstreams.health() }),
     // Stop accepting, let in-flight requests finish, then close the clients.
     shutdown: [
-      ['http', () => app.close()],
+      ['http', async () => {
+        tls?.close();
+        tls?.closeIdleConnections();
+        await app.close();
+      }],
+      ['kafka', () => kafka.close()],
       ['nats', async () => { stopBeats(); await nc.drain(); }],
       ['postgres', async () => pool?.end()],
       ['temporal', () => temporal.connection.close()],

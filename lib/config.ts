@@ -69,6 +69,23 @@ export const configSchema = z.object({
   FLOWGATE_VAULT_ADDR: url(['http:', 'https:']).default('http://127.0.0.1:8200'),
   FLOWGATE_VAULT_TOKEN: z.string().min(1).optional(),
   FLOWGATE_REDIS_URL: url(['redis:', 'rediss:']).default('redis://127.0.0.1:6379'),
+  /**
+   * How long a rate-limit check waits for Redis before deciding locally. A dead Redis is noticed
+   * at once (the connection closes); this bounds a slow or hung one. Kong waits 2 s; shorter
+   * than about 1 s, a starved CPU (event-loop lag) makes timeouts fire while Redis is fine, and
+   * the limit is then enforced per instance instead of once.
+   */
+  FLOWGATE_RATE_LIMIT_TIMEOUT_MS: z.coerce.number().int().min(5).max(5000).default(1000),
+  /** With `api.example.com`, a request to `acme.api.example.com` names tenant `acme`. Unset: hosts name no tenant. */
+  FLOWGATE_TENANT_HOST_SUFFIX: z.string().regex(/^[a-z0-9.-]+$/).optional(),
+  /** The share of successful requests kept in api_calls (every error is kept). */
+  FLOWGATE_API_CALLS_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
+  /** The gateway's TLS listener (off unless a port, certificate and key are given). */
+  FLOWGATE_TLS_PORT: port.optional(),
+  FLOWGATE_TLS_CERT: z.string().min(1).optional(),
+  FLOWGATE_TLS_KEY: z.string().min(1).optional(),
+  /** CA bundle for client certificates (mTLS): with it the TLS listener asks clients for one. */
+  FLOWGATE_TLS_CLIENT_CA: z.string().min(1).optional(),
   /** Third parties activities call (lib/third-party/services.ts), as a JSON array. */
   FLOWGATE_THIRD_PARTIES: z
     .string()

@@ -45,12 +45,16 @@ export class KafkaBatcher {
     }
   }
 
+  /** Records not yet acknowledged by Kafka: waiting, and in the batch being sent. */
   get queued(): number {
-    return this.queue.length;
+    return this.queue.length + this.inFlight;
   }
 
+  private inFlight = 0;
+
+  /** One flush at a time, in order: a record sent during a flush waits for the next one, which the flush schedules. */
   private schedule(delay = this.opts.lingerMs ?? 10): void {
-    if (this.timer || this.closed) return;
+    if (this.timer || this.flushing || this.closed) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.flushing = this.flush().finally(() => {
@@ -65,6 +69,7 @@ export class KafkaBatcher {
   private async flush(): Promise<void> {
     const batch = this.queue.splice(0, this.opts.maxBatch ?? 500);
     if (!batch.length) return;
+    this.inFlight = batch.length;
     const byTopic = new Map<string, Message[]>();
     for (const p of batch) byTopic.set(p.topic, [...(byTopic.get(p.topic) ?? []), p.message]);
     try {
@@ -79,6 +84,8 @@ export class KafkaBatcher {
       this.producer = undefined;
       await p?.disconnect().catch(() => undefined);
       this.queue.unshift(...batch);
+    } finally {
+      this.inFlight = 0;
     }
   }
 

@@ -355,6 +355,8 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
     FLOWGATE_GATEWAY_PORT: String(p.gateway),
     FLOWGATE_ADMIN_PORT: String(p.admin),
     FLOWGATE_EXECUTION_ID_SECRET: l.executionIdSecret,
+    // `acme.gw.localhost:8000` names tenant acme (*.localhost resolves to the loopback address).
+    FLOWGATE_TENANT_HOST_SUFFIX: 'gw.localhost',
     // Tests see a breaker probe again after 3 s instead of seed 000's 60 s.
     FLOWGATE_THIRD_PARTIES: JSON.stringify([{
       name: PAYMENTS_SERVICE, base_url: `http://${localhost}:${p.paymentSandbox}`,

@@ -88,11 +88,12 @@ export const ENTITIES: Record<Collection, EntityDef> = {
   services: {
     collection: 'services', type: 'service', table: 'services', keyColumn: 'name', schema: serviceDoc as z.ZodType<Doc>,
     select: `SELECT ${meta}, jsonb_build_object('name', e.name, 'url', e.url, 'targets', e.targets, 'connect_timeout_ms', e.connect_timeout_ms,
-      'read_timeout_ms', e.read_timeout_ms, 'retries', e.retries, 'enabled', e.enabled, 'tags', e.tags) AS doc FROM services e`,
+      'read_timeout_ms', e.read_timeout_ms, 'retries', e.retries, 'algorithm', e.algorithm, 'healthchecks', e.healthchecks,
+      'enabled', e.enabled, 'tags', e.tags) AS doc FROM services e`,
     filters: { name: 'e.name', enabled: 'e.enabled::text', tag: 'ANY(e.tags)' },
     columns: async (_db, _ws, d) => ({
       name: d.name, url: d.url ?? null, targets: json(d.targets), connect_timeout_ms: d.connect_timeout_ms, read_timeout_ms: d.read_timeout_ms,
-      retries: d.retries, enabled: d.enabled, tags: d.tags,
+      retries: d.retries, algorithm: d.algorithm, healthchecks: json(d.healthchecks), enabled: d.enabled, tags: d.tags,
     }),
   },
   consumers: {
@@ -129,16 +130,18 @@ export const ENTITIES: Record<Collection, EntityDef> = {
   routes: {
     collection: 'routes', type: 'route', table: 'routes', keyColumn: 'name', schema: routeDoc as z.ZodType<Doc>,
     select: `SELECT ${meta}, jsonb_build_object('name', e.name, 'service', s.name, 'methods', e.methods, 'paths', e.paths, 'hosts', e.hosts,
-      'strip_path', e.strip_path, 'transformations', e.transformations, 'enabled', e.enabled, 'tags', e.tags) AS doc
-      FROM routes e JOIN services s ON s.id = e.service_id`,
+      'strip_path', e.strip_path, 'transformations', e.transformations, 'static_response', e.static_response, 'aggregate', e.aggregate,
+      'enabled', e.enabled, 'tags', e.tags) AS doc
+      FROM routes e LEFT JOIN services s ON s.id = e.service_id`,
     filters: { name: 'e.name', service: 's.name', enabled: 'e.enabled::text', tag: 'ANY(e.tags)' },
     columns: async (db, _ws, d, selfId) => {
       const r = d as RouteDoc;
       const serviceId = await idOf(db, 'services', 'name', r.service, 'body.service');
+      for (const [i, b] of (r.aggregate?.backends ?? []).entries()) await idOf(db, 'services', 'name', b.service, `body.aggregate.backends.${i}.service`);
       if (r.enabled) refuseConflict({ owner: `route ${r.name}`, methods: r.methods, paths: r.paths, hosts: r.hosts }, await routeClaims(db, 'routes', selfId), 'body.paths');
       return {
         name: r.name, service_id: serviceId, methods: r.methods, paths: r.paths, hosts: r.hosts, strip_path: r.strip_path,
-        transformations: json(r.transformations), enabled: r.enabled, tags: r.tags,
+        transformations: json(r.transformations), static_response: json(r.static_response), aggregate: json(r.aggregate), enabled: r.enabled, tags: r.tags,
       };
     },
   },

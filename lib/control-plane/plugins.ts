@@ -44,6 +44,65 @@ export const pluginConfigSchemas = {
     .object({ add_headers: z.record(headerName, z.string()).default({}), remove_headers: z.array(headerName).default([]) })
     .strict(),
   'correlation-id': z.object({ header_name: headerName.default('X-Request-ID'), echo_downstream: z.boolean().default(true) }).strict(),
+  /**
+   * Bearer JWTs besides API keys. RS256/ES256 keys come from a JWKS (inline public keys or a URL,
+   * chosen by `kid`); HS256 secrets are read from Vault at secret/data/jwt/{workspace}/{kid}, so
+   * no shared secret is ever part of a config version.
+   */
+  jwt: z
+    .object({
+      algorithms: z.array(z.enum(['HS256', 'RS256', 'ES256'])).min(1).default(['RS256', 'ES256']),
+      issuers: z.array(z.string().min(1)).max(20).default([]),
+      audiences: z.array(z.string().min(1)).max(20).default([]),
+      jwks_url: z.url({ protocol: /^https?$/ }).optional(),
+      // Public keys only: a symmetric (`oct`) or private key here would be readable in every config version.
+      jwks: z.object({
+        keys: z.array(z.record(z.string(), z.unknown()).refine((k) => (k.kty === 'RSA' || k.kty === 'EC') && k.d === undefined, 'a public RSA or EC key (no "d", no "oct")')).min(1).max(50),
+      }).optional(),
+      hs256_kids: z.array(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, . _ -')).max(20).default([]),
+      tenant_claim: z.string().min(1).default('tenant'),
+      consumer_claim: z.string().min(1).default('sub'),
+      roles_claim: z.string().min(1).default('roles'),
+      clock_skew_seconds: z.number().int().min(0).max(300).default(30),
+      max_lifetime_seconds: z.number().int().min(1).max(86_400 * 30).optional(),
+    })
+    .strict()
+    .refine((c) => !c.algorithms.some((a) => a !== 'HS256') || c.jwks_url !== undefined || c.jwks !== undefined, { message: 'RS256/ES256 need jwks or jwks_url', path: ['jwks'] })
+    .refine((c) => !c.algorithms.includes('HS256') || c.hs256_kids.length > 0, { message: 'HS256 needs hs256_kids (secrets in Vault)', path: ['hs256_kids'] }),
+  /**
+   * RBAC and ABAC on the data plane: the first rule that matches decides; none matching means
+   * `default`. Roles are the consumer's (or the JWT's roles claim); the built-in ones nest
+   * (admin ⊃ operator ⊃ developer ⊃ viewer), custom ones match by name.
+   */
+  authorization: z
+    .object({
+      rules: z.array(z.object({
+        effect: z.enum(['allow', 'deny']),
+        roles: z.array(z.string().min(1)).max(50).optional(),
+        methods: z.array(z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])).optional(),
+        paths: z.array(z.string().regex(/^\/\S*$/, 'a path prefix such as /orders')).max(50).optional(),
+        claims: z.record(z.string().min(1), z.array(z.string()).min(1)).optional(),
+        source_cidrs: z.array(cidr).max(100).optional(),
+        hours_utc: z.object({ from: z.number().int().min(0).max(23), to: z.number().int().min(1).max(24) }).strict().optional(),
+        weekdays_utc: z.array(z.number().int().min(1).max(7)).min(1).max(7).optional(),
+      }).strict()).min(1).max(100),
+      default: z.enum(['allow', 'deny']).default('deny'),
+    })
+    .strict(),
+  /** Overrides of the security headers every answer carries (HSTS only over TLS). */
+  'security-headers': z
+    .object({
+      hsts_max_age_seconds: z.number().int().min(0).max(2 * 31_536_000).optional(),
+      hsts_include_subdomains: z.boolean().optional(),
+      content_security_policy: z.string().min(1).max(4096).optional(),
+      frame_options: z.enum(['DENY', 'SAMEORIGIN']).optional(),
+      referrer_policy: z.string().min(1).max(200).optional(),
+    })
+    .strict(),
+  /** Cache-Control (and Vary) on cacheable answers that do not set their own. */
+  'cache-headers': z
+    .object({ directive: z.string().min(1).max(500).default('public, max-age=60'), vary: z.array(headerName).max(20).default([]) })
+    .strict(),
 } as const;
 
 export type PluginName = keyof typeof pluginConfigSchemas;

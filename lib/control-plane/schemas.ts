@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { rewriteError } from '../path-rewrite';
 import { pluginConfigSchemas, PLUGIN_NAMES } from './plugins';
 
 /**
@@ -13,8 +14,32 @@ const tags = z.array(z.string().min(1).max(64)).max(32).default([]);
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 const RESERVED_PREFIXES = ['/api/', '/outbound/', '/health'];
 const headerName = z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'an HTTP header name');
-const headerEdits = z
-  .object({ add_headers: z.record(headerName, z.string().max(4096)).default({}), remove_headers: z.array(headerName).default([]) })
+const headerEdits = {
+  add_headers: z.record(headerName, z.string().max(4096)).default({}),
+  remove_headers: z.array(headerName).default([]),
+};
+const PII_KINDS = ['email', 'card', 'national_id', 'phone'] as const;
+const requestEdits = z
+  .object({
+    ...headerEdits,
+    /** A regex over the path the upstream receives, e.g. `^/v1/users/(\d+)$` → `/users/$1`. */
+    rewrite_path: z.object({ pattern: z.string().min(1).max(1000), replacement: z.string().max(2000) }).strict()
+      .superRefine((r, ctx) => {
+        const problem = rewriteError(r);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem, path: ['pattern'] });
+      })
+      .optional(),
+    /** Converts the request body before it goes upstream. */
+    body: z.enum(['json-to-xml', 'xml-to-json']).optional(),
+  })
+  .strict();
+const responseEdits = z
+  .object({
+    ...headerEdits,
+    body: z.enum(['json-to-xml', 'xml-to-json']).optional(),
+    /** Masks these kinds of personal data in the body returned to the client. */
+    mask_pii: z.array(z.enum(PII_KINDS)).max(PII_KINDS.length).optional(),
+  })
   .strict();
 
 export const BUILT_IN_ROLES = ['admin', 'operator', 'developer', 'viewer'] as const;
@@ -25,6 +50,26 @@ export const grant = z.string().refine((g) => {
   return extra === undefined && (resource === '*' || (RESOURCES as readonly string[]).includes(resource!)) && ['read', 'write', '*'].includes(action ?? '');
 }, `resource:action, resource one of *, ${RESOURCES.join(', ')}; action read, write or *`);
 
+/** Active checks probe every target; passive ones count the failures of real traffic (Kong's model). */
+const healthchecks = z
+  .object({
+    active: z.object({
+      path: z.string().regex(/^\/[^\s]*$/, 'a path such as /health').default('/health'),
+      interval_ms: z.number().int().min(100).max(300_000).default(5000),
+      timeout_ms: z.number().int().min(10).max(60_000).default(1000),
+      healthy_successes: z.number().int().min(1).max(100).default(2),
+      unhealthy_failures: z.number().int().min(1).max(100).default(3),
+      expected_statuses: z.array(z.number().int().min(100).max(599)).max(50).optional(),
+    }).strict().optional(),
+    passive: z.object({
+      unhealthy_failures: z.number().int().min(1).max(1000).default(5),
+      unhealthy_5xx: z.number().int().min(1).max(1000).default(10),
+      window_ms: z.number().int().min(100).max(600_000).default(10_000),
+      cooldown_ms: z.number().int().min(100).max(600_000).default(10_000),
+    }).strict().optional(),
+  })
+  .strict();
+
 export const serviceDoc = z
   .object({
     name: entityName,
@@ -33,6 +78,8 @@ export const serviceDoc = z
     connect_timeout_ms: z.number().int().min(1).max(60_000).default(5000),
     read_timeout_ms: z.number().int().min(1).max(600_000).default(5000),
     retries: z.number().int().min(0).max(10).default(0),
+    algorithm: z.enum(['round-robin', 'least-connections']).default('round-robin'),
+    healthchecks: healthchecks.default({}),
     enabled: z.boolean().default(true),
     tags,
   })
@@ -44,19 +91,48 @@ export const routePath = z
   .regex(/^\/[A-Za-z0-9_\-/:.*~]*$/, 'a path such as /orders/:id')
   .refine((p) => !RESERVED_PREFIXES.some((r) => p === r.replace(/\/$/, '') || p.startsWith(r)), `reserved by the gateway (${RESERVED_PREFIXES.join(', ')})`);
 
+/** A route that answers by itself (KrakenD's static proxy, Kong's request-termination). */
+const staticResponse = z
+  .object({
+    status: z.number().int().min(100).max(599).default(200),
+    headers: z.record(headerName, z.string().max(4096)).default({}),
+    body: z.unknown().optional(),
+  })
+  .strict();
+
+/** One route fanning out to several services, merged into one JSON answer (KrakenD's backends). */
+const aggregateSpec = z
+  .object({
+    backends: z.array(z.object({
+      service: entityName,
+      path: z.string().regex(/^\/[^\s]*$/, 'a path such as /users/{id}'),
+      method: z.enum(['GET', 'POST']).default('GET'),
+      group: z.string().min(1).max(128).optional(),
+      allow: z.array(z.string().min(1)).max(100).optional(),
+      mapping: z.record(z.string().min(1), z.string().min(1)).optional(),
+    }).strict()).min(1).max(16),
+    timeout_ms: z.number().int().min(1).max(60_000).default(3000),
+  })
+  .strict();
+
 export const routeDoc = z
   .object({
     name: entityName,
-    service: entityName,
+    service: entityName.optional(),
+    static_response: staticResponse.optional(),
+    aggregate: aggregateSpec.optional(),
     methods: z.array(z.enum(HTTP_METHODS)).min(1).default(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
     paths: z.array(routePath).min(1).max(32),
     hosts: z.array(z.string().regex(/^[A-Za-z0-9.-]+(:\d+)?$/, 'a host name')).max(32).default([]),
     strip_path: z.boolean().default(false),
-    transformations: z.object({ request: headerEdits.optional(), response: headerEdits.optional() }).strict().default({}),
+    transformations: z.object({ request: requestEdits.optional(), response: responseEdits.optional() }).strict().default({}),
     enabled: z.boolean().default(true),
     tags,
   })
-  .strict();
+  .strict()
+  .refine((r) => [r.service, r.static_response, r.aggregate].filter((x) => x !== undefined).length === 1, {
+    message: 'exactly one of service, static_response or aggregate', path: ['service'],
+  });
 
 export const pluginDoc = z
   .object({
@@ -70,6 +146,11 @@ export const pluginDoc = z
   })
   .strict()
   .transform((p, ctx) => {
+    // The tenant's JWT issuers are trusted for the whole workspace; routes narrow access with `authorization`.
+    if (p.name === 'jwt' && (p.service ?? p.route ?? p.consumer) !== undefined) {
+      ctx.addIssue({ code: 'custom', message: 'the jwt plugin applies to the whole workspace: no service, route or consumer', path: [p.service ? 'service' : p.route ? 'route' : 'consumer'] });
+      return z.NEVER;
+    }
     // Each plugin's own schema checks (and completes) its config; issues name config.<field>.
     const parsed = pluginConfigSchemas[p.name].safeParse(p.config);
     if (!parsed.success) {

@@ -1,0 +1,174 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Registry } from 'prom-client';
+import { ApiError } from '../lib/errors';
+import { prom } from '../lib/metrics';
+import type { Principal } from './auth';
+import { authorize, ipAllowed } from './authz';
+import type { GatewayContext } from './app';
+import type { Match } from './config-store';
+import { maskBody } from './pii';
+import { rateLimitHeaders } from './rate-limit';
+import { cacheControl, DEFAULT_SECURITY_HEADERS, securityHeaders, SENSITIVE_RESPONSE_HEADERS } from './security-headers';
+import type { PluginSet } from './workspace-view';
+
+/**
+ * The request and response pipelines (DESIGN.md; issue #7) as Fastify hooks around every
+ * route but /health:
+ *
+ *   onRequest   correlation id (genReqId) → tenant + authentication → route match →
+ *               ip restriction, authorization (RBAC/ABAC), size limit → rate limits
+ *   handler     transformation → trigger check → upstream, aggregate or static answer
+ *   onSend      security headers, sensitive headers removed, cache headers
+ *   onResponse  metrics and the request's audit entry (Kafka) and api_calls row
+ *
+ * What one stage learns is kept on the request (`req.flowgate`) for the later ones.
+ */
+
+export type RequestState = {
+  principal?: Principal;
+  match?: Match;
+  plugins: PluginSet;
+  /** Set by the stage that refused the request, for the audit entry. */
+  errorCode?: string;
+  rateLimited?: boolean;
+  upstream?: string;
+  /** A body the audit may keep (masked) when the answer is an error. */
+  responseBody?: Buffer | string;
+};
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    flowgate: RequestState;
+  }
+}
+
+const SKIP = new Set(['/health']);
+const AUDIT_BODY_LIMIT = 4096;
+
+export function pipelineMetrics(registry: Registry) {
+  return {
+    requests: new prom.Counter({ name: 'http_requests_total', help: 'Gateway requests by route pattern, status and tenant', labelNames: ['method', 'path', 'status', 'tenant'], registers: [registry] }),
+    authLatency: new prom.Histogram({ name: 'auth_token_validation_duration_seconds', help: 'Credential validation time', labelNames: ['method'], buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25], registers: [registry] }),
+    refusals: new prom.Counter({ name: 'gateway_refusals_total', help: 'Requests refused by a pipeline stage', labelNames: ['stage', 'tenant'], registers: [registry] }),
+  };
+}
+
+/** The route pattern for metrics and audit: bounded, never a raw path. */
+export function routeLabel(req: FastifyRequest): string {
+  const m = req.flowgate?.match;
+  if (m?.kind === 'route') return m.pattern;
+  if (m?.kind === 'trigger') return m.rule.route_path ?? 'trigger';
+  const url = req.routeOptions.url;
+  return url && url !== '/*' ? url : 'unmatched';
+}
+
+export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): void {
+  app.decorateRequest('flowgate', null as unknown as RequestState);
+
+  app.addHook('onRequest', async (req, reply) => {
+    req.flowgate = { plugins: {} };
+    if (SKIP.has(req.routeOptions.url ?? '')) return;
+    const state = req.flowgate;
+    try {
+      const principal = await ctx.auth.authenticate(req);
+      state.principal = principal;
+      const path = req.url.split('?', 1)[0]!;
+      if (req.routeOptions.url === '/*') state.match = ctx.configStore.find(principal.tenant, req.method, req.headers.host, path);
+      const view = ctx.configStore.view(principal.tenant);
+      const route = state.match?.kind === 'route' ? state.match.route : undefined;
+      state.plugins = view?.pluginsFor(route ? { name: route.name, service: route.service } : undefined, principal.username) ?? {};
+      const p = state.plugins;
+
+      if (p['ip-restriction'] && !ipAllowed(p['ip-restriction'], req.ip)) {
+        throw new ApiError(403, 'ip_not_allowed', 'requests from this address are not allowed here');
+      }
+      if (p.authorization) {
+        const decision = authorize(p.authorization, { roles: principal.roles, claims: principal.claims, method: req.method, path, ip: req.ip, now: new Date() });
+        if (!decision.allowed) {
+          throw new ApiError(403, 'forbidden', `${principal.username} may not ${req.method} ${path}`, decision.rule === undefined ? undefined : [{ field: `authorization.rules.${decision.rule}`, message: 'denied by this rule' }]);
+        }
+      }
+      const size = Number(req.headers['content-length'] ?? 0);
+      if (p['request-size-limiting'] && size > p['request-size-limiting'].allowed_payload_size_bytes) {
+        throw new ApiError(413, 'payload_too_large', `the body may be at most ${p['request-size-limiting'].allowed_payload_size_bytes} bytes`, [{ field: 'body', message: 'too large' }]);
+      }
+
+      const limits = view?.limitsFor(principal.tenant, route?.name, principal.username) ?? [];
+      if (limits.length) {
+        const decisions = await ctx.rateLimiter.checkAll(limits);
+        reply.headers(rateLimitHeaders(decisions));
+        const refused = decisions.find((d) => !d.allowed);
+        if (refused) {
+          state.rateLimited = true;
+          req.log.warn({ tenant: principal.tenant, consumer: principal.username, policy: refused.policy, route: route?.name, source: refused.source }, 'rate limit refused a request');
+          throw new ApiError(429, 'rate_limited', `rate limit ${refused.policy} exceeded: ${refused.limit} requests`, undefined, { 'Retry-After': String(refused.retryAfterSeconds ?? 1) });
+        }
+      }
+    } catch (err) {
+      state.errorCode = (err as ApiError).code;
+      ctx.metrics.pipeline.refusals.inc({ stage: stageOf(err as ApiError), tenant: state.principal?.tenant ?? 'unknown' });
+      throw err;
+    }
+  });
+
+  app.addHook('onSend', async (req, reply, payload) => {
+    const p = req.flowgate?.plugins ?? {};
+    const secure = (req.raw.socket as { encrypted?: boolean }).encrypted === true;
+    reply.headers(securityHeaders({ ...DEFAULT_SECURITY_HEADERS, ...p['security-headers'] }, secure));
+    for (const h of SENSITIVE_RESPONSE_HEADERS) reply.removeHeader(h);
+    if (!reply.hasHeader('cache-control')) reply.headers(cacheControl(p['cache-headers'], req.method, reply.statusCode));
+    if (reply.statusCode >= 400 && req.flowgate && (typeof payload === 'string' || Buffer.isBuffer(payload))) req.flowgate.responseBody = payload;
+    return payload;
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const state = req.flowgate;
+    const path = routeLabel(req);
+    const status = reply.statusCode;
+    const tenant = state?.principal?.tenant;
+    ctx.metrics.pipeline.requests.inc({ method: req.method, path, status: String(status), tenant: tenant ?? 'unknown' });
+    ctx.metrics.http.observe({ method: req.method, path, status: String(status) }, reply.elapsedTime / 1000);
+    if (SKIP.has(req.routeOptions.url ?? '')) return;
+    if (status >= 500) req.log.warn({ status, path }, 'request failed');
+    const error = status >= 400;
+    ctx.audit.record({
+      at: new Date(Date.now() - reply.elapsedTime).toISOString(),
+      request_id: req.id,
+      tenant,
+      consumer: state?.principal?.consumerId,
+      user: state?.principal?.username,
+      auth_method: state?.principal?.method,
+      method: req.method,
+      route: path,
+      path: req.url.split('?', 1)[0]!.slice(0, 2048),
+      status,
+      latency_ms: Math.round(reply.elapsedTime * 1000) / 1000,
+      client_ip: req.ip,
+      upstream: state?.upstream,
+      error_code: state?.errorCode ?? (error ? errorCodeOf(state?.responseBody) : undefined),
+      rate_limited: state?.rateLimited,
+      request_body: error && req.body !== undefined ? maskBody(bodyText(req.body), req.headers['content-type']).slice(0, AUDIT_BODY_LIMIT) : undefined,
+      response_body: error && state?.responseBody !== undefined ? maskBody(state.responseBody, String(reply.getHeader('content-type') ?? '')).slice(0, AUDIT_BODY_LIMIT) : undefined,
+    });
+  });
+}
+
+function bodyText(body: unknown): string | Buffer {
+  return Buffer.isBuffer(body) || typeof body === 'string' ? body : JSON.stringify(body);
+}
+
+function errorCodeOf(body: Buffer | string | undefined): string | undefined {
+  if (body === undefined) return undefined;
+  const m = /"code"\s*:\s*"([a-z_]{1,64})"/.exec(String(body).slice(0, 512));
+  return m?.[1];
+}
+
+function stageOf(err: ApiError): string {
+  if (err.statusCode === 401) return 'authentication';
+  if (err.code === 'tenant_mismatch' || err.code === 'tenant_unknown') return 'tenant';
+  if (err.statusCode === 429) return 'rate_limit';
+  if (err.statusCode === 403) return 'authorization';
+  return 'request';
+}
+
+export type Reply = FastifyReply;

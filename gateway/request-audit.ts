@@ -1,0 +1,105 @@
+import type { Pool } from 'pg';
+import type { Registry } from 'prom-client';
+import type { KafkaBatcher } from '../lib/kafka-batcher';
+import { TOPICS } from '../lib/kafka';
+import type { Logger } from '../lib/logger';
+import { prom } from '../lib/metrics';
+import { asPlatform } from '../lib/postgres';
+
+/**
+ * The response pipeline's record of every request: one entry on Kafka `api.audit-trail`
+ * (keyed by tenant, so a tenant's entries stay in order on one partition), sent in batches
+ * off the request path and held in memory while Kafka is down; and the `api_calls` table,
+ * which keeps every error and a sample of successes, written in batches.
+ */
+
+export type RequestRecord = {
+  at: string;
+  request_id: string;
+  tenant?: string;
+  consumer?: string;
+  user?: string;
+  auth_method?: string;
+  method: string;
+  /** The route pattern (bounded), never the raw path with ids in it. */
+  route?: string;
+  path: string;
+  status: number;
+  latency_ms: number;
+  client_ip: string;
+  upstream?: string;
+  error_code?: string;
+  rate_limited?: boolean;
+  /** Masked and truncated; only on errors, and only in api_calls. */
+  request_body?: string;
+  response_body?: string;
+};
+
+const API_CALLS_BATCH = 500;
+
+export class RequestAudit {
+  private rows: RequestRecord[] = [];
+  private timer: NodeJS.Timeout;
+  private writing?: Promise<void>;
+  private readonly recorded: prom.Counter;
+  private readonly apiCallsDropped: prom.Counter;
+
+  constructor(private readonly opts: {
+    kafka?: KafkaBatcher; pool?: Pool; logger: Logger; registry: Registry; successSample: number; flushMs?: number; maxRows?: number;
+  }) {
+    this.recorded = new prom.Counter({ name: 'gateway_audit_records_total', help: 'Request audit entries handed to Kafka', registers: [opts.registry] });
+    this.apiCallsDropped = new prom.Counter({ name: 'gateway_api_calls_dropped_total', help: 'api_calls rows dropped because PostgreSQL was away too long', registers: [opts.registry] });
+    new prom.Gauge({
+      name: 'gateway_audit_queued', help: 'Audit entries waiting for Kafka', registers: [opts.registry],
+      collect() { this.set(opts.kafka?.queued ?? 0); },
+    });
+    this.timer = setInterval(() => void this.flushRows(), opts.flushMs ?? 1000);
+    this.timer.unref();
+  }
+
+  record(r: RequestRecord): void {
+    if (this.opts.kafka) {
+      const { request_body: _req, response_body: _res, ...entry } = r;
+      void this.opts.kafka.send(TOPICS.auditTrail, r.tenant ?? '_platform', { type: 'api.request', ...entry }, { 'x-request-id': r.request_id });
+      this.recorded.inc();
+    }
+    if (this.opts.pool && (r.status >= 400 || Math.random() < this.opts.successSample)) {
+      if (this.rows.length >= (this.opts.maxRows ?? 50_000)) {
+        this.rows.shift();
+        this.apiCallsDropped.inc();
+      }
+      this.rows.push(r);
+    }
+  }
+
+  private flushRows(): Promise<void> {
+    this.writing ??= this.writeRows().finally(() => { this.writing = undefined; });
+    return this.writing;
+  }
+
+  private async writeRows(): Promise<void> {
+    while (this.rows.length) {
+      const batch = this.rows.slice(0, API_CALLS_BATCH);
+      const cols = ['at', 'workspace_id', 'method', 'path', 'status', 'latency_ms', 'request_id', 'consumer', 'route', 'upstream', 'client_ip', 'error_code', 'request_body', 'response_body'] as const;
+      const values: unknown[] = [];
+      const tuples = batch.map((r, i) => {
+        values.push(r.at, r.tenant ?? null, r.method, r.path, r.status, r.latency_ms, r.request_id, r.consumer ?? null, r.route ?? null,
+          r.upstream ?? null, r.client_ip, r.error_code ?? null, r.request_body ?? null, r.response_body ?? null);
+        return `(${cols.map((_, j) => `$${i * cols.length + j + 1}`).join(', ')})`;
+      });
+      try {
+        await asPlatform(this.opts.pool!, (db) => db.query(`INSERT INTO api_calls (${cols.join(', ')}) VALUES ${tuples.join(', ')}`, values));
+        this.rows.splice(0, batch.length);
+      } catch (err) {
+        // PostgreSQL away: the rows wait (bounded) for the next pass; the Kafka trail has every request meanwhile.
+        this.opts.logger.warn({ err: (err as Error).message, waiting: this.rows.length }, 'api_calls not written; retrying');
+        return;
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flushRows();
+  }
+}

@@ -1,0 +1,144 @@
+// The gateway's record of requests: one audit entry per request on Kafka `api.audit-trail`
+// (keyed by tenant, with the correlation id), none lost while Kafka is stopped and restarted;
+// every error (with masked bodies) and a sample of successes in api_calls; the seed's metric
+// names with route patterns, never raw paths.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { createKafka, TOPICS } from '../../lib/kafka';
+import { asPlatform, createPool } from '../../lib/postgres';
+import { serverSpec, startServer, stopServer } from '../../stack/stack';
+import { adminTenant } from '../helpers/admin';
+import { gatewayClient } from '../helpers/api';
+import { eventually, testStack } from '../helpers/stack';
+
+const stack = testStack();
+const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 2);
+let upstream: Server;
+let upstreamUrl: string;
+before(async () => {
+  upstream = createServer((req, res) => {
+    res.setHeader('content-type', 'application/json');
+    if (req.url?.includes('fail')) {
+      res.statusCode = 500;
+      res.end(JSON.stringify({ error: 'failed for jane.doe@example.com' }));
+      return;
+    }
+    res.end('{"ok":true}');
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+});
+after(async () => {
+  await pool.end();
+  await new Promise<void>((r) => upstream.close(() => r()));
+});
+
+async function tenant() {
+  const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'audit');
+  const c = await t.admin('POST', '/consumers', { username: 'client' });
+  const key = (await t.admin('POST', `/consumers/${c.body.id}/keys`)).body.key as string;
+  await t.admin('POST', '/services', { name: 'echo', url: upstreamUrl });
+  await t.admin('POST', '/routes', { name: 'items', service: 'echo', paths: ['/items/:id'] });
+  const gw = gatewayClient(stack.gatewayUrl, key).call;
+  await eventually('route served', async () => (await gw('GET', '/items/1')).status === 200, 5000, 20);
+  return { ...t, key, gw };
+}
+
+type AuditEntry = { request_id: string; tenant: string; method: string; route: string; path: string; status: number; latency_ms: number; user: string; at: string };
+
+async function collect(tenantId: string) {
+  const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'audit-test');
+  const consumer = kafka.consumer({ groupId: `gw-audit-${tenantId}-${randomUUID()}` });
+  const seen = new Map<string, AuditEntry & { key: string; partition: number }>();
+  await consumer.connect();
+  await consumer.subscribe({ topic: TOPICS.auditTrail, fromBeginning: true });
+  await consumer.run({
+    eachMessage: async ({ message, partition }) => {
+      const v = JSON.parse(message.value!.toString()) as AuditEntry;
+      if (v.tenant === tenantId) seen.set(v.request_id, { ...v, key: message.key!.toString(), partition });
+    },
+  });
+  return { seen, stop: () => consumer.disconnect() };
+}
+
+describe('audit trail on Kafka', () => {
+  test('every request has one entry, keyed by tenant on one partition, with the route pattern and correlation id', async () => {
+    const t = await tenant();
+    const trail = await collect(t.tenant);
+    try {
+      const ids = Array.from({ length: 20 }, (_, i) => `aud-${i}-${randomUUID()}`);
+      for (const [i, id] of ids.entries()) await t.gw('GET', `/items/${i}`, undefined, { 'x-request-id': id });
+      await eventually('all entries on Kafka', () => ids.every((id) => trail.seen.has(id)), 30_000, 200);
+      const entries = ids.map((id) => trail.seen.get(id)!);
+      assert.equal(new Set(entries.map((e) => e.partition)).size, 1, 'one tenant, one partition');
+      for (const e of entries) {
+        assert.equal(e.key, t.tenant);
+        assert.equal(e.route, '/items/:id');
+        assert.equal(e.method, 'GET');
+        assert.equal(e.status, 200);
+        assert.equal(e.user, 'client');
+        assert.ok(e.latency_ms > 0 && e.latency_ms < 5000);
+      }
+      // A refused request is audited too.
+      const denied = await fetch(`${stack.gatewayUrl}/items/1`, { headers: { authorization: 'Bearer fgk_00000000_nope', 'x-request-id': `aud-denied-${randomUUID()}` } });
+      assert.equal(denied.status, 401);
+    } finally {
+      await trail.stop();
+    }
+  });
+
+  test('Kafka stopped and restarted: no audit entry is lost', async () => {
+    const t = await tenant();
+    const ids: string[] = [];
+    try {
+      await stopServer(stack.layout, 'kafka');
+      for (let i = 0; i < 50; i++) {
+        const id = `outage-${i}-${randomUUID()}`;
+        ids.push(id);
+        const r = await t.gw('GET', `/items/${i}`, undefined, { 'x-request-id': id });
+        assert.equal(r.status, 200, 'requests are served while Kafka is down');
+      }
+      const metrics = await (await fetch(`http://127.0.0.1:${stack.layout.ports.gatewayStatus}/metrics`)).text();
+      const queued = Number(/^gateway_audit_queued(?:\{[^}]*\})? (\d+)/m.exec(metrics)?.[1]);
+      assert.ok(queued >= 50, `entries wait for Kafka: ${queued}`);
+    } finally {
+      await startServer(stack.layout, serverSpec('kafka'));
+    }
+    const trail = await collect(t.tenant);
+    try {
+      await eventually('every entry from the outage on Kafka', () => ids.every((id) => trail.seen.has(id)), 90_000, 500);
+    } finally {
+      await trail.stop();
+    }
+  });
+});
+
+describe('api_calls and metrics', () => {
+  test('errors are kept with masked bodies; metrics use route patterns', async () => {
+    const t = await tenant();
+    const id = `calls-${randomUUID()}`;
+    const r = await t.gw('POST', '/items/fail-1', { email: 'john.smith@example.com', card: '4111111111111111' }, { 'x-request-id': id });
+    assert.equal(r.status, 500);
+    let row: Record<string, string> | undefined;
+    await eventually('the error is in api_calls', async () => {
+      row = (await asPlatform(pool, (db) => db.query('SELECT * FROM api_calls WHERE request_id = $1', [id]))).rows[0];
+      return Boolean(row);
+    }, 10_000, 200);
+    assert.equal(row!.workspace_id, t.tenant);
+    assert.equal(Number(row!.status), 500);
+    assert.equal(row!.route, '/items/:id');
+    assert.equal(row!.consumer !== null, true);
+    assert.doesNotMatch(row!.request_body!, /john\.smith|4111111111111111/);
+    assert.match(row!.request_body!, /@example\.com/);
+    assert.doesNotMatch(row!.response_body!, /jane\.doe/);
+    const metrics = await (await fetch(`http://127.0.0.1:${stack.layout.ports.gatewayStatus}/metrics`)).text();
+    assert.match(metrics, new RegExp(`http_requests_total\\{method="POST",path="/items/:id",status="500",tenant="${t.tenant}"[^}]*\\} 1`));
+    assert.match(metrics, /http_request_duration_seconds_bucket\{[^}]*path="\/items\/:id"/);
+    assert.match(metrics, /auth_token_validation_duration_seconds_count\{[^}]*method="api_key"/);
+    assert.match(metrics, /upstream_target_health\{/);
+    assert.doesNotMatch(metrics, /path="\/items\/fail-1"/, 'no raw paths in labels');
+  });
+});

@@ -1,0 +1,261 @@
+// The gateway's traffic stages against the running stack: rate limits held exactly across two
+// gateway instances sharing Redis, the stages in their order, upstream targets killed and
+// revived under traffic, KrakenD-style aggregation and static answers, request and response
+// transformations, and the response pipeline's headers and compression.
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { gunzipSync, brotliDecompressSync } from 'node:zlib';
+import { request } from 'undici';
+import { adminTenant } from '../helpers/admin';
+import { gatewayClient } from '../helpers/api';
+import { eventually, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
+
+const stack = testStack();
+
+/** A sandbox upstream: echoes, or answers what `reply` says; counts its requests. */
+type Sandbox = { url: string; port: number; server: Server; count: number; close: () => Promise<void>; listen: () => Promise<void> };
+async function sandbox(reply?: (req: IncomingMessage, body: string) => { status?: number; headers?: Record<string, string>; body: string }, port = 0): Promise<Sandbox> {
+  const s: Sandbox = { url: '', port, server: undefined as unknown as Server, count: 0, close: async () => undefined, listen: async () => undefined };
+  const make = () => createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      if (req.url !== '/health') s.count += 1;
+      const out = reply?.(req, body) ?? { body: JSON.stringify({ url: req.url, method: req.method, headers: req.headers, body }) };
+      res.writeHead(out.status ?? 200, { 'content-type': 'application/json', server: 'sandbox/1.0', 'x-powered-by': 'sandbox', ...out.headers });
+      res.end(out.body);
+    });
+  });
+  s.listen = async () => {
+    s.server = make();
+    await new Promise<void>((r) => s.server.listen(s.port, '127.0.0.1', r));
+    s.port = (s.server.address() as AddressInfo).port;
+    s.url = `http://127.0.0.1:${s.port}`;
+  };
+  s.close = () => new Promise<void>((r) => { s.server.closeAllConnections(); s.server.close(() => r()); });
+  await s.listen();
+  return s;
+}
+
+async function tenant(prefix: string) {
+  const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, prefix);
+  const c = await t.admin('POST', '/consumers', { username: 'client', roles: ['developer'] });
+  const key = (await t.admin('POST', `/consumers/${c.body.id}/keys`)).body.key as string;
+  return { ...t, key, gw: gatewayClient(stack.gatewayUrl, key).call };
+}
+
+const served = (gw: ReturnType<typeof gatewayClient>['call'], path: string, status = 200) =>
+  eventually(`${path} served`, async () => (await gw('GET', path)).status === status, 5000, 20);
+
+describe('rate limits', () => {
+  let second: RunningProcess | undefined;
+  let echo: Sandbox;
+  before(async () => { echo = await sandbox(); });
+  after(async () => {
+    second?.child.kill('SIGTERM');
+    await second?.exited;
+    await echo.close();
+  });
+
+  test('one limit is held exactly across two gateway instances sharing Redis, for each algorithm', async () => {
+    second = await spawnProcess('gateway', stack.env);
+    await eventually('second gateway ready', async () => (await fetch(`${second!.statusUrl}/readyz`).catch(() => null))?.status === 200, 30_000, 200);
+    for (const algorithm of ['fixed-window', 'sliding-window', 'token-bucket'] as const) {
+      const t = await tenant('rl');
+      await t.admin('POST', '/services', { name: 'echo', url: echo.url });
+      await t.admin('POST', '/routes', { name: 'echo', service: 'echo', paths: ['/echo'] });
+      await served(t.gw, '/echo');
+      await t.admin('POST', '/policies', { name: 'quota', scope: 'workspace', limit: 40, window_seconds: 120, algorithm });
+      const g2: typeof t.gw = gatewayClient(second.publicUrl!, t.key).call;
+      await eventually('policy in force on both', async () => {
+        const [r1, r2] = await Promise.all([t.gw('GET', '/echo'), g2('GET', '/echo')]);
+        return r1.headers.get('ratelimit-limit') === '40' && r2.headers.get('ratelimit-limit') === '40';
+      }, 5000, 20);
+      // Some of the 40 are used by the check above; count what is left from the headers, then overrun it from both.
+      const probe = await t.gw('GET', '/echo');
+      const left = Number(probe.headers.get('ratelimit-remaining'));
+      const results = await Promise.all(Array.from({ length: 100 }, (_, i) => (i % 2 ? g2 : t.gw)('GET', '/echo')));
+      const ok = results.filter((r) => r.status === 200).length;
+      assert.equal(ok, left, `${algorithm}: ${ok} allowed, ${left} were left`);
+      const refused = results.find((r) => r.status === 429)!;
+      assert.equal(refused.body.error.code, 'rate_limited');
+      assert.ok(Number(refused.headers.get('retry-after')) >= 1);
+      assert.equal(refused.headers.get('ratelimit-remaining'), '0');
+      assert.match(refused.headers.get('ratelimit-policy') ?? '', /40;w=120/);
+    }
+  });
+
+  test('stages run in order: no credential is 401 and forbidden is 403 without using the quota; a route policy counts per consumer', async () => {
+    const t = await tenant('order');
+    await t.admin('POST', '/services', { name: 'echo', url: echo.url });
+    await t.admin('POST', '/routes', { name: 'echo', service: 'echo', paths: ['/echo'] });
+    await t.admin('POST', '/routes', { name: 'closed', service: 'echo', paths: ['/closed'] });
+    await t.admin('POST', '/plugins', { name: 'authorization', route: 'closed', config: { rules: [{ effect: 'allow', roles: ['admin'] }] } });
+    await t.admin('POST', '/policies', { name: 'per-client', scope: 'route', route: 'echo', limit: 3, window_seconds: 60, algorithm: 'fixed-window' });
+    await t.admin('POST', '/policies', { name: 'closed', scope: 'route', route: 'closed', limit: 1, window_seconds: 60, algorithm: 'fixed-window' });
+    await eventually('policy in force', async () => (await t.gw('GET', '/echo')).headers.get('ratelimit-limit') === '3', 5000, 20);
+    // 401 before anything else.
+    const anon = await fetch(`${stack.gatewayUrl}/echo`);
+    assert.equal(anon.status, 401);
+    assert.equal(anon.headers.get('ratelimit-limit'), null);
+    // 403 by authorization, twice, before the route's limit of 1 would have refused the second.
+    for (let i = 0; i < 2; i++) assert.equal((await t.gw('GET', '/closed')).status, 403);
+    // The route policy counts per consumer: another consumer has its own 3.
+    const c2 = await t.admin('POST', '/consumers', { username: 'other' });
+    const k2 = (await t.admin('POST', `/consumers/${c2.body.id}/keys`)).body.key as string;
+    const other = gatewayClient(stack.gatewayUrl, k2).call;
+    await served(other, '/echo');
+    const mine = [await t.gw('GET', '/echo'), await t.gw('GET', '/echo'), await t.gw('GET', '/echo')].map((r) => r.status);
+    assert.deepEqual(mine.slice(-1), [429], `the first consumer runs out: ${mine}`);
+    assert.equal((await other('GET', '/echo')).status, 200);
+  });
+});
+
+describe('upstream targets', () => {
+  test('a target killed under traffic is taken out by health checks, and put back when revived', async () => {
+    const a = await sandbox();
+    const b = await sandbox();
+    try {
+      const t = await tenant('lb');
+      const svc = await t.admin('POST', '/services', {
+        name: 'pair', targets: [{ url: a.url }, { url: b.url }], algorithm: 'round-robin', retries: 1,
+        healthchecks: { active: { path: '/health', interval_ms: 200, timeout_ms: 200, healthy_successes: 2, unhealthy_failures: 2 }, passive: { unhealthy_failures: 2, unhealthy_5xx: 5, window_ms: 5000, cooldown_ms: 1000 } },
+      });
+      assert.equal(svc.status, 201, svc.text);
+      await t.admin('POST', '/routes', { name: 'pair', service: 'pair', paths: ['/pair'] });
+      await served(t.gw, '/pair');
+      for (let i = 0; i < 20; i++) await t.gw('GET', '/pair');
+      assert.ok(a.count > 3 && b.count > 3, `both serve: ${a.count}/${b.count}`);
+
+      await b.close();
+      // While b is being detected, a refused connection is retried on a: no request fails.
+      const during = await Promise.all(Array.from({ length: 40 }, () => t.gw('GET', '/pair')));
+      assert.deepEqual([...new Set(during.map((r) => r.status))], [200]);
+      await eventually('b reported unhealthy', async () => {
+        const info = await (await fetch(`http://127.0.0.1:${stack.layout.ports.gatewayStatus}/info`)).json() as { upstreams: Record<string, { url: string; healthy: boolean }[]> };
+        return Object.values(info.upstreams).flat().some((x) => x.url.startsWith(b.url) && !x.healthy);
+      }, 5000, 100);
+      const aBefore = a.count;
+      for (let i = 0; i < 20; i++) assert.equal((await t.gw('GET', '/pair')).status, 200);
+      assert.equal(a.count - aBefore, 20, 'every request went to the healthy target');
+
+      await b.listen();
+      b.count = 0;
+      await eventually('b back in rotation', async () => {
+        await t.gw('GET', '/pair');
+        return b.count > 0;
+      }, 5000, 50);
+    } finally {
+      await a.close();
+      await b.close().catch(() => undefined);
+    }
+  });
+});
+
+describe('answers without a single upstream', () => {
+  test('aggregation merges several backends, flags partial results; a static route answers by itself', async () => {
+    const users = await sandbox((req) => ({ body: JSON.stringify({ id: req.url?.split('/').pop(), name: 'Ada', email: 'ada@example.com', internal: 'x' }) }));
+    const orders = await sandbox(() => ({ body: JSON.stringify({ orders: [{ id: 1 }, { id: 2 }] }) }));
+    const broken = await sandbox(() => ({ status: 500, body: '{"error":"boom"}' }));
+    try {
+      const t = await tenant('agg');
+      for (const [name, s] of [['users', users], ['orders', orders], ['broken', broken]] as const) await t.admin('POST', '/services', { name, url: s.url });
+      const route = await t.admin('POST', '/routes', {
+        name: 'profile', paths: ['/profile/:id'], methods: ['GET'],
+        aggregate: { backends: [{ service: 'users', path: '/users/{id}', allow: ['id', 'name', 'email'] }, { service: 'orders', path: '/orders?user={id}', group: 'history' }], timeout_ms: 2000 },
+        transformations: { response: { mask_pii: ['email'] } },
+      });
+      assert.equal(route.status, 201, route.text);
+      await t.admin('POST', '/routes', { name: 'partial', paths: ['/partial/:id'], methods: ['GET'], aggregate: { backends: [{ service: 'users', path: '/users/{id}' }, { service: 'broken', path: '/x', group: 'extra' }] } });
+      await t.admin('POST', '/routes', { name: 'teapot', paths: ['/teapot'], methods: ['GET'], static_response: { status: 418, headers: { 'X-Static': 'yes' }, body: { message: 'short and stout' } } });
+      await served(t.gw, '/profile/7');
+      const r = await t.gw('GET', '/profile/7');
+      assert.deepEqual(r.body, { id: '7', name: 'Ada', email: 'a***@example.com', history: { orders: [{ id: 1 }, { id: 2 }] } });
+      assert.equal(r.headers.get('x-flowgate-completed'), 'true');
+      const p = await t.gw('GET', '/partial/8');
+      assert.equal(p.status, 200);
+      assert.equal(p.headers.get('x-flowgate-completed'), 'false');
+      assert.equal(p.body.id, '8');
+      assert.equal(p.body.extra, undefined);
+      const s = await t.gw('GET', '/teapot');
+      assert.equal(s.status, 418);
+      assert.equal(s.headers.get('x-static'), 'yes');
+      assert.deepEqual(s.body, { message: 'short and stout' });
+      const bad = await t.admin('POST', '/routes', { name: 'both', service: 'users', paths: ['/both'], static_response: { status: 200 } });
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.error.details[0].field, 'body.service');
+    } finally {
+      await Promise.all([users.close(), orders.close(), broken.close()]);
+    }
+  });
+});
+
+describe('transformations and the response pipeline', () => {
+  test('path rewrite, added and removed headers, JSON to XML to the upstream and back, PII masked where the route asks', async () => {
+    const xmlUpstream = await sandbox((req, body) => ({
+      headers: { 'content-type': 'application/xml' },
+      body: `<?xml version="1.0"?><reply><path>${req.url}</path><got>${body.length > 0 ? 'xml' : 'none'}</got><user>${String(req.headers['x-user-id'])}</user><card>4111 1111 1111 1111</card></reply>`,
+    }));
+    try {
+      const t = await tenant('xf');
+      await t.admin('POST', '/services', { name: 'legacy', url: xmlUpstream.url });
+      const created = await t.admin('POST', '/routes', {
+        name: 'legacy', service: 'legacy', paths: ['/v2/accounts'],
+        transformations: {
+          request: { rewrite_path: { pattern: '^/v2/accounts/(\\d+)$', replacement: '/legacy/account.php?id=$1' }, body: 'json-to-xml', remove_headers: ['X-Debug'] },
+          response: { body: 'xml-to-json', mask_pii: ['card'] },
+        },
+      });
+      assert.equal(created.status, 201, created.text);
+      await eventually('served', async () => (await t.gw('POST', '/v2/accounts/42', { a: 1 })).status === 200, 5000, 20);
+      const r = await t.gw('POST', '/v2/accounts/42', { amount: 5 }, { 'x-debug': '1' });
+      assert.equal(r.status, 200, r.text);
+      assert.match(r.headers.get('content-type') ?? '', /json/);
+      assert.equal(r.body.path, '/legacy/account.php?id=42');
+      assert.equal(r.body.got, 'xml');
+      assert.equal(r.body.user, 'client');
+      assert.match(String(r.body.card), /1111$/);
+      assert.doesNotMatch(String(r.body.card), /4111/);
+      const badRegex = await t.admin('POST', '/routes', { name: 'bad', service: 'legacy', paths: ['/bad'], transformations: { request: { rewrite_path: { pattern: '(a+)+$', replacement: '/' } } } });
+      assert.equal(badRegex.status, 400);
+      assert.equal(badRegex.body.error.details[0].field, 'body.transformations.request.rewrite_path.pattern');
+    } finally {
+      await xmlUpstream.close();
+    }
+  });
+
+  test('security headers on every answer, the upstream\'s Server and X-Powered-By removed, gzip and brotli, cache headers', async () => {
+    const big = await sandbox(() => ({ body: JSON.stringify({ items: Array.from({ length: 200 }, (_, i) => ({ i, text: 'lorem ipsum dolor sit amet' })) }) }));
+    try {
+      const t = await tenant('resp');
+      await t.admin('POST', '/services', { name: 'big', url: big.url });
+      await t.admin('POST', '/routes', { name: 'big', service: 'big', paths: ['/big'] });
+      await t.admin('POST', '/plugins', { name: 'cache-headers', route: 'big', config: { directive: 'public, max-age=30', vary: ['Accept-Language'] } });
+      await eventually('cache headers in force', async () => (await t.gw('GET', '/big')).headers.get('cache-control') === 'public, max-age=30', 5000, 20);
+      for (const encoding of ['gzip', 'br'] as const) {
+        const res = await request(`${stack.gatewayUrl}/big`, { headers: { authorization: `Bearer ${t.key}`, 'accept-encoding': encoding } });
+        const raw = Buffer.from(await res.body.arrayBuffer());
+        assert.equal(res.headers['content-encoding'], encoding);
+        const text = (encoding === 'gzip' ? gunzipSync(raw) : brotliDecompressSync(raw)).toString();
+        assert.equal(JSON.parse(text).items.length, 200);
+        assert.ok(raw.length < text.length / 3, `${encoding} compresses: ${raw.length} of ${text.length}`);
+        assert.equal(res.headers['x-content-type-options'], 'nosniff');
+        assert.ok(res.headers['content-security-policy']);
+        assert.equal(res.headers['x-frame-options'], 'DENY');
+        assert.equal(res.headers.server, undefined);
+        assert.equal(res.headers['x-powered-by'], undefined);
+        assert.equal(res.headers['strict-transport-security'], undefined, 'HSTS only over TLS');
+        assert.match(String(res.headers.vary ?? ''), /Accept-Language/i);
+      }
+      // Errors are never cached and carry the same headers.
+      const denied = await fetch(`${stack.gatewayUrl}/big`);
+      assert.equal(denied.status, 401);
+      assert.equal(denied.headers.get('cache-control'), 'no-store');
+      assert.equal(denied.headers.get('x-content-type-options'), 'nosniff');
+    } finally {
+      await big.close();
+    }
+  });
+});

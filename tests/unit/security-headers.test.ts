@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { cacheControl, DEFAULT_SECURITY_HEADERS, SENSITIVE_RESPONSE_HEADERS, securityHeaders } from '../../gateway/security-headers';
+
+test('defaults lock an API down; HSTS is sent over TLS only', () => {
+  const overTls = securityHeaders(DEFAULT_SECURITY_HEADERS, true);
+  assert.equal(overTls['strict-transport-security'], 'max-age=31536000; includeSubDomains');
+  assert.equal(overTls['content-security-policy'], "default-src 'none'; frame-ancestors 'none'");
+  assert.equal(overTls['x-content-type-options'], 'nosniff');
+  assert.equal(overTls['x-frame-options'], 'DENY');
+  assert.equal(overTls['referrer-policy'], 'no-referrer');
+  assert.equal(overTls['cross-origin-resource-policy'], 'same-origin');
+  assert.equal(overTls['permissions-policy'], undefined);
+  assert.equal(securityHeaders(DEFAULT_SECURITY_HEADERS, false)['strict-transport-security'], undefined);
+});
+
+test('configured values are used as given', () => {
+  const h = securityHeaders({ ...DEFAULT_SECURITY_HEADERS, hsts_max_age_seconds: 0, hsts_include_subdomains: false, frame_options: 'SAMEORIGIN', permissions_policy: 'camera=()' }, true);
+  assert.equal(h['strict-transport-security'], 'max-age=0');
+  assert.equal(h['x-frame-options'], 'SAMEORIGIN');
+  assert.equal(h['permissions-policy'], 'camera=()');
+});
+
+test('headers naming upstream software are stripped', () => {
+  for (const name of ['server', 'x-powered-by', 'x-aspnet-version', 'x-aspnetmvc-version', 'x-runtime', 'via']) {
+    assert.ok(SENSITIVE_RESPONSE_HEADERS.includes(name), name);
+  }
+  assert.ok(SENSITIVE_RESPONSE_HEADERS.every((name) => name === name.toLowerCase()));
+});
+
+test('cacheControl: nothing by default, the directive on cacheable answers, no-store on 401/403/429', () => {
+  const cfg = { directive: 'public, max-age=60', vary: ['Accept', 'Accept-Encoding'] };
+  assert.deepEqual(cacheControl(undefined, 'GET', 200), {});
+  assert.deepEqual(cacheControl(cfg, 'get', 200), { 'cache-control': 'public, max-age=60', vary: 'Accept, Accept-Encoding' });
+  assert.deepEqual(cacheControl({ directive: 'max-age=5' }, 'HEAD', 404), { 'cache-control': 'max-age=5' });
+  assert.deepEqual(cacheControl({ directive: 'max-age=5' }, 'GET', 301), { 'cache-control': 'max-age=5' });
+  for (const [method, status] of [['POST', 200], ['GET', 302], ['GET', 500], ['DELETE', 404]] as const) {
+    assert.deepEqual(cacheControl(cfg, method, status), {}, `${method} ${status}`);
+  }
+  for (const status of [401, 403, 429]) {
+    assert.deepEqual(cacheControl(undefined, 'POST', status), { 'cache-control': 'no-store' });
+    assert.deepEqual(cacheControl(cfg, 'GET', status), { 'cache-control': 'no-store' });
+  }
+});
