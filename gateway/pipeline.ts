@@ -42,7 +42,8 @@ declare module 'fastify' {
   }
 }
 
-const SKIP = new Set(['/health']);
+/** Public: no credential, no tenant (the workflow types' schemas are documentation). */
+const SKIP = new Set(['/health', '/api/workflow-types']);
 const AUDIT_BODY_LIMIT = 4096;
 
 export function pipelineMetrics(registry: Registry) {
