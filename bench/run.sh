@@ -12,12 +12,14 @@ run() {
   node --import tsx "$@" || { echo "!! $1 failed" >&2; status=1; }
 }
 run bench/breaker.ts "$@"
+bash bench/peers/install.sh || { echo "!! bench/peers/install.sh failed" >&2; exit 1; }
 dir="$(mktemp -d "${TMPDIR:-/tmp}/flowgate-bench.XXXXXX")"
 chmod 755 "$dir"
 trap 'node bin/flowgate.js stack down --dir "$dir" >/dev/null 2>&1; rm -rf "$dir"' EXIT
 # The failover bench needs the worker to fail over without waiting for an operator.
 FLOWGATE_DB_FAILOVER=automatic node bin/flowgate.js stack up --test --dir "$dir" || { tail -n 30 "$dir"/logs/*.log; exit 1; }
 export FLOWGATE_STACK_DIR="$dir"
+run bench/gateway.ts "$@"
 run bench/payments.ts "$@"
 run bench/trigger-path.ts "$@"
 run bench/operations.ts "$@"

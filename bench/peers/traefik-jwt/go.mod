@@ -1,0 +1,3 @@
+module github.com/flowgate/benchjwt
+
+go 1.22
