@@ -120,9 +120,6 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
   closeConnectionsOnShutdown(app);
   // Compressed when the client accepts it and the answer is worth it; upstream answers already encoded pass as they are.
   await app.register(compress, { global: true, threshold: 1024, encodings: ['br', 'gzip'], brotliOptions: { params: { [zlib.constants.BROTLI_PARAM_QUALITY]: 4 } } });
-  app.addHook('onSend', async (req, reply) => {
-    reply.header('X-Request-ID', req.id);
-  });
   registerPipeline(app, ctx);
   app.get('/health', async () => ({ status: 'ok' }));
   registerWorkflowRoutes(app, ctx);

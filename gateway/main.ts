@@ -18,7 +18,7 @@ void runProcess('gateway', async ({ config, logger, registry }) => {
   await ensureStreams(nc);
   const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
   // The audit trail waits in memory while Kafka is down (200k entries, about 80 MB) and is sent when it is back.
-  const kafka = new KafkaBatcher(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-gateway'), logger, { lingerMs: 20, maxBatch: 2000, maxQueued: 200_000 });
+  const kafka = new KafkaBatcher(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-gateway'), logger, { lingerMs: 50, maxBatch: 5000, maxQueued: 200_000 });
   const vault = createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN);
   const { app, configStore, upstreams } = await buildGateway({ config, logger, registry, pool, nc, temporal, kafka, vault });
   await app.listen({ port: config.FLOWGATE_GATEWAY_PORT, host: config.FLOWGATE_HOST });

@@ -60,7 +60,7 @@ export class RequestAudit {
   record(r: RequestRecord): void {
     if (this.opts.kafka) {
       const { request_body: _req, response_body: _res, ...entry } = r;
-      void this.opts.kafka.send(TOPICS.auditTrail, r.tenant ?? '_platform', { type: 'api.request', ...entry }, { 'x-request-id': r.request_id });
+      void this.opts.kafka.send(TOPICS.auditTrail, r.tenant ?? '_platform', { type: 'api.request', ...entry });
       this.recorded.inc();
     }
     if (this.opts.pool && (r.status >= 400 || Math.random() < this.opts.successSample)) {
