@@ -1,0 +1,122 @@
+// The gateway's pure pipeline stages on their own: tenant resolution and its conflicts, the
+// authorization rules (RBAC nesting and each ABAC condition), and which plugins and rate
+// limits a workspace's config puts in force for a route and consumer.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ApiError } from '../../lib/errors';
+import type { Snapshot } from '../../lib/control-plane/versions';
+import { authorize, effectiveRoles, ipAllowed, type AuthorizationConfig } from '../../gateway/authz';
+import { resolveTenant, tenantFromCertificate, tenantFromHost } from '../../gateway/tenant';
+import { WorkspaceView } from '../../gateway/workspace-view';
+
+describe('tenant', () => {
+  test('all sources agree: the tenant; any disagreement: 403 naming the first source', () => {
+    assert.equal(resolveTenant([{ source: 'credential', tenant: 'acme' }, { source: 'header', tenant: 'acme' }]), 'acme');
+    assert.throws(() => resolveTenant([{ source: 'credential', tenant: 'acme' }, { source: 'host', tenant: 'globex' }]), (err: ApiError) => {
+      assert.equal(err.statusCode, 403);
+      assert.equal(err.code, 'tenant_mismatch');
+      assert.deepEqual(err.details, [{ field: 'headers.host', message: 'must match the tenant of the credential' }]);
+      assert.doesNotMatch(err.message, /acme|globex/, 'no tenant named in the answer');
+      return true;
+    });
+    assert.throws(() => resolveTenant([]), (err: ApiError) => err.statusCode === 401);
+  });
+
+  test('host subdomains under the suffix only, one label, a valid tenant id', () => {
+    assert.equal(tenantFromHost('acme.gw.localhost:8000', 'gw.localhost'), 'acme');
+    assert.equal(tenantFromHost('ACME.GW.localhost', 'gw.localhost'), 'acme');
+    assert.equal(tenantFromHost('a.b.gw.localhost', 'gw.localhost'), undefined);
+    assert.equal(tenantFromHost('gw.localhost', 'gw.localhost'), undefined);
+    assert.equal(tenantFromHost('evilgw.localhost', 'gw.localhost'), undefined);
+    assert.equal(tenantFromHost('acme.gw.localhost', undefined), undefined);
+  });
+
+  test('a certificate names its tenant by SAN URI, else O; its consumer by CN', () => {
+    const cert = (subject: Record<string, string>, san?: string) => ({ subject, subjectaltname: san, fingerprint256: 'AB:CD:EF' }) as never;
+    assert.deepEqual(tenantFromCertificate(cert({ CN: 'alice', O: 'other' }, 'DNS:x, URI:urn:flowgate:tenant:acme')), { tenant: 'acme', consumer: 'alice', fingerprint: 'abcdef' });
+    assert.equal(tenantFromCertificate(cert({ CN: 'bob', O: 'globex' }))?.tenant, 'globex');
+    assert.equal(tenantFromCertificate(cert({ CN: 'bob', O: 'Not A Tenant' })), undefined);
+    assert.equal(tenantFromCertificate(cert({ O: 'globex' })), undefined);
+  });
+});
+
+describe('authorization', () => {
+  const at = (iso: string) => new Date(iso);
+  const base = { roles: ['developer'], method: 'GET', path: '/orders/1', ip: '127.0.0.1', now: at('2026-11-18T10:00:00Z') };
+
+  test('built-in roles nest upward only; custom roles match by name', () => {
+    assert.deepEqual([...effectiveRoles(['operator'])].sort(), ['developer', 'operator', 'viewer']);
+    assert.deepEqual([...effectiveRoles(['auditor'])], ['auditor']);
+    const cfg: AuthorizationConfig = { rules: [{ effect: 'allow', roles: ['operator'] }], default: 'deny' };
+    assert.equal(authorize(cfg, { ...base, roles: ['admin'] }).allowed, true);
+    assert.equal(authorize(cfg, { ...base, roles: ['developer'] }).allowed, false);
+  });
+
+  test('each condition can fail a rule; the first matching rule decides; no match is the default', () => {
+    const cfg: AuthorizationConfig = {
+      rules: [
+        { effect: 'deny', source_cidrs: ['10.0.0.0/8'] },
+        { effect: 'allow', methods: ['GET'], paths: ['/orders'], hours_utc: { from: 8, to: 18 }, weekdays_utc: [1, 2, 3, 4, 5] },
+        { effect: 'allow', claims: { scope: ['orders:write'] } },
+      ],
+      default: 'deny',
+    };
+    assert.deepEqual(authorize(cfg, base), { allowed: true, rule: 1 });
+    assert.deepEqual(authorize(cfg, { ...base, ip: '::ffff:10.1.2.3' }), { allowed: false, rule: 0 });
+    assert.equal(authorize(cfg, { ...base, method: 'POST' }).allowed, false);
+    assert.equal(authorize(cfg, { ...base, path: '/ordersx' }).allowed, false, 'a path prefix stops at a segment');
+    assert.equal(authorize(cfg, { ...base, now: at('2026-11-18T19:00:00Z') }).allowed, false, 'after hours');
+    assert.equal(authorize(cfg, { ...base, now: at('2026-11-22T10:00:00Z') }).allowed, false, 'a Sunday');
+    assert.deepEqual(authorize(cfg, { ...base, method: 'DELETE', claims: { scope: ['orders:read', 'orders:write'] } }), { allowed: true, rule: 2 });
+    assert.equal(authorize({ ...cfg, default: 'allow' }, { ...base, method: 'DELETE' }).allowed, true);
+    // A window across midnight.
+    const night: AuthorizationConfig = { rules: [{ effect: 'allow', hours_utc: { from: 22, to: 6 } }], default: 'deny' };
+    assert.equal(authorize(night, { ...base, now: at('2026-11-18T23:30:00Z') }).allowed, true);
+    assert.equal(authorize(night, { ...base, now: at('2026-11-18T12:00:00Z') }).allowed, false);
+  });
+
+  test('ip-restriction: deny wins, an allow list must hold the address', () => {
+    assert.equal(ipAllowed({ allow: ['192.168.0.0/16'], deny: ['192.168.1.0/24'] }, '192.168.2.9'), true);
+    assert.equal(ipAllowed({ allow: ['192.168.0.0/16'], deny: ['192.168.1.0/24'] }, '192.168.1.9'), false);
+    assert.equal(ipAllowed({ allow: ['192.168.0.0/16'], deny: [] }, '127.0.0.1'), false);
+    assert.equal(ipAllowed({ allow: [], deny: ['::1'] }, '::1'), false);
+  });
+});
+
+describe('workspace view', () => {
+  const snapshot = {
+    _format_version: '1', workspace: 'acme', services: [], routes: [], triggers: [], roles: [],
+    consumers: [{ id: 'c1', username: 'alice', roles: ['developer'] }, { id: 'c2', username: 'bob' }],
+    plugins: [
+      { id: 'p1', name: 'cache-headers', config: { directive: 'global' }, enabled: true },
+      { id: 'p2', name: 'cache-headers', service: 'orders', config: { directive: 'service' }, enabled: true },
+      { id: 'p3', name: 'cache-headers', route: 'list', config: { directive: 'route' }, enabled: true },
+      { id: 'p4', name: 'cache-headers', route: 'list', consumer: 'alice', config: { directive: 'route+consumer' }, enabled: true },
+      { id: 'p5', name: 'ip-restriction', consumer: 'bob', config: { allow: ['10.0.0.1'], deny: [] }, enabled: true },
+      { id: 'p6', name: 'cors', config: {}, enabled: false },
+    ],
+    policies: [
+      { id: 'q1', name: 'quota', scope: 'workspace', limit: 100, window_seconds: 60, algorithm: 'sliding-window', enabled: true },
+      { id: 'q2', name: 'per-client', scope: 'route', route: 'list', limit: 10, window_seconds: 1, algorithm: 'token-bucket', enabled: true },
+      { id: 'q3', name: 'bob', scope: 'consumer', consumer: 'bob', limit: 5, window_seconds: 60, algorithm: 'fixed-window', enabled: true },
+      { id: 'q4', name: 'off', scope: 'workspace', limit: 1, window_seconds: 1, algorithm: 'fixed-window', enabled: false },
+    ],
+  } as unknown as Snapshot;
+  const view = new WorkspaceView(snapshot);
+
+  test('the most specific plugin wins (consumer+route, route, service, consumer, workspace); disabled ones never apply', () => {
+    const directive = (route: { name: string; service?: string } | undefined, consumer?: string) => view.pluginsFor(route, consumer)['cache-headers']?.directive;
+    assert.equal(directive({ name: 'list', service: 'orders' }, 'alice'), 'route+consumer');
+    assert.equal(directive({ name: 'list', service: 'orders' }, 'bob'), 'route');
+    assert.equal(directive({ name: 'get', service: 'orders' }, 'alice'), 'service');
+    assert.equal(directive({ name: 'other', service: 'billing' }, 'alice'), 'global');
+    assert.ok(view.pluginsFor(undefined, 'bob')['ip-restriction']);
+    assert.equal(view.pluginsFor(undefined, 'alice')['ip-restriction'], undefined);
+    assert.equal(view.pluginsFor(undefined, 'alice').cors, undefined);
+  });
+
+  test('rate limits: the workspace quota for all, a route policy per consumer, a consumer policy across routes', () => {
+    assert.deepEqual(view.limitsFor('acme', 'list', 'alice').map((l) => l.key), ['acme:ws:quota', 'acme:route:list:alice:per-client']);
+    assert.deepEqual(view.limitsFor('acme', undefined, 'bob').map((l) => [l.key, l.policy.algorithm]), [['acme:ws:quota', 'sliding-window'], ['acme:consumer:bob:bob', 'fixed-window']]);
+  });
+});
