@@ -78,6 +78,8 @@ export const configSchema = z.object({
   FLOWGATE_RATE_LIMIT_TIMEOUT_MS: z.coerce.number().int().min(5).max(5000).default(1000),
   /** With `api.example.com`, a request to `acme.api.example.com` names tenant `acme`. Unset: hosts name no tenant. */
   FLOWGATE_TENANT_HOST_SUFFIX: z.string().regex(/^[a-z0-9.-]+$/).optional(),
+  /** Where a gateway keeps audit records while Kafka is away, so they outlive the process (one file per gateway port). */
+  FLOWGATE_SPOOL_DIR: z.string().min(1).optional(),
   /** The share of successful requests kept in api_calls (every error is kept). */
   FLOWGATE_API_CALLS_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
   /** The gateway's TLS listener (off unless a port, certificate and key are given). */

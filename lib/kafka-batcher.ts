@@ -1,13 +1,22 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { appendFile, unlink } from 'node:fs/promises';
 import type { Kafka, Message, Producer } from 'kafkajs';
 import type { Logger } from './logger';
 
-type Pending = { topic: string; message: Message; done: () => void };
+type Pending = { topic: string; message: Message; done: () => void; at: number };
 
 /**
  * Sends records to Kafka in small batches (one linger interval at a time). `send` resolves when
  * Kafka acknowledged the record, so a caller that must not lose it can wait; a caller on a hot
  * path waits with a bound (`sendWithin`). While Kafka is down records stay queued in memory (up
  * to `maxQueued`, oldest dropped and counted) and are retried every interval.
+ *
+ * With a `spoolFile`, records also survive the process dying while Kafka is away: once a record
+ * has waited a second (or a send failed), and until the queue is empty again, every queued
+ * record is appended to the file (within 100 ms), and `recover()` at the next start queues the
+ * file's records again.
+ * That is at least once: a record acknowledged just before a crash may be sent twice, so
+ * consumers deduplicate by the id inside it (the audit trail's `request_id`).
  */
 export class KafkaBatcher {
   private queue: Pending[] = [];
@@ -20,8 +29,64 @@ export class KafkaBatcher {
   constructor(
     private readonly kafka: Kafka,
     private readonly logger: Logger,
-    private readonly opts: { lingerMs?: number; maxBatch?: number; maxQueued?: number } = {},
+    private readonly opts: { lingerMs?: number; maxBatch?: number; maxQueued?: number; spoolFile?: string } = {},
   ) {}
+
+  private spooling = false;
+  private spoolLines: string[] = [];
+  private spoolTimer?: NodeJS.Timeout;
+  /** Every file operation, in order: appends never race the unlink that ends a spell of spooling. */
+  private spoolChain: Promise<void> = Promise.resolve();
+
+  /** Queues again what a previous process left in the spool file; returns how many records. */
+  recover(): number {
+    const file = this.opts.spoolFile;
+    if (!file || !existsSync(file)) return 0;
+    let n = 0;
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      if (!line) continue;
+      try {
+        const r = JSON.parse(line) as { t: string; k: string; v: string; h?: Record<string, string> };
+        this.queue.push({ topic: r.t, message: { key: r.k, value: r.v, headers: r.h }, done: () => undefined, at: Date.now() });
+        n += 1;
+      } catch {
+        // The last line may have been cut by the crash.
+      }
+    }
+    // The file stays until all of it is acknowledged: a second crash before that loses nothing either.
+    this.spooling = true;
+    if (n) this.schedule();
+    else this.stopSpooling();
+    return n;
+  }
+
+  private spoolLine(p: Pending): string {
+    return `${JSON.stringify({ t: p.topic, k: p.message.key, v: p.message.value, h: p.message.headers })}\n`;
+  }
+
+  private spoolWrite(data: string): void {
+    const file = this.opts.spoolFile!;
+    this.spoolChain = this.spoolChain.then(() => appendFile(file, data, { mode: 0o600 })).catch((err: Error) => {
+      this.logger.error({ err: err.message, file }, 'kafka spool not written');
+    });
+  }
+
+  private startSpooling(): void {
+    if (!this.opts.spoolFile || this.spooling) return;
+    this.spooling = true;
+    this.spoolWrite([...this.inFlightBatch, ...this.queue].map((p) => this.spoolLine(p)).join(''));
+    this.logger.warn({ file: this.opts.spoolFile, queued: this.queue.length }, 'kafka unavailable; queued records spooled to disk too');
+  }
+
+  private stopSpooling(): void {
+    if (!this.spooling) return;
+    this.spooling = false;
+    this.spoolLines = [];
+    clearTimeout(this.spoolTimer);
+    this.spoolTimer = undefined;
+    const file = this.opts.spoolFile!;
+    this.spoolChain = this.spoolChain.then(() => unlink(file)).catch(() => undefined);
+  }
 
   send(topic: string, key: string, value: unknown, headers?: Record<string, string>): Promise<void> {
     return new Promise((resolve) => {
@@ -29,7 +94,18 @@ export class KafkaBatcher {
         this.queue.shift()?.done();
         this.dropped += 1;
       }
-      this.queue.push({ topic, message: { key, value: JSON.stringify(value), headers }, done: resolve });
+      const pending = { topic, message: { key, value: JSON.stringify(value), headers }, done: resolve, at: Date.now() };
+      this.queue.push(pending);
+      if (this.opts.spoolFile && !this.spooling) this.armSpoolCheck();
+      if (this.spooling) {
+        this.spoolLines.push(this.spoolLine(pending));
+        this.spoolTimer ??= setTimeout(() => {
+          this.spoolTimer = undefined;
+          const data = this.spoolLines.join('');
+          this.spoolLines = [];
+          this.spoolWrite(data);
+        }, 100);
+      }
       this.schedule();
     });
   }
@@ -47,10 +123,23 @@ export class KafkaBatcher {
 
   /** Records not yet acknowledged by Kafka: waiting, and in the batch being sent. */
   get queued(): number {
-    return this.queue.length + this.inFlight;
+    return this.queue.length + this.inFlightBatch.length;
   }
 
-  private inFlight = 0;
+  private inFlightBatch: Pending[] = [];
+  private spoolCheck?: NodeJS.Timeout;
+
+  /** A record unacknowledged after a second means Kafka is slow or away: from then on the queue is on disk too. */
+  private armSpoolCheck(): void {
+    this.spoolCheck ??= setTimeout(() => {
+      this.spoolCheck = undefined;
+      const oldest = this.inFlightBatch[0] ?? this.queue[0];
+      if (!oldest || this.spooling) return;
+      if (Date.now() - oldest.at >= 1000) this.startSpooling();
+      else this.armSpoolCheck();
+    }, 1000);
+    this.spoolCheck.unref();
+  }
 
   /** One flush at a time, in order: a record sent during a flush waits for the next one, which the flush schedules. */
   private schedule(delay = this.opts.lingerMs ?? 10): void {
@@ -69,7 +158,7 @@ export class KafkaBatcher {
   private async flush(): Promise<void> {
     const batch = this.queue.splice(0, this.opts.maxBatch ?? 500);
     if (!batch.length) return;
-    this.inFlight = batch.length;
+    this.inFlightBatch = batch;
     const byTopic = new Map<string, Message[]>();
     for (const p of batch) byTopic.set(p.topic, [...(byTopic.get(p.topic) ?? []), p.message]);
     try {
@@ -77,15 +166,18 @@ export class KafkaBatcher {
       await this.producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
       this.lastFailed = false;
       for (const p of batch) p.done();
+      if (this.queue.length === 0) this.stopSpooling();
     } catch (err) {
       if (!this.lastFailed) this.logger.warn({ err: (err as Error).message, queued: this.queue.length + batch.length }, 'kafka unavailable; records stay queued');
       this.lastFailed = true;
       const p = this.producer;
       this.producer = undefined;
       await p?.disconnect().catch(() => undefined);
+      this.inFlightBatch = [];
       this.queue.unshift(...batch);
+      this.startSpooling();
     } finally {
-      this.inFlight = 0;
+      this.inFlightBatch = [];
     }
   }
 
@@ -107,7 +199,17 @@ export class KafkaBatcher {
       if (this.lastFailed) await new Promise((r) => setTimeout(r, 200));
     }
     this.closed = true;
-    if (this.queue.length) this.logger.error({ lost: this.queue.length }, 'kafka records not sent at shutdown');
+    if (this.queue.length && this.opts.spoolFile) {
+      // Everything still queued is on disk before the process ends; the next start sends it.
+      this.startSpooling();
+      clearTimeout(this.spoolTimer);
+      this.spoolWrite(this.spoolLines.join(''));
+      this.spoolLines = [];
+      this.logger.warn({ spooled: this.queue.length, file: this.opts.spoolFile }, 'kafka records kept in the spool for the next start');
+    } else if (this.queue.length) {
+      this.logger.error({ lost: this.queue.length }, 'kafka records not sent at shutdown');
+    }
+    await this.spoolChain;
     await this.producer?.disconnect().catch(() => undefined);
   }
 }

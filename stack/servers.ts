@@ -347,6 +347,8 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
     // Where the replica, the scratch instances of the backup drill and the dumps come from.
     FLOWGATE_PG_BIN: binaries().pgBin,
     FLOWGATE_BACKUP_DIR: path.join(l.dir, 'backups'),
+    // Audit records a gateway could not yet send to Kafka, kept across restarts.
+    FLOWGATE_SPOOL_DIR: path.join(l.dir, 'spool'),
 
     FLOWGATE_KAFKA_BROKERS: `${localhost}:${p.kafka}`,
     FLOWGATE_VAULT_ADDR: `http://${localhost}:${p.openbao}`,

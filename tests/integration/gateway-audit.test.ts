@@ -4,15 +4,18 @@
 // names with route patterns, never raw paths.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createKafka, TOPICS } from '../../lib/kafka';
 import { asPlatform, createPool } from '../../lib/postgres';
-import { serverSpec, startServer, stopServer } from '../../stack/stack';
+import { freePorts, serverSpec, startServer, stopServer } from '../../stack/stack';
 import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
-import { eventually, testStack } from '../helpers/stack';
+import { eventually, spawnProcess, testStack } from '../helpers/stack';
 
 const stack = testStack();
 const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 2);
@@ -112,6 +115,45 @@ describe('audit trail on Kafka', () => {
       await eventually('every entry from the outage on Kafka', () => ids.every((id) => trail.seen.has(id)), 90_000, 500);
     } finally {
       await trail.stop();
+    }
+  });
+});
+
+describe('audit trail through a gateway crash', () => {
+  test('a gateway killed while Kafka is down loses no audit entry: the next start sends its spool', async () => {
+    const t = await tenant();
+    const spool = mkdtempSync(path.join(os.tmpdir(), 'flowgate-spool-'));
+    const port = String((await freePorts()).gateway);
+    const env = { FLOWGATE_SPOOL_DIR: spool, FLOWGATE_GATEWAY_PORT: port };
+    let gw = await spawnProcess('gateway', stack.env, env);
+    const ids: string[] = [];
+    try {
+      await eventually('gateway ready', async () => (await fetch(`${gw.statusUrl}/readyz`).catch(() => null))?.status === 200, 30_000, 200);
+      const call = gatewayClient(gw.publicUrl!, t.key).call;
+      await eventually('route served', async () => (await call('GET', '/items/1')).status === 200, 5000, 20);
+      await stopServer(stack.layout, 'kafka');
+      for (let i = 0; i < 30; i++) {
+        const id = `crash-${i}-${randomUUID()}`;
+        ids.push(id);
+        assert.equal((await call('GET', `/items/${i}`, undefined, { 'x-request-id': id })).status, 200);
+      }
+      // Past the second after which unacknowledged entries go to disk, and the 100 ms of buffering.
+      await eventually('entries spooled', () => ids.every((id) => readdirSync(spool).some((f) => readFileSync(path.join(spool, f), 'utf8').includes(id))), 10_000, 200);
+      gw.child.kill('SIGKILL');
+      await gw.exited;
+    } finally {
+      await startServer(stack.layout, serverSpec('kafka'));
+    }
+    gw = await spawnProcess('gateway', stack.env, env);
+    const trail = await collect(t.tenant);
+    try {
+      await eventually('every entry from before the crash on Kafka', () => ids.every((id) => trail.seen.has(id)), 90_000, 500);
+      await eventually('the spool is emptied once sent', () => readdirSync(spool).length === 0, 10_000, 200);
+    } finally {
+      await trail.stop();
+      gw.child.kill('SIGTERM');
+      await gw.exited;
+      rmSync(spool, { recursive: true, force: true });
     }
   });
 });

@@ -3,7 +3,7 @@
 // limits a workspace's config puts in force for a route and consumer.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ApiError } from '../../lib/errors';
+import type { ApiError } from '../../lib/errors';
 import type { Snapshot } from '../../lib/control-plane/versions';
 import { authorize, effectiveRoles, ipAllowed, type AuthorizationConfig } from '../../gateway/authz';
 import { resolveTenant, tenantFromCertificate, tenantFromHost } from '../../gateway/tenant';
