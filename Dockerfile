@@ -25,6 +25,8 @@ WORKDIR /app
 COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
 COPY package.json ./
+# The gateway's audit spool (FLOWGATE_SPOOL_DIR); a named volume mounted here takes this owner.
+RUN mkdir -p /var/lib/flowgate/spool && chown -R node:node /var/lib/flowgate
 USER node
 EXPOSE 8000 8001 9400 9401 9402 9403
 STOPSIGNAL SIGTERM
