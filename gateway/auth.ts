@@ -40,20 +40,14 @@ const invalidKey = () => new ApiError(401, 'invalid_credential', 'the API key is
  */
 export class Authenticator {
   private cache = new Map<string, { principal: Principal | null; until: number }>();
-  private memo = new WeakMap<FastifyRequest, Promise<Principal>>();
 
   constructor(private readonly opts: {
     store: ConfigStore; pool?: Pool; jwt: JwtVerifier; tenantHostSuffix?: string; latency?: Histogram; maxEntries?: number;
   }) {}
 
-  /** Once per request: the pipeline's hook and the route handlers share the answer. */
-  authenticate(req: FastifyRequest): Promise<Principal> {
-    let p = this.memo.get(req);
-    if (!p) {
-      p = this.run(req);
-      this.memo.set(req, p);
-    }
-    return p;
+  /** Once per request: the pipeline's hook keeps the answer on the request, and route handlers get it from there. */
+  async authenticate(req: FastifyRequest): Promise<Principal> {
+    return req.flowgate?.principal ?? this.run(req);
   }
 
   private async run(req: FastifyRequest): Promise<Principal> {

@@ -144,8 +144,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
   function staticRoute(reply: FastifyReply, route: Route) {
     const s = route.static_response!;
     reply.code(s.status).headers(s.headers);
-    if (s.body === undefined) return reply.send();
-    return reply.send(typeof s.body === 'string' ? s.body : s.body);
+    return s.body === undefined ? reply.send() : reply.send(s.body);
   }
 
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {

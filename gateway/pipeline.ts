@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import { ApiError } from '../lib/errors';
 import { prom } from '../lib/metrics';
@@ -55,7 +55,7 @@ export function pipelineMetrics(registry: Registry) {
 }
 
 /** The route pattern for metrics and audit: bounded, never a raw path. */
-export function routeLabel(req: FastifyRequest): string {
+function routeLabel(req: FastifyRequest): string {
   const m = req.flowgate?.match;
   if (m?.kind === 'route') return m.pattern;
   if (m?.kind === 'trigger') return m.rule.route_path ?? 'trigger';
@@ -198,4 +198,3 @@ function stageOf(err: ApiError): string {
   return 'request';
 }
 
-export type Reply = FastifyReply;
