@@ -15,12 +15,14 @@ COPY worker worker
 COPY cli cli
 COPY stack stack
 COPY sandboxes sandboxes
+# The workflow bundle is built here, once: workers start without webpack and all run the same code.
 RUN npx tsc -p tsconfig.build.json \
  && cp -r lib/db/migrations dist/lib/db/ \
+ && node dist/worker/bundle.js dist/workflow-bundle.js \
  && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
-ENV NODE_ENV=production FLOWGATE_HOST=0.0.0.0
+ENV NODE_ENV=production FLOWGATE_HOST=0.0.0.0 FLOWGATE_WORKFLOW_BUNDLE=/app/dist/workflow-bundle.js
 WORKDIR /app
 COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist

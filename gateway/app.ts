@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import zlib from 'node:zlib';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { trace, type Tracer } from '@opentelemetry/api';
 import type { Client } from '@temporalio/client';
 import { headers as natsHeaderInit, type JetStreamClient, type KV, type MsgHdrs, type NatsConnection } from 'nats';
 import type { Pool } from 'pg';
@@ -37,6 +38,8 @@ export type GatewayDeps = {
   kafka?: KafkaBatcher;
   /** HS256 JWT secrets (secret/data/jwt/{workspace}/{kid}). */
   vault?: VaultClient;
+  /** The gateway's spans (lib/tracing.ts); absent, the global tracer (a no-op unless set up). */
+  tracer?: Tracer;
 };
 
 /** An Idempotency-Key is remembered for 24 hours (as Stripe does). */
@@ -64,6 +67,7 @@ export type GatewayContext = GatewayDeps & {
   metrics: ReturnType<typeof gatewayMetrics>;
   idempotencyKv: () => Promise<KV>;
   natsHeaders: (values: Record<string, string>) => MsgHdrs;
+  tracer: Tracer;
 };
 
 /** The gateway as a Fastify instance; tests drive it with inject, main.ts listens. */
@@ -105,6 +109,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     audit: new RequestAudit({ kafka: deps.kafka, pool: deps.pool, logger: deps.logger, registry: deps.registry, successSample: deps.config.FLOWGATE_API_CALLS_SAMPLE }),
     js,
     metrics,
+    tracer: deps.tracer ?? trace.getTracer('flowgate-gateway'),
     idempotencyKv: () => {
       kv ??= js.views.kv('flowgate_idempotency', { ttl: IDEMPOTENCY_TTL_MS, history: 1 });
       kv.catch(() => { kv = undefined; });

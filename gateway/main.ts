@@ -12,7 +12,7 @@ import { runProcess } from '../lib/process-runtime';
 import { connectTemporal, temporalHealthy } from '../lib/temporal';
 import { buildGateway } from './app';
 
-void runProcess('gateway', async ({ config, logger, registry }) => {
+void runProcess('gateway', async ({ config, logger, registry, tracing }) => {
   // DB-less: the declarative file is the whole config; PostgreSQL is not used at all.
   const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-gateway');
   const pool = config.FLOWGATE_DECLARATIVE_CONFIG ? undefined : await createAppPool(config, 20, { nats: nc, logger });
@@ -25,7 +25,7 @@ void runProcess('gateway', async ({ config, logger, registry }) => {
   const recovered = kafka.recover();
   if (recovered) logger.warn({ recovered, file: spoolFile }, 'audit records left by a previous run are sent again');
   const vault = createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN);
-  const { app, configStore, upstreams } = await buildGateway({ config, logger, registry, pool, nc, temporal, kafka, vault });
+  const { app, configStore, upstreams } = await buildGateway({ config, logger, registry, pool, nc, temporal, kafka, vault, tracer: tracing.tracer });
   await app.listen({ port: config.FLOWGATE_GATEWAY_PORT, host: config.FLOWGATE_HOST });
   // The optional TLS listener serves the same routes; with a client CA it asks for client certificates (mTLS)
   // and lets the pipeline refuse a missing or untrusted one, so the error is an API answer, not a failed handshake.

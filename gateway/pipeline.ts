@@ -1,7 +1,9 @@
+import { SpanKind, type Span } from '@opentelemetry/api';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import { ApiError } from '../lib/errors';
 import { prom } from '../lib/metrics';
+import { endSpan, extractContext, httpHeaderGetter, startSpan } from '../lib/tracing';
 import type { Principal } from './auth';
 import { authorize, ipAllowed } from './authz';
 import type { GatewayContext } from './app';
@@ -34,6 +36,8 @@ export type RequestState = {
   upstream?: string;
   /** A body the audit may keep (masked) when the answer is an error. */
   responseBody?: Buffer | string;
+  /** The request's server span: its trace id is in the logs, the audit entry, X-Trace-ID and the next hop. */
+  span?: Span;
 };
 
 declare module 'fastify' {
@@ -71,6 +75,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     req.flowgate = { plugins: {} };
     if (SKIP.has(req.routeOptions.url ?? '')) return;
     const state = req.flowgate;
+    state.span = startSpan(ctx.tracer, `${req.method} gateway`, SpanKind.SERVER, extractContext(req.headers, httpHeaderGetter));
     try {
       const principal = await ctx.auth.authenticate(req);
       state.principal = principal;
@@ -102,7 +107,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
         const refused = decisions.find((d) => !d.allowed);
         if (refused) {
           state.rateLimited = true;
-          req.log.warn({ tenant: principal.tenant, consumer: principal.username, policy: refused.policy, route: route?.name, source: refused.source }, 'rate limit refused a request');
+          req.log.warn({ trace_id: state.span?.spanContext().traceId, tenant: principal.tenant, consumer: principal.username, policy: refused.policy, route: route?.name, source: refused.source }, 'rate limit refused a request');
           throw new ApiError(429, 'rate_limited', `rate limit ${refused.policy} exceeded: ${refused.limit} requests`, undefined, { 'Retry-After': String(refused.retryAfterSeconds ?? 1) });
         }
       }
@@ -115,6 +120,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
 
   app.addHook('onSend', async (req, reply, payload) => {
     reply.header('X-Request-ID', req.id);
+    if (req.flowgate?.span) reply.header('X-Trace-ID', req.flowgate.span.spanContext().traceId);
     const p = req.flowgate?.plugins ?? {};
     const secure = (req.raw.socket as { encrypted?: boolean }).encrypted === true;
     reply.headers(securityHeaders({ ...DEFAULT_SECURITY_HEADERS, ...p['security-headers'] }, secure));
@@ -133,9 +139,17 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     series.requests.inc();
     series.duration.observe(reply.elapsedTime / 1000);
     if (SKIP.has(req.routeOptions.url ?? '')) return;
-    if (status >= 500) req.log.warn({ status, path }, 'request failed');
+    const span = state?.span;
+    const traceId = span?.spanContext().traceId;
+    if (span) {
+      span.updateName(`${req.method} ${path}`);
+      span.setAttributes({ 'http.request.method': req.method, 'http.route': path, 'http.response.status_code': status, 'flowgate.tenant': tenant ?? 'unknown', 'flowgate.request_id': req.id });
+      endSpan(span, status >= 500 ? `status ${status}` : undefined);
+    }
+    if (status >= 500) req.log.warn({ status, path, trace_id: traceId }, 'request failed');
     const error = status >= 400;
     ctx.audit.record({
+      trace_id: traceId,
       at: new Date(Date.now() - reply.elapsedTime).toISOString(),
       request_id: req.id,
       tenant,

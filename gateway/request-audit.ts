@@ -16,6 +16,8 @@ import { asPlatform } from '../lib/postgres';
 export type RequestRecord = {
   at: string;
   request_id: string;
+  /** The request's trace (W3C trace id): the same one in every process the request reaches. */
+  trace_id?: string;
   tenant?: string;
   consumer?: string;
   user?: string;

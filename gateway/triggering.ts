@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
+import type { Span } from '@opentelemetry/api';
 import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { ApiError } from '../lib/errors';
 import { natsConnected, subjects } from '../lib/nats';
+import { traceHeaders } from '../lib/tracing';
 import type { TriggerMessage } from '../lib/trigger-message';
 import type { WorkflowTypeDef } from '../lib/workflow-registry';
 import type { GatewayContext } from './app';
@@ -45,14 +47,15 @@ export function createTriggering(ctx: GatewayContext) {
   const { ids, metrics } = ctx;
 
   /** Publishes a trigger and waits for JetStream's ack: only then may the client hear 2xx. */
-  async function publishTrigger(msg: TriggerMessage): Promise<void> {
+  async function publishTrigger(msg: TriggerMessage, span?: Span): Promise<void> {
     const end = metrics.publishLatency.startTimer();
     try {
       if (!natsConnected(ctx.nc)) throw new Error('nats disconnected');
       await ctx.js.publish(subjects.trigger(msg.tenant), JSON.stringify(msg), {
         msgID: msg.execution_id,
         timeout: 3000,
-        headers: ctx.natsHeaders({ 'X-Request-ID': msg.correlation_id, 'X-Tenant-ID': msg.tenant }),
+        // The trace goes on with the message: the consumer's span is the request span's child.
+        headers: ctx.natsHeaders({ 'X-Request-ID': msg.correlation_id, 'X-Tenant-ID': msg.tenant, ...(span ? traceHeaders(span) : {}) }),
       });
       end({ outcome: 'acked' });
     } catch (err) {
@@ -105,8 +108,9 @@ export function createTriggering(ctx: GatewayContext) {
       accepted_at: new Date().toISOString(),
       callback_url: callback,
       source,
-    });
+    }, req.flowgate?.span);
     metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'accepted' });
+    req.log.debug({ execution_id: executionId, workflow_type: def.name, trace_id: req.flowgate?.span?.spanContext().traceId }, 'trigger accepted');
     return { executionId, ...acceptedAnswer(executionId) };
   }
 

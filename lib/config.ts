@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DEFAULT_THIRD_PARTIES, thirdPartyServices } from './third-party/services';
 
@@ -48,7 +49,6 @@ export const configSchema = z.object({
   FLOWGATE_CONFIG_REFRESH_MS: z.coerce.number().int().min(100).default(30_000),
   /** The group a gateway instance belongs to for config rollouts (a canary group gets a new version first). */
   FLOWGATE_GATEWAY_GROUP: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).default('stable'),
-  /** How often every process says it is alive on `health.heartbeats` (seed 000: 30 s). */
   /** The key of the database topology (NATS KV, lib/db-topology.ts) the pools follow, when there is one. */
   FLOWGATE_DATABASE_CLUSTER: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).default('main'),
   /** The worker's database watchdog: off; `approval` starts a failover run that waits for an operator; `automatic` one that does not. */
@@ -58,9 +58,25 @@ export const configSchema = z.object({
   FLOWGATE_DB_PROBE_FAILURES: z.coerce.number().int().min(1).default(3),
   /** PostgreSQL's client and server programs (pg_dump, pg_restore, initdb, postgres) for the backup drill. */
   FLOWGATE_PG_BIN: z.string().min(1).optional(),
+  /** The worker's prebuilt workflow bundle (the image builds one); unset, workflows are bundled at start. */
+  FLOWGATE_WORKFLOW_BUNDLE: z.string().min(1).optional(),
   /** Where the backup drill writes its dumps. */
   FLOWGATE_BACKUP_DIR: z.string().min(1).optional(),
-  FLOWGATE_HEARTBEAT_MS: z.coerce.number().int().min(100).default(30_000),
+  /**
+   * How often every process says it is alive on `health.heartbeats`. Seed 000 says 30 s but also
+   * wants a silent process reported within 10 s, which a 30 s beat cannot give: 3 s it is.
+   */
+  FLOWGATE_HEARTBEAT_MS: z.coerce.number().int().min(100).default(3000),
+  /** The heartbeat monitor (admin) reports an instance silent after this long without a beat. */
+  FLOWGATE_HEARTBEAT_SILENT_MS: z.coerce.number().int().min(200).default(9000),
+  /** OTLP/HTTP collector base URL (traces go to `<url>/v1/traces`); unset: no trace export. */
+  FLOWGATE_OTLP_ENDPOINT: url(['http:', 'https:']).optional(),
+  /** The share of traces kept when nothing failed (spans with an error are always exported). */
+  FLOWGATE_TRACE_SAMPLE: z.coerce.number().min(0).max(1).default(0.05),
+  /** Provisioning: JetStream replicas per stream (3 on a NATS cluster); unset, streams keep theirs (new ones get 1). */
+  FLOWGATE_NATS_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).optional(),
+  /** Provisioning: the replication factor of topics it creates (3 on a Kafka cluster, with min.insync.replicas 2). */
+  FLOWGATE_KAFKA_REPLICATION_FACTOR: z.coerce.number().int().min(1).max(7).default(1),
   FLOWGATE_KAFKA_BROKERS: z
     .string()
     .default('127.0.0.1:9092')
@@ -122,8 +138,35 @@ export class ConfigError extends Error {
   }
 }
 
+/**
+ * Docker's and Kubernetes' secrets convention: `FLOWGATE_X_FILE=/path` sets `FLOWGATE_X` from the
+ * file (trailing whitespace trimmed), so a secret rendered by Vault Agent never sits in the pod spec.
+ * Setting both is refused: which one wins would be a guess.
+ */
+export function resolveFileVariables(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv; issues: { variable: string; message: string }[] } {
+  const out: NodeJS.ProcessEnv = { ...env };
+  const issues: { variable: string; message: string }[] = [];
+  for (const [key, file] of Object.entries(env)) {
+    const m = /^(FLOWGATE_[A-Z0-9_]+)_FILE$/.exec(key);
+    if (!m || file === undefined || file === '') continue;
+    const target = m[1]!;
+    if (env[target] !== undefined && env[target] !== '') {
+      issues.push({ variable: key, message: `both ${target} and ${key} are set; set one` });
+      continue;
+    }
+    try {
+      out[target] = readFileSync(file, 'utf8').replace(/\s+$/, '');
+    } catch (err) {
+      issues.push({ variable: key, message: `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}` });
+    }
+  }
+  return { env: out, issues };
+}
+
 /** Parses the environment once, at start-up; throws ConfigError naming each bad variable. */
-export function loadConfig(processName: ProcessName, env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(processName: ProcessName, rawEnv: NodeJS.ProcessEnv = process.env): Config {
+  const { env, issues } = resolveFileVariables(rawEnv);
+  if (issues.length) throw new ConfigError(issues);
   const result = configSchema.safeParse(env);
   if (!result.success) {
     throw new ConfigError(

@@ -12,6 +12,8 @@ export type Heartbeat = {
   /** Gateways: where clients reach this instance. */
   public_url?: string;
   at: string;
+  /** `stopping`: the last beat of a graceful shutdown (the monitor drops the instance without an alarm). */
+  status?: 'up' | 'stopping';
   /** Gateways: the config version served per workspace. */
   config?: Record<string, number>;
 };
@@ -22,14 +24,16 @@ export const GATEWAY_CONTROL_SUBJECT = 'gateway.control';
 export type GatewayControl = { instance: string; action: 'stop' };
 
 /**
- * Publishes a heartbeat every FLOWGATE_HEARTBEAT_MS and answers `gateway.instances` requests at
- * once (a rollout finds the gateways and the versions they serve without waiting for a beat).
+ * Publishes a heartbeat every FLOWGATE_HEARTBEAT_MS (every process does; lib/heartbeat-monitor.ts
+ * watches them) and, in gateways, answers `gateway.instances` requests at once (a rollout finds
+ * the gateways and the versions they serve without waiting for a beat). The returned stop sends
+ * a last beat saying the instance is stopping.
  */
 export function startHeartbeats(nc: NatsConnection, config: Config, extra: () => Partial<Heartbeat> = () => ({}), onStop?: () => void): () => void {
   const instance = `${config.process}@${hostname()}:${process.pid}`;
   const beat = (): Heartbeat => ({
     process: config.process, instance, status_url: `http://${config.FLOWGATE_HOST === '0.0.0.0' ? hostname() : config.FLOWGATE_HOST}:${config.statusPort}`,
-    at: new Date().toISOString(), ...extra(),
+    at: new Date().toISOString(), status: 'up', ...extra(),
   });
   const publish = () => { try { nc.publish(subjects.heartbeats, JSON.stringify(beat())); } catch { /* reconnecting: the next beat goes */ } };
   publish();
@@ -46,6 +50,7 @@ export function startHeartbeats(nc: NatsConnection, config: Config, extra: () =>
   }) : undefined;
   return () => {
     clearInterval(timer);
+    try { nc.publish(subjects.heartbeats, JSON.stringify({ ...beat(), status: 'stopping' })); } catch { /* closed already: the monitor reports it silent */ }
     sub?.unsubscribe();
     control?.unsubscribe();
   };

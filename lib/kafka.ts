@@ -1,4 +1,6 @@
-import { Kafka, logLevel, type ITopicConfig } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type ITopicConfig } from 'kafkajs';
+import type { Registry } from 'prom-client';
+import { prom } from './metrics';
 
 /** Kafka topics (DESIGN.md, "Contracts"); every record is keyed by tenant. */
 export const TOPICS = {
@@ -30,9 +32,56 @@ export async function ensureTopics(kafka: Kafka, replicationFactor = 1): Promise
   await admin.connect();
   try {
     const existing = new Set(await admin.listTopics());
-    const missing = topicConfigs.filter((t) => !existing.has(t.topic)).map((t) => ({ ...t, replicationFactor }));
+    // Replicated: a write is acknowledged by two in-sync copies, so one broker lost loses nothing.
+    const durability = replicationFactor >= 3 ? [{ name: 'min.insync.replicas', value: '2' }] : [];
+    const missing = topicConfigs.filter((t) => !existing.has(t.topic))
+      .map((t) => ({ ...t, replicationFactor, configEntries: [...(t.configEntries ?? []), ...durability] }));
     if (missing.length) await admin.createTopics({ topics: missing, waitForLeaders: true });
   } finally {
     await admin.disconnect();
   }
+}
+
+/** A consumer group's lag on one topic: the sum over partitions of (high watermark − committed offset). */
+export async function consumerGroupLag(admin: Admin, groupId: string, topic: string): Promise<number> {
+  const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+  const done = new Map((committed.find((t) => t.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+  let lag = 0;
+  for (const p of ends) {
+    const at = done.get(p.partition) ?? -1;
+    // -1: the group has committed nothing there yet (it starts at the end, so nothing is behind).
+    if (at >= 0) lag += Math.max(0, Number(p.high) - at);
+  }
+  return lag;
+}
+
+/**
+ * `kafka_consumer_group_lag{group,topic}`, read from the brokers when Prometheus scrapes (at most
+ * every 5 s); an unreachable broker leaves the last value and says so in `kafka_consumer_group_lag_error`.
+ */
+export function registerConsumerLag(kafka: Kafka, registry: Registry, groupId: string, topic: string): { close(): Promise<void> } {
+  let admin: Admin | undefined;
+  let last: { at: number; lag: number; ok: boolean } | undefined;
+  const read = async () => {
+    if (last && Date.now() - last.at < 5000) return last;
+    try {
+      if (!admin) {
+        admin = kafka.admin();
+        await admin.connect();
+      }
+      last = { at: Date.now(), lag: await consumerGroupLag(admin, groupId, topic), ok: true };
+    } catch {
+      last = { at: Date.now(), lag: last?.lag ?? 0, ok: false };
+    }
+    return last;
+  };
+  new prom.Gauge({
+    name: 'kafka_consumer_group_lag', help: 'Records the consumer group has not yet committed, summed over partitions', labelNames: ['group', 'topic'], registers: [registry],
+    async collect() { this.set({ group: groupId, topic }, (await read()).lag); },
+  });
+  new prom.Gauge({
+    name: 'kafka_consumer_group_lag_error', help: '1 when the last lag reading failed', labelNames: ['group', 'topic'], registers: [registry],
+    async collect() { this.set({ group: groupId, topic }, (await read()).ok ? 0 : 1); },
+  });
+  return { close: async () => { await admin?.disconnect(); } };
 }

@@ -59,17 +59,23 @@ export async function connectNats(url: string, name: string): Promise<NatsConnec
   return nc;
 }
 
-/** Creates or updates Flowgate's JetStream streams; safe to call from every process. */
-export async function ensureStreams(nc: NatsConnection): Promise<void> {
+/**
+ * Creates or updates Flowgate's JetStream streams; safe to call from every process. `replicas`
+ * (provisioning's FLOWGATE_NATS_STREAM_REPLICAS; 3 on a cluster) sets the replica count; without
+ * it a stream keeps the count it has (a process starting must never scale a stream down).
+ */
+export async function ensureStreams(nc: NatsConnection, replicas?: number): Promise<void> {
   const jsm = await nc.jetstreamManager();
   for (const cfg of streamConfigs) {
+    let existing;
     try {
-      await jsm.streams.info(cfg.name!);
-      await jsm.streams.update(cfg.name!, cfg);
+      existing = await jsm.streams.info(cfg.name!);
     } catch (err) {
       if (!String((err as Error).message).includes('stream not found')) throw err;
-      await jsm.streams.add(cfg);
+      await jsm.streams.add({ ...cfg, num_replicas: replicas ?? 1 });
+      continue;
     }
+    await jsm.streams.update(cfg.name!, { ...cfg, num_replicas: replicas ?? existing.config.num_replicas });
   }
 }
 

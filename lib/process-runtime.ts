@@ -3,10 +3,17 @@ import { createLogger, type Logger } from './logger';
 import { createMetricsRegistry } from './metrics';
 import { startStatusServer, type ReadinessCheck } from './status-server';
 import type { Registry } from 'prom-client';
+import { initTracing, type Tracing } from './tracing';
 
-export type ProcessContext = { config: Config; logger: Logger; registry: Registry };
+export type ProcessContext = { config: Config; logger: Logger; registry: Registry; tracing: Tracing };
 /** What a process hands back: its readiness checks, its shutdown steps (run in order) and what it reports at /info. */
-export type RunningProcess = { checks: ReadinessCheck[]; shutdown: [step: string, run: () => Promise<unknown>][]; info?: () => unknown };
+export type RunningProcess = {
+  checks: ReadinessCheck[];
+  shutdown: [step: string, run: () => Promise<unknown>][];
+  info?: () => unknown;
+  /** More metrics in Prometheus text format, served after the process's own at /metrics. */
+  extraMetrics?: () => Promise<string>;
+};
 
 /** Exit code for a configuration error (sysexits EX_CONFIG). */
 export const EXIT_CONFIG = 78;
@@ -29,14 +36,16 @@ export async function runProcess(name: ProcessName, start: (ctx: ProcessContext)
   }
   const logger = createLogger(name, config.FLOWGATE_LOG_LEVEL);
   const registry = createMetricsRegistry(name);
+  // The gateway passes its spans by hand; the others' libraries (Temporal's interceptors) need the active context.
+  const tracing = initTracing({ service: `flowgate-${name}`, endpoint: config.FLOWGATE_OTLP_ENDPOINT, share: config.FLOWGATE_TRACE_SAMPLE, activeContext: name !== 'gateway', logger });
   let running: RunningProcess;
   try {
-    running = await start({ config, logger, registry });
+    running = await start({ config, logger, registry, tracing });
   } catch (err) {
     logger.fatal({ err }, 'start-up failed');
     process.exit(1);
   }
-  const status = await startStatusServer({ port: config.statusPort, host: config.FLOWGATE_HOST, registry, checks: running.checks, info: running.info, logger });
+  const status = await startStatusServer({ port: config.statusPort, host: config.FLOWGATE_HOST, registry, checks: running.checks, info: running.info, extraMetrics: running.extraMetrics, logger });
   logger.info('started');
 
   let stopping = false;
@@ -56,6 +65,7 @@ export async function runProcess(name: ProcessName, start: (ctx: ProcessContext)
         await run();
         logger.info({ step, ms: Date.now() - t0 }, 'shutdown step done');
       }
+      await tracing.shutdown();
       await status.app.close();
       logger.info('stopped');
       process.exit(0);

@@ -52,12 +52,12 @@ export async function provisionPlatform(config: Config, say: (msg: string) => vo
   }
   const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-provision');
   try {
-    await ensureStreams(nc);
+    await ensureStreams(nc, config.FLOWGATE_NATS_STREAM_REPLICAS);
   } finally {
     await nc.close();
   }
   say('jetstream streams ready');
-  await ensureTopics(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-provision'));
+  await ensureTopics(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-provision'), config.FLOWGATE_KAFKA_REPLICATION_FACTOR);
   say('kafka topics ready');
   await ensureKvMount(createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN));
   say('vault kv v2 mount ready');

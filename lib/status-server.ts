@@ -12,6 +12,8 @@ export type StatusServerOptions = {
   checks: ReadinessCheck[];
   /** What the process reports about itself at /info (the gateway: the config versions it serves). */
   info?: () => unknown;
+  /** More metrics in the same text format (the worker: the Temporal SDK's), appended to the registry's. */
+  extraMetrics?: () => Promise<string>;
   logger: Logger;
   checkTimeoutMs?: number;
 };
@@ -52,7 +54,11 @@ export async function startStatusServer(opts: StatusServerOptions): Promise<{ ap
   app.get('/info', async () => opts.info?.() ?? {});
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', opts.registry.contentType);
-    return opts.registry.metrics();
+    const own = await opts.registry.metrics();
+    if (!opts.extraMetrics) return own;
+    // Another exposition in the same text format (the Temporal SDK's); missing, the process's own still answer.
+    const extra = await opts.extraMetrics().catch(() => '');
+    return extra ? `${own}\n${extra}` : own;
   });
 
   await app.listen({ port: opts.port, host: opts.host });

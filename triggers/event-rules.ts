@@ -28,13 +28,16 @@ const RULE_CACHE_MS = 30_000;
  * topic/partition/offset), so a re-read record never starts a second workflow. The offset is
  * committed only after JetStream acked every trigger of the record.
  */
+/** The consumer group that turns `api.events` into triggers (its lag is a metric and a KEDA scaler's input). */
+export const EVENT_RULES_GROUP = 'flowgate-event-triggers';
+
 export async function startEventRules(deps: { kafka: Kafka; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<Consumer> {
   let cache: { at: number; rules: TriggerRule[] } | undefined;
   const rules = async () => {
     if (!cache || Date.now() - cache.at > RULE_CACHE_MS) cache = { at: Date.now(), rules: (await loadTriggerRules(deps.pool)).filter((r) => r.event_type) };
     return cache.rules;
   };
-  const consumer = deps.kafka.consumer({ groupId: 'flowgate-event-triggers', allowAutoTopicCreation: false });
+  const consumer = deps.kafka.consumer({ groupId: EVENT_RULES_GROUP, allowAutoTopicCreation: false });
   await consumer.connect();
   await consumer.subscribe({ topic: TOPICS.events, fromBeginning: false });
   await consumer.run({

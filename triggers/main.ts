@@ -1,3 +1,4 @@
+import { context, SpanKind, trace } from '@opentelemetry/api';
 import { headers as natsHeaders, type JsMsg } from 'nats';
 import { PoisonMessageError, startJetStreamWorker } from '../lib/jetstream-worker';
 import { prom } from '../lib/metrics';
@@ -6,12 +7,14 @@ import { createAppPool } from '../lib/db-credentials';
 import { inWorkspace, postgresHealthy } from '../lib/postgres';
 import { writeAudit } from '../lib/audit';
 import { runProcess } from '../lib/process-runtime';
+import { endSpan, extractContext, natsHeaderGetter, startSpan } from '../lib/tracing';
 import { connectTemporal, temporalHealthy } from '../lib/temporal';
 import { signalMessageSchema, triggerMessageSchema } from '../lib/trigger-message';
 import { PoisonTriggerError, startFromTrigger } from './starter';
-import { startEventRules } from './event-rules';
+import { EVENT_RULES_GROUP, startEventRules } from './event-rules';
 import { ExecutionIds } from '../lib/execution-ids';
-import { createKafka } from '../lib/kafka';
+import { createKafka, registerConsumerLag, TOPICS } from '../lib/kafka';
+import { startHeartbeats } from '../lib/heartbeats';
 import { deliverSignal } from './signals';
 
 const decode = <T>(schema: { safeParse: (v: unknown) => { success: boolean; data?: T; error?: unknown } }, m: JsMsg): T => {
@@ -26,11 +29,11 @@ const decode = <T>(schema: { safeParse: (v: unknown) => { success: boolean; data
   return r.data as T;
 };
 
-void runProcess('triggers', async ({ config, logger, registry }) => {
+void runProcess('triggers', async ({ config, logger, registry, tracing }) => {
   const nc = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-triggers');
   const pool = await createAppPool(config, 5, { nats: nc, logger });
   await ensureStreams(nc);
-  const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
+  const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE, { traced: true });
   const js = nc.jetstream();
   const jsm = await nc.jetstreamManager();
 
@@ -80,11 +83,19 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
       const msg = decode(triggerMessageSchema, m);
       let outcome;
       if (m.info.deliveryCount === 1) pickup.observe(Math.max(0, Date.now() - Date.parse(msg.accepted_at)) / 1000);
+      // The gateway's span is the parent; Temporal's interceptor carries this one into the workflow.
+      const span = startSpan(tracing.tracer, `trigger ${msg.workflow_type}`, SpanKind.CONSUMER, extractContext(m.headers, natsHeaderGetter), {
+        'messaging.system': 'nats', 'messaging.destination.name': m.subject, 'flowgate.execution_id': msg.execution_id, 'flowgate.tenant': msg.tenant, 'flowgate.delivery': m.info.deliveryCount,
+      });
+      const traceId = span.spanContext().traceId;
       const endRpc = startRpc.startTimer();
       try {
-        outcome = await startFromTrigger(temporal, config.FLOWGATE_TASK_QUEUE, msg);
+        outcome = await context.with(trace.setSpan(context.active(), span), () => startFromTrigger(temporal, config.FLOWGATE_TASK_QUEUE, msg));
         endRpc();
+        endSpan(span);
       } catch (err) {
+        endSpan(span, err);
+        logger.warn({ err, execution_id: msg.execution_id, trace_id: traceId }, 'trigger not started');
         if (err instanceof PoisonTriggerError) throw new PoisonMessageError(err.message);
         throw err;
       }
@@ -95,7 +106,7 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
       }
       started.inc({ tenant: msg.tenant, workflow: msg.workflow_type, outcome });
       if (outcome === 'started') lag.observe((Date.now() - Date.parse(msg.accepted_at)) / 1000);
-      logger.debug({ execution_id: msg.execution_id, correlation_id: msg.correlation_id, outcome }, 'trigger consumed');
+      logger.debug({ execution_id: msg.execution_id, correlation_id: msg.correlation_id, trace_id: traceId, outcome }, 'trigger consumed');
     },
   });
 
@@ -119,6 +130,8 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
     onTrigger: (rule) => eventTriggers.inc({ tenant: rule.workspace_id, workflow: rule.workflow_type }),
   });
 
+  const lagGauge = registerConsumerLag(kafka, registry, EVENT_RULES_GROUP, TOPICS.events);
+  const stopBeats = startHeartbeats(nc, config);
   return {
     checks: [
       { name: 'nats', check: () => natsHealthy(nc) },
@@ -127,8 +140,8 @@ void runProcess('triggers', async ({ config, logger, registry }) => {
     ],
     // Stop pulling and finish in-flight messages (each acked or nak'ed), then close the clients.
     shutdown: [
-      ['consumers', () => Promise.all([triggers.stop(), signals.stop(), events.disconnect()])],
-      ['nats', () => nc.drain()],
+      ['consumers', () => Promise.all([triggers.stop(), signals.stop(), events.disconnect(), lagGauge.close()])],
+      ['nats', async () => { stopBeats(); await nc.drain(); }],
       ['postgres', () => pool.end()],
       ['temporal', () => temporal.connection.close()],
     ],

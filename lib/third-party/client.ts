@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { isSpanContextValid, SpanKind, trace } from '@opentelemetry/api';
 import { TOPICS } from '../kafka';
 import type { KafkaBatcher } from '../kafka-batcher';
 import type { Logger } from '../logger';
+import { endSpan, traceHeaders } from '../tracing';
 import { prom } from '../metrics';
 import type { Registry } from 'prom-client';
 import { BreakerOpenError, type BreakerRegistry, type BreakerState } from './breakers';
@@ -25,6 +27,9 @@ export type ThirdPartyRequest = {
 export type ThirdPartyResponse = { status: number; body: unknown; attempts: number; latencyMs: number };
 
 /** The record of one call, on Kafka `third-party.interactions` (seed 000's fields). */
+/** Spans go to the process's tracer provider (a no-op until lib/tracing.ts sets one up). */
+const tracer = () => trace.getTracer('flowgate-third-party');
+
 export type Interaction = {
   timestamp: string;
   tenant_id: string;
@@ -32,6 +37,8 @@ export type Interaction = {
   method: string;
   endpoint: string;
   request_id: string;
+  /** The trace the call is part of (absent when the caller had none). */
+  trace_id?: string;
   attempt: number;
   status_code: number | null;
   latency_ms: number;
@@ -154,6 +161,12 @@ export class ThirdPartyClient {
     };
     if (body !== undefined) headers['content-type'] = 'application/json';
     if (req.idempotencyKey) headers['idempotency-key'] = req.idempotencyKey;
+    // A client span per attempt, child of the activity's; the third party gets its traceparent.
+    const span = tracer().startSpan(`${req.method} ${svc.name}`, {
+      kind: SpanKind.CLIENT, attributes: { 'http.request.method': req.method, 'server.address': svc.name, 'flowgate.attempt': attempt, 'flowgate.tenant': req.tenant },
+    });
+    Object.assign(headers, traceHeaders(span));
+    const traceId = isSpanContextValid(span.spanContext()) ? span.spanContext().traceId : undefined;
     const timeout = AbortSignal.timeout(svc.timeout_ms);
     const signal = req.signal ? AbortSignal.any([timeout, req.signal]) : timeout;
     const t0 = performance.now();
@@ -161,7 +174,10 @@ export class ThirdPartyClient {
     const done = (status: number | null, responseSize: number, errorCode: string | null) => {
       const latencyMs = performance.now() - t0;
       this.duration?.observe({ service: svc.name }, latencyMs / 1000);
-      records.push(this.record(svc, req, attempt, { status, latencyMs, requestSize, responseSize, errorCode }));
+      records.push(this.record(svc, req, attempt, { status, latencyMs, requestSize, responseSize, errorCode, traceId }));
+      this.deps.logger?.debug({ service: svc.name, attempt, status, error_code: errorCode, latency_ms: Math.round(latencyMs), correlation_id: req.correlationId, trace_id: traceId }, 'third party call');
+      if (status !== null) span.setAttribute('http.response.status_code', status);
+      endSpan(span, errorCode !== null && (status === null || status >= 500) ? errorCode : undefined);
     };
     let res: Response;
     let text: string;
@@ -185,7 +201,7 @@ export class ThirdPartyClient {
     return { status: res.status, body: parseBody(text) };
   }
 
-  private record(svc: ThirdPartyService, req: ThirdPartyRequest, attempt: number, r: { status: number | null; latencyMs: number; requestSize: number; responseSize: number; errorCode: string | null }): Promise<void> {
+  private record(svc: ThirdPartyService, req: ThirdPartyRequest, attempt: number, r: { status: number | null; latencyMs: number; requestSize: number; responseSize: number; errorCode: string | null; traceId?: string }): Promise<void> {
     if (!this.deps.recorder) return Promise.resolve();
     const interaction: Interaction = {
       timestamp: new Date().toISOString(),
@@ -194,6 +210,7 @@ export class ThirdPartyClient {
       method: req.method,
       endpoint: new URL(req.path, 'http://x').pathname,
       request_id: req.correlationId,
+      trace_id: r.traceId,
       attempt,
       status_code: r.status,
       latency_ms: Math.round(r.latencyMs * 1000) / 1000,

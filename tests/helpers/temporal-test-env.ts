@@ -2,7 +2,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker, type WorkflowBundle } from '@temporalio/worker';
 import { binaries } from '../../stack/paths';
 import { composeGreeting } from '../../activities/greeting';
-import { bundleWorkflows } from '../../worker/main';
+import { bundleWorkflows, workflowSinks } from '../../worker/main';
 import { SA_INDEXED_TYPES } from '../../lib/provision';
 import { SA } from '../../lib/workflow-search-attributes';
 
@@ -26,6 +26,7 @@ export async function testWorker(env: TestWorkflowEnvironment, taskQueue: string
     connection: env.nativeConnection,
     taskQueue,
     workflowBundle: await sharedBundle(),
+    sinks: workflowSinks(),
     activities: activities ?? { composeGreeting },
   });
 }

@@ -5,7 +5,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { ExecutionIds } from '../../lib/execution-ids';
 import { connectTemporal } from '../../lib/temporal';
 import { SA } from '../../lib/workflow-search-attributes';
-import { bundleWorkflows } from '../../worker/main';
+import { bundleWorkflows, workflowSinks } from '../../worker/main';
 import { gatewayClient } from '../helpers/api';
 import { eventually, testStack } from '../helpers/stack';
 import { newTenant } from '../helpers/tenant';
@@ -21,7 +21,7 @@ test('a failing activity shows as waiting_for with its attempt and last failure,
   const connection = await NativeConnection.connect({ address: stack.env.FLOWGATE_TEMPORAL_ADDRESS! });
   // The real hello workflow, on a worker whose activity fails every time (the third party is down).
   const worker = await Worker.create({
-    connection, taskQueue, workflowBundle: await bundleWorkflows(),
+    connection, taskQueue, workflowBundle: await bundleWorkflows(), sinks: workflowSinks(),
     activities: { composeGreeting: async () => { throw new Error('greeting service answered 503'); } },
   });
   try {

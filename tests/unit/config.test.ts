@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { ConfigError, loadConfig } from '../../lib/config';
 
 test('defaults match the local stack and the status port follows the process', () => {
@@ -42,4 +45,20 @@ test("third parties default to seed 000's numbers; a bad list is refused naming 
       return true;
     });
   }
+});
+
+test('FLOWGATE_X_FILE sets FLOWGATE_X from a file (a mounted secret); both set, or an unreadable file, is refused by name', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-config-'));
+  const file = path.join(dir, 'token');
+  writeFileSync(file, 's.file-token-value\n');
+  assert.equal(loadConfig('worker', { FLOWGATE_VAULT_TOKEN_FILE: file }).FLOWGATE_VAULT_TOKEN, 's.file-token-value', 'trailing newline trimmed');
+  assert.throws(() => loadConfig('worker', { FLOWGATE_VAULT_TOKEN_FILE: file, FLOWGATE_VAULT_TOKEN: 'other' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.issues.map((i) => i.variable), ['FLOWGATE_VAULT_TOKEN_FILE']);
+    return true;
+  });
+  assert.throws(() => loadConfig('worker', { FLOWGATE_EXECUTION_ID_SECRET_FILE: path.join(dir, 'missing') }), /FLOWGATE_EXECUTION_ID_SECRET_FILE: cannot read .*ENOENT/);
+  // The value read is validated like any other.
+  writeFileSync(file, 'short');
+  assert.throws(() => loadConfig('gateway', { FLOWGATE_EXECUTION_ID_SECRET_FILE: file }), /FLOWGATE_EXECUTION_ID_SECRET: must be at least 16 characters/);
 });

@@ -6,6 +6,7 @@ import { Worker } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { historyFromJSON } from '../helpers/payment-fakes';
 import { sharedBundle } from '../helpers/temporal-test-env';
+import { workflowSinks } from '../../worker/main';
 
 const SCENARIOS = ['confirmed', 'approved-above-threshold', 'declined', 'ledger-failure-refunded'];
 
@@ -16,7 +17,7 @@ type JSONHistory = { events: JSONEvent[] };
 const recorded = (scenario: string): JSONHistory =>
   JSON.parse(readFileSync(join(__dirname, 'histories', `payment-${scenario}.json`), 'utf8')) as JSONHistory;
 
-const replay = async (history: JSONHistory) => Worker.runReplayHistory({ workflowBundle: await sharedBundle() }, historyFromJSON(history));
+const replay = async (history: JSONHistory) => Worker.runReplayHistory({ workflowBundle: await sharedBundle(), sinks: workflowSinks() }, historyFromJSON(history));
 
 describe('processPayment replays its recorded histories', () => {
   for (const scenario of SCENARIOS) {

@@ -1,0 +1,163 @@
+import { randomBytes } from 'node:crypto';
+import {
+  context, isSpanContextValid, propagation, ROOT_CONTEXT, SpanStatusCode, trace, TraceFlags,
+  type Attributes, type Context, type Span, type SpanKind, type TextMapGetter, type Tracer,
+} from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { ExportResultCode, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { Resource } from '@opentelemetry/resources';
+import {
+  BasicTracerProvider, SamplingDecision,
+  type ReadableSpan, type Sampler, type SamplingResult, type Span as SdkSpan, type SpanExporter, type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
+import type { Logger } from './logger';
+
+/**
+ * Head sampling that keeps errors: a root is sampled for `share` of trace ids; a child follows its
+ * parent. Spans that are not sampled are still recorded, so that ErrorKeepingProcessor can export
+ * the ones that end in error. (Seed 000: "1-10 % + 100 % on errors".)
+ */
+export class ShareSampler implements Sampler {
+  constructor(private readonly share: number) {}
+
+  shouldSample(ctx: Context, traceId: string): SamplingResult {
+    const parent = trace.getSpanContext(ctx);
+    if (parent && isSpanContextValid(parent)) {
+      return { decision: parent.traceFlags & TraceFlags.SAMPLED ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.RECORD };
+    }
+    return { decision: traceIdRatio(traceId) < this.share ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.RECORD };
+  }
+
+  toString(): string {
+    return `ShareSampler{${this.share}}`;
+  }
+}
+
+/** A trace id's low 32 bits as a fraction of 1: the same decision in every process that sees it. */
+export function traceIdRatio(traceId: string): number {
+  return parseInt(traceId.slice(-8), 16) / 0x1_0000_0000;
+}
+
+/** Exports sampled spans and every span that ended in error, in batches of up to 512 every `flushMs`. */
+export class ErrorKeepingProcessor implements SpanProcessor {
+  private queue: ReadableSpan[] = [];
+  private timer: NodeJS.Timeout;
+  private inflight: Promise<void> = Promise.resolve();
+  dropped = 0;
+
+  constructor(private readonly exporter: SpanExporter, private readonly opts: { flushMs?: number; maxQueue?: number; logger?: Logger } = {}) {
+    this.timer = setInterval(() => void this.forceFlush(), opts.flushMs ?? 1000);
+    this.timer.unref();
+  }
+
+  onStart(_span: SdkSpan, _ctx: Context): void { /* nothing until the span ends */ }
+
+  onEnd(span: ReadableSpan): void {
+    const sampled = (span.spanContext().traceFlags & TraceFlags.SAMPLED) !== 0;
+    if (!sampled && span.status.code !== SpanStatusCode.ERROR) return;
+    if (this.queue.length >= (this.opts.maxQueue ?? 4096)) {
+      this.dropped += 1;
+      return;
+    }
+    this.queue.push(span);
+    if (this.queue.length >= 512) void this.forceFlush();
+  }
+
+  forceFlush(): Promise<void> {
+    if (!this.queue.length) return this.inflight;
+    const batch = this.queue;
+    this.queue = [];
+    this.inflight = this.inflight.then(() => new Promise<void>((resolve) => {
+      this.exporter.export(batch, (r) => {
+        if (r.code !== ExportResultCode.SUCCESS) this.opts.logger?.warn({ err: r.error, spans: batch.length }, 'trace export failed; spans dropped');
+        resolve();
+      });
+    }));
+    return this.inflight;
+  }
+
+  async shutdown(): Promise<void> {
+    clearInterval(this.timer);
+    await this.forceFlush();
+    await this.exporter.shutdown();
+  }
+}
+
+/** A processor that drops everything: the workflow sink needs one when export is off. */
+export const DROP_SPANS: SpanProcessor = { onStart: () => undefined, onEnd: () => undefined, forceFlush: async () => undefined, shutdown: async () => undefined };
+
+export type Tracing = {
+  tracer: Tracer;
+  /** Where spans go: also the Temporal worker's workflow span sink. */
+  processor: SpanProcessor;
+  resource: Resource;
+  enabled: boolean;
+  shutdown(): Promise<void>;
+};
+
+/**
+ * Sets up tracing for one process: W3C trace context always (so trace ids pass through a process
+ * that does not export), an OTLP/HTTP exporter when FLOWGATE_OTLP_ENDPOINT is set.
+ * `activeContext`: an AsyncLocalStorage context manager, for the processes whose libraries find
+ * the parent span in the active context (Temporal's interceptors). The gateway passes spans
+ * explicitly and does without: AsyncLocalStorage costs every request's promises.
+ */
+export function initTracing(opts: { service: string; endpoint?: string; share: number; activeContext: boolean; logger?: Logger; flushMs?: number }): Tracing {
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  if (opts.activeContext) context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  const resource = new Resource({ 'service.name': opts.service, 'service.namespace': 'flowgate' });
+  if (!opts.endpoint) {
+    return { tracer: trace.getTracer(opts.service), processor: DROP_SPANS, resource, enabled: false, shutdown: async () => undefined };
+  }
+  const exporter = new OTLPTraceExporter({ url: `${opts.endpoint.replace(/\/$/, '')}/v1/traces`, timeoutMillis: 5000 });
+  const processor = new ErrorKeepingProcessor(exporter, { logger: opts.logger, flushMs: opts.flushMs });
+  const provider = new BasicTracerProvider({ resource, sampler: new ShareSampler(opts.share), spanProcessors: [processor] });
+  trace.setGlobalTracerProvider(provider);
+  return { tracer: provider.getTracer(opts.service), processor, resource, enabled: true, shutdown: () => provider.shutdown() };
+}
+
+const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
+
+/**
+ * Starts a span under `parent`; when nothing records (export off and no incoming trace), the span
+ * still gets a fresh trace id, so logs, audit records and the next hop share one.
+ */
+export function startSpan(tracer: Tracer, name: string, kind: SpanKind, parent: Context, attributes?: Attributes): Span {
+  const span = tracer.startSpan(name, { kind, attributes }, parent);
+  if (isSpanContextValid(span.spanContext())) return span;
+  return trace.wrapSpanContext({ traceId: randomHex(16), spanId: randomHex(8), traceFlags: TraceFlags.NONE });
+}
+
+/** The context carried by headers (HTTP headers, NATS headers) in W3C `traceparent` form. */
+export function extractContext<C>(carrier: C, getter: TextMapGetter<C>): Context {
+  return propagation.extract(ROOT_CONTEXT, carrier, getter);
+}
+
+/** `traceparent` (and `tracestate`) for a span, to put on an outgoing message or request. */
+export function traceHeaders(span: Span): Record<string, string> {
+  const out: Record<string, string> = {};
+  propagation.inject(trace.setSpan(ROOT_CONTEXT, span), out);
+  return out;
+}
+
+/** Reads NATS message headers. */
+export const natsHeaderGetter: TextMapGetter<{ get(k: string): string; keys(): string[] } | undefined> = {
+  get: (h, key) => h?.get(key) || undefined,
+  keys: (h) => h?.keys() ?? [],
+};
+
+/** Reads Node's lower-cased HTTP request headers. */
+export const httpHeaderGetter: TextMapGetter<Record<string, string | string[] | undefined>> = {
+  get: (h, key) => h[key.toLowerCase()],
+  keys: (h) => Object.keys(h),
+};
+
+/** Marks a span failed (exported whatever the sampling) and ends it. */
+export function endSpan(span: Span, err?: unknown): void {
+  if (err !== undefined) {
+    span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+    if (err instanceof Error) span.recordException(err);
+  }
+  span.end();
+}
