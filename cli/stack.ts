@@ -51,6 +51,7 @@ Flowgate is up (${((Date.now() - t0) / 1000).toFixed(1)}s). What runs where, all
   temporal       :${p.temporal}   UI http://127.0.0.1:${p.temporalUi}   HTTP API :${p.temporalHttp}
   nats           :${p.nats}   (JetStream, monitor :${p.natsMonitor})
   postgres       :${primaryPort} primary, :${standbyPort} standby   kafka :${p.kafka}   openbao :${p.openbao}   redis :${p.redis}
+  prometheus     http://127.0.0.1:${p.prometheus}   (API; alerts /api/v1/alerts, rules /api/v1/rules)
 
 Demo credentials (also in .flowgate/local.env):
   tenant ${creds.FLOWGATE_TENANT}   api key ${creds.FLOWGATE_API_KEY}
@@ -81,7 +82,7 @@ Logs: make logs    State: make status    Stop: make down    Wipe data: make rese
         return 1;
       }
       const rows = await status(readStack(dir));
-      for (const r of rows) console.log(`${r.name.padEnd(10)} ${r.running ? `running pid ${r.pid}` : 'stopped'}${r.running ? (r.ready ? ', ready' : ', NOT READY') : ''}`);
+      for (const r of rows) console.log(`${r.name.padEnd(10)} ${r.running ? `running pid ${r.pid}` : 'stopped'}${r.running ? (r.ready ? ', ready' : ', NOT READY') : ''}${r.url ? ` ${r.url}` : ''}`);
       return rows.every((r) => r.ready) ? 0 : 1;
     }
     case 'logs': {

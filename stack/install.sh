@@ -83,4 +83,78 @@ if [ ! -f "$compose_schema" ]; then
   mv "$compose_schema.tmp" "$compose_schema"
 fi
 
+# --- Debian: Prometheus and promtool, unpacked into the cache (not installed system-wide:
+# the package's postinst would add a user and a service and pull in the console's JS deps)
+prom_dir="$cache/prometheus-$PROMETHEUS_DEB_VERSION"
+if [ ! -f "$prom_dir/.complete" ]; then
+  need_cmd apt-get prometheus "apt-get downloads the Debian package"
+  need_cmd dpkg-deb prometheus "dpkg-deb unpacks the Debian package"
+  say "debian: prometheus $PROMETHEUS_DEB_VERSION (unpacked into the cache)"
+  log="$logs/prometheus.log"
+  deb_tmp="$(mktemp -d)"
+  chmod 755 "$deb_tmp" # apt's _apt sandbox user writes the download here when run as root
+  if ! (cd "$deb_tmp" && apt-get download "prometheus=$PROMETHEUS_DEB_VERSION") >"$log" 2>&1; then
+    # A fresh machine has no package lists yet; as root, fetch them once and try again.
+    [ "$(id -u)" -eq 0 ] || { rm -rf "$deb_tmp"; fail prometheus "apt-get download failed; run: sudo apt-get update" "$log"; }
+    run_logged prometheus "$log" apt-get update -qq
+    run_logged prometheus "$log" bash -c "cd '$deb_tmp' && apt-get download 'prometheus=$PROMETHEUS_DEB_VERSION'"
+  fi
+  rm -rf "$prom_dir"
+  run_logged prometheus "$log" dpkg-deb -x "$deb_tmp"/prometheus_*.deb "$prom_dir"
+  rm -rf "$deb_tmp"
+  for b in prometheus promtool; do
+    [ -x "$prom_dir/usr/bin/$b" ] || fail prometheus "usr/bin/$b missing from the package" "$log"
+  done
+  touch "$prom_dir/.complete"
+fi
+
+# --- Go module proxy and PyPI: kubeconform and the schemas it checks deploy/kubernetes against
+kubeconform_bin="$cache/kubeconform-$KUBECONFORM_VERSION/kubeconform"
+# The build reports its pin (-ldflags), so a binary built otherwise is rebuilt.
+if [ "$("$kubeconform_bin" -v 2>/dev/null)" != "$KUBECONFORM_VERSION" ]; then
+  need_cmd go kubeconform "Go builds kubeconform from the module proxy"
+  say "go: github.com/yannh/kubeconform $KUBECONFORM_VERSION"
+  run_logged kubeconform "$logs/kubeconform.log" env GOPATH="$cache/go" GOFLAGS=-modcacherw CGO_ENABLED=0 \
+    GOBIN="$(dirname "$kubeconform_bin")" go install -ldflags "-X main.version=$KUBECONFORM_VERSION" \
+    "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION"
+  [ "$("$kubeconform_bin" -v 2>/dev/null)" = "$KUBECONFORM_VERSION" ] \
+    || fail kubeconform "$kubeconform_bin does not report $KUBECONFORM_VERSION after go install" "$logs/kubeconform.log"
+fi
+
+# Kubernetes' schemas from the kubernetes-validate wheel (one release's strict set, made to resolve
+# offline) and KEDA's ScaledObject from its CRD, both by stack/kube-schemas.ts: a change to that
+# script redoes them (the stamp holds its checksum).
+kube_schemas="$cache/kube-schemas-$KUBERNETES_SCHEMA_VERSION-kv$KUBERNETES_VALIDATE_VERSION-keda$KEDA_VERSION"
+kube_schemas_sum="$(sha256sum "$here/kube-schemas.ts" | cut -c1-16)"
+if [ "$(cat "$kube_schemas/.complete" 2>/dev/null)" != "$kube_schemas_sum" ]; then
+  log="$logs/kube-schemas.log"
+  repo="$(cd "$here/.." && pwd)"
+  need_cmd node kube-schemas "Node runs stack/kube-schemas.ts"
+  [ -d "$repo/node_modules/tsx" ] || fail kube-schemas "node_modules missing; run: make deps" "$log"
+  say "pypi: kubernetes-validate $KUBERNETES_VALIDATE_VERSION (Kubernetes $KUBERNETES_SCHEMA_VERSION); go: github.com/kedacore/keda/v2 $KEDA_VERSION (CRDs only)"
+  rm -rf "$kube_schemas"
+  wheel_tmp="$(mktemp -d)"
+  run_logged kube-schemas "$log" "$venv/bin/pip" download --disable-pip-version-check -q --no-deps \
+    -d "$wheel_tmp" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  mkdir -p "$wheel_tmp/strict"
+  run_logged kube-schemas "$log" python3 -c 'import os, sys, zipfile
+whl, prefix, dest = sys.argv[1:]
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n.startswith(prefix) and n.endswith(".json")]
+    if not names: sys.exit("no schemas under " + prefix)
+    for n in names:
+        with open(os.path.join(dest, os.path.basename(n)), "wb") as f: f.write(z.read(n))' \
+    "$wheel_tmp/kubernetes_validate-$KUBERNETES_VALIDATE_VERSION-py3-none-any.whl" \
+    "kubernetes_validate/kubernetes-json-schema/v$KUBERNETES_SCHEMA_VERSION-local-strict/" "$wheel_tmp/strict"
+  run_logged kube-schemas "$log" env -C "$repo" node --import tsx stack/kube-schemas.ts kubernetes \
+    "$wheel_tmp/strict" "$kube_schemas/kubernetes/v$KUBERNETES_SCHEMA_VERSION-local-strict"
+  rm -rf "$wheel_tmp"
+  run_logged kube-schemas "$log" env GOPATH="$cache/go" GOFLAGS=-modcacherw \
+    go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION"
+  keda_crd="$cache/go/pkg/mod/github.com/kedacore/keda/v2@$KEDA_VERSION/config/crd/bases/keda.sh_scaledobjects.yaml"
+  [ -f "$keda_crd" ] || fail kube-schemas "config/crd/bases/keda.sh_scaledobjects.yaml not in the module" "$log"
+  run_logged kube-schemas "$log" env -C "$repo" node --import tsx stack/kube-schemas.ts crd "$keda_crd" "$kube_schemas/crds"
+  printf '%s\n' "$kube_schemas_sum" >"$kube_schemas/.complete"
+fi
+
 say "ready in $cache"

