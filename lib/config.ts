@@ -77,6 +77,12 @@ export const configSchema = z.object({
   FLOWGATE_NATS_STREAM_REPLICAS: z.coerce.number().int().min(1).max(5).optional(),
   /** Provisioning: the replication factor of topics it creates (3 on a Kafka cluster, with min.insync.replicas 2). */
   FLOWGATE_KAFKA_REPLICATION_FACTOR: z.coerce.number().int().min(1).max(7).default(1),
+  /**
+   * The consumer group of the api.events trigger rules. Two deployments sharing a Kafka cluster
+   * need two; tests that start consumers of their own use one of their own, so a consumer they
+   * kill never holds the stack's partitions.
+   */
+  FLOWGATE_EVENT_RULES_GROUP: z.string().regex(/^[A-Za-z0-9._-]{1,200}$/).default('flowgate-event-triggers'),
   FLOWGATE_KAFKA_BROKERS: z
     .string()
     .default('127.0.0.1:9092')

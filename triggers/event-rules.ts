@@ -1,5 +1,5 @@
 import type { Consumer, Kafka } from 'kafkajs';
-import type { JetStreamClient } from 'nats';
+import type { JetStreamClient, NatsConnection } from 'nats';
 import { headers as natsHeaders } from 'nats';
 import type { Pool } from 'pg';
 import { z } from 'zod';
@@ -28,16 +28,26 @@ const RULE_CACHE_MS = 30_000;
  * topic/partition/offset), so a re-read record never starts a second workflow. The offset is
  * committed only after JetStream acked every trigger of the record.
  */
-/** The consumer group that turns `api.events` into triggers (its lag is a metric and a KEDA scaler's input). */
+/** The default consumer group that turns `api.events` into triggers (FLOWGATE_EVENT_RULES_GROUP; its lag is a metric and a KEDA scaler's input). */
 export const EVENT_RULES_GROUP = 'flowgate-event-triggers';
 
-export async function startEventRules(deps: { kafka: Kafka; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<Consumer> {
+export async function startEventRules(deps: { group?: string; nc?: NatsConnection; kafka: Kafka; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<Consumer> {
   let cache: { at: number; rules: TriggerRule[] } | undefined;
+  // A config change (config.invalidations, which the admin sends for rule changes too) drops the
+  // cache at once: a rule is matched from the next event on, not up to RULE_CACHE_MS later. A load
+  // that started before the change is not kept.
+  let generation = 0;
+  deps.nc?.subscribe(subjects.configInvalidations, { callback: () => { generation += 1; cache = undefined; } });
   const rules = async () => {
-    if (!cache || Date.now() - cache.at > RULE_CACHE_MS) cache = { at: Date.now(), rules: (await loadTriggerRules(deps.pool)).filter((r) => r.event_type) };
+    if (!cache || Date.now() - cache.at > RULE_CACHE_MS) {
+      const gen = generation;
+      const loaded = { at: Date.now(), rules: (await loadTriggerRules(deps.pool)).filter((r) => r.event_type) };
+      if (gen !== generation) return loaded.rules;
+      cache = loaded;
+    }
     return cache.rules;
   };
-  const consumer = deps.kafka.consumer({ groupId: EVENT_RULES_GROUP, allowAutoTopicCreation: false });
+  const consumer = deps.kafka.consumer({ groupId: deps.group ?? EVENT_RULES_GROUP, allowAutoTopicCreation: false });
   await consumer.connect();
   await consumer.subscribe({ topic: TOPICS.events, fromBeginning: false });
   await consumer.run({

@@ -11,7 +11,7 @@ import { endSpan, extractContext, natsHeaderGetter, startSpan } from '../lib/tra
 import { connectTemporal, temporalHealthy } from '../lib/temporal';
 import { signalMessageSchema, triggerMessageSchema } from '../lib/trigger-message';
 import { PoisonTriggerError, startFromTrigger } from './starter';
-import { EVENT_RULES_GROUP, startEventRules } from './event-rules';
+import { startEventRules } from './event-rules';
 import { ExecutionIds } from '../lib/execution-ids';
 import { createKafka, registerConsumerLag, TOPICS } from '../lib/kafka';
 import { startHeartbeats } from '../lib/heartbeats';
@@ -125,12 +125,12 @@ void runProcess('triggers', async ({ config, logger, registry, tracing }) => {
   const kafka = createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-triggers');
   const eventTriggers = new prom.Counter({ name: 'workflow_event_triggers_total', help: 'api.events records turned into triggers', labelNames: ['tenant', 'workflow'], registers: [registry] });
   const events = await startEventRules({
-    kafka, pool, js, logger,
+    group: config.FLOWGATE_EVENT_RULES_GROUP, nc, kafka, pool, js, logger,
     ids: new ExecutionIds(config.FLOWGATE_EXECUTION_ID_SECRET),
     onTrigger: (rule) => eventTriggers.inc({ tenant: rule.workspace_id, workflow: rule.workflow_type }),
   });
 
-  const lagGauge = registerConsumerLag(kafka, registry, EVENT_RULES_GROUP, TOPICS.events);
+  const lagGauge = registerConsumerLag(kafka, registry, config.FLOWGATE_EVENT_RULES_GROUP, TOPICS.events);
   const stopBeats = startHeartbeats(nc, config);
   return {
     checks: [

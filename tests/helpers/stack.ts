@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -51,6 +52,10 @@ export async function spawnProcess(name: 'gateway' | 'admin' | 'triggers' | 'wor
     ...env,
     // Own ports always: the stack's processes hold theirs.
     FLOWGATE_STATUS_PORT: String(ports.gatewayStatus),
+    // A Kafka consumer group of its own: a process a test kills must not hold partitions of the
+    // stack's api.events group until Kafka's session timeout (events meanwhile would wait or, on a
+    // partition with no committed offset yet, be skipped when it is reassigned).
+    FLOWGATE_EVENT_RULES_GROUP: `test-${name}-${randomUUID()}`,
     FLOWGATE_GATEWAY_PORT: String(ports.gateway),
     FLOWGATE_ADMIN_PORT: String(ports.admin),
     ...overrides,
