@@ -2,9 +2,9 @@ import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, closeSync } from 'node:fs';
 import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
+import { freeLoopbackPort } from './free-port';
 
 /** As root, PostgreSQL runs as the `postgres` user (it refuses to run as root). */
 export function postgresUid(): { uid: number; gid: number } | undefined {
@@ -22,15 +22,6 @@ export async function freshPgDir(dir: string): Promise<void> {
   const owner = postgresUid();
   if (owner) await chown(dir, owner.uid, owner.gid);
 }
-
-const freePort = () => new Promise<number>((resolve, reject) => {
-  const s = net.createServer();
-  s.once('error', reject);
-  s.listen(0, '127.0.0.1', () => {
-    const { port } = s.address() as net.AddressInfo;
-    s.close(() => resolve(port));
-  });
-});
 
 export type ScratchInstance = { dir: string; port: number };
 const SECRET_FILE = 'scratch.pw';
@@ -82,7 +73,7 @@ export async function startScratchPostgres(pgBin: string, root: string): Promise
   } finally {
     await rm(pwfile, { force: true });
   }
-  const port = await freePort();
+  const port = await freeLoopbackPort();
   await writeFile(portFile, String(port));
   const log = openSync(path.join(root, 'postgres.log'), 'a');
   if (owner) await chown(path.join(root, 'postgres.log'), owner.uid, owner.gid);

@@ -95,7 +95,6 @@ void runProcess('triggers', async ({ config, logger, registry, tracing }) => {
         endSpan(span);
       } catch (err) {
         endSpan(span, err);
-        logger.warn({ err, execution_id: msg.execution_id, trace_id: traceId }, 'trigger not started');
         if (err instanceof PoisonTriggerError) throw new PoisonMessageError(err.message);
         throw err;
       }

@@ -1,10 +1,10 @@
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode, makeTelemetryFilterString, type LogLevel, type WorkflowBundle } from '@temporalio/worker';
 import { readFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { OpenTelemetryActivityInboundInterceptor, OpenTelemetryActivityOutboundInterceptor, makeWorkflowExporter } from '@temporalio/interceptors-opentelemetry';
 import { Resource } from '@opentelemetry/resources';
 import type { Logger } from '../lib/logger';
 import { DROP_SPANS, type Tracing } from '../lib/tracing';
+import { freeLoopbackPort } from '../lib/free-port';
 import { createActivities } from '../activities';
 import { hostname } from 'node:os';
 import { createKafka } from '../lib/kafka';
@@ -44,15 +44,6 @@ export function workflowSinks(tracing?: Pick<Tracing, 'processor' | 'resource'>)
 const PINO_LEVEL: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' };
 const SDK_LEVEL: Record<string, LogLevel> = { trace: 'TRACE', debug: 'DEBUG', info: 'INFO', warn: 'WARN', error: 'ERROR', fatal: 'ERROR', silent: 'ERROR' };
 
-/** A free loopback port for the SDK's metrics endpoint (the Rust core binds it itself). */
-async function freeLoopbackPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
-
 /**
  * The SDK's own logs (TS side and the Rust core) go to the process's pino logger as JSON, with
  * the trace id of the workflow or activity that wrote them. Its metrics (task latencies,
@@ -71,6 +62,7 @@ function installSdkTelemetry(logger: Logger, level: string, metricsPort: number)
 
 if (require.main === module) {
   void runProcess('worker', async ({ config, logger, registry, tracing }) => {
+    // The SDK's metrics endpoint: bound by the Rust core on a loopback port, appended to /metrics.
     const sdkMetricsPort = await freeLoopbackPort();
     installSdkTelemetry(logger, config.FLOWGATE_LOG_LEVEL, sdkMetricsPort);
     const nats = await connectNats(config.FLOWGATE_NATS_URL, 'flowgate-worker');
