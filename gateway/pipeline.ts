@@ -102,7 +102,8 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
 
       const limits = view?.limitsFor(principal.tenant, route?.name, principal.username) ?? [];
       if (limits.length) {
-        const decisions = await ctx.rateLimiter.checkAll(limits);
+        const checked = ctx.rateLimiter.checkAll(limits);
+        const decisions = Array.isArray(checked) ? checked : await checked;
         reply.headers(rateLimitHeaders(decisions));
         const refused = decisions.find((d) => !d.allowed);
         if (refused) {

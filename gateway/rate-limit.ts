@@ -4,10 +4,22 @@ import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
 
 /**
- * Rate limits shared by every gateway instance through Redis: one Lua script call per
- * request, timed by the Redis server's clock so instances with skewed clocks agree.
- * When Redis is unreachable each instance falls back to an in-process limiter with the
- * same algorithms, so the effective limit becomes N per instance until Redis is back.
+ * Rate limits shared by every gateway instance through Redis: a Lua script decides, timed by
+ * the Redis server's clock so instances with skewed clocks agree. When Redis is unreachable
+ * each instance falls back to an in-process limiter with the same algorithms, so the
+ * effective limit becomes N per instance until Redis is back.
+ *
+ * Leases keep Redis off most requests without giving up exactness (Kong's sync_rate and
+ * Envoy's global quota trade exactness for it). A request that goes to Redis may take some
+ * of the key's spare quota with it, counted in Redis at once: later requests of this instance
+ * spend it locally, with no round trip, until it is used up or a second has passed. A lease
+ * is sized to about 100 ms of the key's recent traffic here, and only when the quota has
+ * plenty left: at most 1/16 of what is left, and none below 64. So the shared count never
+ * exceeds the limit (every token was counted in Redis before it is spent), and near the
+ * limit each request is decided in Redis again, so two instances still hold it exactly. What
+ * a lease costs: tokens left in one that expires unspent are lost to the window (at most a
+ * sixteenth of what was left when it was taken), and RateLimit-Remaining counts what was
+ * left in Redis when the lease was taken, not what other instances spent since.
  *
  * Keys of one request are read and written by one script, so they must live on one
  * Redis node (standalone Redis, or one hash slot in a cluster).
@@ -24,7 +36,8 @@ export type LimitDecision = {
   resetSeconds: number;
   /** When refused: seconds (integer >= 1) until a request would next be allowed. */
   retryAfterSeconds?: number;
-  source: 'redis' | 'local';
+  /** redis: decided in Redis; lease: from quota this instance leased from Redis; local: the fallback. */
+  source: 'redis' | 'lease' | 'local';
   /** The policy's window, for RateLimit-Policy. */
   windowSeconds?: number;
 };
@@ -32,6 +45,13 @@ export type LimitCheck = { key: string; policy: LimitPolicy };
 
 const ALG_CODE: Record<RateAlgorithm, string> = { 'fixed-window': 'f', 'sliding-window': 's', 'token-bucket': 't' };
 const COMMAND_TIMEOUT_MS = 50;
+/** Leases: sized to this much of a key's recent traffic, never more than LEASE_MAX tokens, valid at most LEASE_TTL_MS. */
+const LEASE_SPAN_MS = 100;
+const LEASE_MAX = 1000;
+const LEASE_TTL_MS = 1000;
+/** Passed to the script: a lease only from at least LEASE_MIN_SPARE spare tokens, and at most 1/LEASE_SHARE of them. */
+const LEASE_MIN_SPARE = 64;
+const LEASE_SHARE = 16;
 const LOCAL_MAX_KEYS = 100_000;
 
 const windowMs = (p: LimitPolicy) => Math.round(p.windowSeconds * 1000);
@@ -167,18 +187,22 @@ export class LocalLimiter {
 }
 
 /**
- * KEYS: one base key per check; ARGV: algorithm code, limit, window ms per check.
- * Returns per check {allowed 0/1, remaining, reset ms, retry ms}. Phase one reads every
- * policy; only if all allow does phase two count the request against each of them.
+ * KEYS: one base key per check; ARGV: the lease bounds (minimum spare, share), then per check
+ * its algorithm code, limit, window ms and the extra tokens wanted for a lease. Returns per
+ * check {allowed 0/1, remaining, reset ms, retry ms, extra tokens granted}. Phase one reads
+ * every policy; only if all allow does phase two count the request, and each granted lease,
+ * against each of them.
  */
 const CHECK_SCRIPT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = #KEYS
+local minSpare, share = tonumber(ARGV[1]), tonumber(ARGV[2])
 local checks = {}
 local all = true
 for i = 1, n do
-  local c = { base = KEYS[i], alg = ARGV[3 * i - 2], limit = tonumber(ARGV[3 * i - 1]), w = tonumber(ARGV[3 * i]) }
+  local a = 4 * i - 1
+  local c = { base = KEYS[i], alg = ARGV[a], limit = tonumber(ARGV[a + 1]), w = tonumber(ARGV[a + 2]), want = tonumber(ARGV[a + 3]) }
   local limit, w = c.limit, c.w
   if c.alg == 'f' then
     local win = math.floor(now / w)
@@ -226,22 +250,37 @@ local out = {}
 for i = 1, n do
   local c = checks[i]
   local left = c.left
+  local extra = 0
   if all then
     left = left - 1
+    if c.want > 0 and left >= minSpare then extra = math.min(c.want, math.floor(left / share)) end
+    left = left - extra
     if c.alg == 't' then
       redis.call('HSET', c.base, 'tokens', string.format('%.17g', left), 'ts', string.format('%.17g', now))
       redis.call('PEXPIRE', c.base, math.ceil((c.limit - left) * c.w / c.limit) + 1000)
-    elseif redis.call('INCR', c.key) == 1 then
+    elseif redis.call('INCRBY', c.key, 1 + extra) == 1 + extra then
       redis.call('PEXPIRE', c.key, c.ttl)
     end
   end
   if c.alg == 't' then c.reset = math.ceil((c.limit - left) * c.w / c.limit) end
-  out[i] = { c.allowed and 1 or 0, math.floor(left), c.reset, c.allowed and 0 or c.retry }
+  out[i] = { c.allowed and 1 or 0, math.floor(left), c.reset, c.allowed and 0 or c.retry, extra }
 end
 return out
 `;
 
-type ScriptReply = [number, number, number, number][];
+type ScriptReply = [number, number, number, number, number][];
+
+/** Quota this instance took from Redis for one key and policy, spent locally. */
+type Lease = {
+  tokens: number;
+  /** performance.now() after which the lease is void. */
+  until: number;
+  /** What Redis had left after granting it, and when the key's quota resets (performance.now() ms). */
+  remaining: number;
+  resetAt: number;
+};
+/** A key's traffic since its last trip to Redis, to size its next lease. */
+type KeyRate = { hits: number; since: number; lease?: Lease };
 type WithScript = Redis & { flowgateRateLimit(numKeys: number, ...args: (string | number)[]): Promise<ScriptReply> };
 
 type Metrics = {
@@ -263,6 +302,11 @@ export class RateLimiter {
   private readonly metrics?: Metrics;
   private state: 'unknown' | 'up' | 'down' = 'unknown';
   private closed = false;
+  /** Traffic and lease per key and policy (LRU-bounded like the local limiter). */
+  private readonly rates = new Map<string, KeyRate>();
+  /** The Redis call fetching a key's next lease, for the requests that find it spent meanwhile. */
+  private readonly inFlight = new Map<string, Promise<ScriptReply>>();
+  private readonly series = new Map<string, { duration: prom.Histogram.Internal<'source'>; decisions: prom.Counter.Internal }>();
 
   constructor(opts: {
     redisUrl?: string;
@@ -319,13 +363,27 @@ export class RateLimiter {
   /**
    * Checks several policies for one request, refused if any refuses. A refused request is
    * counted against none of them; each decision still says whether its own policy allowed.
+   * Synchronous when leases decide (no promise to wait for on the hot path).
    */
-  async checkAll(checks: LimitCheck[]): Promise<LimitDecision[]> {
+  checkAll(checks: LimitCheck[]): LimitDecision[] | Promise<LimitDecision[]> {
     if (checks.length === 0) return [];
     for (const c of checks) validate(c.policy);
     const started = performance.now();
+    const leased = this.fromLeases(checks, started);
+    if (leased) return this.done(leased, started);
+    return this.decideShared(checks, started);
+  }
+
+  private async decideShared(checks: LimitCheck[], started: number): Promise<LimitDecision[]> {
     let decisions: LimitDecision[] | undefined;
     if (this.redis?.status === 'ready') {
+      // Requests that find the lease spent while another is fetching the next one wait for it.
+      const flight = checks.length === 1 ? this.inFlight.get(this.leaseKey(checks[0]!)) : undefined;
+      if (flight) {
+        await flight.catch(() => undefined);
+        const leased = this.fromLeases(checks, performance.now(), false);
+        if (leased) return this.done(leased, started);
+      }
       try {
         decisions = await this.checkRedis(this.redis, checks);
         this.markUp();
@@ -334,12 +392,51 @@ export class RateLimiter {
       }
     }
     decisions ??= this.local.checkAll(checks);
+    return this.done(decisions, started);
+  }
+
+  private done(decisions: LimitDecision[], started: number): LimitDecision[] {
     if (this.metrics) {
       const source = decisions[0]!.source;
-      this.metrics.duration.observe({ source }, (performance.now() - started) / 1000);
-      this.metrics.decisions.inc({ outcome: decisions.every((d) => d.allowed) ? 'allowed' : 'refused', source });
+      const outcome = decisions.every((d) => d.allowed) ? 'allowed' : 'refused';
+      // Bound once per label set: prom-client hashes a labels object on every call otherwise.
+      const k = `${outcome} ${source}`;
+      let series = this.series.get(k);
+      if (!series) this.series.set(k, series = { duration: this.metrics.duration.labels({ source }), decisions: this.metrics.decisions.labels({ outcome, source }) });
+      series.duration.observe((performance.now() - started) / 1000);
+      series.decisions.inc();
     }
     return decisions;
+  }
+
+  private leaseKey(c: LimitCheck): string {
+    return `${c.key}\n${c.policy.name}\n${c.policy.algorithm}\n${c.policy.limit}\n${c.policy.windowSeconds}`;
+  }
+
+  private rateOf(k: string, now: number): KeyRate {
+    let r = this.rates.get(k);
+    if (!r) {
+      if (this.rates.size >= LOCAL_MAX_KEYS) this.rates.delete(this.rates.keys().next().value!);
+      r = { hits: 0, since: now };
+      this.rates.set(k, r);
+    }
+    return r;
+  }
+
+  /** Every check spends one token of a live lease, or none does and undefined says Redis must decide. */
+  private fromLeases(checks: LimitCheck[], now: number, count = true): LimitDecision[] | undefined {
+    const rates: KeyRate[] = [];
+    for (const c of checks) {
+      const r = this.rateOf(this.leaseKey(c), now);
+      if (count) r.hits += 1;
+      rates.push(r);
+    }
+    for (const r of rates) if (!r.lease || r.lease.tokens < 1 || r.lease.until <= now) return undefined;
+    return checks.map((c, i) => {
+      const lease = rates[i]!.lease!;
+      lease.tokens -= 1;
+      return decision(c.policy, 'lease', true, lease.remaining + lease.tokens, Math.max(0, lease.resetAt - now), 0);
+    });
   }
 
   async close(): Promise<void> {
@@ -353,12 +450,38 @@ export class RateLimiter {
   }
 
   private async checkRedis(redis: WithScript, checks: LimitCheck[]): Promise<LimitDecision[]> {
+    const now = performance.now();
     const keys = checks.map((c) => baseKey(this.prefix, c));
-    const args = checks.flatMap(({ policy }) => [ALG_CODE[policy.algorithm], policy.limit, windowMs(policy)]);
-    const reply = await redis.flowgateRateLimit(keys.length, ...keys, ...args);
+    const leaseKeys = checks.map((c) => this.leaseKey(c));
+    // A lease for each key sized to its recent traffic; none for a key whose lease still has tokens.
+    const wants = leaseKeys.map((k) => {
+      const r = this.rateOf(k, now);
+      const live = r.lease && r.lease.tokens >= 1 && r.lease.until > now;
+      const want = live ? 0 : Math.min(LEASE_MAX, Math.floor((r.hits * LEASE_SPAN_MS) / Math.max(LEASE_SPAN_MS, now - r.since)));
+      if (!live) {
+        r.hits = 0;
+        r.since = now;
+      }
+      return want;
+    });
+    const args = checks.flatMap(({ policy }, i) => [ALG_CODE[policy.algorithm], policy.limit, windowMs(policy), wants[i]!]);
+    const call = redis.flowgateRateLimit(keys.length, ...keys, LEASE_MIN_SPARE, LEASE_SHARE, ...args);
+    if (checks.length === 1 && wants[0]! > 0) {
+      const k = leaseKeys[0]!;
+      this.inFlight.set(k, call);
+      void call.catch(() => undefined).finally(() => { if (this.inFlight.get(k) === call) this.inFlight.delete(k); });
+    }
+    const reply = await call;
+    const at = performance.now();
     return checks.map(({ policy }, i) => {
-      const [allowed, remaining, resetMs, retryMs] = reply[i]!;
-      return decision(policy, 'redis', allowed === 1, remaining, resetMs, retryMs);
+      const [allowed, remaining, resetMs, retryMs, extra] = reply[i]!;
+      if (extra > 0) {
+        const r = this.rateOf(leaseKeys[i]!, at);
+        // A bucket's reset is when it is full again, no bound on spending what was taken from it.
+        const ttl = policy.algorithm === 'token-bucket' ? LEASE_TTL_MS : Math.min(LEASE_TTL_MS, resetMs);
+        r.lease = { tokens: extra, until: at + ttl, remaining, resetAt: at + resetMs };
+      }
+      return decision(policy, 'redis', allowed === 1, remaining + extra, resetMs, retryMs);
     });
   }
 

@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { prom } from '../../lib/metrics';
-import { RateLimiter, type LimitPolicy, type RateAlgorithm } from '../../gateway/rate-limit';
+import { RateLimiter, type LimitDecision, type LimitPolicy, type RateAlgorithm } from '../../gateway/rate-limit';
 import { eventually, privateServer } from '../helpers/stack';
 
 let redis: Awaited<ReturnType<typeof privateServer>>;
@@ -65,6 +65,29 @@ for (const algorithm of ['fixed-window', 'sliding-window', 'token-bucket'] as co
     assert.deepEqual(ds.filter((d) => d.allowed).map((d) => d.remaining).sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i),
       'each allowed request saw its own count');
     for (const d of ds.filter((x) => !x.allowed)) assert.ok(d.retryAfterSeconds! >= 1 && d.retryAfterSeconds! <= 3600);
+    await Promise.all([a.close(), b.close()]);
+  });
+}
+
+for (const algorithm of ['fixed-window', 'sliding-window', 'token-bucket'] as const) {
+  test(`${algorithm}: with leases most decisions skip Redis, and two gateways still hold a large limit exactly`, async () => {
+    const [a, b] = gatewayPair();
+    await eventually('both limiters connected', () => a.redisHealthy && b.redisHealthy, 10_000, 20);
+    // A 30-day window: the bucket refills no whole token while the test runs, even on a slow machine.
+    const p: LimitPolicy = { name: algorithm, limit: 3000, windowSeconds: 30 * 86_400, algorithm };
+    const ds: LimitDecision[] = [];
+    // Waves of concurrent requests from both, well past the limit, as two busy gateways send them.
+    for (let wave = 0; wave < 80; wave++) {
+      ds.push(...await Promise.all(Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).check('ws:acme', p))));
+    }
+    const allowed = ds.filter((d) => d.allowed);
+    assert.equal(allowed.length, 3000, 'every leased token was counted in Redis, and near the limit each request went to Redis again');
+    const bySource = (s: string) => ds.filter((d) => d.source === s).length;
+    assert.equal(bySource('local'), 0);
+    assert.ok(bySource('lease') > 2000, `${bySource('lease')} of ${ds.length} decisions came from leases`);
+    assert.ok(ds.filter((d) => !d.allowed).every((d) => d.source === 'redis'), 'only Redis refuses');
+    // Leases are slices of Redis's count in the order it granted them: every allowed request still saw a count of its own.
+    assert.deepEqual(allowed.map((d) => d.remaining).sort((x, y) => x - y), Array.from({ length: 3000 }, (_, i) => i));
     await Promise.all([a.close(), b.close()]);
   });
 }
