@@ -10,7 +10,7 @@ import type { Config } from '../lib/config';
 import { installErrorHandler } from '../lib/errors';
 import { closeConnectionsOnShutdown } from '../lib/http-shutdown';
 import { ExecutionIds } from '../lib/execution-ids';
-import type { Logger } from '../lib/logger';
+import { LazyChildLogger, type Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
 import compress from '@fastify/compress';
 import type { KafkaBatcher } from '../lib/kafka-batcher';
@@ -76,6 +76,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: deps.config.FLOWGATE_BODY_LIMIT_BYTES,
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'correlation_id' }),
+    childLoggerFactory: (logger, bindings, opts) => new LazyChildLogger(logger as Logger, bindings, opts) as unknown as FastifyBaseLogger,
     // The correlation id: the caller's X-Request-ID when well-formed, a new one otherwise.
     genReqId: (req) => {
       const given = req.headers['x-request-id'];

@@ -10,7 +10,7 @@ import type { GatewayContext } from './app';
 import type { Match } from './config-store';
 import { maskBody } from './pii';
 import { rateLimitHeaders } from './rate-limit';
-import { cacheControl, DEFAULT_SECURITY_HEADERS, securityHeaders, SENSITIVE_RESPONSE_HEADERS } from './security-headers';
+import { cacheControl, securityHeadersFor, SENSITIVE_RESPONSE_HEADERS } from './security-headers';
 import type { PluginSet } from './workspace-view';
 
 /**
@@ -124,7 +124,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     if (req.flowgate?.span) reply.header('X-Trace-ID', req.flowgate.span.spanContext().traceId);
     const p = req.flowgate?.plugins ?? {};
     const secure = (req.raw.socket as { encrypted?: boolean }).encrypted === true;
-    reply.headers(securityHeaders({ ...DEFAULT_SECURITY_HEADERS, ...p['security-headers'] }, secure));
+    reply.headers(securityHeadersFor(p['security-headers'], secure));
     for (const h of SENSITIVE_RESPONSE_HEADERS) reply.removeHeader(h);
     if (!reply.hasHeader('cache-control')) reply.headers(cacheControl(p['cache-headers'], req.method, reply.statusCode));
     if (reply.statusCode >= 400 && req.flowgate && (typeof payload === 'string' || Buffer.isBuffer(payload))) req.flowgate.responseBody = payload;

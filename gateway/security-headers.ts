@@ -43,6 +43,21 @@ export function securityHeaders(cfg: SecurityHeadersConfig, tls: boolean): Recor
   return headers;
 }
 
+/** Per plugin config object (replaced, never changed, when the config changes): its headers, built once. */
+const computed = new WeakMap<object, { tls?: Record<string, string>; plain?: Record<string, string> }>();
+
+/** securityHeaders for a workspace's `security-headers` plugin (over the defaults), or the defaults alone; cached. */
+export function securityHeadersFor(plugin: Partial<SecurityHeadersConfig> | undefined, tls: boolean): Record<string, string> {
+  const owner = plugin ?? DEFAULT_SECURITY_HEADERS;
+  const key = tls ? 'tls' : 'plain';
+  const entry = computed.get(owner) ?? {};
+  if (!entry[key]) {
+    entry[key] = securityHeaders({ ...DEFAULT_SECURITY_HEADERS, ...plugin }, tls);
+    computed.set(owner, entry);
+  }
+  return entry[key];
+}
+
 /**
  * Upstream response headers removed before an answer reaches the client: they name the
  * software, version or internal hosts behind the gateway. `via` is among them: RFC 9110 §7.6.3

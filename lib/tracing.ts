@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import {
   context, isSpanContextValid, propagation, ROOT_CONTEXT, SpanStatusCode, trace, TraceFlags,
   type Attributes, type Context, type Span, type SpanKind, type TextMapGetter, type Tracer,
@@ -117,7 +117,20 @@ export function initTracing(opts: { service: string; endpoint?: string; share: n
   return { tracer: provider.getTracer(opts.service), processor, resource, enabled: true, shutdown: () => provider.shutdown() };
 }
 
-const randomHex = (bytes: number) => randomBytes(bytes).toString('hex');
+/**
+ * Ids from a pool of random bytes refilled 4 KiB at a time: one getrandom call per ~170 spans
+ * instead of two per span (it showed in the gateway's profile).
+ */
+const pool = Buffer.alloc(4096);
+let poolAt = pool.length;
+function randomHex(bytes: number): string {
+  if (poolAt + bytes > pool.length) {
+    randomFillSync(pool);
+    poolAt = 0;
+  }
+  poolAt += bytes;
+  return pool.toString('hex', poolAt - bytes, poolAt);
+}
 
 /**
  * Starts a span under `parent`; when nothing records (export off and no incoming trace), the span

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { cacheControl, DEFAULT_SECURITY_HEADERS, SENSITIVE_RESPONSE_HEADERS, securityHeaders } from '../../gateway/security-headers';
+import { cacheControl, DEFAULT_SECURITY_HEADERS, SENSITIVE_RESPONSE_HEADERS, securityHeaders, securityHeadersFor } from '../../gateway/security-headers';
 
 test('defaults lock an API down; HSTS is sent over TLS only', () => {
   const overTls = securityHeaders(DEFAULT_SECURITY_HEADERS, true);
@@ -41,4 +41,16 @@ test('cacheControl: nothing by default, the directive on cacheable answers, no-s
     assert.deepEqual(cacheControl(undefined, 'POST', status), { 'cache-control': 'no-store' });
     assert.deepEqual(cacheControl(cfg, 'GET', status), { 'cache-control': 'no-store' });
   }
+});
+
+test('securityHeadersFor: a workspace plugin over the defaults, built once per config object and transport', () => {
+  const plugin = { frame_options: 'SAMEORIGIN' as const };
+  const first = securityHeadersFor(plugin, false);
+  assert.equal(first['x-frame-options'], 'SAMEORIGIN');
+  assert.equal(first['content-security-policy'], DEFAULT_SECURITY_HEADERS.content_security_policy);
+  assert.equal(securityHeadersFor(plugin, false), first, 'the same object again: nothing rebuilt per request');
+  assert.ok(securityHeadersFor(plugin, true)['strict-transport-security'], 'over TLS: with HSTS');
+  assert.equal(securityHeadersFor(plugin, false)['strict-transport-security'], undefined);
+  assert.equal(securityHeadersFor(undefined, false)['x-frame-options'], 'DENY', 'no plugin: the defaults');
+  assert.notEqual(securityHeadersFor({ frame_options: 'SAMEORIGIN' }, false), first, 'a new config object (a new config version) is built anew');
 });
