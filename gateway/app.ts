@@ -13,7 +13,7 @@ import { ExecutionIds } from '../lib/execution-ids';
 import { LazyChildLogger, type Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
 import compress from '@fastify/compress';
-import type { KafkaBatcher } from '../lib/kafka-batcher';
+import type { AuditProducer } from './request-audit';
 import type { VaultClient } from '../lib/vault';
 import { Authenticator } from './auth';
 import { JwtVerifier } from './jwt';
@@ -35,7 +35,7 @@ export type GatewayDeps = {
   nc: NatsConnection;
   temporal: Client;
   /** The audit trail's producer; absent, requests are audited only in api_calls. */
-  kafka?: KafkaBatcher;
+  kafka?: AuditProducer;
   /** HS256 JWT secrets (secret/data/jwt/{workspace}/{kid}). */
   vault?: VaultClient;
   /** The gateway's spans (lib/tracing.ts); absent, the global tracer (a no-op unless set up). */

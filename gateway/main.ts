@@ -2,8 +2,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createServer as createHttpsServer } from 'node:https';
 import { hostname } from 'node:os';
-import { createKafka } from '../lib/kafka';
-import { KafkaBatcher } from '../lib/kafka-batcher';
+import { KafkaProducerThread } from '../lib/kafka-thread';
 import { createVault } from '../lib/vault';
 import { connectNats, ensureStreams, natsHealthy } from '../lib/nats';
 import { createAppPool } from '../lib/db-credentials';
@@ -21,9 +20,11 @@ void runProcess('gateway', async ({ config, logger, registry, tracing }) => {
   // The audit trail waits in memory while Kafka is down (200k entries, about 80 MB) and is sent when it is back.
   const spoolFile = config.FLOWGATE_SPOOL_DIR ? path.join(config.FLOWGATE_SPOOL_DIR, `gateway-${config.FLOWGATE_GATEWAY_PORT}.audit.jsonl`) : undefined;
   if (config.FLOWGATE_SPOOL_DIR) mkdirSync(config.FLOWGATE_SPOOL_DIR, { recursive: true, mode: 0o700 });
-  const kafka = new KafkaBatcher(createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-gateway'), logger, { lingerMs: 50, maxBatch: 5000, maxQueued: 200_000, spoolFile });
-  const recovered = kafka.recover();
-  if (recovered) logger.warn({ recovered, file: spoolFile }, 'audit records left by a previous run are sent again');
+  // Produced from a thread of its own: one record per request must not cost the event loop kafkajs's encoding.
+  const kafka = new KafkaProducerThread({
+    brokers: config.FLOWGATE_KAFKA_BROKERS, clientId: 'flowgate-gateway', service: 'gateway', logLevel: config.FLOWGATE_LOG_LEVEL,
+    lingerMs: 50, maxBatch: 5000, maxQueued: 200_000, spoolFile,
+  }, logger);
   const vault = createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN);
   const { app, configStore, upstreams } = await buildGateway({ config, logger, registry, pool, nc, temporal, kafka, vault, tracer: tracing.tracer });
   await app.listen({ port: config.FLOWGATE_GATEWAY_PORT, host: config.FLOWGATE_HOST });

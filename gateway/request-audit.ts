@@ -1,6 +1,5 @@
 import type { Pool } from 'pg';
 import type { Registry } from 'prom-client';
-import type { KafkaBatcher } from '../lib/kafka-batcher';
 import { TOPICS } from '../lib/kafka';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
@@ -39,6 +38,9 @@ export type RequestRecord = {
 
 const API_CALLS_BATCH = 500;
 
+/** Where audit entries go: lib/kafka-thread.ts in the gateway, or a KafkaBatcher. Fire and forget. */
+export type AuditProducer = { send(topic: string, key: string, value: unknown): unknown; readonly queued: number };
+
 export class RequestAudit {
   private rows: RequestRecord[] = [];
   private timer: NodeJS.Timeout;
@@ -47,7 +49,7 @@ export class RequestAudit {
   private readonly apiCallsDropped: prom.Counter;
 
   constructor(private readonly opts: {
-    kafka?: KafkaBatcher; pool?: Pool; logger: Logger; registry: Registry; successSample: number; flushMs?: number; maxRows?: number;
+    kafka?: AuditProducer; pool?: Pool; logger: Logger; registry: Registry; successSample: number; flushMs?: number; maxRows?: number;
   }) {
     this.recorded = new prom.Counter({ name: 'gateway_audit_records_total', help: 'Request audit entries handed to Kafka', registers: [opts.registry] });
     this.apiCallsDropped = new prom.Counter({ name: 'gateway_api_calls_dropped_total', help: 'api_calls rows dropped because PostgreSQL was away too long', registers: [opts.registry] });
@@ -62,7 +64,7 @@ export class RequestAudit {
   record(r: RequestRecord): void {
     if (this.opts.kafka) {
       const { request_body: _req, response_body: _res, ...entry } = r;
-      void this.opts.kafka.send(TOPICS.auditTrail, r.tenant ?? '_platform', { type: 'api.request', ...entry });
+      this.opts.kafka.send(TOPICS.auditTrail, r.tenant ?? '_platform', { type: 'api.request', ...entry });
       this.recorded.inc();
     }
     if (this.opts.pool && (r.status >= 400 || Math.random() < this.opts.successSample)) {

@@ -89,12 +89,17 @@ export class KafkaBatcher {
   }
 
   send(topic: string, key: string, value: unknown, headers?: Record<string, string>): Promise<void> {
+    return this.sendJson(topic, key, JSON.stringify(value), headers);
+  }
+
+  /** send() for a value already serialized as JSON (the producer thread's records come so). */
+  sendJson(topic: string, key: string, json: string, headers?: Record<string, string>): Promise<void> {
     return new Promise((resolve) => {
       if (this.queue.length >= (this.opts.maxQueued ?? 100_000)) {
         this.queue.shift()?.done();
         this.dropped += 1;
       }
-      const pending = { topic, message: { key, value: JSON.stringify(value), headers }, done: resolve, at: Date.now() };
+      const pending = { topic, message: { key, value: json, headers }, done: resolve, at: Date.now() };
       this.queue.push(pending);
       if (this.opts.spoolFile && !this.spooling) this.armSpoolCheck();
       if (this.spooling) {
