@@ -90,7 +90,11 @@ export class KafkaProducerThread {
 
   /** Queues a record (its value serialized here, as JSON); it reaches the thread within POST_MS. */
   send(topic: string, key: string, value: unknown): void {
-    if (this.closing) throw new Error('kafka producer thread is closed');
+    if (this.closing) {
+      // Nothing sends after the shutdown closed the thread; a straggler is counted, not thrown into a request.
+      this.dropped += 1;
+      return;
+    }
     this.topics.push(topic);
     this.keys.push(key);
     this.values.push(JSON.stringify(value));
