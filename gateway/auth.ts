@@ -40,8 +40,6 @@ const invalidKey = () => new ApiError(401, 'invalid_credential', 'the API key is
  */
 export class Authenticator {
   private cache = new Map<string, { principal: Principal | null; until: number }>();
-  /** The latency histogram's series per method, bound once (prom-client hashes a labels object per call). */
-  private readonly latencyBy = new Map<string, Histogram.Internal<string>>();
 
   constructor(private readonly opts: {
     store: ConfigStore; pool?: Pool; jwt: JwtVerifier; tenantHostSuffix?: string; latency?: Histogram; maxEntries?: number;
@@ -75,11 +73,7 @@ export class Authenticator {
       resolveTenant([...claims, { source: 'credential', tenant: principal.tenant }]);
       return principal;
     } finally {
-      if (this.opts.latency) {
-        let bound = this.latencyBy.get(method);
-        if (!bound) this.latencyBy.set(method, bound = this.opts.latency.labels({ method }));
-        bound.observe(Number(process.hrtime.bigint() - started) / 1e9);
-      }
+      this.opts.latency?.observe({ method }, Number(process.hrtime.bigint() - started) / 1e9);
     }
   }
 

@@ -227,7 +227,6 @@ export class Upstreams {
   private readonly checkAgent = new Agent({ connections: 2, keepAliveTimeout: KEEP_ALIVE_MS });
   private readonly healthGauge?: prom.Gauge;
   private readonly duration?: prom.Histogram;
-  private readonly durationBy = new Map<string, prom.Histogram.Internal<string>>();
   private closed = false;
 
   constructor(opts: { logger: Logger; registry?: Registry; maxConnectionsPerTarget?: number }) {
@@ -316,16 +315,7 @@ export class Upstreams {
       this.logger.debug({ err: last.err, service: service.name, tenant: service.workspace, target: lastTarget?.url, attempts: tried.size }, 'upstream request failed');
       throw new UpstreamError(timedOut ? 'upstream_timeout' : 'upstream_unavailable', lastTarget?.url, last.err);
     } finally {
-      if (this.duration) {
-        // Bound once per label set: prom-client hashes a labels object on every observe otherwise.
-        const k = `${service.workspace}\n${service.name}\n${statusClass}`;
-        let bound = this.durationBy.get(k);
-        if (!bound) {
-          if (this.durationBy.size > 10_000) this.durationBy.clear();
-          this.durationBy.set(k, bound = this.duration.labels({ tenant: service.workspace, service: service.name, status_class: statusClass }));
-        }
-        bound.observe((performance.now() - started) / 1000);
-      }
+      this.duration?.observe({ tenant: service.workspace, service: service.name, status_class: statusClass }, (performance.now() - started) / 1000);
     }
   }
 

@@ -52,8 +52,10 @@ export class KafkaProducerThread {
   private threadQueued = 0;
   private closing?: Promise<void>;
   private onClosed?: () => void;
-  /** Records the thread dropped (queue full while Kafka was away), as it last reported. */
-  dropped = 0;
+  /** Dropped by the thread (its queue full while Kafka was away), as it last reported, and here. */
+  private threadDropped = 0;
+  private localDropped = 0;
+  get dropped(): number { return this.threadDropped + this.localDropped; }
 
   constructor(private readonly opts: ProducerThreadOptions, private readonly logger: Logger) {
     this.start();
@@ -70,7 +72,7 @@ export class KafkaProducerThread {
     worker.on('message', (m: FromProducer) => {
       if (m.type === 'stats') {
         this.threadQueued = m.queued;
-        this.dropped = m.dropped;
+        this.threadDropped = m.dropped;
       } else if (m.type === 'closed') {
         this.onClosed?.();
       }
@@ -92,7 +94,7 @@ export class KafkaProducerThread {
   send(topic: string, key: string, value: unknown): void {
     if (this.closing) {
       // Nothing sends after the shutdown closed the thread; a straggler is counted, not thrown into a request.
-      this.dropped += 1;
+      this.localDropped += 1;
       return;
     }
     this.topics.push(topic);
@@ -103,7 +105,7 @@ export class KafkaProducerThread {
       this.topics.shift();
       this.keys.shift();
       this.values.shift();
-      this.dropped += 1;
+      this.localDropped += 1;
     }
     if (this.values.length >= POST_MAX) this.post();
     else this.timer ??= setTimeout(() => this.post(), POST_MS);
