@@ -1,4 +1,3 @@
-import type { IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
 import { Agent, Pool, errors, type Dispatcher } from 'undici';
@@ -110,47 +109,71 @@ type ServiceState = { service: UpstreamService; targets: Target[]; checkKey: str
 
 type Failure = { kind: 'connect' | 'timeout' | 'failed' | 'caller'; err: unknown };
 
-type AnyHandler = { [K in keyof Dispatcher.DispatchHandlers]?: (...args: unknown[]) => unknown };
-
 /**
- * undici's headers and body timers tick every ~500 ms and fire up to 1 s late, which would
- * double a 1 s read timeout. This bounds the wait for response headers with a native timer
- * started when the request is written to the socket (undici's bodyTimeout still bounds idle
- * body reads).
+ * One upstream exchange through undici's `dispatch`: the answer's body is collected into a
+ * Buffer as it arrives (undici's `request()` would build a Readable stream and a promise per
+ * exchange, which showed in the gateway's profile), and the wait for the response headers is
+ * bounded by a native timer started when the request is written to the socket. undici's own
+ * headers timer ticks every ~500 ms and fires up to 1 s late, which would double a 1 s read
+ * timeout; its bodyTimeout still bounds idle body reads. A caller's signal aborts the exchange.
  */
-class HeadersDeadline {
+class Exchange implements Dispatcher.DispatchHandlers {
   private timer?: NodeJS.Timeout;
+  private status = 0;
+  private headers: Record<string, string | string[]> = {};
+  private chunks: Buffer[] = [];
+  private size = 0;
+  private onSignal?: () => void;
 
-  constructor(private readonly inner: AnyHandler, private readonly ms: number) {}
+  constructor(
+    private readonly headersDeadlineMs: number,
+    private readonly signal: AbortSignal | undefined,
+    private readonly resolve: (res: { status: number; headers: Record<string, string | string[]>; body: Buffer }) => void,
+    private readonly reject: (err: Error) => void,
+  ) {}
 
-  onConnect(abort: (err?: Error) => void, ...rest: unknown[]) {
+  onConnect(abort: (err?: Error) => void): void {
+    const signal = this.signal;
+    if (signal) {
+      if (signal.aborted) return abort(signal.reason as Error);
+      this.onSignal = () => abort(signal.reason as Error);
+      signal.addEventListener('abort', this.onSignal, { once: true });
+    }
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => abort(new errors.HeadersTimeoutError()), this.ms);
-    return this.inner.onConnect?.(abort, ...rest);
+    this.timer = setTimeout(() => abort(new errors.HeadersTimeoutError()), this.headersDeadlineMs);
   }
-  onHeaders(...args: unknown[]) {
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[] | string[] | null): boolean {
+    // 1xx answers are informational: the final one is still to come.
+    if (statusCode < 200) return true;
     clearTimeout(this.timer);
-    return this.inner.onHeaders?.(...args) ?? true;
+    this.status = statusCode;
+    this.headers = responseHeaders(rawHeaders ?? []);
+    return true;
   }
-  onUpgrade(...args: unknown[]) {
+
+  onData(chunk: Buffer): boolean {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    return true;
+  }
+
+  onComplete(): void {
+    this.settle();
+    const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
+    this.resolve({ status: this.status, headers: this.headers, body });
+  }
+
+  onError(err: Error): void {
+    this.settle();
+    this.reject(err);
+  }
+
+  private settle(): void {
     clearTimeout(this.timer);
-    return this.inner.onUpgrade?.(...args);
+    if (this.onSignal) this.signal!.removeEventListener('abort', this.onSignal);
   }
-  onError(...args: unknown[]) {
-    clearTimeout(this.timer);
-    return this.inner.onError?.(...args);
-  }
-  onComplete(...args: unknown[]) {
-    clearTimeout(this.timer);
-    return this.inner.onComplete?.(...args);
-  }
-  onResponseStarted(...args: unknown[]) { return this.inner.onResponseStarted?.(...args); }
-  onData(...args: unknown[]) { return this.inner.onData?.(...args) ?? true; }
-  onBodySent(...args: unknown[]) { return this.inner.onBodySent?.(...args); }
 }
-
-const headersDeadline = (ms: number): Dispatcher.DispatcherComposeInterceptor => (dispatch) =>
-  (opts, handler) => dispatch(opts, new HeadersDeadline(handler as AnyHandler, ms) as unknown as Dispatcher.DispatchHandlers);
 
 const poolKey = (s: UpstreamService) => `${s.connect_timeout_ms}/${s.read_timeout_ms}`;
 
@@ -167,10 +190,21 @@ function targetsOf(service: UpstreamService): { url: string; weight: number }[] 
   return service.url ? [{ url: service.url, weight: 1 }] : service.targets;
 }
 
-function responseHeaders(raw: IncomingHttpHeaders): Record<string, string | string[]> {
-  const listed = new Set(String(raw.connection ?? '').toLowerCase().split(',').map((s) => s.trim()).filter(Boolean));
+/** The answer's headers, names lower-cased, repeated ones as arrays, less hop-by-hop ones and those its Connection header lists. */
+export function responseHeaders(raw: (Buffer | string)[]): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (const [k, v] of Object.entries(raw)) if (v !== undefined && !isHopByHop(k) && !listed.has(k)) out[k] = v;
+  let connection: string | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1').toLowerCase();
+    const value = raw[i + 1]!.toString('latin1');
+    if (name === 'connection') connection = connection === undefined ? value : `${connection}, ${value}`;
+    if (isHopByHop(name)) continue;
+    const prev = out[name];
+    out[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+  }
+  if (connection !== undefined) {
+    for (const listed of connection.toLowerCase().split(',')) delete out[listed.trim()];
+  }
   return out;
 }
 
@@ -394,7 +428,7 @@ export class Upstreams {
       headersTimeout: service.read_timeout_ms,
       bodyTimeout: service.read_timeout_ms,
     });
-    return pool.compose(headersDeadline(service.read_timeout_ms));
+    return pool;
   }
 
   private createTarget(url: string, weight: number, service: UpstreamService, labels: Target['labels']): Target {
@@ -433,11 +467,14 @@ export class Upstreams {
     target.inFlight++;
     const trial = target.trial;
     try {
-      const res = await target.pool.request({
-        method: req.method as Dispatcher.HttpMethod, path: joinPath(target.basePath, req.path), headers: requestHeaders(req.headers), body: req.body, signal: req.signal,
+      const res = await new Promise<{ status: number; headers: Record<string, string | string[]>; body: Buffer }>((resolve, reject) => {
+        target.pool.dispatch(
+          { method: req.method as Dispatcher.HttpMethod, path: joinPath(target.basePath, req.path), headers: requestHeaders(req.headers), body: req.body },
+          new Exchange(state.service.read_timeout_ms, req.signal, resolve, reject),
+        );
       });
-      const response: UpstreamResponse = { status: res.statusCode, headers: responseHeaders(res.headers), body: await readAll(res.body), target: target.url };
-      if (res.statusCode >= 500) this.passiveFailure(state, target, '5xx', `status ${res.statusCode}`);
+      const response: UpstreamResponse = { ...res, target: target.url };
+      if (res.status >= 500) this.passiveFailure(state, target, '5xx', `status ${res.status}`);
       else if (trial) this.markHealthy(state, target, 'trial request succeeded');
       return response;
     } catch (err) {
@@ -524,14 +561,4 @@ export class Upstreams {
     }
     this.scheduleCheck(serviceId, t);
   }
-}
-
-/** The whole body, read with stream events (an async iterator costs several promises per chunk on the hot path). */
-function readAll(body: NodeJS.ReadableStream): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    body.on('data', (c: Buffer) => chunks.push(c));
-    body.once('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    body.once('error', reject);
-  });
 }
