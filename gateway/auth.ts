@@ -45,12 +45,16 @@ export class Authenticator {
     store: ConfigStore; pool?: Pool; jwt: JwtVerifier; tenantHostSuffix?: string; latency?: Histogram; maxEntries?: number;
   }) {}
 
-  /** Once per request: the pipeline's hook keeps the answer on the request, and route handlers get it from there. */
-  async authenticate(req: FastifyRequest): Promise<Principal> {
+  /**
+   * Once per request: the pipeline's hook keeps the answer on the request, and route handlers
+   * get it from there. Synchronous (no promise) for a key the served config knows and for a
+   * client certificate; a JWT or a key looked up in PostgreSQL answers with a promise.
+   */
+  authenticate(req: FastifyRequest): Principal | Promise<Principal> {
     return req.flowgate?.principal ?? this.run(req);
   }
 
-  private async run(req: FastifyRequest): Promise<Principal> {
+  private run(req: FastifyRequest): Principal | Promise<Principal> {
     const claims: TenantClaim[] = [];
     const header = req.headers['x-tenant-id'];
     if (typeof header === 'string' && header !== '') claims.push({ source: 'header', tenant: header });
@@ -63,23 +67,39 @@ export class Authenticator {
     const credential = credentialOf(req);
     const started = process.hrtime.bigint();
     const method = !credential ? 'mtls' : looksLikeJwt(credential) ? 'jwt' : 'api_key';
+    const observe = () => this.opts.latency?.observe({ method }, Number(process.hrtime.bigint() - started) / 1e9);
+    let out: Principal | Promise<Principal>;
     try {
       if (!credential) {
         if (!cert) throw unauthenticated();
-        return this.certificatePrincipal(resolveTenant(claims), cert);
+        out = this.certificatePrincipal(resolveTenant(claims), cert);
+      } else if (method === 'jwt') {
+        out = this.jwtPrincipal(credential, claims);
+      } else {
+        const agreed = (principal: Principal) => {
+          resolveTenant([...claims, { source: 'credential', tenant: principal.tenant }]);
+          return principal;
+        };
+        const found = this.keyPrincipal(credential);
+        out = found instanceof Promise ? found.then(agreed) : agreed(found);
       }
-      if (method === 'jwt') return await this.jwtPrincipal(credential, claims);
-      const principal = await this.keyPrincipal(credential);
-      resolveTenant([...claims, { source: 'credential', tenant: principal.tenant }]);
-      return principal;
-    } finally {
-      this.opts.latency?.observe({ method }, Number(process.hrtime.bigint() - started) / 1e9);
+    } catch (err) {
+      observe();
+      throw err;
     }
+    if (out instanceof Promise) return out.finally(observe);
+    observe();
+    return out;
   }
 
-  private async keyPrincipal(credential: string): Promise<Principal> {
+  private keyPrincipal(credential: string): Principal | Promise<Principal> {
     const owner = this.opts.store.keyOwner(credential);
     if (owner) return { tenant: owner.tenant, consumerId: owner.consumerId, username: owner.username, roles: owner.roles, keyId: owner.keyId, method: 'api_key' };
+    return this.keyFromDatabase(credential);
+  }
+
+  /** A key the served config does not (yet) know, looked up in PostgreSQL and remembered briefly. */
+  private async keyFromDatabase(credential: string): Promise<Principal> {
     const pool = this.opts.pool;
     if (!pool) throw invalidKey();
     const hash = hashCredential(credential);

@@ -1,5 +1,5 @@
 import { SpanKind, type Span } from '@opentelemetry/api';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import { ApiError } from '../lib/errors';
 import { prom } from '../lib/metrics';
@@ -9,7 +9,7 @@ import { authorize, ipAllowed } from './authz';
 import type { GatewayContext } from './app';
 import type { Match } from './config-store';
 import { maskBody } from './pii';
-import { rateLimitHeaders } from './rate-limit';
+import { rateLimitHeaders, type LimitDecision } from './rate-limit';
 import { cacheControl, securityHeadersFor, SENSITIVE_RESPONSE_HEADERS } from './security-headers';
 import type { PluginSet } from './workspace-view';
 
@@ -71,55 +71,92 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
   app.decorateRequest('flowgate', null as unknown as RequestState);
   const seriesFor = seriesCache(ctx);
 
-  app.addHook('onRequest', async (req, reply) => {
+  // Stages 2 to 6. A callback hook whose common case (a key the served config knows, a rate
+  // limit decided from a lease) runs without a promise; a stage that must wait (a JWT's keys,
+  // PostgreSQL, Redis) continues when its answer comes.
+  app.addHook('onRequest', (req, reply, done) => {
     req.flowgate = { plugins: {} };
-    if (SKIP.has(req.routeOptions.url ?? '')) return;
+    if (SKIP.has(req.routeOptions.url ?? '')) return done();
     const state = req.flowgate;
     state.span = startSpan(ctx.tracer, `${req.method} gateway`, SpanKind.SERVER, extractContext(req.headers, httpHeaderGetter));
-    try {
-      const principal = await ctx.auth.authenticate(req);
-      state.principal = principal;
-      const path = req.url.split('?', 1)[0]!;
-      if (req.routeOptions.url === '/*') state.match = ctx.configStore.find(principal.tenant, req.method, req.headers.host, path);
-      const view = ctx.configStore.view(principal.tenant);
-      const route = state.match?.kind === 'route' ? state.match.route : undefined;
-      state.plugins = view?.pluginsFor(route ? { name: route.name, service: route.service } : undefined, principal.username) ?? {};
-      const p = state.plugins;
-
-      if (p['ip-restriction'] && !ipAllowed(p['ip-restriction'], req.ip)) {
-        throw new ApiError(403, 'ip_not_allowed', 'requests from this address are not allowed here');
-      }
-      if (p.authorization) {
-        const decision = authorize(p.authorization, { roles: principal.roles, claims: principal.claims, method: req.method, path, ip: req.ip, now: new Date() });
-        if (!decision.allowed) {
-          throw new ApiError(403, 'forbidden', `${principal.username} may not ${req.method} ${path}`, decision.rule === undefined ? undefined : [{ field: `authorization.rules.${decision.rule}`, message: 'denied by this rule' }]);
-        }
-      }
-      const size = Number(req.headers['content-length'] ?? 0);
-      if (p['request-size-limiting'] && size > p['request-size-limiting'].allowed_payload_size_bytes) {
-        throw new ApiError(413, 'payload_too_large', `the body may be at most ${p['request-size-limiting'].allowed_payload_size_bytes} bytes`, [{ field: 'body', message: 'too large' }]);
-      }
-
-      const limits = view?.limitsFor(principal.tenant, route?.name, principal.username) ?? [];
-      if (limits.length) {
-        const checked = ctx.rateLimiter.checkAll(limits);
-        const decisions = Array.isArray(checked) ? checked : await checked;
-        reply.headers(rateLimitHeaders(decisions));
-        const refused = decisions.find((d) => !d.allowed);
-        if (refused) {
-          state.rateLimited = true;
-          req.log.warn({ trace_id: state.span?.spanContext().traceId, tenant: principal.tenant, consumer: principal.username, policy: refused.policy, route: route?.name, source: refused.source }, 'rate limit refused a request');
-          throw new ApiError(429, 'rate_limited', `rate limit ${refused.policy} exceeded: ${refused.limit} requests`, undefined, { 'Retry-After': String(refused.retryAfterSeconds ?? 1) });
-        }
-      }
-    } catch (err) {
+    const refuse = (err: unknown) => {
       state.errorCode = (err as ApiError).code;
       ctx.metrics.pipeline.refusals.inc({ stage: stageOf(err as ApiError), tenant: state.principal?.tenant ?? 'unknown' });
-      throw err;
+      done(err as Error);
+    };
+    const limited = (decisions: LimitDecision[]) => {
+      try {
+        rateLimited(req, reply, decisions);
+      } catch (err) {
+        return refuse(err);
+      }
+      done();
+    };
+    const authenticated = (principal: Principal) => {
+      let checked: LimitDecision[] | Promise<LimitDecision[]>;
+      try {
+        checked = admitted(req, principal);
+      } catch (err) {
+        return refuse(err);
+      }
+      if (Array.isArray(checked)) limited(checked);
+      else checked.then(limited, refuse);
+    };
+    let principal: Principal | Promise<Principal>;
+    try {
+      principal = ctx.auth.authenticate(req);
+    } catch (err) {
+      return refuse(err);
     }
+    if (principal instanceof Promise) principal.then(authenticated, refuse);
+    else authenticated(principal);
   });
 
-  app.addHook('onSend', async (req, reply, payload) => {
+  /** Route match, ip restriction, authorization, size limit; then the rate limits' decisions (synchronous when leases decide). */
+  function admitted(req: FastifyRequest, principal: Principal): LimitDecision[] | Promise<LimitDecision[]> {
+    const state = req.flowgate;
+    state.principal = principal;
+    const path = req.url.split('?', 1)[0]!;
+    if (req.routeOptions.url === '/*') state.match = ctx.configStore.find(principal.tenant, req.method, req.headers.host, path);
+    const view = ctx.configStore.view(principal.tenant);
+    const route = state.match?.kind === 'route' ? state.match.route : undefined;
+    state.plugins = view?.pluginsFor(route ? { name: route.name, service: route.service } : undefined, principal.username) ?? {};
+    const p = state.plugins;
+
+    if (p['ip-restriction'] && !ipAllowed(p['ip-restriction'], req.ip)) {
+      throw new ApiError(403, 'ip_not_allowed', 'requests from this address are not allowed here');
+    }
+    if (p.authorization) {
+      const decision = authorize(p.authorization, { roles: principal.roles, claims: principal.claims, method: req.method, path, ip: req.ip, now: new Date() });
+      if (!decision.allowed) {
+        throw new ApiError(403, 'forbidden', `${principal.username} may not ${req.method} ${path}`, decision.rule === undefined ? undefined : [{ field: `authorization.rules.${decision.rule}`, message: 'denied by this rule' }]);
+      }
+    }
+    const size = Number(req.headers['content-length'] ?? 0);
+    if (p['request-size-limiting'] && size > p['request-size-limiting'].allowed_payload_size_bytes) {
+      throw new ApiError(413, 'payload_too_large', `the body may be at most ${p['request-size-limiting'].allowed_payload_size_bytes} bytes`, [{ field: 'body', message: 'too large' }]);
+    }
+    const limits = view?.limitsFor(principal.tenant, route?.name, principal.username) ?? [];
+    return limits.length ? ctx.rateLimiter.checkAll(limits) : [];
+  }
+
+  /** RateLimit-* headers on the answer; a refusal is logged and answered 429 with Retry-After. */
+  function rateLimited(req: FastifyRequest, reply: FastifyReply, decisions: LimitDecision[]): void {
+    if (decisions.length === 0) return;
+    reply.headers(rateLimitHeaders(decisions));
+    const refused = decisions.find((d) => !d.allowed);
+    if (!refused) return;
+    const state = req.flowgate;
+    state.rateLimited = true;
+    const route = state.match?.kind === 'route' ? state.match.route : undefined;
+    req.log.warn({ trace_id: state.span?.spanContext().traceId, tenant: state.principal?.tenant, consumer: state.principal?.username, policy: refused.policy, route: route?.name, source: refused.source }, 'rate limit refused a request');
+    throw new ApiError(429, 'rate_limited', `rate limit ${refused.policy} exceeded: ${refused.limit} requests`, undefined, { 'Retry-After': String(refused.retryAfterSeconds ?? 1) });
+  }
+
+  // Callback hooks, not async ones: when every onSend hook finishes synchronously, the answer is
+  // written before the handler returns, so Fastify does not have to wait for it with
+  // end-of-stream listeners (Reply.then) on every request.
+  app.addHook('onSend', (req, reply, payload, done) => {
     reply.header('X-Request-ID', req.id);
     if (req.flowgate?.span) reply.header('X-Trace-ID', req.flowgate.span.spanContext().traceId);
     const p = req.flowgate?.plugins ?? {};
@@ -128,10 +165,21 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     for (const h of SENSITIVE_RESPONSE_HEADERS) reply.removeHeader(h);
     if (!reply.hasHeader('cache-control')) reply.headers(cacheControl(p['cache-headers'], req.method, reply.statusCode));
     if (reply.statusCode >= 400 && req.flowgate && (typeof payload === 'string' || Buffer.isBuffer(payload))) req.flowgate.responseBody = payload;
-    return payload;
+    done(null, payload);
   });
 
-  app.addHook('onResponse', async (req, reply) => {
+  app.addHook('onResponse', (req, reply, done) => {
+    try {
+      responded(req, reply);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    done();
+  });
+
+  /** Metrics, the span's end, the audit entry and the api_calls row of a request that was answered. */
+  function responded(req: FastifyRequest, reply: FastifyReply): void {
     const state = req.flowgate;
     const path = routeLabel(req);
     const status = reply.statusCode;
@@ -169,7 +217,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       request_body: error && req.body !== undefined ? maskBody(bodyText(req.body), req.headers['content-type']).slice(0, AUDIT_BODY_LIMIT) : undefined,
       response_body: error && state?.responseBody !== undefined ? maskBody(state.responseBody, String(reply.getHeader('content-type') ?? '')).slice(0, AUDIT_BODY_LIMIT) : undefined,
     });
-  });
+  }
 }
 
 /**
