@@ -149,6 +149,50 @@ test('path is appended to the target path; hop-by-hop response headers are remov
   for (const h of ['connection', 'keep-alive', 'transfer-encoding', 'proxy-authenticate', 'trailer']) assert.equal(res.headers[h], undefined, h);
 });
 
+test('repeated headers arrive as a list, a header the Connection header names is dropped, a body in many chunks arrives whole', async (t) => {
+  const a = await sandbox((_req, res) => {
+    res.setHeader('set-cookie', ['a=1', 'b=2']);
+    res.setHeader('x-per-hop', 'secret');
+    res.setHeader('connection', 'keep-alive, X-Per-Hop');
+    res.setHeader('X-Mixed-Case', 'v');
+    let i = 0;
+    const tick = setInterval(() => {
+      res.write(`chunk${i};`);
+      if (++i === 5) {
+        clearInterval(tick);
+        res.end();
+      }
+    }, 5);
+  });
+  const u = new Upstreams({ logger: capture().logger });
+  t.after(() => u.close());
+  const svc = service([{ url: a.url }]);
+  u.sync([svc]);
+  const res = await u.request(svc, GET);
+  assert.equal(res.status, 200);
+  assert.deepEqual(res.headers['set-cookie'], ['a=1', 'b=2']);
+  assert.equal(res.headers['x-per-hop'], undefined);
+  assert.equal(res.headers['x-mixed-case'], 'v');
+  assert.equal(res.body.toString(), 'chunk0;chunk1;chunk2;chunk3;chunk4;');
+  const head = await u.request(svc, { ...GET, method: 'HEAD' });
+  assert.equal(head.body.length, 0);
+});
+
+test("a caller's abort ends the exchange at once and does not count against the target", async (t) => {
+  const a = await sandbox((_req, res) => setTimeout(() => res.end('late'), 1000));
+  const u = new Upstreams({ logger: capture().logger });
+  t.after(() => u.close());
+  const svc = service([{ url: a.url }], { healthchecks: { passive: { unhealthy_failures: 1, unhealthy_5xx: 1, window_ms: 10_000, cooldown_ms: 10_000 } } });
+  u.sync([svc]);
+  const started = Date.now();
+  await assert.rejects(u.request(svc, { ...GET, signal: AbortSignal.timeout(100) }), (err: UpstreamError) => err.code === 'upstream_timeout');
+  assert.ok(Date.now() - started < 600, `${Date.now() - started} ms`);
+  const aborted = new AbortController();
+  aborted.abort(new Error('caller gave up'));
+  await assert.rejects(u.request(svc, { ...GET, signal: aborted.signal }), /caller gave up/);
+  assert.equal(healthOf(u, svc, a.url).healthy, true);
+});
+
 test('active health checks take a killed target out with no failed request, and put it back when revived', async (t) => {
   const targets = [await sandbox(), await sandbox(), await sandbox()];
   const [a, b, c] = targets as [Awaited<ReturnType<typeof sandbox>>, Awaited<ReturnType<typeof sandbox>>, Awaited<ReturnType<typeof sandbox>>];
