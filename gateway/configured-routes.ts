@@ -7,6 +7,7 @@ import type { GatewayContext } from './app';
 import { BodyFormatError, jsonToXml, xmlToJson } from './body-formats';
 import type { Route, Service } from './config-store';
 import { compileRewrite } from '../lib/path-rewrite';
+import { requestTarget, type RequestTarget } from '../lib/request-target';
 import { maskJson, maskText, type PiiKind } from './pii';
 import { createTriggering, type Accepted } from './triggering';
 import { UpstreamError, type UpstreamResponse } from './upstreams';
@@ -107,7 +108,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     });
   }
 
-  async function proxyRoute(req: FastifyRequest, reply: FastifyReply, tenant: string, route: Route, service: Service, pattern: string, url: URL) {
+  async function proxyRoute(req: FastifyRequest, reply: FastifyReply, tenant: string, route: Route, service: Service, pattern: string, url: RequestTarget) {
     const t = route.transformations?.request;
     let path = upstreamPath(pattern, url.pathname, route.strip_path);
     if (t?.rewrite_path) path = rewritten(t.rewrite_path, path);
@@ -150,7 +151,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {
     const principal = req.flowgate.principal ?? await ctx.auth.authenticate(req);
     const match = req.flowgate.match;
-    const url = new URL(req.url, 'http://gateway');
+    const url = req.flowgate.target ?? requestTarget(req.url);
     if (!match) throw new ApiError(404, 'route_not_found', `no route for ${req.method} ${url.pathname}`);
     reply.header('X-Flowgate-Config-Version', String(ctx.configStore.versionOf(principal.tenant) ?? 0));
     if (match.kind === 'route') {
@@ -166,7 +167,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     const input = renderInput(rule.input_template, {
       body: req.body,
       path: params,
-      query: Object.fromEntries(url.searchParams),
+      query: Object.fromEntries(new URLSearchParams(url.search)),
       headers: req.headers,
       auth: { tenant: principal.tenant, consumer_id: principal.consumerId },
     });

@@ -2,6 +2,7 @@ import { SpanKind, type Span } from '@opentelemetry/api';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import { ApiError } from '../lib/errors';
+import { requestTarget, type RequestTarget } from '../lib/request-target';
 import { prom } from '../lib/metrics';
 import { endSpan, extractContext, httpHeaderGetter, startSpan } from '../lib/tracing';
 import type { Principal } from './auth';
@@ -36,6 +37,8 @@ export type RequestState = {
   upstream?: string;
   /** A body the audit may keep (masked) when the answer is an error. */
   responseBody?: Buffer | string;
+  /** The request's path and query as the gateway matches and forwards them. */
+  target?: RequestTarget;
   /** The request's server span: its trace id is in the logs, the audit entry, X-Trace-ID and the next hop. */
   span?: Span;
 };
@@ -116,7 +119,10 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
   function admitted(req: FastifyRequest, principal: Principal): LimitDecision[] | Promise<LimitDecision[]> {
     const state = req.flowgate;
     state.principal = principal;
-    const path = req.url.split('?', 1)[0]!;
+    // Matched, authorized and forwarded as one path: the one URL resolves (dot segments and
+    // all), so /public/../admin cannot match /public/* and then reach the upstream's /admin.
+    state.target = requestTarget(req.url);
+    const path = state.target.pathname;
     if (req.routeOptions.url === '/*') state.match = ctx.configStore.find(principal.tenant, req.method, req.headers.host, path);
     const view = ctx.configStore.view(principal.tenant);
     const route = state.match?.kind === 'route' ? state.match.route : undefined;

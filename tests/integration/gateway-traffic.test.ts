@@ -3,7 +3,7 @@
 // revived under traffic, KrakenD-style aggregation and static answers, request and response
 // transformations, and the response pipeline's headers and compression.
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync, brotliDecompressSync } from 'node:zlib';
@@ -223,6 +223,41 @@ describe('transformations and the response pipeline', () => {
       assert.equal(badRegex.body.error.details[0].field, 'body.transformations.request.rewrite_path.pattern');
     } finally {
       await xmlUpstream.close();
+    }
+  });
+
+  test('a path is matched and forwarded as the path it resolves to: dot segments cannot climb out of a route', async () => {
+    const pub = await sandbox();
+    try {
+      const t = await tenant('dots');
+      await t.admin('POST', '/services', { name: 'pub', url: pub.url });
+      assert.equal((await t.admin('POST', '/routes', { name: 'pub', service: 'pub', paths: ['/public'] })).status, 201);
+      await served(t.gw, '/public/x');
+      // Sent as written (fetch would resolve the dots itself).
+      const raw = (path: string) => new Promise<{ status: number; body: { url?: string; error?: { code: string } } }>((resolve, reject) => {
+        const r = httpRequest({ host: '127.0.0.1', port: new URL(stack.gatewayUrl).port, path, headers: { authorization: `Bearer ${t.key}` } }, (res) => {
+          let b = '';
+          res.on('data', (d) => { b += d; });
+          res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) }));
+        });
+        r.on('error', reject);
+        r.end();
+      });
+      const before = pub.count;
+      for (const path of ['/public/../internal/x', '/public/%2e%2E/internal/x', '/public/..\\internal']) {
+        const r = await raw(path);
+        assert.equal(r.status, 404, path);
+        assert.equal(r.body.error?.code, 'route_not_found', path);
+      }
+      assert.equal(pub.count, before, 'the upstream saw none of them');
+      const inside = await raw('/public/./a/../b?q=1');
+      assert.equal(inside.status, 200);
+      assert.equal(inside.body.url, '/public/b?q=1');
+      const bad = await raw('//');
+      assert.equal(bad.status, 400);
+      assert.equal(bad.body.error?.code, 'invalid_path');
+    } finally {
+      await pub.close();
     }
   });
 
