@@ -387,6 +387,10 @@ export class RateLimiter {
       try {
         decisions = await this.checkRedis(this.redis, checks);
         this.markUp();
+        // Refused while this instance holds leased tokens (a lease that came back with a request
+        // sent alongside this one): they are counted in Redis already and a refusal counted
+        // nothing, so spend them rather than refuse and leave them unspent.
+        if (decisions.some((d) => !d.allowed)) decisions = this.fromLeases(checks, performance.now(), false) ?? decisions;
       } catch (err) {
         this.markDown(err as Error);
       }

@@ -92,6 +92,21 @@ for (const algorithm of ['fixed-window', 'sliding-window', 'token-bucket'] as co
   });
 }
 
+test('a burst past the limit from one gateway: no leased token is left unspent while Redis refuses', async () => {
+  const [a] = gatewayPair();
+  await eventually('limiter connected', () => a.redisHealthy, 10_000, 20);
+  for (const algorithm of ['fixed-window', 'sliding-window', 'token-bucket'] as const) {
+    for (let round = 0; round < 5; round++) {
+      const p: LimitPolicy = { name: `${algorithm}-${round}`, limit: 1000, windowSeconds: 30 * 86_400, algorithm };
+      // Bursts that cross the limit while leases are out: the first teaches the limiter the key's rate; without spending leased tokens on requests Redis refused, fewer than 1000 were allowed.
+      const ds: LimitDecision[] = [];
+      for (const n of [50, 400, 400, 400]) ds.push(...await Promise.all(Array.from({ length: n }, () => a.check('burst', p))));
+      assert.equal(ds.filter((d) => d.allowed).length, 1000, `${algorithm} round ${round}: ${ds.filter((d) => d.source === 'lease').length} from leases`);
+    }
+  }
+  await a.close();
+});
+
 test('checkAll in Redis: a request one policy refuses is counted against none', async () => {
   const [a, b] = gatewayPair();
   await eventually('both limiters connected', () => a.redisHealthy && b.redisHealthy, 10_000, 20);
