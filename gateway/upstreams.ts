@@ -124,6 +124,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
   private chunks: Buffer[] = [];
   private size = 0;
   private onSignal?: () => void;
+  private abort?: (err?: Error) => void;
 
   constructor(
     private readonly headersDeadlineMs: number,
@@ -134,9 +135,11 @@ class Exchange implements Dispatcher.DispatchHandlers {
 
   onConnect(abort: (err?: Error) => void): void {
     const signal = this.signal;
-    if (signal) {
-      if (signal.aborted) return abort(signal.reason as Error);
-      this.onSignal = () => abort(signal.reason as Error);
+    if (signal?.aborted) return abort(signal.reason as Error);
+    this.abort = abort;
+    // undici may connect a request again (a reset idle socket): one listener per exchange, aborting the latest attempt.
+    if (signal && !this.onSignal) {
+      this.onSignal = () => this.abort?.(signal.reason as Error);
       signal.addEventListener('abort', this.onSignal, { once: true });
     }
     clearTimeout(this.timer);
