@@ -72,7 +72,6 @@ function routeLabel(req: FastifyRequest): string {
 
 export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): void {
   app.decorateRequest('flowgate', null as unknown as RequestState);
-  const seriesFor = seriesCache(ctx);
 
   // Stages 2 to 6. A callback hook whose common case (a key the served config knows, a rate
   // limit decided from a lease) runs without a promise; a stage that must wait (a JWT's keys,
@@ -190,9 +189,8 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     const path = routeLabel(req);
     const status = reply.statusCode;
     const tenant = state?.principal?.tenant;
-    const series = seriesFor(req.method, path, status, tenant ?? 'unknown');
-    series.requests.inc();
-    series.duration.observe(reply.elapsedTime / 1000);
+    ctx.metrics.pipeline.requests.inc({ method: req.method, path, status, tenant: tenant ?? 'unknown' });
+    ctx.metrics.http.observe({ method: req.method, path, status }, reply.elapsedTime / 1000);
     if (SKIP.has(req.routeOptions.url ?? '')) return;
     const span = state?.span;
     const traceId = span?.spanContext().traceId;
@@ -224,29 +222,6 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       response_body: error && state?.responseBody !== undefined ? maskBody(state.responseBody, String(reply.getHeader('content-type') ?? '')).slice(0, AUDIT_BODY_LIMIT) : undefined,
     });
   }
-}
-
-/**
- * The two per-request series, bound once per label set: prom-client hashes a labels object on
- * every inc/observe, which showed in the gateway's profile. Bounded like the labels themselves
- * (route patterns × statuses × tenants); cleared if it ever grows past that.
- */
-type Series = { requests: prom.Counter.Internal; duration: prom.Histogram.Internal<string> };
-function seriesCache(ctx: GatewayContext): (method: string, path: string, status: number, tenant: string) => Series {
-  const cache = new Map<string, Series>();
-  return (method, path, status, tenant) => {
-    const key = `${method} ${status} ${tenant} ${path}`;
-    let s = cache.get(key);
-    if (!s) {
-      if (cache.size > 50_000) cache.clear();
-      s = {
-        requests: ctx.metrics.pipeline.requests.labels({ method, path, status: String(status), tenant }),
-        duration: ctx.metrics.http.labels({ method, path, status: String(status) }),
-      };
-      cache.set(key, s);
-    }
-    return s;
-  };
 }
 
 function bodyText(body: unknown): string | Buffer {

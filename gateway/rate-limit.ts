@@ -306,7 +306,6 @@ export class RateLimiter {
   private readonly rates = new Map<string, KeyRate>();
   /** The Redis call fetching a key's next lease, for the requests that find it spent meanwhile. */
   private readonly inFlight = new Map<string, Promise<ScriptReply>>();
-  private readonly series = new Map<string, { duration: prom.Histogram.Internal<'source'>; decisions: prom.Counter.Internal }>();
 
   constructor(opts: {
     redisUrl?: string;
@@ -402,13 +401,8 @@ export class RateLimiter {
   private done(decisions: LimitDecision[], started: number): LimitDecision[] {
     if (this.metrics) {
       const source = decisions[0]!.source;
-      const outcome = decisions.every((d) => d.allowed) ? 'allowed' : 'refused';
-      // Bound once per label set: prom-client hashes a labels object on every call otherwise.
-      const k = `${outcome} ${source}`;
-      let series = this.series.get(k);
-      if (!series) this.series.set(k, series = { duration: this.metrics.duration.labels({ source }), decisions: this.metrics.decisions.labels({ outcome, source }) });
-      series.duration.observe((performance.now() - started) / 1000);
-      series.decisions.inc();
+      this.metrics.duration.observe({ source }, (performance.now() - started) / 1000);
+      this.metrics.decisions.inc({ outcome: decisions.every((d) => d.allowed) ? 'allowed' : 'refused', source });
     }
     return decisions;
   }
