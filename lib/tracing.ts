@@ -4,7 +4,7 @@ import {
   type Attributes, type Context, type Span, type SpanKind, type TextMapGetter, type Tracer,
 } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { ExportResultCode, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { ExportResultCode, W3CTraceContextPropagator, type ExportResult } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { Resource } from '@opentelemetry/resources';
 import {
@@ -39,14 +39,14 @@ export function traceIdRatio(traceId: string): number {
   return parseInt(traceId.slice(-8), 16) / 0x1_0000_0000;
 }
 
-/** Exports sampled spans and every span that ended in error, in batches of up to 512 every `flushMs`. */
+/** Exports sampled spans and every span that ended in error, in batches of up to 512 every `flushMs`; `dropped` counts what was not exported. */
 export class ErrorKeepingProcessor implements SpanProcessor {
   private queue: ReadableSpan[] = [];
   private timer: NodeJS.Timeout;
   private inflight: Promise<void> = Promise.resolve();
   dropped = 0;
 
-  constructor(private readonly exporter: SpanExporter, private readonly opts: { flushMs?: number; maxQueue?: number; logger?: Logger } = {}) {
+  constructor(private readonly exporter: SpanExporter, private readonly opts: { flushMs?: number; retryMs?: number; maxQueue?: number; logger?: Logger } = {}) {
     this.timer = setInterval(() => void this.forceFlush(), opts.flushMs ?? 1000);
     this.timer.unref();
   }
@@ -68,13 +68,29 @@ export class ErrorKeepingProcessor implements SpanProcessor {
     if (!this.queue.length) return this.inflight;
     const batch = this.queue;
     this.queue = [];
-    this.inflight = this.inflight.then(() => new Promise<void>((resolve) => {
-      this.exporter.export(batch, (r) => {
-        if (r.code !== ExportResultCode.SUCCESS) this.opts.logger?.warn({ err: r.error, spans: batch.length }, 'trace export failed; spans dropped');
-        resolve();
-      });
-    }));
+    this.inflight = this.inflight.then(() => this.exportBatch(batch));
     return this.inflight;
+  }
+
+  /**
+   * A failed export is tried once more after `retryMs`: the OTLP exporter retries only the
+   * answers it calls retryable (429, 502-504), not a network error such as a kept-alive socket
+   * the collector closed as the export went out. A second failure drops the batch, counted.
+   */
+  private async exportBatch(batch: ReadableSpan[]): Promise<void> {
+    let result = await this.exportOnce(batch);
+    if (result.code !== ExportResultCode.SUCCESS) {
+      await new Promise<void>((resolve) => setTimeout(resolve, this.opts.retryMs ?? 1000).unref());
+      result = await this.exportOnce(batch);
+    }
+    if (result.code !== ExportResultCode.SUCCESS) {
+      this.dropped += batch.length;
+      this.opts.logger?.warn({ err: result.error?.message, spans: batch.length }, 'trace export failed twice; spans dropped');
+    }
+  }
+
+  private exportOnce(batch: ReadableSpan[]): Promise<ExportResult> {
+    return new Promise((resolve) => this.exporter.export(batch, resolve));
   }
 
   async shutdown(): Promise<void> {

@@ -153,6 +153,10 @@ describe('one trace per trigger, end to end', () => {
     const r = await api.start('hello', { name: 'traced' }, { traceparent: `00-${parentTrace}-${parentSpan}-01` });
     assert.equal(r.status, 202, r.text);
     assert.equal(r.headers.get('x-trace-id'), parentTrace);
-    await eventually('the gateway span under the caller\'s', () => receiver.spans.some((s) => s.traceId === parentTrace && s.parentSpanId === parentSpan && s.service === 'flowgate-gateway'), 15_000);
+    await eventually('the gateway span under the caller\'s', () => receiver.spans.some((s) => s.traceId === parentTrace && s.parentSpanId === parentSpan && s.service === 'flowgate-gateway'), 15_000)
+      .catch((err: Error) => {
+        const exportLines = procs[0]!.output().split('\n').filter((l) => l.includes('trace export'));
+        throw new Error(`${err.message}; spans of the trace: ${receiver.spans.filter((s) => s.traceId === parentTrace).map((s) => `${s.service}/${s.name}`).join(', ')}; gateway export warnings: ${exportLines.join(' | ') || 'none'}`);
+      });
   });
 });

@@ -1,9 +1,12 @@
 // The sampling rule (seed 000: a share of traces, every error) and the trace-context helpers.
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, TraceFlags } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { propagation } from '@opentelemetry/api';
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { BasicTracerProvider, InMemorySpanExporter, SamplingDecision } from '@opentelemetry/sdk-trace-base';
 import { ErrorKeepingProcessor, ShareSampler, endSpan, extractContext, httpHeaderGetter, startSpan, traceHeaders, traceIdRatio } from '../../lib/tracing';
 
@@ -63,4 +66,60 @@ test('without an exporter, a span still has a trace id, continues an incoming tr
   const continued = startSpan(noop, 'x', SpanKind.SERVER, extractContext({ traceparent: incoming }, httpHeaderGetter));
   assert.equal(continued.spanContext().traceId, '1'.repeat(32));
   assert.equal(traceHeaders(continued).traceparent!.split('-')[1], '1'.repeat(32));
+});
+
+/** An OTLP/HTTP collector whose first `resets` requests lose their connection before any answer. */
+async function collector(resets: number) {
+  const bodies: string[] = [];
+  let requests = 0;
+  const server = createServer((req, res) => {
+    requests += 1;
+    if (requests <= resets) {
+      req.socket.destroy();
+      return;
+    }
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      bodies.push(body);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const exporter = new OTLPTraceExporter({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/traces`, timeoutMillis: 2000 });
+  const processor = new ErrorKeepingProcessor(exporter, { flushMs: 60_000, retryMs: 50 });
+  const tracer = new BasicTracerProvider({ sampler: new ShareSampler(1), spanProcessors: [processor] }).getTracer('test');
+  return { bodies, requests: () => requests, server, processor, tracer };
+}
+
+test('an export whose connection is reset is sent once more, so its spans still arrive', async () => {
+  const c = await collector(1);
+  try {
+    endSpan(c.tracer.startSpan('kept through a reset'));
+    await c.processor.forceFlush();
+    assert.equal(c.requests(), 2, 'the reset export and its retry');
+    assert.equal(c.bodies.length, 1);
+    assert.match(c.bodies[0]!, /kept through a reset/);
+    assert.equal(c.processor.dropped, 0);
+  } finally {
+    c.server.close();
+  }
+});
+
+test('an export that fails twice is dropped and counted, and the next batch is exported', async () => {
+  const c = await collector(2);
+  try {
+    endSpan(c.tracer.startSpan('lost a'));
+    endSpan(c.tracer.startSpan('lost b'));
+    await c.processor.forceFlush();
+    assert.equal(c.requests(), 2, 'one retry, not more');
+    assert.equal(c.processor.dropped, 2);
+    endSpan(c.tracer.startSpan('after the outage'));
+    await c.processor.forceFlush();
+    assert.equal(c.bodies.length, 1);
+    assert.match(c.bodies[0]!, /after the outage/);
+    assert.doesNotMatch(c.bodies[0]!, /lost a/);
+  } finally {
+    c.server.close();
+  }
 });
