@@ -23,7 +23,7 @@ export function header(): string {
 
 Machine: ${cpus.length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${os.type()} ${os.release()}
 Date: ${new Date().toISOString()}
-Command: \`${command()}\` (bench/run.sh → bench/breaker.ts, bench/gateway.ts, bench/payments.ts, bench/trigger-path.ts, bench/operations.ts; one run each; a block names its own command when it was run alone)
+Command: \`${command()}\` (bench/run.sh → bench/breaker.ts, bench/gateway.ts, bench/kafka-producers.ts, bench/payments.ts, bench/trigger-path.ts, bench/operations.ts; one run each; a block names its own command when it was run alone)
 Everything — Temporal dev server (SQLite), NATS, PostgreSQL, Kafka, OpenBao, Redis, the sandbox payment
 provider, Flowgate's four processes and the load generator — shares the same ${cpus.length} cores, so figures
 are noisy; ratios are from one run.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: the breaker bench in process, then a stack of its own (free ports, temporary
-# directory) for bench/payments.ts, bench/trigger-path.ts and bench/operations.ts; each writes
+# directory) for bench/gateway.ts, bench/kafka-producers.ts, bench/payments.ts, bench/trigger-path.ts
+# and bench/operations.ts; each writes
 # its block of bench/RESULTS.md. A failing bench makes the script fail; the stack is always stopped.
 # Payments run before the trigger path, whose last round leaves a backlog to the teardown; the
 # operations bench runs last, since its database failovers kill the primary PostgreSQL.
@@ -20,6 +21,7 @@ trap 'node bin/flowgate.js stack down --dir "$dir" >/dev/null 2>&1; rm -rf "$dir
 FLOWGATE_DB_FAILOVER=automatic node bin/flowgate.js stack up --test --dir "$dir" || { tail -n 30 "$dir"/logs/*.log; exit 1; }
 export FLOWGATE_STACK_DIR="$dir"
 run bench/gateway.ts "$@"
+run bench/kafka-producers.ts "$@"
 run bench/payments.ts "$@"
 run bench/trigger-path.ts "$@"
 run bench/operations.ts "$@"

@@ -1,9 +1,30 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { appendFile, unlink } from 'node:fs/promises';
-import type { Kafka, Message, Producer } from 'kafkajs';
+import type { Kafka, Message } from 'kafkajs';
 import type { Logger } from './logger';
 
 type Pending = { topic: string; message: Message; done: () => void; at: number };
+
+/** A connected producer as the batcher uses it: one acknowledged (acks=all) send of a batch, and a close. */
+export type BatchTransport = {
+  send(topicMessages: { topic: string; messages: Message[] }[]): Promise<void>;
+  close(): Promise<void>;
+};
+
+/** Connects a transport; called again after a failed send closed the last one. */
+export type TransportFactory = () => Promise<BatchTransport>;
+
+/** kafkajs's producer as a transport (every process but the gateway's producer thread). */
+export function kafkajsTransport(kafka: Kafka): TransportFactory {
+  return async () => {
+    const producer = kafka.producer({ allowAutoTopicCreation: false });
+    await producer.connect();
+    return {
+      send: async (topicMessages) => { await producer.sendBatch({ acks: -1, topicMessages }); },
+      close: () => producer.disconnect(),
+    };
+  };
+}
 
 /**
  * Sends records to Kafka in small batches (one linger interval at a time). `send` resolves when
@@ -20,17 +41,20 @@ type Pending = { topic: string; message: Message; done: () => void; at: number }
  */
 export class KafkaBatcher {
   private queue: Pending[] = [];
-  private producer?: Producer;
+  private producer?: BatchTransport;
+  private readonly connect: TransportFactory;
   private timer?: NodeJS.Timeout;
   private flushing?: Promise<void>;
   private closed = false;
   dropped = 0;
 
   constructor(
-    private readonly kafka: Kafka,
+    kafka: Kafka | TransportFactory,
     private readonly logger: Logger,
     private readonly opts: { lingerMs?: number; maxBatch?: number; maxQueued?: number; spoolFile?: string } = {},
-  ) {}
+  ) {
+    this.connect = typeof kafka === 'function' ? kafka : kafkajsTransport(kafka);
+  }
 
   private spooling = false;
   private spoolLines: string[] = [];
@@ -172,7 +196,7 @@ export class KafkaBatcher {
     }
     try {
       this.producer ??= await this.connect();
-      await this.producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+      await this.producer.send([...byTopic].map(([topic, messages]) => ({ topic, messages })));
       this.lastFailed = false;
       for (const p of batch) p.done();
       if (this.queue.length === 0) this.stopSpooling();
@@ -181,19 +205,13 @@ export class KafkaBatcher {
       this.lastFailed = true;
       const p = this.producer;
       this.producer = undefined;
-      await p?.disconnect().catch(() => undefined);
+      await p?.close().catch(() => undefined);
       this.inFlightBatch = [];
       this.queue.unshift(...batch);
       this.startSpooling();
     } finally {
       this.inFlightBatch = [];
     }
-  }
-
-  private async connect(): Promise<Producer> {
-    const p = this.kafka.producer({ allowAutoTopicCreation: false });
-    await p.connect();
-    return p;
   }
 
   /** Flushes what is queued (bounded by `ms`), then disconnects. */
@@ -219,6 +237,6 @@ export class KafkaBatcher {
       this.logger.error({ lost: this.queue.length }, 'kafka records not sent at shutdown');
     }
     await this.spoolChain;
-    await this.producer?.disconnect().catch(() => undefined);
+    await this.producer?.close().catch(() => undefined);
   }
 }

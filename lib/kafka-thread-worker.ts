@@ -1,16 +1,16 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { createKafka } from './kafka';
 import { KafkaBatcher } from './kafka-batcher';
+import { platformaticTransport } from './kafka-platformatic';
 import { createLogger } from './logger';
 import type { FromProducer, ProducerThreadOptions, ToProducer } from './kafka-thread';
 
-/** The producer thread of lib/kafka-thread.ts: a KafkaBatcher fed by the main thread's messages. */
+/** The producer thread of lib/kafka-thread.ts: a KafkaBatcher (over @platformatic/kafka) fed by the main thread's messages. */
 
 const STATS_MS = 250;
 const opts = workerData as ProducerThreadOptions;
 const port = parentPort!;
 const logger = createLogger(opts.service, opts.logLevel).child({ thread: 'kafka-producer' });
-const batcher = new KafkaBatcher(createKafka(opts.brokers, opts.clientId), logger, {
+const batcher = new KafkaBatcher(platformaticTransport(opts.brokers, opts.clientId), logger, {
   lingerMs: opts.lingerMs, maxBatch: opts.maxBatch, maxQueued: opts.maxQueued, spoolFile: opts.spoolFile,
 });
 const recovered = batcher.recover();
