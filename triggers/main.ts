@@ -136,10 +136,11 @@ void runProcess('triggers', async ({ config, logger, registry, tracing }) => {
       { name: 'nats', check: () => natsHealthy(nc) },
       { name: 'temporal', check: () => temporalHealthy(temporal) },
       { name: 'postgres', check: () => postgresHealthy(pool) },
+      { name: 'events-consumer', check: async () => events.consuming() },
     ],
     // Stop pulling and finish in-flight messages (each acked or nak'ed), then close the clients.
     shutdown: [
-      ['consumers', () => Promise.all([triggers.stop(), signals.stop(), events.disconnect(), lagGauge.close()])],
+      ['consumers', () => Promise.all([triggers.stop(), signals.stop(), events.consumer.disconnect(), lagGauge.close()])],
       ['nats', async () => { stopBeats(); await nc.drain(); }],
       ['postgres', () => pool.end()],
       ['temporal', () => temporal.connection.close()],
