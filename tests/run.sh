@@ -39,7 +39,14 @@ run_on_stack() {
   # One file at a time: some tests stop and restart servers of their own.
   FLOWGATE_STACK_DIR="$stack_dir" "${node_test[@]}" --test-concurrency=1 "$@"
   local rc=$?
-  if [ $rc -ne 0 ]; then echo "--- last lines of the test stack's logs ---"; tail -n 15 "$stack_dir"/logs/*.log; fi
+  if [ $rc -ne 0 ]; then
+    echo "--- last lines of the test stack's logs ---"; tail -n 15 "$stack_dir"/logs/*.log
+    echo "--- errors and warnings of the stack's processes (last 4 each) ---"
+    for p in gateway admin triggers worker; do
+      grep -E '"level":"(warn|error|fatal)"' "$stack_dir/logs/$p.log" 2>/dev/null | tail -n 4 | cut -c1-400
+    done
+    echo "--- end of errors and warnings ---"
+  fi
   stop_stack
   return $rc
 }
@@ -49,14 +56,30 @@ run_integration() { if [ $# -gt 0 ]; then run_on_stack "$@"; else run_on_stack t
 # test that stops PostgreSQL for a few seconds starts a run that waits and then finds it back).
 run_dr() { export FLOWGATE_DB_FAILOVER=automatic; if [ $# -gt 0 ]; then run_on_stack "$@"; else run_on_stack tests/dr/*.test.ts; fi; unset FLOWGATE_DB_FAILOVER; }
 
+# The failing tests of a stage's output, a few lines each (which test, where, the first lines of
+# its error), printed again at the very end of `all`: a CI log's tail then says what failed and why.
+failure_summary() {
+  awk '/^✖ failing tests:/ { on = 1; next }
+       on && /^test at / { print; next }
+       on && /^✖ / { print; msg = 2; next }
+       on && msg > 0 && $0 !~ /^[[:space:]]*$/ && $0 !~ /^[[:space:]]+at / { print substr($0, 1, 400); msg--; next }' "$1"
+  sed -n '/^--- errors and warnings of the stack/,/^--- end of errors and warnings ---/p' "$1" | sed '$d'
+}
+
 case "$what" in
   unit) run_unit ;;
   integration) shift; run_integration "$@" ;;
   dr) shift; run_dr "$@" ;;
   all)
-    run_unit; unit_rc=$?
-    run_integration; int_rc=$?
-    run_dr; dr_rc=$?
+    outputs="$(mktemp -d "${TMPDIR:-/tmp}/flowgate-test-output.XXXXXX")"
+    run_unit 2>&1 | tee "$outputs/unit"; unit_rc=${PIPESTATUS[0]}
+    run_integration 2>&1 | tee "$outputs/integration"; int_rc=${PIPESTATUS[0]}
+    run_dr 2>&1 | tee "$outputs/dr"; dr_rc=${PIPESTATUS[0]}
+    for stage in unit:$unit_rc integration:$int_rc dr:$dr_rc; do
+      name="${stage%%:*}" rc="${stage##*:}"
+      if [ "$rc" -ne 0 ]; then echo "=== $name: failed (exit $rc) ==="; failure_summary "$outputs/$name"; fi
+    done
+    rm -rf "$outputs"
     [ $unit_rc -eq 0 ] && [ $int_rc -eq 0 ] && [ $dr_rc -eq 0 ] ;;
   *) echo "usage: tests/run.sh unit|integration [files…]|dr [files…]|all" >&2; exit 2 ;;
 esac
