@@ -6,6 +6,7 @@ import {
   condition,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -40,6 +41,9 @@ const { notifyPayment } = proxyActivities<Activities>({
   startToCloseTimeout: '15 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumAttempts: 5 },
 });
+
+/** Changes to processPayment's commands, each kept for the runs that started before it (workflow.patched). */
+export const PATCHES = { approvalStateWithItsWait: 'approval-state-with-its-wait' } as const;
 
 export const PAYMENT_STEPS = ['validate', 'approval', 'charge', 'ledger', 'notify'];
 
@@ -96,9 +100,18 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
 
     let approvedBy: string | undefined;
     if (approvalRequired) {
-      progress.setState('AWAITING_APPROVAL');
       const timeoutMs = (input.approval_timeout_seconds ?? 86_400) * 1000;
-      await publishPaymentEvent(ctx, 'payment.awaiting_approval', { requester, expires_in_seconds: timeoutMs / 1000 });
+      const awaiting = () => publishPaymentEvent(ctx, 'payment.awaiting_approval', { requester, expires_in_seconds: timeoutMs / 1000 });
+      // The state and its waiting_for change in one workflow task, so a client polling the status
+      // never sees AWAITING_APPROVAL while the event is still being published (waiting_for was the
+      // publish activity then). Runs started before this change keep their order on replay.
+      if (patched(PATCHES.approvalStateWithItsWait)) {
+        await awaiting();
+        progress.setState('AWAITING_APPROVAL');
+      } else {
+        progress.setState('AWAITING_APPROVAL');
+        await awaiting();
+      }
       const decided = await progress.step('approval', () =>
         progress.waitingFor('approval', 'approve', () => condition(() => decision !== undefined, timeoutMs)));
       if (!decided || decision?.kind !== 'approve') {

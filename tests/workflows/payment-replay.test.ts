@@ -7,10 +7,16 @@ import { DeterminismViolationError } from '@temporalio/workflow';
 import { historyFromJSON } from '../helpers/payment-fakes';
 import { sharedBundle } from '../helpers/temporal-test-env';
 import { workflowSinks } from '../../worker/main';
+import { PATCHES } from '../../workflows/payment';
 
-const SCENARIOS = ['confirmed', 'approved-above-threshold', 'declined', 'ledger-failure-refunded'];
+// `-unpatched`: recorded before a workflow.patched change; runs started then must still replay.
+const SCENARIOS = ['confirmed', 'approved-above-threshold', 'approved-above-threshold-unpatched', 'declined', 'ledger-failure-refunded'];
 
-type JSONEvent = { eventType: string; activityTaskScheduledEventAttributes?: { activityType: { name: string } } };
+type JSONEvent = {
+  eventType: string;
+  activityTaskScheduledEventAttributes?: { activityType: { name: string } };
+  markerRecordedEventAttributes?: { markerName: string; details?: Record<string, { payloads: { data: string }[] }> };
+};
 type JSONHistory = { events: JSONEvent[] };
 
 /** A history recorded by record-payment-histories.ts, in the JSON form Temporal's tools write. */
@@ -25,6 +31,14 @@ describe('processPayment replays its recorded histories', () => {
       await replay(recorded(scenario));
     });
   }
+
+  test('the approval histories take both branches of the approval-state patch', () => {
+    const patches = (h: JSONHistory) => h.events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch')
+      .flatMap((e) => Object.values(e.markerRecordedEventAttributes!.details ?? {}).flatMap((d) => d.payloads))
+      .map((p) => (JSON.parse(Buffer.from(p.data, 'base64').toString()) as { id: string }).id);
+    assert.deepEqual(patches(recorded('approved-above-threshold')), [PATCHES.approvalStateWithItsWait]);
+    assert.deepEqual(patches(recorded('approved-above-threshold-unpatched')), []);
+  });
 
   test('a history whose first activity differs is a determinism violation', async () => {
     const history = recorded('confirmed');

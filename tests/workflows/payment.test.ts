@@ -134,6 +134,30 @@ describe('processPayment (time skipping)', () => {
     });
   });
 
+  test('AWAITING_APPROVAL shows only with its approval wait, never while its event is being published', LIMIT, async () => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => { release = r; });
+    let publishing = false;
+    const fakes = fakeActivities(env, {
+      publishPaymentEvent: async (_ctx, type) => {
+        if (type !== 'payment.awaiting_approval') return;
+        publishing = true;
+        await released;
+      },
+    });
+    await withPayment(fakes, input({ amount: 250_000, requested_by: 'alice' }), async (handle) => {
+      await until('the awaiting_approval event in flight', async () => publishing);
+      const during = await memoProgress(handle);
+      release();
+      assert.notEqual(during?.state, 'AWAITING_APPROVAL', 'the status a client polls does not say AWAITING_APPROVAL yet');
+      await until('the approval wait', async () => (await memoProgress(handle))?.state === 'AWAITING_APPROVAL');
+      const waiting = await memoProgress(handle);
+      assert.equal(waiting?.waiting_for?.kind, 'approval', 'state and waiting_for change together');
+      await handle.signal(approveSignal, { approver: 'bob' });
+      assert.equal((await handle.result()).state, 'CONFIRMED');
+    });
+  });
+
   test('the payer is the requester when requested_by is absent', LIMIT, async () => {
     const fakes = fakeActivities(env);
     await withPayment(fakes, input({ amount: 250_000 }), async (handle) => {
