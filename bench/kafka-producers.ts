@@ -99,7 +99,7 @@ record; "pacing only" is the same loop with no producer, subtracted below. ${ROU
 
 - @platformatic/kafka costs **${(plat / kjs).toFixed(2)}×** kafkajs's CPU per record. The gateway's producer thread uses it; at one audit
   entry per request that is about ${fmt(kjs - plat)} µs of CPU saved per request on the same cores as the gateway.
-- Run ${new Date().toISOString()}: \`FLOWGATE_STACK_DIR=DIR node --import tsx bench/kafka-producers.ts\` (part of \`make bench\`), on the
+- Reproduce: \`FLOWGATE_STACK_DIR=DIR node --import tsx bench/kafka-producers.ts\` (part of \`make bench\`), on the
   same stack as the other blocks of a \`make bench\` run; versions are the ones package-lock.json pins.
 `;
   await writeSection('kafka-producers', md);

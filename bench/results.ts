@@ -1,40 +1,46 @@
 // bench/RESULTS.md is shared by every bench: each owns one block between
-// `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`, and the header above the first block
-// (machine, date, command) is rewritten by whichever bench writes last.
+// `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`, which starts with the line of its own run
+// (date, machine, command): a bench run alone does not restamp the others' figures.
 import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
 export const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 
-/** The command that produced the figures: `make bench` with the BENCH_* variables it ran with. */
+/**
+ * The command that produced the figures, with the BENCH_* variables it ran with: `make bench`
+ * (bench/run.sh sets FLOWGATE_BENCH_VIA_MAKE) or the one bench script run alone.
+ */
 function command(): string {
   const vars = Object.entries(process.env)
     .filter(([k]) => k.startsWith('BENCH_'))
     .sort(([a], [b]) => a.localeCompare(b))
     .map(([k, v]) => `${k}=${v}`);
-  return [...vars, 'make bench'].join(' ');
+  const script = path.relative(path.join(__dirname, '..'), process.argv[1] ?? 'bench');
+  return [...vars, process.env.FLOWGATE_BENCH_VIA_MAKE ? 'make bench' : `node --import tsx ${script}`].join(' ');
 }
 
-export function header(): string {
+/** The line each block starts with: when, on what and by which command its figures were made. */
+export function runLine(): string {
   const cpus = os.cpus();
   const cpu = cpus[0]?.model ?? 'unknown CPU';
-  return `# Benchmark results
+  return `_Run ${new Date().toISOString()} on ${cpus.length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${os.type()} ${os.release()}; command: \`${command()}\`._`;
+}
 
-Machine: ${cpus.length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${os.type()} ${os.release()}
-Date: ${new Date().toISOString()}
-Command: \`${command()}\` (bench/run.sh → bench/breaker.ts, bench/gateway.ts, bench/kafka-producers.ts, bench/payments.ts, bench/trigger-path.ts, bench/operations.ts; one run each; a block names its own command when it was run alone)
-Everything — Temporal dev server (SQLite), NATS, PostgreSQL, Kafka, OpenBao, Redis, the sandbox payment
-provider, Flowgate's four processes and the load generator — shares the same ${cpus.length} cores, so figures
-are noisy; ratios are from one run.
+export const HEADER = `# Benchmark results
+
+\`make bench\` runs bench/run.sh → bench/breaker.ts, bench/gateway.ts, bench/kafka-producers.ts, bench/payments.ts,
+bench/trigger-path.ts, bench/operations.ts, one run each; each block below starts with the date, machine and
+command of its own run. Everything — Temporal dev server (SQLite), NATS, PostgreSQL, Kafka, OpenBao, Redis, the
+sandbox payment provider, Flowgate's four processes and the load generator — shares the machine's cores, so
+figures are noisy; ratios are from one run.
 
 `;
-}
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /**
- * Replaces the block of `name` in bench/RESULTS.md (or appends it) and refreshes the header.
+ * Replaces the block of `name` in bench/RESULTS.md (or appends it), its run line under its title.
  * Whatever else lies between the blocks is kept as it is.
  */
 export async function writeSection(name: string, markdown: string, file = RESULTS_FILE): Promise<void> {
@@ -48,9 +54,10 @@ export async function writeSection(name: string, markdown: string, file = RESULT
   // Everything before the first block is the header; a file without blocks is all header (replaced).
   const first = text.search(/<!-- bench:[a-z0-9-]+ -->/);
   let body = first < 0 ? '' : text.slice(first);
-  const block = `<!-- bench:${name} -->\n${markdown.trim()}\n<!-- /bench:${name} -->`;
+  const [title, ...rest] = markdown.trim().split('\n');
+  const block = `<!-- bench:${name} -->\n${[title, '', runLine(), ...rest].join('\n')}\n<!-- /bench:${name} -->`;
   const existing = new RegExp(`<!-- bench:${escape(name)} -->[\\s\\S]*?<!-- /bench:${escape(name)} -->`);
   if (existing.test(body)) body = body.replace(existing, () => block);
   else body = body ? `${body.trimEnd()}\n\n${block}` : block;
-  await writeFile(file, `${header()}${body.trimEnd()}\n`);
+  await writeFile(file, `${HEADER}${body.trimEnd()}\n`);
 }

@@ -8,6 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
+export FLOWGATE_BENCH_VIA_MAKE=1  # each RESULTS.md block then names `make bench` as its command
 run() {
   echo "== $1"
   node --import tsx "$@" || { echo "!! $1 failed" >&2; status=1; }
