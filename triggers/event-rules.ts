@@ -22,7 +22,7 @@ export const apiEventSchema = z.object({
 
 const RULE_CACHE_MS = 30_000;
 /** The events consumer's Kafka session timeout (see the consumer below). */
-export const EVENT_RULES_SESSION_MS = 10_000;
+const EVENT_RULES_SESSION_MS = 10_000;
 
 /**
  * Event-type trigger rules: each `api.events` record that matches a rule of its tenant becomes
@@ -53,9 +53,10 @@ export async function startEventRules(deps: { group?: string; nc?: NatsConnectio
   // start over with a new member id) holds its partitions until its session times out: every
   // join meanwhile waits for it. 10 s instead of kafkajs's 30 s bounds that stall.
   const consumer = deps.kafka.consumer({ groupId: deps.group ?? EVENT_RULES_GROUP, allowAutoTopicCreation: false, sessionTimeout: EVENT_RULES_SESSION_MS, heartbeatInterval: 3000 });
+  // kafkajs logs nothing here (logLevel NOTHING): a crash and each join say what happened and how
+  // long a join waited. A crash kafkajs does not restart (a non-retriable cause) leaves no
+  // consumer: readiness says so.
   const { CRASH, GROUP_JOIN } = consumer.events;
-  // kafkajs logs nothing here (logLevel NOTHING): a crash and each join say what happened and how long a join waited.
-  // A crash kafkajs does not restart (a non-retriable cause) leaves no consumer: readiness says so.
   let stopped = false;
   consumer.on(CRASH, (e) => {
     if (!e.payload.restart) stopped = true;
