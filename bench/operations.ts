@@ -76,19 +76,20 @@ async function drainBacklog(): Promise<{ seconds: number; drained: boolean }> {
   const client = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, 'default');
   const nc = await connect({ servers: stack.env.FLOWGATE_NATS_URL });
   const t0 = Date.now();
+  let drained = false;
   try {
     const jsm = await nc.jetstreamManager();
-    while (Date.now() - t0 < DRAIN_LIMIT_MS) {
+    while (!drained && Date.now() - t0 < DRAIN_LIMIT_MS) {
       const queued = (await jsm.streams.info(STREAMS.triggers)).state.messages;
       const { count } = await client.workflow.count(`ExecutionStatus = 'Running' AND WorkflowType = 'hello'`);
-      if (queued === 0 && count === 0) return { seconds: (Date.now() - t0) / 1000, drained: true };
-      await sleep(1000);
+      drained = queued === 0 && count === 0;
+      if (!drained) await sleep(1000);
     }
   } finally {
     await nc.close();
     await client.connection.close();
   }
-  return { seconds: (Date.now() - t0) / 1000, drained: false };
+  return { seconds: (Date.now() - t0) / 1000, drained };
 }
 
 // ---- 1. A config change served by every gateway instance --------------------------------------

@@ -21,13 +21,13 @@ function command(): string {
 }
 
 /** The line each block starts with: when, on what and by which command its figures were made. */
-export function runLine(): string {
+function runLine(): string {
   const cpus = os.cpus();
   const cpu = cpus[0]?.model ?? 'unknown CPU';
   return `_Run ${new Date().toISOString()} on ${cpus.length} × ${cpu}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${os.type()} ${os.release()}; command: \`${command()}\`._`;
 }
 
-export const HEADER = `# Benchmark results
+const HEADER = `# Benchmark results
 
 \`make bench\` runs bench/run.sh → bench/breaker.ts, bench/gateway.ts, bench/kafka-producers.ts, bench/payments.ts,
 bench/trigger-path.ts, bench/operations.ts, one run each; each block below starts with the date, machine and
