@@ -56,6 +56,48 @@ export async function consumerGroupLag(admin: Admin, groupId: string, topic: str
 }
 
 /**
+ * Commits the current end of `topic` for each partition where `groupId` has committed nothing yet,
+ * so that a consumer subscribing with `fromBeginning: false` starts there once and never again
+ * "at the end". Without this, a partition that has not carried a record for the group since it
+ * was created has no committed offset: a record landing there while no member runs (a crash, a
+ * deploy) is skipped, because the next member starts at the end. Run it before the consumer joins.
+ *
+ * A group with members already running is left alone (they pinned it when they started): what it
+ * returns says so. Returns the partitions it pinned.
+ */
+export async function pinUncommittedPartitions(kafka: Kafka, groupId: string, topic: string): Promise<{ pinned: number[]; groupRunning: boolean }> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    // A broker that has just started answers NOT_COORDINATOR until its offsets topic is ready;
+    // kafkajs's admin does not retry that here (its consumer does, when it joins).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await pin(admin, groupId, topic);
+      } catch (err) {
+        if (attempt >= 30 || (err as { retriable?: boolean }).retriable !== true) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+async function pin(admin: Admin, groupId: string, topic: string): Promise<{ pinned: number[]; groupRunning: boolean }> {
+  const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
+  const done = new Set((committed?.partitions ?? []).filter((p) => Number(p.offset) >= 0).map((p) => p.partition));
+  const ends = (await admin.fetchTopicOffsets(topic)).filter((p) => !done.has(p.partition));
+  if (!ends.length) return { pinned: [], groupRunning: false };
+  const { state } = await admin.describeGroups([groupId]).then((d) => d.groups[0] ?? { state: 'Dead' });
+  if (state !== 'Empty' && state !== 'Dead') return { pinned: [], groupRunning: true };
+  // setOffsets refuses a group that gained a member meanwhile; the caller's join then proceeds
+  // as without the pin (a race only between replicas starting at the same moment).
+  await admin.setOffsets({ groupId, topic, partitions: ends.map((p) => ({ partition: p.partition, offset: p.high })) });
+  return { pinned: ends.map((p) => p.partition).sort((a, b) => a - b), groupRunning: false };
+}
+
+/**
  * `kafka_consumer_group_lag{group,topic}`, read from the brokers when Prometheus scrapes (at most
  * every 5 s); an unreachable broker leaves the last value and says so in `kafka_consumer_group_lag_error`.
  */

@@ -4,7 +4,7 @@ import { headers as natsHeaders } from 'nats';
 import type { Pool } from 'pg';
 import { z } from 'zod';
 import type { ExecutionIds } from '../lib/execution-ids';
-import { TOPICS } from '../lib/kafka';
+import { pinUncommittedPartitions, TOPICS } from '../lib/kafka';
 import type { Logger } from '../lib/logger';
 import { subjects } from '../lib/nats';
 import type { TriggerMessage } from '../lib/trigger-message';
@@ -52,7 +52,17 @@ export async function startEventRules(deps: { group?: string; nc?: NatsConnectio
   // A member that vanished without leaving (a crash, or a broker restart that made the consumer
   // start over with a new member id) holds its partitions until its session times out: every
   // join meanwhile waits for it. 10 s instead of kafkajs's 30 s bounds that stall.
-  const consumer = deps.kafka.consumer({ groupId: deps.group ?? EVENT_RULES_GROUP, allowAutoTopicCreation: false, sessionTimeout: EVENT_RULES_SESSION_MS, heartbeatInterval: 3000 });
+  const groupId = deps.group ?? EVENT_RULES_GROUP;
+  // The consumer starts at the end of a partition it has no offset for; pinning those partitions
+  // first means a record that lands while no member runs is read when one comes back.
+  try {
+    const { pinned, groupRunning } = await pinUncommittedPartitions(deps.kafka, groupId, TOPICS.events);
+    if (pinned.length) deps.logger.info({ group: groupId, partitions: pinned }, 'api.events partitions without an offset pinned at their end');
+    else if (groupRunning) deps.logger.debug({ group: groupId }, 'api.events group already has members; its offsets are theirs');
+  } catch (err) {
+    deps.logger.warn({ err, group: groupId }, 'could not pin api.events partitions without an offset; a record landing there while no member runs may be skipped');
+  }
+  const consumer = deps.kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: EVENT_RULES_SESSION_MS, heartbeatInterval: 3000 });
   // kafkajs logs nothing here (logLevel NOTHING): a crash and each join say what happened and how
   // long a join waited. A crash kafkajs does not restart (a non-retriable cause) leaves no
   // consumer: readiness says so.

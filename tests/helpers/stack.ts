@@ -53,8 +53,7 @@ export async function spawnProcess(name: 'gateway' | 'admin' | 'triggers' | 'wor
     // Own ports always: the stack's processes hold theirs.
     FLOWGATE_STATUS_PORT: String(ports.gatewayStatus),
     // A Kafka consumer group of its own: a process a test kills must not hold partitions of the
-    // stack's api.events group until Kafka's session timeout (events meanwhile would wait or, on a
-    // partition with no committed offset yet, be skipped when it is reassigned).
+    // stack's api.events group until Kafka's session timeout (events meanwhile would wait).
     FLOWGATE_EVENT_RULES_GROUP: `test-${name}-${randomUUID()}`,
     FLOWGATE_GATEWAY_PORT: String(ports.gateway),
     FLOWGATE_ADMIN_PORT: String(ports.admin),

@@ -9,7 +9,8 @@ import { createKafka, TOPICS } from '../../lib/kafka';
 import { createPool, inWorkspace } from '../../lib/postgres';
 import { issueAdminToken } from '../../lib/tenants';
 import { gatewayClient } from '../helpers/api';
-import { eventually, testStack } from '../helpers/stack';
+import { connectTemporal } from '../../lib/temporal';
+import { eventually, privateServer, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
 import { newTenant } from '../helpers/tenant';
 
 const stack = testStack();
@@ -122,6 +123,51 @@ describe('trigger rules', () => {
     assert.deepEqual((await api.status(id)).body.result, { greeting: 'Hello, grace@example.com!' });
     const list = await api.list('?type=hello&limit=100');
     assert.equal(list.body.executions.filter((e: { execution_id: string }) => e.execution_id === id).length, 1);
+  });
+
+  test('an api.events record sent while the triggers process is down is read when it is back', async () => {
+    // A triggers process of its own (own NATS, own execution-id secret, own consumer group), so the
+    // workflow it starts is one the stack's triggers process cannot start. Its group has read
+    // nothing when it is killed: without the partitions pinned at its first start, the restarted
+    // consumer would begin at the end and skip the record.
+    const nats = await privateServer('nats');
+    const overrides = { FLOWGATE_EVENT_RULES_GROUP: `test-pinned-${randomUUID()}`, FLOWGATE_EXECUTION_ID_SECRET: `pinned-${randomUUID()}` };
+    const env = { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL! };
+    const started: RunningProcess[] = [];
+    const temporal = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, stack.env.FLOWGATE_TEMPORAL_NAMESPACE ?? 'default');
+    try {
+      const created = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, {
+        event_type: 'order.placed', workflow_type: 'hello', input_template: { name: '{{event.data.customer}}' },
+      });
+      assert.equal(created.status, 201);
+      const rule = (await created.json()) as { id: string };
+      const first = await spawnProcess('triggers', env, overrides);
+      started.push(first);
+      await eventually('triggers ready', async () => (await readyStatus(first.statusUrl)).code === 200, 60_000);
+      assert.match(first.output(), /partitions without an offset pinned at their end/);
+      first.child.kill('SIGKILL');
+      await first.exited;
+
+      const eventId = randomUUID();
+      const producer = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rules-test').producer();
+      await producer.connect();
+      await producer.send({ topic: TOPICS.events, messages: [{ key: tenant, value: JSON.stringify({ id: eventId, type: 'order.placed', tenant, data: { customer: 'ada' } }) }] });
+      await producer.disconnect();
+
+      const second = await spawnProcess('triggers', env, overrides);
+      started.push(second);
+      const id = new ExecutionIds(overrides.FLOWGATE_EXECUTION_ID_SECRET).mint(tenant, `event:${rule.id}:${eventId}`);
+      // The old member's session (10 s) ends before the new one is given the partitions.
+      await eventually('the record sent while it was down started its workflow', async () => {
+        const d = await temporal.workflow.getHandle(id).describe();
+        return d.status.name === 'COMPLETED';
+      }, 60_000, 500);
+      assert.deepEqual(await temporal.workflow.getHandle(id).result(), { greeting: 'Hello, ada!' });
+    } finally {
+      for (const p of started) p.child.kill('SIGKILL');
+      await temporal.connection.close();
+      await nats.stop();
+    }
   });
 
   test('rule changes are audited', async () => {
