@@ -10,6 +10,7 @@ import { compileRewrite } from '../lib/path-rewrite';
 import { requestTarget, type RequestTarget } from '../lib/request-target';
 import { maskJson, maskText, type PiiKind } from './pii';
 import { createTriggering, type Accepted } from './triggering';
+import { SENSITIVE_RESPONSE_HEADERS } from './security-headers';
 import { UpstreamError, type UpstreamResponse } from './upstreams';
 
 /**
@@ -78,9 +79,11 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
   /** The upstream's answer to the client: its status and headers (less hop-by-hop and removed ones), the body as transformed. */
   function answer(req: FastifyRequest, reply: FastifyReply, res: UpstreamResponse, route?: Route, accepted?: Accepted) {
     const t = route?.transformations?.response;
-    const drop = new Set((t?.remove_headers ?? []).map((h) => h.toLowerCase()));
+    const drop = t?.remove_headers?.length ? new Set(t.remove_headers.map((h) => h.toLowerCase())) : undefined;
     reply.code(res.status);
-    for (const [k, v] of Object.entries(res.headers)) if (!HOP_BY_HOP.has(k) && !drop.has(k)) reply.header(k, v);
+    // Upstream headers are the only ones that can name the software and hosts behind the gateway:
+    // the sensitive ones stop here (SENSITIVE_RESPONSE_HEADERS), with the hop-by-hop ones.
+    for (const k in res.headers) if (!HOP_BY_HOP.has(k) && !SENSITIVE_RESPONSE_HEADERS.has(k) && !drop?.has(k)) reply.header(k, res.headers[k]!);
     for (const [k, v] of Object.entries(t?.add_headers ?? {})) reply.header(k, v);
     if (accepted) reply.headers({ 'X-Workflow-Execution-ID': accepted.headers['X-Workflow-Execution-ID'], 'X-Workflow-Status-Endpoint': accepted.headers['X-Workflow-Status-Endpoint'] });
     let body: Buffer | string = res.body;

@@ -11,7 +11,7 @@ import type { GatewayContext } from './app';
 import type { Match } from './config-store';
 import { maskBody } from './pii';
 import { rateLimitHeaders, type LimitDecision } from './rate-limit';
-import { cacheControl, securityHeadersFor, SENSITIVE_RESPONSE_HEADERS } from './security-headers';
+import { cacheControl, securityHeadersFor } from './security-headers';
 import type { PluginSet } from './workspace-view';
 
 /**
@@ -21,7 +21,8 @@ import type { PluginSet } from './workspace-view';
  *   onRequest   correlation id (genReqId) → tenant + authentication → route match →
  *               ip restriction, authorization (RBAC/ABAC), size limit → rate limits
  *   handler     transformation → trigger check → upstream, aggregate or static answer
- *   onSend      security headers, sensitive headers removed, cache headers
+ *   onSend      security headers, cache headers (an upstream's sensitive headers never get
+ *               this far: configured-routes.ts drops them as it copies the upstream's answer)
  *   onResponse  metrics and the request's audit entry (Kafka) and api_calls row
  *
  * What one stage learns is kept on the request (`req.flowgate`) for the later ones.
@@ -167,7 +168,6 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     const p = req.flowgate?.plugins ?? {};
     const secure = (req.raw.socket as { encrypted?: boolean }).encrypted === true;
     reply.headers(securityHeadersFor(p['security-headers'], secure));
-    for (const h of SENSITIVE_RESPONSE_HEADERS) reply.removeHeader(h);
     if (!reply.hasHeader('cache-control')) reply.headers(cacheControl(p['cache-headers'], req.method, reply.statusCode));
     if (reply.statusCode >= 400 && req.flowgate && (typeof payload === 'string' || Buffer.isBuffer(payload))) req.flowgate.responseBody = payload;
     done(null, payload);

@@ -63,7 +63,7 @@ export function securityHeadersFor(plugin: Partial<SecurityHeadersConfig> | unde
  * software, version or internal hosts behind the gateway. `via` is among them: RFC 9110 §7.6.3
  * lets a gateway leave it off responses, and an upstream's Via lists internal hop names.
  */
-export const SENSITIVE_RESPONSE_HEADERS: string[] = [
+export const SENSITIVE_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
   'server',
   'x-powered-by',
   'x-aspnet-version',
@@ -76,7 +76,7 @@ export const SENSITIVE_RESPONSE_HEADERS: string[] = [
   'x-envoy-upstream-service-time',
   'x-varnish',
   'via',
-];
+]);
 
 const CACHEABLE_METHODS = new Set(['GET', 'HEAD']);
 const NEVER_STORED = new Set([401, 403, 429]);

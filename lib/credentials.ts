@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 
 /** A new secret credential: `fg_<8 hex prefix>_<random>`; only its hash is stored. */
@@ -8,8 +8,9 @@ export function newCredential(kind: 'key' | 'admin'): { value: string; prefix: s
   return { value, prefix, hash: hashCredential(value) };
 }
 
+/** SHA-256, one-shot: half the cost of a Hash object per request (the gateway hashes each API key it checks). */
 export function hashCredential(value: string): Buffer {
-  return createHash('sha256').update(value).digest();
+  return hash('sha256', value, 'buffer');
 }
 
 /** Takes the credential from `Authorization: Bearer …` or `X-API-Key`. */

@@ -23,9 +23,9 @@ test('configured values are used as given', () => {
 
 test('headers naming upstream software are stripped', () => {
   for (const name of ['server', 'x-powered-by', 'x-aspnet-version', 'x-aspnetmvc-version', 'x-runtime', 'via']) {
-    assert.ok(SENSITIVE_RESPONSE_HEADERS.includes(name), name);
+    assert.ok(SENSITIVE_RESPONSE_HEADERS.has(name), name);
   }
-  assert.ok(SENSITIVE_RESPONSE_HEADERS.every((name) => name === name.toLowerCase()));
+  assert.ok([...SENSITIVE_RESPONSE_HEADERS].every((name) => name === name.toLowerCase()));
 });
 
 test('cacheControl: nothing by default, the directive on cacheable answers, no-store on 401/403/429', () => {
