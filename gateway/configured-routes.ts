@@ -8,6 +8,7 @@ import { BodyFormatError, jsonToXml, xmlToJson } from './body-formats';
 import type { Route, Service } from './config-store';
 import { compileRewrite } from '../lib/path-rewrite';
 import { requestTarget, type RequestTarget } from '../lib/request-target';
+import { traceHeaders } from '../lib/tracing';
 import { maskJson, maskText, type PiiKind } from './pii';
 import { createTriggering, type Accepted } from './triggering';
 import { SENSITIVE_RESPONSE_HEADERS } from './security-headers';
@@ -66,6 +67,10 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
   function outboundHeaders(req: FastifyRequest, tenant: string, add?: Record<string, string>, remove?: string[]): Record<string, string> {
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_BY_HOP.has(k)) headers[k] = v;
+    // The upstream's spans continue the trace under the gateway's span (the caller's traceparent,
+    // when there was one, is this span's parent).
+    const span = req.flowgate.span;
+    if (span) Object.assign(headers, traceHeaders(span));
     for (const h of remove ?? []) delete headers[h.toLowerCase()];
     for (const [k, v] of Object.entries(add ?? {})) headers[k.toLowerCase()] = v;
     const p = req.flowgate.principal;

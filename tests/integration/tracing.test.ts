@@ -15,6 +15,7 @@ import { after, before, describe, test } from 'node:test';
 import { createKafka, TOPICS } from '../../lib/kafka';
 import { connectNats, ensureStreams } from '../../lib/nats';
 import { bundleWorkflows } from '../../worker/main';
+import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
 import { eventually, privateServer, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
 import { newTenant } from '../helpers/tenant';
@@ -142,6 +143,34 @@ describe('one trace per trigger, end to end', () => {
       assert.ok(calls.every((c) => c.v.trace_id === traceId), `interactions: ${JSON.stringify(calls.map((c) => c.v.trace_id))}`);
     } finally {
       await consumerGroup.disconnect();
+    }
+  });
+
+  test('a proxied request carries the gateway\'s span to the upstream as its parent', async () => {
+    const seen: { traceparent?: string; tracestate?: string }[] = [];
+    const upstream = createServer((req, res) => {
+      seen.push({ traceparent: req.headers.traceparent as string | undefined, tracestate: req.headers.tracestate as string | undefined });
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    try {
+      const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'trace');
+      assert.equal((await t.admin('POST', '/services', { name: 'traced', url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` })).status, 201);
+      assert.equal((await t.admin('POST', '/routes', { name: 'traced', service: 'traced', paths: ['/traced'] })).status, 201);
+      const consumer = (await t.admin('POST', '/consumers', { username: 'tracer' })).body as { id: string };
+      const { key } = (await t.admin('POST', `/consumers/${consumer.id}/keys`)).body as { key: string };
+      const parentTrace = randomBytes(16).toString('hex');
+      const parentSpan = randomBytes(8).toString('hex');
+      const headers = { authorization: `Bearer ${key}`, traceparent: `00-${parentTrace}-${parentSpan}-01`, tracestate: 'vendor=abc' };
+      // This gateway reads the config from PostgreSQL (its NATS is private): the route arrives with its next pull.
+      await eventually('the route served', async () => (await fetch(`${gatewayUrl}/traced/x`, { headers })).status === 200, 20_000, 250);
+      const got = seen.at(-1)!;
+      await eventually('the gateway span exported', () => receiver.spans.some((s) => s.traceId === parentTrace && s.parentSpanId === parentSpan && s.name.startsWith('GET /traced')), 15_000);
+      const gatewaySpan = receiver.spans.find((s) => s.traceId === parentTrace && s.parentSpanId === parentSpan && s.name.startsWith('GET /traced'))!;
+      assert.equal(got.traceparent, `00-${parentTrace}-${gatewaySpan.spanId}-01`, 'the upstream\'s parent is the gateway\'s span, in the caller\'s trace');
+      assert.equal(got.tracestate, 'vendor=abc', 'the caller\'s tracestate goes along');
+    } finally {
+      upstream.close();
     }
   });
 
