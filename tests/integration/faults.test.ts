@@ -54,15 +54,17 @@ describe('NATS down', () => {
 
 describe('Temporal down', () => {
   test('triggers wait in JetStream, status says ACCEPTED, and they start when Temporal returns', async () => {
-    const nats = await privateServer('nats');
-    const temporal = await privateServer('temporal');
+    const [nats, temporal] = await Promise.all([privateServer('nats'), privateServer('temporal')]);
     stops.push(nats.stop, temporal.stop);
     const env = { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL!, FLOWGATE_TEMPORAL_ADDRESS: temporal.env.FLOWGATE_TEMPORAL_ADDRESS! };
     const { apiKey } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!);
-    const gw = await spawnReady('gateway', env);
-    // A delivery budget of 2: an outage must not use it up (only ordinary errors count).
-    const triggers = await spawnReady('triggers', env, { FLOWGATE_CONSUMER_MAX_DELIVER: '2' });
-    await spawnReady('worker', env);
+    const [gw, triggers] = await Promise.all([
+      // Calls to Temporal wait at most 1 s here (3 s by default).
+      spawnReady('gateway', env, { FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS: '1000' }),
+      // A delivery budget of 2: an outage must not use it up (only ordinary errors count).
+      spawnReady('triggers', env, { FLOWGATE_CONSUMER_MAX_DELIVER: '2' }),
+      spawnReady('worker', env),
+    ]);
     const api = gatewayClient(gw.publicUrl!, apiKey);
 
     await temporal.stop();
@@ -74,11 +76,20 @@ describe('Temporal down', () => {
     }
     // Long enough for several deliveries of each trigger while Temporal is away.
     await new Promise((r) => setTimeout(r, 8000));
+    // Without Temporal, status answers from what the gateway knows, once its call to Temporal has
+    // timed out (the SDK alone would retry for about 20 s); list and cancel are 503 with Retry-After.
     for (const id of accepted) {
+      const t = Date.now();
       const s = await api.status(id);
       assert.equal(s.status, 200);
       assert.equal(s.body.status, 'ACCEPTED');
+      assert.equal(s.body.waiting_for?.name, 'temporal-unavailable');
+      assert.ok(Date.now() - t < 5000, `status answered in ${Date.now() - t} ms with a 1 s limit on Temporal calls`);
     }
+    const list = await api.list('?limit=10');
+    assert.equal(list.status, 503, list.text);
+    assert.equal(list.body.error.code, 'temporal_unavailable');
+    assert.equal(list.headers.get('retry-after'), '2');
     const during = await (await fetch(`${triggers.statusUrl}/metrics`)).text();
     assert.ok(metricValue(during, 'workflow_consumer_redeliveries_total', { stream: 'FLOWGATE_TRIGGERS' }) >= 3, 'retried during the outage');
     assert.equal(metricValue(during, 'workflow_consumer_dead_letters_total', {}), 0, 'nothing dead-lettered');
