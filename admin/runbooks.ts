@@ -6,6 +6,7 @@ import { ApiError } from '../lib/errors';
 import { asPlatform } from '../lib/postgres';
 import { findRunbook, PLATFORM_TENANT, runbookOfWorkflow, runbooks } from '../lib/runbooks';
 import { runIdOf, startRunbookRun } from '../lib/runbook-runs';
+import { withinDeadline } from '../lib/temporal';
 import { RUNBOOK_MEMO_KEY, type RunRecord, type StepDecision } from '../lib/workflow-runbooks';
 import { SA } from '../lib/workflow-search-attributes';
 import type { AdminDeps } from './app';
@@ -47,6 +48,9 @@ function runView(d: Omit<WorkflowExecutionInfo, 'raw'>, live?: WorkflowExecution
 /** Runbooks and their runs: list, start (with a dry run), read as a timeline, approve or reject a gate, pause, resume, abort. */
 export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Client }): void {
   const { temporal, pool } = deps;
+  // Temporal unreachable: 503 temporal_unavailable within the limit, not a 500 after the SDK's ~20 s
+  // of retries. An approval (an update the run's worker must take) is not bounded here.
+  const bounded = <T>(call: string, fn: () => Promise<T>) => withinDeadline(temporal, deps.config.FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS, call, fn);
   const described = runbooks().map((r) => ({
     name: r.name, description: r.description, params: z.toJSONSchema(r.params, { io: 'input' }), steps: r.steps, approver_roles: r.approverRoles,
     approval_payload: z.toJSONSchema(r.approvalPayload, { io: 'input' }),
@@ -54,7 +58,7 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
 
   const describe = async (id: string) => {
     try {
-      const d = await temporal.workflow.getHandle(id).describe();
+      const d = await bounded('describe', () => temporal.workflow.getHandle(id).describe());
       if (d.typedSearchAttributes.get(SA.tenant) !== PLATFORM_TENANT || !runbookOfWorkflow(d.type)) throw new ApiError(404, 'not_found', 'run not found');
       return d;
     } catch (err) {
@@ -95,7 +99,7 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
       }
       let id: string;
       try {
-        id = await startRunbookRun(temporal, deps.config.FLOWGATE_TASK_QUEUE, def, parsed.data, { requestedBy: who.name, dryRun: body.dry_run, correlationId: req.id });
+        id = await bounded('start', () => startRunbookRun(temporal, deps.config.FLOWGATE_TASK_QUEUE, def, parsed.data, { requestedBy: who.name, dryRun: body.dry_run, correlationId: req.id }));
       } catch (err) {
         if (err instanceof WorkflowExecutionAlreadyStartedError) {
           const id = runIdOf(def, parsed.data, body.dry_run);
@@ -114,11 +118,14 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
     handler: async ({ params, query }) => {
       const def = findRunbook(params.name);
       if (!def) throw new ApiError(404, 'not_found', `no runbook named ${params.name}`);
-      const data = [];
-      for await (const d of temporal.workflow.list({ query: `WorkflowType = '${def.workflow}' AND FlowgateTenant = '${PLATFORM_TENANT}'` })) {
-        data.push(runView(d));
-        if (data.length >= query.limit) break;
-      }
+      const data = await bounded('list', async () => {
+        const runs = [];
+        for await (const d of temporal.workflow.list({ query: `WorkflowType = '${def.workflow}' AND FlowgateTenant = '${PLATFORM_TENANT}'` })) {
+          runs.push(runView(d));
+          if (runs.length >= query.limit) break;
+        }
+        return runs;
+      });
       return { data };
     },
   });
@@ -166,8 +173,7 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
         const d = await describe(params.id);
         if (d.status.name !== 'RUNNING') throw new ApiError(409, 'run_closed', `the run is ${d.status.name}`);
         const handle = temporal.workflow.getHandle(params.id);
-        if (action === 'abort') await handle.cancel();
-        else await handle.signal(action);
+        await bounded(action, async () => { if (action === 'abort') await handle.cancel(); else await handle.signal(action); });
         await audit(who, action, params.id, {}, req.id);
         return reply.code(202).send({ id: params.id, action });
       },

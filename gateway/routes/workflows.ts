@@ -1,10 +1,10 @@
 import type { FastifyInstance } from 'fastify';
-import { isGrpcServiceError, ServiceError } from '@temporalio/client';
 import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
 import { z } from 'zod';
 import { ApiError, notFound, validationError } from '../../lib/errors';
 import { inWorkspace } from '../../lib/postgres';
 import { natsConnected, subjects } from '../../lib/nats';
+import { TemporalAway, withinDeadline } from '../../lib/temporal';
 import { describeWorkflowTypes, findWorkflowType } from '../../lib/workflow-registry';
 import type { SignalMessage } from '../../lib/trigger-message';
 import { accepted, describeExecution, summarize, tenantOf, type ExecutionStatus } from '../status';
@@ -47,24 +47,8 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     return accepted(id);
   };
 
-  /**
-   * A call to Temporal on a client's request, bounded: unreachable, the SDK's connection would
-   * retry for about 20 s while the client waits. Unreachable or too slow is a `TemporalAway`.
-   */
-  const callTemporal = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await temporal.withDeadline(Date.now() + ctx.config.FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS, fn);
-    } catch (err) {
-      // The workflow handle wraps the gRPC error in a ServiceError; the raw service calls do not.
-      const grpc = err instanceof ServiceError ? err.cause : err;
-      if (isGrpcServiceError(grpc) && GRPC_AWAY.has(grpc.code)) throw new TemporalAway(what, err);
-      throw err;
-    }
-  };
-  const unavailable = (err: TemporalAway) => {
-    ctx.logger.warn({ err: err.cause, call: err.message }, 'temporal unavailable');
-    return new ApiError(503, 'temporal_unavailable', 'the workflow engine cannot be reached; retry', undefined, { 'Retry-After': '2' });
-  };
+  /** A call to Temporal for a waiting client, bounded (FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS). */
+  const callTemporal = <T>(call: string, fn: () => Promise<T>) => withinDeadline(temporal, ctx.config.FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS, call, fn);
 
   // A closed execution never changes again: its status is kept (bounded, oldest out first).
   const closed = new Map<string, ExecutionStatus>();
@@ -165,11 +149,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     const s = await statusOf(id, tenant);
     if (s.status === 'ACCEPTED') throw new ApiError(409, 'execution_not_started', 'the workflow has not started yet', undefined, { 'Retry-After': '1' });
     if (s.status !== 'RUNNING') throw new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
-    try {
-      await callTemporal('cancel', () => temporal.workflow.getHandle(id).cancel());
-    } catch (err) {
-      throw err instanceof TemporalAway ? unavailable(err) : err;
-    }
+    await callTemporal('cancel', () => temporal.workflow.getHandle(id).cancel());
     return reply.code(202).send({ execution_id: id, status: 'CANCEL_REQUESTED' });
   });
 
@@ -188,7 +168,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       query: clauses.join(' AND '),
       pageSize: q.limit,
       nextPageToken: q.cursor ? Buffer.from(q.cursor, 'base64url') : undefined,
-    })).catch((err: unknown) => { throw err instanceof TemporalAway ? unavailable(err) : err; });
+    }));
     const rows = await Promise.all((res.executions ?? []).map(async (raw) => {
       const info = await executionInfoFromRaw(raw, temporal.options.loadedDataConverter, raw, temporal.options.namespace);
       return tenantOf(info) === tenant ? summarize(info) : null;
@@ -197,13 +177,3 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     return { executions: rows.filter((r) => r !== null), next_cursor: token };
   });
 }
-
-/** Temporal did not answer a call in time, or could not be reached. */
-class TemporalAway extends Error {
-  constructor(call: string, override readonly cause: unknown) {
-    super(call);
-  }
-}
-
-/** gRPC status codes of a Temporal that is away: DEADLINE_EXCEEDED (4), UNAVAILABLE (14). */
-const GRPC_AWAY = new Set([4, 14]);

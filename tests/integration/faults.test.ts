@@ -7,6 +7,7 @@ import { connectTemporal } from '../../lib/temporal';
 import { ExecutionIds } from '../../lib/execution-ids';
 import { createPool, inWorkspace } from '../../lib/postgres';
 import { subjects } from '../../lib/nats';
+import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
 import { eventually, privateServer, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
 import { newTenant } from '../helpers/tenant';
@@ -19,7 +20,7 @@ after(async () => {
   for (const s of stops) await s().catch(() => undefined);
 });
 
-async function spawnReady(name: 'gateway' | 'triggers' | 'worker', env: Record<string, string>, overrides: Record<string, string> = {}) {
+async function spawnReady(name: 'gateway' | 'admin' | 'triggers' | 'worker', env: Record<string, string>, overrides: Record<string, string> = {}) {
   const p = await spawnProcess(name, env, overrides);
   procs.push(p);
   await eventually(`${name} ready`, async () => (await readyStatus(p.statusUrl)).code === 200, 90_000);
@@ -58,13 +59,16 @@ describe('Temporal down', () => {
     stops.push(nats.stop, temporal.stop);
     const env = { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL!, FLOWGATE_TEMPORAL_ADDRESS: temporal.env.FLOWGATE_TEMPORAL_ADDRESS! };
     const { apiKey } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!);
-    const [gw, triggers] = await Promise.all([
-      // Calls to Temporal wait at most 1 s here (3 s by default).
-      spawnReady('gateway', env, { FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS: '1000' }),
+    // Calls to Temporal for a waiting client give up after 1 s here (3 s by default).
+    const bounded = { FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS: '1000' };
+    const [gw, triggers, admin] = await Promise.all([
+      spawnReady('gateway', env, bounded),
       // A delivery budget of 2: an outage must not use it up (only ordinary errors count).
       spawnReady('triggers', env, { FLOWGATE_CONSUMER_MAX_DELIVER: '2' }),
+      spawnReady('admin', env, bounded),
       spawnReady('worker', env),
     ]);
+    const operator = (await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'tdown')).platform;
     const api = gatewayClient(gw.publicUrl!, apiKey);
 
     await temporal.stop();
@@ -90,6 +94,14 @@ describe('Temporal down', () => {
     assert.equal(list.status, 503, list.text);
     assert.equal(list.body.error.code, 'temporal_unavailable');
     assert.equal(list.headers.get('retry-after'), '2');
+    // The admin API's runbook runs, the same: 503 at once, not a 500 after the SDK's retries.
+    const runbooks = (await (await fetch(`${admin.publicUrl}/runbooks`, { headers: { authorization: `Bearer ${operator}` } })).json()) as { data: { name: string }[] };
+    const t = Date.now();
+    const runs = await fetch(`${admin.publicUrl}/runbooks/${runbooks.data[0]!.name}/runs`, { headers: { authorization: `Bearer ${operator}` } });
+    assert.equal(runs.status, 503, await runs.clone().text());
+    assert.equal(((await runs.json()) as { error: { code: string } }).error.code, 'temporal_unavailable');
+    assert.equal(runs.headers.get('retry-after'), '2');
+    assert.ok(Date.now() - t < 5000, `runbook runs answered in ${Date.now() - t} ms with a 1 s limit on Temporal calls`);
     const during = await (await fetch(`${triggers.statusUrl}/metrics`)).text();
     assert.ok(metricValue(during, 'workflow_consumer_redeliveries_total', { stream: 'FLOWGATE_TRIGGERS' }) >= 3, 'retried during the outage');
     assert.equal(metricValue(during, 'workflow_consumer_dead_letters_total', {}), 0, 'nothing dead-lettered');
