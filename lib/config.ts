@@ -133,8 +133,8 @@ export const configSchema = z.object({
   FLOWGATE_CONSUMER_MAX_DELIVER: z.coerce.number().int().min(1).default(10),
   /** How long JetStream waits for an ack before redelivering to another consumer. */
   FLOWGATE_CONSUMER_ACK_WAIT_MS: z.coerce.number().int().min(500).default(30_000),
-  /** Fault injection for tests only: `exit-after-start` kills the consumer between Temporal's start and the ack. */
-  FLOWGATE_FAILPOINT: z.enum(['exit-after-start']).optional(),
+  /** Fault injection for tests only: `exit-after-start` kills the consumer between Temporal's start and the ack; `events-consumer-crash` fails the api.events consumer on its first record with an error kafkajs does not restart it after. */
+  FLOWGATE_FAILPOINT: z.enum(['exit-after-start', 'events-consumer-crash']).optional(),
 });
 
 export type Config = z.infer<typeof configSchema> & { statusPort: number; process: ProcessName };

@@ -1,4 +1,4 @@
-import type { Consumer, Kafka } from 'kafkajs';
+import { KafkaJSNonRetriableError, type Consumer, type EachMessageHandler, type Kafka } from 'kafkajs';
 import type { JetStreamClient, NatsConnection } from 'nats';
 import { headers as natsHeaders } from 'nats';
 import type { Pool } from 'pg';
@@ -33,7 +33,7 @@ const EVENT_RULES_SESSION_MS = 10_000;
 /** The default consumer group that turns `api.events` into triggers (FLOWGATE_EVENT_RULES_GROUP; its lag is a metric and a KEDA scaler's input). */
 export const EVENT_RULES_GROUP = 'flowgate-event-triggers';
 
-export async function startEventRules(deps: { group?: string; nc?: NatsConnection; kafka: Kafka; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<{ consumer: Consumer; consuming: () => boolean }> {
+export async function startEventRules(deps: { group?: string; failpoint?: string; nc?: NatsConnection; kafka: Kafka; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<{ consumer: Consumer; consuming: () => boolean; close: () => Promise<void> }> {
   let cache: { at: number; rules: TriggerRule[] } | undefined;
   // A config change (config.invalidations, which the admin sends for rule changes too) drops the
   // cache at once: a rule is matched from the next event on, not up to RULE_CACHE_MS later. A load
@@ -63,53 +63,84 @@ export async function startEventRules(deps: { group?: string; nc?: NatsConnectio
     deps.logger.warn({ err, group: groupId }, 'could not pin api.events partitions without an offset; a record landing there while no member runs may be skipped');
   }
   const consumer = deps.kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: EVENT_RULES_SESSION_MS, heartbeatInterval: 3000 });
-  // kafkajs logs nothing here (logLevel NOTHING): a crash and each join say what happened and how
-  // long a join waited. A crash kafkajs does not restart (a non-retriable cause) leaves no
-  // consumer: readiness says so.
-  const { CRASH, GROUP_JOIN } = consumer.events;
-  let stopped = false;
-  consumer.on(CRASH, (e) => {
-    if (!e.payload.restart) stopped = true;
-    deps.logger[e.payload.restart ? 'warn' : 'error']({ err: e.payload.error, restart: e.payload.restart }, 'api.events consumer crashed');
-  });
-  consumer.on(GROUP_JOIN, (e) => deps.logger.info({ partitions: e.payload.memberAssignment[TOPICS.events], ms: e.payload.duration }, 'api.events consumer joined its group'));
-  await consumer.connect();
-  await consumer.subscribe({ topic: TOPICS.events, fromBeginning: false });
-  await consumer.run({
-    autoCommit: true,
-    eachMessage: async ({ topic, partition, message }) => {
-      let event: z.infer<typeof apiEventSchema>;
-      try {
-        event = apiEventSchema.parse(JSON.parse(message.value?.toString() ?? ''));
-      } catch (err) {
-        deps.logger.warn({ err, topic, partition, offset: message.offset }, 'api.events record is not a valid event; skipped');
-        return;
+  consumer.on(consumer.events.GROUP_JOIN, (e) => deps.logger.info({ partitions: e.payload.memberAssignment[TOPICS.events], ms: e.payload.duration }, 'api.events consumer joined its group'));
+  const start = async () => {
+    await consumer.connect();
+    await consumer.subscribe({ topic: TOPICS.events, fromBeginning: false });
+    await consumer.run({ autoCommit: true, eachMessage });
+  };
+  const keeper = keepConsuming(consumer, start, deps.logger);
+  let failpointHit = false;
+  const eachMessage: EachMessageHandler = async ({ topic, partition, message }) => {
+    if (deps.failpoint === 'events-consumer-crash' && !failpointHit) {
+      // Tests: an error kafkajs does not restart the consumer after, on the first record.
+      failpointHit = true;
+      throw new KafkaJSNonRetriableError('failpoint events-consumer-crash');
+    }
+    let event: z.infer<typeof apiEventSchema>;
+    try {
+      event = apiEventSchema.parse(JSON.parse(message.value?.toString() ?? ''));
+    } catch (err) {
+      deps.logger.warn({ err, topic, partition, offset: message.offset }, 'api.events record is not a valid event; skipped');
+      return;
+    }
+    const matching = (await rules()).filter((r) => r.workspace_id === event.tenant && r.event_type === event.type);
+    for (const rule of matching) {
+      const def = findWorkflowType(rule.workflow_type);
+      if (!def) continue;
+      const input = renderInput(rule.input_template, { event });
+      const parsed = def.input.safeParse(input);
+      if (!parsed.success) {
+        deps.logger.warn({ rule: rule.id, event: event.id, issues: parsed.error.issues }, 'event does not fit the workflow input; skipped');
+        continue;
       }
-      const matching = (await rules()).filter((r) => r.workspace_id === event.tenant && r.event_type === event.type);
-      for (const rule of matching) {
-        const def = findWorkflowType(rule.workflow_type);
-        if (!def) continue;
-        const input = renderInput(rule.input_template, { event });
-        const parsed = def.input.safeParse(input);
-        if (!parsed.success) {
-          deps.logger.warn({ rule: rule.id, event: event.id, issues: parsed.error.issues }, 'event does not fit the workflow input; skipped');
-          continue;
-        }
-        const eventKey = event.id ?? `${topic}:${partition}:${message.offset}`;
-        const executionId = deps.ids.mint(event.tenant, `event:${rule.id}:${eventKey}`);
-        const correlation = event.correlation_id ?? executionId;
-        const msg: TriggerMessage = {
-          execution_id: executionId, tenant: event.tenant, workflow_type: def.name, input: parsed.data,
-          correlation_id: correlation, accepted_at: new Date().toISOString(), source: 'event',
-          ...(rule.callback_url ? { callback_url: rule.callback_url } : {}),
-        };
-        const h = natsHeaders();
-        h.set('X-Request-ID', correlation);
-        // Throws on failure: kafkajs then retries the record and does not commit its offset.
-        await deps.js.publish(subjects.trigger(event.tenant), JSON.stringify(msg), { msgID: executionId, headers: h, timeout: 5000 });
-        deps.onTrigger(rule);
-      }
-    },
+      const eventKey = event.id ?? `${topic}:${partition}:${message.offset}`;
+      const executionId = deps.ids.mint(event.tenant, `event:${rule.id}:${eventKey}`);
+      const correlation = event.correlation_id ?? executionId;
+      const msg: TriggerMessage = {
+        execution_id: executionId, tenant: event.tenant, workflow_type: def.name, input: parsed.data,
+        correlation_id: correlation, accepted_at: new Date().toISOString(), source: 'event',
+        ...(rule.callback_url ? { callback_url: rule.callback_url } : {}),
+      };
+      const h = natsHeaders();
+      h.set('X-Request-ID', correlation);
+      // Throws on failure: kafkajs then retries the record and does not commit its offset.
+      await deps.js.publish(subjects.trigger(event.tenant), JSON.stringify(msg), { msgID: executionId, headers: h, timeout: 5000 });
+      deps.onTrigger(rule);
+    }
+  };
+  await start();
+  return { consumer, consuming: keeper.consuming, close: async () => { keeper.close(); await consumer.disconnect(); } };
+}
+
+/**
+ * Logs each crash of the consumer and, when kafkajs will not restart it, starts it again (after
+ * 1 s, doubling to 30 s while starting fails). kafkajs gives up on errors it calls non-retriable,
+ * and some of them pass: a broker that has just restarted answers "group coordinator not found"
+ * until its offsets topic is loaded, and the consumer would stay stopped for good. Readiness says
+ * not consuming meanwhile.
+ */
+export function keepConsuming(consumer: Pick<Consumer, 'on' | 'events'>, start: () => Promise<void>, logger: Logger, delays = { firstMs: 1000, maxMs: 30_000 }): { consuming(): boolean; close(): void } {
+  let consuming = true;
+  let closed = false;
+  let timer: NodeJS.Timeout | undefined;
+  const again = (delay: number) => {
+    if (closed) return;
+    timer = setTimeout(() => {
+      start().then(() => {
+        consuming = true;
+        logger.info('api.events consumer started again');
+      }, (err: unknown) => {
+        logger.warn({ err, retry_in_ms: Math.min(delay * 2, delays.maxMs) }, 'api.events consumer did not start again; retrying');
+        again(Math.min(delay * 2, delays.maxMs));
+      });
+    }, delay);
+  };
+  consumer.on(consumer.events.CRASH, (e) => {
+    logger[e.payload.restart ? 'warn' : 'error']({ err: e.payload.error, restart: e.payload.restart }, 'api.events consumer crashed');
+    if (e.payload.restart) return;
+    consuming = false;
+    again(delays.firstMs);
   });
-  return { consumer, consuming: () => !stopped };
+  return { consuming: () => consuming, close: () => { closed = true; clearTimeout(timer); } };
 }

@@ -170,6 +170,40 @@ describe('trigger rules', () => {
     }
   });
 
+  test('an api.events consumer that kafkajs gives up on is started again, and the record is read', async () => {
+    // Own NATS, secret and group, as above; the failpoint fails the consumer on its first record
+    // with an error kafkajs does not restart it after (as "group coordinator not found" from a
+    // broker that has just restarted). The record's offset is not committed, so it is read again.
+    const nats = await privateServer('nats');
+    const secret = `crash-${randomUUID()}`;
+    const temporal = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, stack.env.FLOWGATE_TEMPORAL_NAMESPACE ?? 'default');
+    const p = await spawnProcess('triggers', { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL! }, {
+      FLOWGATE_EVENT_RULES_GROUP: `test-crash-${randomUUID()}`, FLOWGATE_EXECUTION_ID_SECRET: secret, FLOWGATE_FAILPOINT: 'events-consumer-crash',
+    });
+    try {
+      const created = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, {
+        event_type: 'invoice.paid', workflow_type: 'hello', input_template: { name: '{{event.data.customer}}' },
+      });
+      assert.equal(created.status, 201);
+      const rule = (await created.json()) as { id: string };
+      await eventually('triggers ready', async () => (await readyStatus(p.statusUrl)).code === 200, 60_000);
+      const eventId = randomUUID();
+      const producer = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rules-test').producer();
+      await producer.connect();
+      await producer.send({ topic: TOPICS.events, messages: [{ key: tenant, value: JSON.stringify({ id: eventId, type: 'invoice.paid', tenant, data: { customer: 'grace' } }) }] });
+      await producer.disconnect();
+      const id = new ExecutionIds(secret).mint(tenant, `event:${rule.id}:${eventId}`);
+      await eventually('the record started its workflow after the consumer was started again', async () => (await temporal.workflow.getHandle(id).describe()).status.name === 'COMPLETED', 60_000, 500);
+      assert.match(p.output(), /api.events consumer crashed/);
+      assert.match(p.output(), /api.events consumer started again/);
+      await eventually('ready again', async () => (await readyStatus(p.statusUrl)).code === 200, 10_000);
+    } finally {
+      p.child.kill('SIGKILL');
+      await temporal.connection.close();
+      await nats.stop();
+    }
+  });
+
   test('rule changes are audited', async () => {
     const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
     const rows = (await inWorkspace(pool, tenant, (db) => db.query("SELECT action, actor FROM audit_logs WHERE entity_type = 'workflow_trigger'"))).rows;
