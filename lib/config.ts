@@ -35,7 +35,7 @@ export const configSchema = z.object({
 
   FLOWGATE_TEMPORAL_ADDRESS: hostPort.default('127.0.0.1:7233'),
   FLOWGATE_TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
-  /** How long the gateway's status, list and cancel calls wait for Temporal before answering without it (Temporal unreachable). */
+  /** How long a call to Temporal for a waiting client (the gateway's status, list and cancel; the Admin API's runbook runs) waits before it answers without Temporal. */
   FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS: z.coerce.number().int().min(100).default(3000),
   FLOWGATE_TASK_QUEUE: z.string().min(1).default('flowgate'),
   FLOWGATE_NATS_URL: url(['nats:', 'tls:']).default('nats://127.0.0.1:4222'),

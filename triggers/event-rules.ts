@@ -33,7 +33,7 @@ const EVENT_RULES_SESSION_MS = 10_000;
 /** The default consumer group that turns `api.events` into triggers (FLOWGATE_EVENT_RULES_GROUP; its lag is a metric and a KEDA scaler's input). */
 export const EVENT_RULES_GROUP = 'flowgate-event-triggers';
 
-export async function startEventRules(deps: { group?: string; failpoint?: string; nc?: NatsConnection; kafka: Kafka; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<{ consumer: Consumer; consuming: () => boolean; close: () => Promise<void> }> {
+export async function startEventRules(deps: { group?: string; failpoint?: string; nc?: NatsConnection; kafka: Kafka; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<{ consuming: () => boolean; close: () => Promise<void> }> {
   let cache: { at: number; rules: TriggerRule[] } | undefined;
   // A config change (config.invalidations, which the admin sends for rule changes too) drops the
   // cache at once: a rule is matched from the next event on, not up to RULE_CACHE_MS later. A load
@@ -110,7 +110,7 @@ export async function startEventRules(deps: { group?: string; failpoint?: string
     }
   };
   await start();
-  return { consumer, consuming: keeper.consuming, close: async () => { keeper.close(); await consumer.disconnect(); } };
+  return { consuming: keeper.consuming, close: async () => { keeper.close(); await consumer.disconnect(); } };
 }
 
 /**
