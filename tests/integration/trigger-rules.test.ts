@@ -28,6 +28,20 @@ describe('trigger rules', () => {
   const admin = (method: string, path: string, token: string, body?: unknown) =>
     fetch(`${stack.adminUrl}${path}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, body: body ? JSON.stringify(body) : undefined });
 
+  /** An event rule of the tenant: `hello`, named by the template `name`; returns the rule's id. */
+  const eventRule = async (eventType: string, name: string) => {
+    const created = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, { event_type: eventType, workflow_type: 'hello', input_template: { name } });
+    assert.equal(created.status, 201);
+    return ((await created.json()) as { id: string }).id;
+  };
+  /** The records, keyed by the tenant, on Kafka api.events. */
+  const sendEvents = async (...events: object[]) => {
+    const producer = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rules-test').producer();
+    await producer.connect();
+    await producer.send({ topic: TOPICS.events, messages: events.map((e) => ({ key: tenant, value: JSON.stringify(e) })) });
+    await producer.disconnect();
+  };
+
   before(async () => {
     const t = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'tr');
     tenant = t.tenant;
@@ -106,19 +120,12 @@ describe('trigger rules', () => {
   });
 
   test('a Kafka api.events record of a bound type starts its workflow once, however often it is read', async () => {
-    const created = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, {
-      event_type: 'user.signed_up', workflow_type: 'hello', input_template: { name: '{{event.data.email}}' },
-    });
-    assert.equal(created.status, 201);
-    const rule = (await created.json()) as { id: string };
+    const rule = await eventRule('user.signed_up', '{{event.data.email}}');
     const eventId = randomUUID();
-    const producer = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rules-test').producer();
-    await producer.connect();
     const event = { id: eventId, type: 'user.signed_up', tenant, data: { email: 'grace@example.com' } };
     // Sent twice: the same event must not start two workflows.
-    await producer.send({ topic: TOPICS.events, messages: [{ key: tenant, value: JSON.stringify(event) }, { key: tenant, value: JSON.stringify(event) }] });
-    await producer.disconnect();
-    const id = new ExecutionIds(stack.env.FLOWGATE_EXECUTION_ID_SECRET!).mint(tenant, `event:${rule.id}:${eventId}`);
+    await sendEvents(event, event);
+    const id = new ExecutionIds(stack.env.FLOWGATE_EXECUTION_ID_SECRET!).mint(tenant, `event:${rule}:${eventId}`);
     await eventually('event-triggered workflow completed', async () => (await api.status(id)).body.status === 'COMPLETED', 60_000, 250);
     assert.deepEqual((await api.status(id)).body.result, { greeting: 'Hello, grace@example.com!' });
     const list = await api.list('?type=hello&limit=100');
@@ -136,11 +143,7 @@ describe('trigger rules', () => {
     const started: RunningProcess[] = [];
     const temporal = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, stack.env.FLOWGATE_TEMPORAL_NAMESPACE ?? 'default');
     try {
-      const created = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, {
-        event_type: 'order.placed', workflow_type: 'hello', input_template: { name: '{{event.data.customer}}' },
-      });
-      assert.equal(created.status, 201);
-      const rule = (await created.json()) as { id: string };
+      const rule = await eventRule('order.placed', '{{event.data.customer}}');
       const first = await spawnProcess('triggers', env, overrides);
       started.push(first);
       await eventually('triggers ready', async () => (await readyStatus(first.statusUrl)).code === 200, 60_000);
@@ -149,14 +152,11 @@ describe('trigger rules', () => {
       await first.exited;
 
       const eventId = randomUUID();
-      const producer = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rules-test').producer();
-      await producer.connect();
-      await producer.send({ topic: TOPICS.events, messages: [{ key: tenant, value: JSON.stringify({ id: eventId, type: 'order.placed', tenant, data: { customer: 'ada' } }) }] });
-      await producer.disconnect();
+      await sendEvents({ id: eventId, type: 'order.placed', tenant, data: { customer: 'ada' } });
 
       const second = await spawnProcess('triggers', env, overrides);
       started.push(second);
-      const id = new ExecutionIds(overrides.FLOWGATE_EXECUTION_ID_SECRET).mint(tenant, `event:${rule.id}:${eventId}`);
+      const id = new ExecutionIds(overrides.FLOWGATE_EXECUTION_ID_SECRET).mint(tenant, `event:${rule}:${eventId}`);
       // The old member's session (10 s) ends before the new one is given the partitions.
       await eventually('the record sent while it was down started its workflow', async () => {
         const d = await temporal.workflow.getHandle(id).describe();
@@ -181,18 +181,11 @@ describe('trigger rules', () => {
       FLOWGATE_EVENT_RULES_GROUP: `test-crash-${randomUUID()}`, FLOWGATE_EXECUTION_ID_SECRET: secret, FLOWGATE_FAILPOINT: 'events-consumer-crash',
     });
     try {
-      const created = await admin('POST', `/triggers?workspace=${tenant}`, adminToken, {
-        event_type: 'invoice.paid', workflow_type: 'hello', input_template: { name: '{{event.data.customer}}' },
-      });
-      assert.equal(created.status, 201);
-      const rule = (await created.json()) as { id: string };
+      const rule = await eventRule('invoice.paid', '{{event.data.customer}}');
       await eventually('triggers ready', async () => (await readyStatus(p.statusUrl)).code === 200, 60_000);
       const eventId = randomUUID();
-      const producer = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rules-test').producer();
-      await producer.connect();
-      await producer.send({ topic: TOPICS.events, messages: [{ key: tenant, value: JSON.stringify({ id: eventId, type: 'invoice.paid', tenant, data: { customer: 'grace' } }) }] });
-      await producer.disconnect();
-      const id = new ExecutionIds(secret).mint(tenant, `event:${rule.id}:${eventId}`);
+      await sendEvents({ id: eventId, type: 'invoice.paid', tenant, data: { customer: 'grace' } });
+      const id = new ExecutionIds(secret).mint(tenant, `event:${rule}:${eventId}`);
       await eventually('the record started its workflow after the consumer was started again', async () => (await temporal.workflow.getHandle(id).describe()).status.name === 'COMPLETED', 60_000, 500);
       assert.match(p.output(), /api.events consumer crashed/);
       assert.match(p.output(), /api.events consumer started again/);
