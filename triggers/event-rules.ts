@@ -49,9 +49,6 @@ export async function startEventRules(deps: { group?: string; failpoint?: string
     }
     return cache.rules;
   };
-  // A member that vanished without leaving (a crash, or a broker restart that made the consumer
-  // start over with a new member id) holds its partitions until its session times out: every
-  // join meanwhile waits for it. 10 s instead of kafkajs's 30 s bounds that stall.
   const groupId = deps.group ?? EVENT_RULES_GROUP;
   // The consumer starts at the end of a partition it has no offset for; pinning those partitions
   // first means a record that lands while no member runs is read when one comes back.
@@ -62,6 +59,9 @@ export async function startEventRules(deps: { group?: string; failpoint?: string
   } catch (err) {
     deps.logger.warn({ err, group: groupId }, 'could not pin api.events partitions without an offset; a record landing there while no member runs may be skipped');
   }
+  // A member that vanished without leaving (a crash, or a broker restart that made the consumer
+  // start over with a new member id) holds its partitions until its session times out: every
+  // join meanwhile waits for it. 10 s instead of kafkajs's 30 s bounds that stall.
   const consumer = deps.kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: EVENT_RULES_SESSION_MS, heartbeatInterval: 3000 });
   consumer.on(consumer.events.GROUP_JOIN, (e) => deps.logger.info({ partitions: e.payload.memberAssignment[TOPICS.events], ms: e.payload.duration }, 'api.events consumer joined its group'));
   const start = async () => {
