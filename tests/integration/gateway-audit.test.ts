@@ -104,8 +104,13 @@ describe('audit trail on Kafka', () => {
         const r = await t.gw('GET', `/items/${i}`, undefined, { 'x-request-id': id });
         assert.equal(r.status, 200, 'requests are served while Kafka is down');
       }
-      const metrics = await (await fetch(`http://127.0.0.1:${stack.layout.ports.gatewayStatus}/metrics`)).text();
-      const queued = Number(/^gateway_audit_queued(?:\{[^}]*\})? (\d+)/m.exec(metrics)?.[1]);
+      // The gauge counts the producer thread's queue as of its last report (every 250 ms).
+      let queued = 0;
+      await eventually('the entries waiting for Kafka counted', async () => {
+        const metrics = await (await fetch(`http://127.0.0.1:${stack.layout.ports.gatewayStatus}/metrics`)).text();
+        queued = Number(/^gateway_audit_queued(?:\{[^}]*\})? (\d+)/m.exec(metrics)?.[1]);
+        return queued >= 50;
+      }, 5000, 100).catch(() => undefined);
       assert.ok(queued >= 50, `entries wait for Kafka: ${queued}`);
     } finally {
       await startServer(stack.layout, serverSpec('kafka'));
