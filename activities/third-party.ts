@@ -2,6 +2,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { BreakerOpenError } from '../lib/third-party/breakers';
 import { ThirdPartyUnavailable, UnknownServiceError, type ThirdPartyClient, type ThirdPartyRequest } from '../lib/third-party/client';
 import { CredentialUnavailable } from '../lib/third-party/credentials';
+import { PathOutsideService } from '../lib/third-party/services';
 
 /** The smallest wait before retrying past an open breaker (it may be half-open with a probe in flight). */
 const MIN_BREAKER_WAIT_MS = 1000;
@@ -24,6 +25,7 @@ export function thirdPartyFailure(err: unknown): Error {
   }
   if (err instanceof CredentialUnavailable) return ApplicationFailure.create({ type: 'CredentialUnavailable', message: err.message, details: [{ service: err.service }] });
   if (err instanceof UnknownServiceError) return ApplicationFailure.nonRetryable(err.message, 'UnknownThirdParty', { service: err.service });
+  if (err instanceof PathOutsideService) return ApplicationFailure.nonRetryable(err.message, 'PathOutsideService', { service: err.service });
   return err instanceof Error ? err : new Error(String(err));
 }
 

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import type { OutboundResult } from '../../activities/third-party';
 import { ApiError, validationError } from '../../lib/errors';
 import { startWorkflow } from '../../lib/start-workflow';
+import { PathOutsideService, serviceUrl } from '../../lib/third-party/services';
 import { registeredWorkflowType } from '../../lib/workflow-registry';
 import type { GatewayContext } from '../app';
 import { acceptedAnswer, createTriggering, idempotencyKeyOf } from '../triggering';
@@ -42,6 +43,12 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
       throw new ApiError(404, 'unknown_service', `no third party named ${service}`, [{ field: 'params.service', message: `one of: ${[...services.keys()].join(', ')}` }]);
     }
     if (!PATH.test(path)) throw new ApiError(400, 'validation_failed', 'invalid path', [{ field: 'params.path', message: 'URL path characters only' }]);
+    try {
+      serviceUrl(services.get(service)!, path);
+    } catch (err) {
+      if (!(err instanceof PathOutsideService)) throw err;
+      throw new ApiError(400, 'validation_failed', 'invalid path', [{ field: 'params.path', message: "must stay under the service's base URL" }]);
+    }
     const raw = (req.body ?? {}) as Record<string, unknown>;
     if (raw && typeof raw === 'object' && 'internal_api_key' in raw) {
       throw new ApiError(400, 'validation_failed', 'credentials go in Authorization or X-API-Key, never in the body', [{ field: 'body.internal_api_key', message: 'not accepted' }]);

@@ -106,6 +106,7 @@ export class ThirdPartyClient {
   async call(req: ThirdPartyRequest): Promise<ThirdPartyResponse> {
     const svc = this.services.get(req.service);
     if (!svc) throw new UnknownServiceError(req.service);
+    serviceUrl(svc, req.path); // PathOutsideService before any attempt: the credential goes nowhere else
     const body = req.body === undefined ? undefined : JSON.stringify(req.body);
     const records: Promise<void>[] = [];
     try {

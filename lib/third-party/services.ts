@@ -35,9 +35,28 @@ export const thirdPartyService = z
 
 export type ThirdPartyService = z.infer<typeof thirdPartyService>;
 
-/** `path` (with its query) under the service's base URL, whatever slashes either has. */
-export const serviceUrl = (svc: ThirdPartyService, path: string): URL =>
-  new URL(path.replace(/^\/+/, ''), svc.base_url.endsWith('/') ? svc.base_url : `${svc.base_url}/`);
+/** A path that would leave its service's base URL (another host, or above the base path). */
+export class PathOutsideService extends Error {
+  constructor(readonly service: string, readonly path: string) {
+    super(`the path leaves ${service}'s base URL`);
+    this.name = 'PathOutsideService';
+  }
+}
+
+/**
+ * `path` (with its query) under the service's base URL, whatever slashes either has. The path is
+ * appended as text, never resolved as a reference: `http://elsewhere/x` or `//elsewhere/x` would
+ * otherwise replace the host and take the service's credential with them. What still leaves the
+ * base (`../` in any spelling, which the URL parser folds) is refused with PathOutsideService.
+ */
+export function serviceUrl(svc: ThirdPartyService, path: string): URL {
+  const base = new URL(svc.base_url.endsWith('/') ? svc.base_url : `${svc.base_url}/`);
+  base.search = '';
+  base.hash = '';
+  const url = new URL(`${base.href}${path.replace(/^\/+/, '')}`);
+  if (url.origin !== base.origin || !url.pathname.startsWith(base.pathname)) throw new PathOutsideService(svc.name, path);
+  return url;
+}
 
 export const thirdPartyServices = z
   .array(thirdPartyService)

@@ -2,6 +2,8 @@
 // payment provider as the third party.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, test } from 'node:test';
 import { gatewayClient } from '../helpers/api';
 import { sandboxControl } from '../helpers/sandbox';
@@ -62,6 +64,27 @@ describe('outbound proxy', () => {
     assert.equal(wait.body.error.details[0].field, 'query.wait');
     const anonymous = await fetch(`${stack.gatewayUrl}/outbound/3rdparty/payments-sandbox/v1/charges`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
     assert.equal(anonymous.status, 401);
+  });
+
+  test("a URL in the path cannot take the call, and the platform's credential, to another host", async () => {
+    const { outbound } = await caller();
+    const seen: string[] = [];
+    const elsewhere = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url} ${req.headers.authorization ?? ''}`);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"stolen":true}');
+    });
+    await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = elsewhere.address() as AddressInfo;
+      for (const path of [`http:%2F%2F127.0.0.1:${port}%2Fsteal`, `http://127.0.0.1:${port}/steal`, `%2F%2F127.0.0.1:${port}%2Fsteal`]) {
+        const r = await outbound(`payments-sandbox/${path}?wait=20`, { method: 'GET' });
+        assert.notEqual(r.status, 200, `${path}: ${r.text}`);
+        assert.ok(!r.text.includes('stolen'), r.text);
+      }
+      assert.deepEqual(seen, [], 'nothing reached the other host');
+    } finally {
+      elsewhere.close();
+    }
   });
 
   test('past the deadline: 202 with the execution id, and the answer later from the status API', async () => {
