@@ -130,6 +130,7 @@ export const configSchema = z.object({
   FLOWGATE_EXECUTION_ID_SECRET: z.string().min(16, 'must be at least 16 characters').default('flowgate-local-only-execution-secret'),
   /** How many triggers a consumer process works on at once. */
   FLOWGATE_CONSUMER_CONCURRENCY: z.coerce.number().int().min(1).max(1024).default(64),
+  /** Ordinary failures of one trigger before it is dead-lettered (outage retries and redeliveries after a crash do not count). */
   FLOWGATE_CONSUMER_MAX_DELIVER: z.coerce.number().int().min(1).default(10),
   /** How long JetStream waits for an ack before redelivering to another consumer. */
   FLOWGATE_CONSUMER_ACK_WAIT_MS: z.coerce.number().int().min(500).default(30_000),

@@ -17,7 +17,11 @@ export type JetStreamWorkerOptions = {
   durable: string;
   /** How many messages are worked on at once (and buffered): the concurrency bound. */
   concurrency: number;
-  /** Deliveries failing with an ordinary error before a message is dead-lettered. */
+  /**
+   * Deliveries failing with an ordinary error before a message is dead-lettered. Only those
+   * count: not the retries while a dependency was away, nor redeliveries after a crash or an
+   * expired ack wait, which the server's delivery count includes.
+   */
   maxDeliver: number;
   ackWaitMs?: number;
   logger: Logger;
@@ -33,6 +37,35 @@ export const nakDelayMs = (deliveries: number, capMs = 30_000) => Math.min(250 *
 
 /** While a dependency is away, retry often enough that work resumes within seconds of its return. */
 const OUTAGE_RETRY_CAP_MS = 2_000;
+
+/**
+ * The ordinary failures of the messages this process has worked on, by stream sequence. Kept
+ * here, not read from the server: its delivery count also grows with every retry during an
+ * outage, so after a long one the first ordinary error would dead-letter at once. A message
+ * redelivered to another process (or after a restart) starts again from zero there: more
+ * retries than `maxDeliver`, never fewer. Bounded; the oldest entries go first.
+ */
+export class FailureCounts {
+  private readonly counts = new Map<number, number>();
+  constructor(private readonly max = 10_000) {}
+
+  /** Counts one more ordinary failure of `seq`; returns how many it has had. */
+  failed(seq: number): number {
+    const n = (this.counts.get(seq) ?? 0) + 1;
+    this.counts.delete(seq);
+    this.counts.set(seq, n);
+    if (this.counts.size > this.max) this.counts.delete(this.counts.keys().next().value!);
+    return n;
+  }
+
+  forget(seq: number): void {
+    this.counts.delete(seq);
+  }
+
+  get size(): number {
+    return this.counts.size;
+  }
+}
 
 /**
  * A durable pull consumer shared by every process that runs it (JetStream spreads the work):
@@ -60,33 +93,40 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
   const consumer = await opts.js.consumers.get(opts.stream, opts.durable);
   const messages = await consumer.consume({ max_messages: opts.concurrency });
   const inFlight = new Set<Promise<void>>();
+  const failures = new FailureCounts();
   let release: (() => void) | undefined;
 
   const process1 = async (m: JsMsg) => {
     const deliveries = m.info.deliveryCount;
+    const seq = m.info.streamSequence;
     if (deliveries > 1) opts.onRedelivery?.(m);
     // Keep the message ours while slow work runs (e.g. Temporal briefly away).
     const keepAlive = setInterval(() => m.working(), Math.max(ackWait / 3, 1000));
     try {
       await opts.handle(m);
+      failures.forget(seq);
       await m.ackAck().catch(() => undefined); // a lost ack means a redelivery, which the handler absorbs
     } catch (err) {
       const poison = err instanceof PoisonMessageError;
       if (err instanceof DependencyUnavailableError) {
         opts.logger.warn({ err: err.message, deliveries, subject: m.subject }, 'dependency unavailable; will retry');
         m.nak(nakDelayMs(deliveries, OUTAGE_RETRY_CAP_MS));
-      } else if (poison || deliveries >= opts.maxDeliver) {
-        const reason = poison ? (err as Error).message : `gave up after ${deliveries} deliveries: ${(err as Error).message}`;
+        return;
+      }
+      const failed = poison ? 0 : failures.failed(seq);
+      if (poison || failed >= opts.maxDeliver) {
+        const reason = poison ? (err as Error).message : `gave up after ${failed} failed deliveries: ${(err as Error).message}`;
         try {
           await opts.deadLetter(m, reason);
+          failures.forget(seq);
           m.term(reason);
         } catch (dlqErr) {
           opts.logger.error({ err: dlqErr }, 'dead-lettering failed; will retry');
-          m.nak(nakDelayMs(deliveries));
+          m.nak(nakDelayMs(failed));
         }
       } else {
-        opts.logger.warn({ err, deliveries, subject: m.subject }, 'transient failure; will retry');
-        m.nak(nakDelayMs(deliveries));
+        opts.logger.warn({ err, deliveries, failed, subject: m.subject }, 'transient failure; will retry');
+        m.nak(nakDelayMs(failed));
       }
     } finally {
       clearInterval(keepAlive);
