@@ -37,6 +37,13 @@ export type RequestRecord = {
 };
 
 const API_CALLS_BATCH = 500;
+const API_CALLS_COLUMNS = ['at', 'workspace_id', 'method', 'path', 'status', 'latency_ms', 'request_id', 'consumer', 'route', 'upstream', 'client_ip', 'error_code', 'request_body', 'response_body'] as const;
+
+/** PostgreSQL text cannot hold NUL: a body that carries one keeps a visible stand-in instead. */
+const pgText = (s: string | undefined): string | null => (s === undefined ? null : s.includes('\0') ? s.replaceAll('\0', '\uFFFD') : s);
+
+/** A PostgreSQL data error (SQLSTATE class 22: bad encoding, value out of range…): that row can never be written. */
+const isDataError = (err: unknown): boolean => /^22/.test(String((err as { code?: unknown }).code ?? ''));
 
 /** Where audit entries go: lib/kafka-thread.ts in the gateway, or a KafkaBatcher. Fire and forget. */
 export type AuditProducer = { send(topic: string, key: string, value: unknown): unknown; readonly queued: number };
@@ -52,7 +59,7 @@ export class RequestAudit {
     kafka?: AuditProducer; pool?: Pool; logger: Logger; registry: Registry; successSample: number; flushMs?: number; maxRows?: number;
   }) {
     this.recorded = new prom.Counter({ name: 'gateway_audit_records_total', help: 'Request audit entries handed to Kafka', registers: [opts.registry] });
-    this.apiCallsDropped = new prom.Counter({ name: 'gateway_api_calls_dropped_total', help: 'api_calls rows dropped because PostgreSQL was away too long', registers: [opts.registry] });
+    this.apiCallsDropped = new prom.Counter({ name: 'gateway_api_calls_dropped_total', help: 'api_calls rows dropped: PostgreSQL away too long, or a row it refuses', registers: [opts.registry] });
     new prom.Gauge({
       name: 'gateway_audit_queued', help: 'Audit entries waiting for Kafka', registers: [opts.registry],
       collect() { this.set(opts.kafka?.queued ?? 0); },
@@ -84,22 +91,47 @@ export class RequestAudit {
   private async writeRows(): Promise<void> {
     while (this.rows.length) {
       const batch = this.rows.slice(0, API_CALLS_BATCH);
-      const cols = ['at', 'workspace_id', 'method', 'path', 'status', 'latency_ms', 'request_id', 'consumer', 'route', 'upstream', 'client_ip', 'error_code', 'request_body', 'response_body'] as const;
-      const values: unknown[] = [];
-      const tuples = batch.map((r, i) => {
-        values.push(r.at, r.tenant ?? null, r.method, r.path, r.status, r.latency_ms, r.request_id, r.consumer ?? null, r.route ?? null,
-          r.upstream ?? null, r.client_ip, r.error_code ?? null, r.request_body ?? null, r.response_body ?? null);
-        return `(${cols.map((_, j) => `$${i * cols.length + j + 1}`).join(', ')})`;
-      });
       try {
-        await asPlatform(this.opts.pool!, (db) => db.query(`INSERT INTO api_calls (${cols.join(', ')}) VALUES ${tuples.join(', ')}`, values));
+        await this.insert(batch);
         this.rows.splice(0, batch.length);
       } catch (err) {
+        // One row PostgreSQL refuses must not hold back every row after it: write them one by one.
+        if (isDataError(err) && await this.insertEach(batch)) continue;
         // PostgreSQL away: the rows wait (bounded) for the next pass; the Kafka trail has every request meanwhile.
         this.opts.logger.warn({ err: (err as Error).message, waiting: this.rows.length }, 'api_calls not written; retrying');
         return;
       }
     }
+  }
+
+  private insert(batch: RequestRecord[]): Promise<unknown> {
+    const cols = API_CALLS_COLUMNS;
+    const values: unknown[] = [];
+    const tuples = batch.map((r, i) => {
+      values.push(r.at, r.tenant ?? null, r.method, pgText(r.path), r.status, r.latency_ms, r.request_id, r.consumer ?? null, r.route ?? null,
+        r.upstream ?? null, r.client_ip, r.error_code ?? null, pgText(r.request_body), pgText(r.response_body));
+      return `(${cols.map((_, j) => `$${i * cols.length + j + 1}`).join(', ')})`;
+    });
+    return asPlatform(this.opts.pool!, (db) => db.query(`INSERT INTO api_calls (${cols.join(', ')}) VALUES ${tuples.join(', ')}`, values));
+  }
+
+  /**
+   * Each row on its own; a row PostgreSQL refuses as data is dropped (counted and logged), not
+   * retried forever. False when PostgreSQL went away meanwhile: the rest waits for the next pass.
+   */
+  private async insertEach(batch: RequestRecord[]): Promise<boolean> {
+    for (const r of batch) {
+      try {
+        await this.insert([r]);
+      } catch (err) {
+        if (!isDataError(err)) return false;
+        this.apiCallsDropped.inc();
+        this.opts.logger.warn({ err: (err as Error).message, request_id: r.request_id }, 'api_calls row refused by PostgreSQL; dropped');
+      }
+      const i = this.rows.indexOf(r);
+      if (i >= 0) this.rows.splice(i, 1);
+    }
+    return true;
   }
 
   async close(): Promise<void> {

@@ -11,7 +11,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createKafka, TOPICS } from '../../lib/kafka';
+import { Registry } from 'prom-client';
+import { createLogger } from '../../lib/logger';
 import { asPlatform, createPool } from '../../lib/postgres';
+import { RequestAudit } from '../../gateway/request-audit';
 import { freePorts, serverSpec, startServer, stopServer } from '../../stack/stack';
 import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
@@ -187,5 +190,36 @@ describe('api_calls and metrics', () => {
     assert.match(metrics, /auth_token_validation_duration_seconds_count\{[^}]*method="api_key"/);
     assert.match(metrics, /upstream_target_health\{/);
     assert.doesNotMatch(metrics, /path="\/items\/fail-1"/, 'no raw paths in labels');
+  });
+
+  test('a body PostgreSQL cannot store (a NUL byte) is kept with a stand-in and holds back no other row', async () => {
+    const t = await tenant();
+    const nul = `nul-${randomUUID()}`;
+    const next = `after-nul-${randomUUID()}`;
+    const r = await fetch(`${stack.gatewayUrl}/items/fail-nul`, {
+      method: 'POST', headers: { authorization: `Bearer ${t.key}`, 'content-type': 'text/plain', 'x-request-id': nul }, body: 'before\0after',
+    });
+    assert.equal(r.status, 500);
+    assert.equal((await t.gw('POST', '/items/fail-2', { n: 1 }, { 'x-request-id': next })).status, 500);
+    let rows: { request_id: string; request_body: string }[] = [];
+    await eventually('both errors are in api_calls', async () => {
+      rows = (await asPlatform(pool, (db) => db.query('SELECT request_id, request_body FROM api_calls WHERE request_id = ANY($1)', [[nul, next]]))).rows;
+      return rows.length === 2;
+    }, 10_000, 200);
+    assert.equal(rows.find((x) => x.request_id === nul)!.request_body, 'before\uFFFDafter');
+  });
+
+  test('a row PostgreSQL refuses is dropped and counted; the rest of its batch is written', async () => {
+    const registry = new Registry();
+    const audit = new RequestAudit({ pool, logger: createLogger('audit-test', 'error'), registry, successSample: 1, flushMs: 60_000 });
+    const ids = [0, 1, 2].map((i) => `refused-${i}-${randomUUID()}`);
+    const row = (id: string, at: string) => ({ at, request_id: id, method: 'GET', path: '/x', status: 404, latency_ms: 1, client_ip: '127.0.0.1' });
+    audit.record(row(ids[0]!, new Date().toISOString()));
+    audit.record(row(ids[1]!, 'not a timestamp')); // SQLSTATE 22007: this row can never be written
+    audit.record(row(ids[2]!, new Date().toISOString()));
+    await audit.close();
+    const written = (await asPlatform(pool, (db) => db.query('SELECT request_id FROM api_calls WHERE request_id = ANY($1)', [ids]))).rows.map((r) => r.request_id as string);
+    assert.deepEqual(written.sort(), [ids[0], ids[2]].sort());
+    assert.match(await registry.metrics(), /gateway_api_calls_dropped_total 1/);
   });
 });
