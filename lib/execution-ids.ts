@@ -8,6 +8,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
  */
 const PREFIX = 'fgx_';
 const ID_PATTERN = /^fgx_([A-Za-z0-9_-]{22})_([A-Za-z0-9_-]{16})$/;
+const CURSOR_PATTERN = /^([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]{22})$/;
 
 export class ExecutionIds {
   constructor(private readonly secret: string) {}
@@ -31,5 +32,28 @@ export class ExecutionIds {
     const expected = Buffer.from(this.mac(tenant, m[1]!));
     const given = Buffer.from(m[2]!);
     return expected.length === given.length && timingSafeEqual(expected, given);
+  }
+
+  /**
+   * A list page's cursor: Temporal's page token, signed for the tenant. Temporal answers a token
+   * it cannot read with UNKNOWN, which its client retries until the deadline, so only a cursor
+   * the gateway handed out is ever passed on; anything else is a 400 at once.
+   */
+  sealCursor(tenant: string, token: Uint8Array): string {
+    const body = Buffer.from(token).toString('base64url');
+    return `${body}.${this.cursorMac(tenant, body)}`;
+  }
+
+  /** The page token inside a cursor sealed for this tenant, or undefined. */
+  openCursor(tenant: string, cursor: string): Buffer | undefined {
+    const m = CURSOR_PATTERN.exec(cursor);
+    if (!m) return undefined;
+    const expected = Buffer.from(this.cursorMac(tenant, m[1]!));
+    const given = Buffer.from(m[2]!);
+    return expected.length === given.length && timingSafeEqual(expected, given) ? Buffer.from(m[1]!, 'base64url') : undefined;
+  }
+
+  private cursorMac(tenant: string, body: string): string {
+    return createHmac('sha256', this.secret).update(`cursor|${tenant}|${body}`).digest('base64url').slice(0, 22);
   }
 }

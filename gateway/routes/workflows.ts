@@ -128,7 +128,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     const s = await statusOf(id, tenant);
     if (s.status === 'ACCEPTED') throw new ApiError(409, 'execution_not_started', 'the workflow has not started yet', undefined, { 'Retry-After': '1' });
     const def = findWorkflowType(s.workflow_type ?? '');
-    const schema = def?.signals[name];
+    const schema = def && Object.hasOwn(def.signals, name) ? def.signals[name] : undefined;
     if (!schema) throw new ApiError(400, 'unknown_signal', `${s.workflow_type} has no signal named ${name}`, [{ field: 'params.name', message: `one of: ${Object.keys(def?.signals ?? {}).join(', ') || '(none)'}` }]);
     if (s.status !== 'RUNNING') throw new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
     const payload = parse(schema, req.body ?? undefined, 'signal');
@@ -163,17 +163,19 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       if (!def) throw new ApiError(400, 'validation_failed', 'unknown workflow type', [{ field: 'query.type', message: 'see GET /api/workflow-types' }]);
       clauses.push(`WorkflowType = '${def.workflow}'`);
     }
+    const pageToken = q.cursor === undefined ? undefined : ids.openCursor(tenant, q.cursor);
+    if (q.cursor !== undefined && !pageToken) throw new ApiError(400, 'validation_failed', 'invalid cursor', [{ field: 'query.cursor', message: 'a next_cursor from an earlier page' }]);
     const res = await callTemporal('list', () => temporal.workflowService.listWorkflowExecutions({
       namespace: temporal.options.namespace,
       query: clauses.join(' AND '),
       pageSize: q.limit,
-      nextPageToken: q.cursor ? Buffer.from(q.cursor, 'base64url') : undefined,
+      nextPageToken: pageToken,
     }));
     const rows = await Promise.all((res.executions ?? []).map(async (raw) => {
       const info = await executionInfoFromRaw(raw, temporal.options.loadedDataConverter, raw, temporal.options.namespace);
       return tenantOf(info) === tenant ? summarize(info) : null;
     }));
-    const token = res.nextPageToken && res.nextPageToken.length ? Buffer.from(res.nextPageToken).toString('base64url') : null;
+    const token = res.nextPageToken && res.nextPageToken.length ? ids.sealCursor(tenant, res.nextPageToken) : null;
     return { executions: rows.filter((r) => r !== null), next_cursor: token };
   });
 }

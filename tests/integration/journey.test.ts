@@ -80,6 +80,12 @@ describe('core journey', () => {
       const unknown = await a.signal(id, 'launch', {});
       assert.equal(unknown.status, 400);
       assert.equal(unknown.body.error.code, 'unknown_signal');
+      for (const inherited of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+        const r = await a.signal(id, inherited, {});
+        assert.equal(r.status, 400, `${inherited}: ${JSON.stringify(r.body)}`);
+        assert.equal(r.body.error.code, 'unknown_signal');
+        assert.equal(r.body.error.details[0].field, 'params.name');
+      }
       const bad = await a.signal(id, 'approve', { approver: 42 });
       assert.equal(bad.status, 400);
       assert.equal(bad.body.error.details[0].field, 'signal.approver');
@@ -152,6 +158,15 @@ describe('core journey', () => {
       const bad = await a.list('?status=SLEEPING');
       assert.equal(bad.status, 400);
       assert.equal(bad.body.error.details[0].field, 'query.status');
+      // A cursor the gateway did not hand out to this tenant: 400 naming it, at once (Temporal
+      // itself answers an unreadable page token with an error its client retries for seconds).
+      assert.equal((await b.list(`?limit=2&cursor=${page1.body.next_cursor}`)).status, 400, "another tenant's cursor");
+      for (const cursor of ['abc', 'not%20a%20cursor', `${page1.body.next_cursor}x`, `AAAA.${'A'.repeat(22)}`]) {
+        const r = await a.list(`?type=hello&limit=2&cursor=${cursor}`);
+        assert.equal(r.status, 400, `${cursor}: ${JSON.stringify(r.body)}`);
+        assert.equal(r.body.error.code, 'validation_failed');
+        assert.equal(r.body.error.details[0].field, 'query.cursor');
+      }
     });
   });
 

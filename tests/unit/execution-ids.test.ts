@@ -24,3 +24,14 @@ test('made-up, altered or foreign-secret ids are refused', () => {
   assert.equal(ids.belongsTo('fgx_notanid', 'acme'), false);
   assert.equal(ids.belongsTo(new ExecutionIds('another-secret-value-xx').mint('acme'), 'acme'), false);
 });
+
+test('a list cursor opens to its page token for its tenant only; anything else opens to nothing', () => {
+  const token = Buffer.from([0, 1, 2, 250, 251, 252, 42]);
+  const cursor = ids.sealCursor('acme', token);
+  assert.deepEqual(ids.openCursor('acme', cursor), token);
+  assert.equal(ids.openCursor('globex', cursor), undefined);
+  assert.equal(ids.openCursor('acme', `${cursor}x`), undefined);
+  assert.equal(ids.openCursor('acme', `AAAA${cursor}`), undefined);
+  assert.equal(ids.openCursor('acme', Buffer.from(token).toString('base64url')), undefined, "Temporal's bare token");
+  assert.equal(new ExecutionIds('another-secret-of-enough-length').openCursor('acme', cursor), undefined);
+});
