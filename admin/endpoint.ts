@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import { z } from 'zod';
 import type { Resource } from '../lib/control-plane/schemas';
-import { ApiError, validationError } from '../lib/errors';
+import { ApiError, nulCharacter, validationError } from '../lib/errors';
 import { authenticateAdmin, authorize, workspaceOf, type Action, type AdminPrincipal, type PlatformTokenMirror } from './auth';
 
 /**
@@ -53,6 +53,11 @@ export class AdminApi {
         authorize(who, spec.resource, spec.action);
         if (spec.platform && who.workspace !== null) {
           throw new ApiError(403, 'forbidden', 'this acts on the platform: use a platform-wide token', [{ field: 'authorization', message: 'a workspace token' }]);
+        }
+        // PostgreSQL text cannot hold NUL: refused here, naming the field, rather than failing the query.
+        for (const [where, value] of [['params', req.params], ['query', req.query], ['body', req.body]] as const) {
+          const nul = nulCharacter(value, where);
+          if (nul) throw nul;
         }
         const ws = spec.scoped === false ? (who.workspace ?? '') : workspaceOf(who, req);
         const parse = <T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'query' | 'params' | 'body'): T => {

@@ -23,6 +23,25 @@ export function validationError(error: z.ZodError, where: 'body' | 'query' | 'pa
   return new ApiError(400, 'validation_failed', `invalid ${where}: ${details.map((d) => d.field).join(', ')}`, details);
 }
 
+/**
+ * A 400 naming the first string (or object key) in `value` that holds a NUL character, which
+ * PostgreSQL text cannot store; undefined when there is none.
+ */
+export function nulCharacter(value: unknown, where: 'body' | 'query' | 'params'): ApiError | undefined {
+  const find = (v: unknown, path: string[], depth: number): string[] | undefined => {
+    if (typeof v === 'string') return v.includes('\0') ? path : undefined;
+    if (depth > 32 || v === null || typeof v !== 'object' || Buffer.isBuffer(v)) return undefined;
+    for (const [k, child] of Object.entries(v)) {
+      if (k.includes('\0')) return [...path, k];
+      const found = find(child, [...path, k], depth + 1);
+      if (found) return found;
+    }
+    return undefined;
+  };
+  const path = find(value, [where], 0);
+  return path && new ApiError(400, 'validation_failed', `invalid ${where}: ${path.join('.')}`, [{ field: path.join('.'), message: 'must not contain a NUL character' }]);
+}
+
 const FASTIFY_CODES: Record<string, { status: number; code: string }> = {
   FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: 'body_too_large' },
   FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'malformed_json' },

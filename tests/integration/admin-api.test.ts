@@ -152,6 +152,20 @@ describe('CRUD of every entity', () => {
     assert.equal(trig.status, 409, 'a trigger route collides with routes too');
     assert.match(trig.body.error.message, /route a/);
     assert.equal((await t.admin('POST', '/services', { name: 's', url: 'http://127.0.0.1:9' })).status, 409, 'a taken name');
+
+    // A NUL character, which PostgreSQL text cannot hold, anywhere: 400 naming it, never 500.
+    for (const [method, path, body, field] of [
+      ['GET', '/services/a%00b', undefined, 'params.id'],
+      ['GET', '/audit-logs?actor=%00', undefined, 'query.actor'],
+      ['GET', '/services?workspace=%00', undefined, 'query.workspace'],
+      ['POST', '/services', { name: 'n', url: 'http://127.0.0.1:9', tags: ['ok', 'x\u0000'] }, 'body.tags.1'],
+      ['PATCH', '/services/s', { tags: ['\u0000'] }, 'body.tags.0'],
+    ] as const) {
+      const r = await t.admin(method, path, body);
+      assert.equal(r.status, 400, `${method} ${path}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.error.code, 'validation_failed');
+      assert.equal(r.body.error.details[0].field, field, `${method} ${path}`);
+    }
   });
 });
 
