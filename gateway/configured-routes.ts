@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError, validationError } from '../lib/errors';
-import { renderInput } from '../lib/trigger-rules';
+import { renderInput, templateHeaders } from '../lib/trigger-rules';
 import { findWorkflowType } from '../lib/workflow-registry';
 import { aggregate } from './aggregate';
 import type { GatewayContext } from './app';
@@ -176,7 +176,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
       body: req.body,
       path: params,
       query: Object.fromEntries(new URLSearchParams(url.search)),
-      headers: req.headers,
+      headers: templateHeaders(req.headers),
       auth: { tenant: principal.tenant, consumer_id: principal.consumerId },
     });
     const parsed = def.input.safeParse(input);

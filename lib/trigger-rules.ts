@@ -27,6 +27,29 @@ export async function loadTriggerRules(pool: Pool, filter: { eventType?: string;
   return res.rows;
 }
 
+/** Headers a template never sees: the caller's credentials are not workflow input. */
+const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'x-api-key', 'cookie']);
+
+/** A request's headers as templates see them: without its credentials. */
+export function templateHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [k, v] of Object.entries(headers)) if (v !== undefined && !CREDENTIAL_HEADERS.has(k.toLowerCase())) out[k] = v;
+  return out;
+}
+
+/**
+ * Where a template names a credential header (`{{headers.authorization}}`): the paths in the
+ * template, for the Admin API to refuse. Such a value would be empty anyway (templateHeaders).
+ */
+export function credentialReferences(template: unknown, at: string[] = []): string[][] {
+  if (typeof template === 'string') {
+    const refs = [...template.matchAll(EMBEDDED)].map((m) => m[1]!.toLowerCase().split('.'));
+    return refs.some(([source, name]) => source === 'headers' && CREDENTIAL_HEADERS.has(name ?? '')) ? [at] : [];
+  }
+  if (template && typeof template === 'object') return Object.entries(template).flatMap(([k, v]) => credentialReferences(v, [...at, k]));
+  return [];
+}
+
 const WHOLE = /^\{\{\s*([A-Za-z0-9_.\-[\]]+)\s*\}\}$/;
 const EMBEDDED = /\{\{\s*([A-Za-z0-9_.\-[\]]+)\s*\}\}/g;
 

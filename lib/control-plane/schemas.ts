@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { rewriteError } from '../path-rewrite';
 import { pluginConfigSchemas, PLUGIN_NAMES } from './plugins';
+import { credentialReferences } from '../trigger-rules';
 
 /**
  * The control plane's entities in their document form: what the Admin API accepts and
@@ -216,6 +217,11 @@ export const triggerDoc = z
   })
   .strict()
   .refine((r) => (r.route_path === undefined) !== (r.event_type === undefined), { message: 'exactly one of route_path or event_type', path: ['route_path'] })
+  .superRefine((r, ctx) => {
+    for (const at of credentialReferences(r.input_template)) {
+      ctx.addIssue({ code: 'custom', message: "the caller's credentials never go into workflow input", path: ['input_template', ...at] });
+    }
+  })
   .transform((r) => {
     const route_methods = r.route_path ? (r.route_methods ?? ['POST' as const]) : r.route_methods;
     const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '');
