@@ -21,8 +21,15 @@ export function idempotencyKeyOf(req: FastifyRequest): string | undefined {
   if (header === undefined) return undefined;
   const r = idempotencyKey.safeParse(header);
   if (!r.success) throw new ApiError(400, 'validation_failed', 'invalid Idempotency-Key', [{ field: 'headers.idempotency-key', message: 'printable ASCII, 1 to 255 characters' }]);
+  // The platform derives its own executions' ids from keys with these prefixes (an event rule's
+  // `event:<rule>:<event>`, the outbound proxy's `outbound:<key>`): a client's key must not name one of them.
+  if (RESERVED_KEY_PREFIXES.some((p) => r.data.startsWith(p))) {
+    throw new ApiError(400, 'validation_failed', 'invalid Idempotency-Key', [{ field: 'headers.idempotency-key', message: `must not start with ${RESERVED_KEY_PREFIXES.join(' or ')}` }]);
+  }
   return r.data;
 }
+
+const RESERVED_KEY_PREFIXES = ['event:', 'outbound:'];
 
 /** The headers and body of a 202 for an execution. */
 export function acceptedAnswer(executionId: string): Omit<Accepted, 'executionId'> {

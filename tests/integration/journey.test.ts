@@ -57,6 +57,15 @@ describe('core journey', () => {
       assert.equal(other.body.error.details[0].field, 'headers.idempotency-key');
     });
 
+    test("a key in the platform's own namespaces (an event rule's, the outbound proxy's) is refused", async () => {
+      for (const key of [`event:${randomUUID()}:evt-1`, `outbound:${randomUUID()}`]) {
+        const r = await a.start('hello', { name: 'x' }, { 'idempotency-key': key });
+        assert.equal(r.status, 400, key);
+        assert.equal(r.body.error.details[0].field, 'headers.idempotency-key');
+      }
+      assert.equal((await a.start('hello', { name: 'x' }, { 'idempotency-key': `order:event:${randomUUID()}` })).status, 202);
+    });
+
     test('the same key from another tenant is another execution', async () => {
       const key = randomUUID();
       const ra = await a.start('hello', { name: 'x' }, { 'idempotency-key': key });
