@@ -35,6 +35,8 @@ export type ActivityDeps = {
   /** Where the backup drill's dumps and scratch instances go. */
   backupDir?: string;
   services: ThirdPartyService[];
+  /** When the webhook retrier first retries a webhook the workflow could not deliver. */
+  webhookFirstRetryMs?: number;
 };
 
 /** Every activity the worker registers, closed over its clients. */

@@ -169,7 +169,7 @@ export function paymentActivities(deps: PaymentDeps) {
     async notifyPayment(ctx: PaymentContext, payment: { charge_id: string; amount: number; currency: string; callback_url?: string }): Promise<{ webhook: boolean }> {
       const data = { payment_id: ctx.payment_id, charge_id: payment.charge_id, amount: payment.amount, currency: payment.currency, state: 'CONFIRMED' };
       if (payment.callback_url) {
-        await postSignedWebhook(deps.pool, ctx.tenant, payment.callback_url, `${ctx.payment_id}:payment.confirmed`, {
+        await postSignedWebhook(deps, ctx.tenant, payment.callback_url, `${ctx.payment_id}:payment.confirmed`, {
           id: `${ctx.payment_id}:payment.confirmed`, type: 'payment.confirmed', tenant: ctx.tenant, execution_id: ctx.payment_id,
           correlation_id: ctx.correlation_id, occurred_at: new Date().toISOString(), data,
         });

@@ -1,7 +1,6 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Pool } from 'pg';
-import { inWorkspace } from '../lib/postgres';
-import { signWebhook, WEBHOOK_HEADERS } from '../lib/webhook-signature';
+import { recordWebhook, sendSignedWebhook } from '../lib/webhook-deliveries';
 
 export type WebhookEvent = {
   id: string;
@@ -16,40 +15,36 @@ export type WebhookEvent = {
   error?: { message: string; type?: string };
 };
 
+/** Attempts made while the workflow ends (Temporal retries the activity); after them the webhook goes to the retrier. */
+export const IN_WORKFLOW_ATTEMPTS = 3;
+
+/** When the retrier makes its first attempt after the workflow handed a webhook over (FLOWGATE_WEBHOOK_RETRY_BASE_MS). */
+export type WebhookDeps = { pool: Pool; webhookFirstRetryMs?: number };
+
 /**
  * Posts one signed webhook for `tenant`. Network errors, timeouts, 408, 429 and 5xx are retried
- * by Temporal (the activity's retry policy); any other 4xx means the receiver refuses it, so we stop.
+ * by Temporal (the activity's retry policy) for IN_WORKFLOW_ATTEMPTS attempts; then the webhook is
+ * handed to the worker's retrier (lib/webhook-deliveries.ts), which keeps trying for days, and
+ * the activity completes (`queued`), so the workflow does not wait for a receiver that is down.
+ * Any other 4xx means the receiver refuses it: recorded, and not retried.
  */
-export async function postSignedWebhook(pool: Pool, tenant: string, url: string, id: string, payload: unknown): Promise<{ status: number }> {
-  // Signed with the workspace's newest secret (rotation: add a new one, then delete the old).
-  const secret = await inWorkspace(pool, tenant, async (db) =>
-    (await db.query<{ secret: string }>('SELECT secret FROM webhook_secrets ORDER BY created_at DESC, id LIMIT 1')).rows[0]?.secret);
-  if (!secret) throw ApplicationFailure.nonRetryable(`no webhook secret for tenant ${tenant}`, 'WebhookSecretMissing');
-  const body = JSON.stringify(payload);
-  const timestamp = Math.floor(Date.now() / 1000);
-  const answer = await fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      'user-agent': 'Flowgate-Webhooks/1',
-      [WEBHOOK_HEADERS.id]: id,
-      [WEBHOOK_HEADERS.timestamp]: String(timestamp),
-      [WEBHOOK_HEADERS.signature]: signWebhook(secret, timestamp, body),
-    },
-    body,
-    redirect: 'manual',
-    signal: AbortSignal.timeout(10_000),
-  });
-  await answer.arrayBuffer().catch(() => undefined);
-  if (answer.ok) return { status: answer.status };
-  const retryable = answer.status >= 500 || answer.status === 408 || answer.status === 429;
-  if (!retryable) throw ApplicationFailure.nonRetryable(`receiver refused the webhook with ${answer.status}`, 'WebhookRefused');
-  throw ApplicationFailure.retryable(`receiver answered ${answer.status}`, 'WebhookReceiverError');
+export async function postSignedWebhook(deps: WebhookDeps, tenant: string, url: string, id: string, payload: unknown): Promise<{ status: number; queued?: true }> {
+  const r = await sendSignedWebhook(deps.pool, tenant, url, id, payload);
+  if (r.ok) return { status: r.status };
+  const { attempt } = Context.current().info;
+  const row = { tenant, url, eventId: id, payload, attempts: attempt, status: r.status, error: r.error, firstRetryMs: deps.webhookFirstRetryMs ?? 60_000 };
+  if (r.refused) {
+    await recordWebhook(deps.pool, { ...row, state: 'refused' });
+    throw ApplicationFailure.nonRetryable(`receiver refused the webhook with ${r.status}`, 'WebhookRefused');
+  }
+  if (attempt < IN_WORKFLOW_ATTEMPTS) throw ApplicationFailure.retryable(r.error, 'WebhookReceiverError');
+  await recordWebhook(deps.pool, { ...row, state: 'pending' });
+  return { status: r.status ?? 0, queued: true };
 }
 
 /** The webhook every workflow started with a callback URL sends when it ends (workflows/interceptors.ts). */
-export function webhookActivities(deps: { pool: Pool }) {
+export function webhookActivities(deps: WebhookDeps) {
   return {
-    deliverWebhook: (url: string, event: WebhookEvent): Promise<{ status: number }> => postSignedWebhook(deps.pool, event.tenant, url, event.id, event),
+    deliverWebhook: (url: string, event: WebhookEvent): Promise<{ status: number; queued?: true }> => postSignedWebhook(deps, event.tenant, url, event.id, event),
   };
 }

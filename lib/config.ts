@@ -112,6 +112,14 @@ export const configSchema = z.object({
   FLOWGATE_TLS_KEY: z.string().min(1).optional(),
   /** CA bundle for client certificates (mTLS): with it the TLS listener asks clients for one. */
   FLOWGATE_TLS_CLIENT_CA: z.string().min(1).optional(),
+  /**
+   * Webhooks a workflow could not deliver in its 3 attempts go to the worker's retrier
+   * (lib/webhook-deliveries.ts): its first retry this long after, then pauses that double up to
+   * an hour, for FLOWGATE_WEBHOOK_RETRY_FOR_S (3 days); it looks for due ones every POLL_MS.
+   */
+  FLOWGATE_WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(100).default(60_000),
+  FLOWGATE_WEBHOOK_RETRY_FOR_S: z.coerce.number().int().min(1).default(3 * 86_400),
+  FLOWGATE_WEBHOOK_RETRY_POLL_MS: z.coerce.number().int().min(50).default(5000),
   /** Third parties activities call (lib/third-party/services.ts), as a JSON array. */
   FLOWGATE_THIRD_PARTIES: z
     .string()

@@ -19,6 +19,7 @@ import { CredentialCache } from '../lib/third-party/credentials';
 import { createVault } from '../lib/vault';
 import { connectTemporal, temporalHealthy } from '../lib/temporal';
 import { startDbWatchdog } from '../lib/db-watchdog';
+import { startWebhookRetrier } from '../lib/webhook-deliveries';
 import { runProcess } from '../lib/process-runtime';
 
 /** The workflow code's modules: ours, and Temporal's OpenTelemetry interceptors (spans for workflows and the activities they schedule). */
@@ -89,6 +90,7 @@ if (require.main === module) {
       activities: createActivities({
         logger, pool, thirdParty, events, registry, vault, nats, databaseUrl: config.FLOWGATE_DATABASE_URL, databaseCluster: config.FLOWGATE_DATABASE_CLUSTER,
         pgBin: config.FLOWGATE_PG_BIN, backupDir: config.FLOWGATE_BACKUP_DIR, services: config.FLOWGATE_THIRD_PARTIES,
+        webhookFirstRetryMs: config.FLOWGATE_WEBHOOK_RETRY_BASE_MS,
       }),
       // In-flight activities get this long to finish on SIGTERM (the SDK's default is 0).
       shutdownGraceTime: config.FLOWGATE_SHUTDOWN_GRACE_MS,
@@ -96,6 +98,10 @@ if (require.main === module) {
     const temporal = await connectTemporal(config.FLOWGATE_TEMPORAL_ADDRESS, config.FLOWGATE_TEMPORAL_NAMESPACE);
     const stopWatchdog = startDbWatchdog({ config, nats, vault, temporal, logger, registry });
     const stopBeats = startHeartbeats(nats, config);
+    const stopWebhookRetrier = startWebhookRetrier({
+      pool, logger, registry,
+      policy: { baseMs: config.FLOWGATE_WEBHOOK_RETRY_BASE_MS, maxMs: 3_600_000, retryForMs: config.FLOWGATE_WEBHOOK_RETRY_FOR_S * 1000, pollMs: config.FLOWGATE_WEBHOOK_RETRY_POLL_MS },
+    });
     const run = worker.run();
     run.catch((err: unknown) => {
       logger.fatal({ err }, 'worker stopped unexpectedly');
@@ -112,6 +118,7 @@ if (require.main === module) {
         // The SDK stops the worker on SIGTERM too: whichever comes first, wait for the run to end.
         ['worker', async () => { if (worker.getState() === 'RUNNING') worker.shutdown(); await run; }],
         ['db-watchdog', stopWatchdog],
+        ['webhook-retrier', stopWebhookRetrier],
         ['temporal', async () => { await temporal.connection.close(); await connection.close(); }],
         ['kafka', () => events.close()],
         ['nats', async () => { stopBeats(); breakers.shutdown(); await nats.drain(); }],

@@ -16,15 +16,31 @@ describe('webhooks', () => {
   let server: http.Server;
   let url: string;
   const deliveries: Delivery[] = [];
+  const gone: string[] = [];
   let failFirst = 0;
   let api: ReturnType<typeof gatewayClient>;
   let secret: string;
+  let tenant: string;
+  const deliveryRow = async (eventId: string) => {
+    const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
+    try {
+      return (await inWorkspace(pool, tenant, (db) => db.query<{ state: string; attempts: number; last_status: number | null }>(
+        'SELECT state, attempts, last_status FROM webhook_deliveries WHERE event_id = $1', [eventId]))).rows[0];
+    } finally {
+      await pool.end();
+    }
+  };
 
   before(async () => {
     server = http.createServer((req, res) => {
       let body = '';
       req.on('data', (d) => { body += d; });
       req.on('end', () => {
+        if (req.url === '/gone') {
+          gone.push(body);
+          res.writeHead(410).end();
+          return;
+        }
         if (failFirst > 0) {
           failFirst--;
           res.writeHead(503).end();
@@ -37,6 +53,7 @@ describe('webhooks', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
     const t = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'wh');
+    tenant = t.tenant;
     api = gatewayClient(stack.gatewayUrl, t.apiKey);
     const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
     secret = await inWorkspace(pool, t.tenant, async (db) => (await db.query<{ secret: string }>('SELECT secret FROM webhook_secrets')).rows[0]!.secret);
@@ -80,6 +97,37 @@ describe('webhooks', () => {
     const c = await deliveryFor(canceled.body.execution_id);
     assert.equal(c.event.type, 'workflow.canceled');
     assert.ok(verifyWebhook(secret, c.headers, c.body));
+  });
+
+  test('a receiver down for longer than the workflow waits: the workflow ends, and the retrier delivers later', async () => {
+    failFirst = 6; // 3 attempts while the workflow ends, then 3 more by the retrier
+    const r = await api.start('hello', { name: 'late' }, { 'x-callback-url': url });
+    const id = r.body.execution_id as string;
+    await eventually('the workflow completed', async () => (await api.status(id)).body.status === 'COMPLETED', 20_000);
+    assert.ok(failFirst > 0, 'it completed while the receiver was still down');
+    assert.equal((await deliveryRow(`${id}:COMPLETED`))?.state, 'pending', 'handed to the retrier');
+    const d = await deliveryFor(id);
+    assert.equal(failFirst, 0);
+    assert.equal(d.event.type, 'workflow.completed');
+    assert.deepEqual(d.event.result, { greeting: 'Hello, late!' });
+    assert.equal(d.headers[WEBHOOK_HEADERS.id], `${id}:COMPLETED`);
+    assert.ok(verifyWebhook(secret, d.headers, d.body), 'each retry is signed afresh');
+    await eventually('the delivery is recorded', async () => (await deliveryRow(`${id}:COMPLETED`))?.state === 'delivered');
+    const row = await deliveryRow(`${id}:COMPLETED`);
+    assert.equal(row!.attempts, 7);
+    assert.equal(deliveries.filter((x) => x.event.execution_id === id).length, 1, 'delivered once');
+  });
+
+  test('a receiver that refuses (a 4xx) is not retried; the refusal is recorded', async () => {
+    const goneUrl = url.replace('/hooks', '/gone');
+    const r = await api.start('hello', { name: 'refused' }, { 'x-callback-url': goneUrl });
+    const id = r.body.execution_id as string;
+    await eventually('the workflow completed', async () => (await api.status(id)).body.status === 'COMPLETED', 20_000);
+    await eventually('the refusal is recorded', async () => (await deliveryRow(`${id}:COMPLETED`))?.state === 'refused');
+    const row = await deliveryRow(`${id}:COMPLETED`);
+    assert.equal(row!.last_status, 410);
+    await new Promise((res) => setTimeout(res, 1500)); // past the retrier's first pause
+    assert.equal(gone.filter((b) => b.includes(id)).length, 1, 'posted once, not retried');
   });
 
   test('a callback URL that is not http(s) is refused with the field named', async () => {

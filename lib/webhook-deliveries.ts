@@ -1,0 +1,158 @@
+import type { Pool } from 'pg';
+import type { Registry } from 'prom-client';
+import type { Logger } from './logger';
+import { prom } from './metrics';
+import { asPlatform, inWorkspace } from './postgres';
+import { signWebhook, WEBHOOK_HEADERS } from './webhook-signature';
+
+/**
+ * Signed webhooks, and the ones a receiver did not take in time. A workflow tries its webhook a
+ * few times while it ends (activities/webhooks.ts); after that it hands the event to the
+ * `webhook_deliveries` table and ends, and the worker's retrier below keeps posting it with a
+ * growing pause until the receiver takes it (2xx), refuses it (a 4xx other than 408 and 429),
+ * or the retry window is over (3 days by default, as Stripe retries). Each attempt is signed
+ * afresh, with the workspace's newest secret and the attempt's timestamp.
+ */
+
+export type SendOutcome =
+  | { ok: true; status: number }
+  | { ok: false; refused: boolean; status?: number; error: string };
+
+/** One signed POST of `payload` for `tenant`. Never throws for what the receiver or the network did. */
+export async function sendSignedWebhook(pool: Pool, tenant: string, url: string, id: string, payload: unknown): Promise<SendOutcome> {
+  // Signed with the workspace's newest secret (rotation: add a new one, then delete the old).
+  const secret = await inWorkspace(pool, tenant, async (db) =>
+    (await db.query<{ secret: string }>('SELECT secret FROM webhook_secrets ORDER BY created_at DESC, id LIMIT 1')).rows[0]?.secret);
+  if (!secret) return { ok: false, refused: false, error: `no webhook secret for tenant ${tenant}` };
+  const body = JSON.stringify(payload);
+  const timestamp = Math.floor(Date.now() / 1000);
+  let answer: Response;
+  try {
+    answer = await fetch(url, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'user-agent': 'Flowgate-Webhooks/1',
+        [WEBHOOK_HEADERS.id]: id,
+        [WEBHOOK_HEADERS.timestamp]: String(timestamp),
+        [WEBHOOK_HEADERS.signature]: signWebhook(secret, timestamp, body),
+      },
+      body,
+      redirect: 'manual',
+      signal: AbortSignal.timeout(10_000),
+    });
+    await answer.arrayBuffer().catch(() => undefined);
+  } catch (err) {
+    return { ok: false, refused: false, error: (err as Error).message };
+  }
+  if (answer.ok) return { ok: true, status: answer.status };
+  const retryable = answer.status >= 500 || answer.status === 408 || answer.status === 429;
+  return { ok: false, refused: !retryable, status: answer.status, error: `receiver answered ${answer.status}` };
+}
+
+/** What a receiver's answers have made of a webhook handed to the retrier. */
+export type DeliveryState = 'pending' | 'delivered' | 'refused' | 'abandoned';
+
+/**
+ * Hands a webhook the workflow could not deliver to the retrier (state `pending`, first retry
+ * `firstRetryMs` from now), or records a refusal (`refused`). Idempotent by tenant and event id:
+ * an activity retried after it wrote the row writes nothing more.
+ */
+export async function recordWebhook(pool: Pool, w: {
+  tenant: string; url: string; eventId: string; payload: unknown; state: 'pending' | 'refused'; attempts: number; status?: number; error: string; firstRetryMs: number;
+}): Promise<void> {
+  await inWorkspace(pool, w.tenant, (db) => db.query(
+    `INSERT INTO webhook_deliveries (workspace_id, event_id, url, payload, state, attempts, last_status, last_error, next_attempt_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond')
+     ON CONFLICT (workspace_id, event_id) DO NOTHING`,
+    [w.tenant, w.eventId, w.url, JSON.stringify(w.payload), w.state, w.attempts, w.status ?? null, w.error, w.firstRetryMs],
+  ));
+}
+
+export type RetryPolicy = {
+  /** The first pause (after the workflow handed the webhook over); later ones double, up to `maxMs`. */
+  baseMs: number;
+  maxMs: number;
+  /** How long after the webhook was handed over the retrier keeps trying. */
+  retryForMs: number;
+  /** How often the retrier looks for webhooks that are due. */
+  pollMs: number;
+};
+
+/** The pause before the next retry: as long as the webhook has been failing (so it doubles), within the policy's bounds. */
+export const retryDelayMs = (policy: Pick<RetryPolicy, 'baseMs' | 'maxMs'>, failingMs: number): number =>
+  Math.min(Math.max(policy.baseMs, failingMs), policy.maxMs);
+
+type Due = { workspace_id: string; event_id: string; url: string; payload: unknown; attempts: number; failing_ms: number; expired: boolean };
+
+/** While one retrier posts a webhook, no other one takes it (several workers share the table). */
+const CLAIM_MS = 120_000;
+const BATCH = 20;
+
+/**
+ * Posts the pending webhooks that are due, forever, until the returned stop is called. Runs in
+ * every worker; a row is claimed (its next attempt pushed past the post's timeout) in the same
+ * statement that reads it, so two workers never post the same attempt.
+ */
+export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry: Registry; policy: RetryPolicy }): () => Promise<void> {
+  const { pool, logger, policy } = deps;
+  const outcomes = new prom.Counter({ name: 'webhook_retries_total', help: 'Retries of webhooks the workflow could not deliver, by outcome', labelNames: ['outcome'], registers: [deps.registry] });
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let pass: Promise<void> = Promise.resolve();
+
+  const settle = (row: Due, state: DeliveryState, status: number | null, error: string | null, nextInMs = 0) =>
+    asPlatform(pool, (db) => db.query(
+      `UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, last_status = $4, last_error = $5,
+              next_attempt_at = now() + $6 * interval '1 millisecond', updated_at = now()
+        WHERE workspace_id = $1 AND event_id = $2`,
+      [row.workspace_id, row.event_id, state, status, error, nextInMs],
+    ));
+
+  const runOnce = async (): Promise<void> => {
+    const due = (await asPlatform(pool, (db) => db.query<Due>(
+      `UPDATE webhook_deliveries d SET next_attempt_at = now() + $1 * interval '1 millisecond', updated_at = now()
+         FROM (SELECT workspace_id, event_id FROM webhook_deliveries
+                WHERE state = 'pending' AND next_attempt_at <= now()
+                ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+        WHERE d.workspace_id = due.workspace_id AND d.event_id = due.event_id
+      RETURNING d.workspace_id, d.event_id, d.url, d.payload, d.attempts,
+                (extract(epoch FROM now() - d.created_at) * 1000)::float8 AS failing_ms,
+                d.created_at < now() - $3 * interval '1 millisecond' AS expired`,
+      [CLAIM_MS, BATCH, policy.retryForMs],
+    ))).rows;
+    for (const row of due) {
+      if (stopped) return;
+      const r = await sendSignedWebhook(pool, row.workspace_id, row.url, row.event_id, row.payload);
+      if (r.ok) {
+        await settle(row, 'delivered', r.status, null);
+        outcomes.inc({ outcome: 'delivered' });
+        logger.info({ tenant: row.workspace_id, event_id: row.event_id, attempts: row.attempts + 1 }, 'webhook delivered by the retrier');
+      } else if (r.refused) {
+        await settle(row, 'refused', r.status ?? null, r.error);
+        outcomes.inc({ outcome: 'refused' });
+        logger.warn({ tenant: row.workspace_id, event_id: row.event_id, status: r.status }, 'webhook refused by its receiver');
+      } else if (row.expired) {
+        await settle(row, 'abandoned', r.status ?? null, r.error);
+        outcomes.inc({ outcome: 'abandoned' });
+        logger.error({ tenant: row.workspace_id, event_id: row.event_id, attempts: row.attempts + 1, err: r.error }, 'webhook abandoned: the retry window is over');
+      } else {
+        await settle(row, 'pending', r.status ?? null, r.error, retryDelayMs(policy, row.failing_ms));
+        outcomes.inc({ outcome: 'retry' });
+      }
+    }
+  };
+
+  const schedule = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      pass = runOnce().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'webhook retrier pass failed; trying again')).finally(schedule);
+    }, policy.pollMs);
+  };
+  schedule();
+  return async () => {
+    stopped = true;
+    clearTimeout(timer);
+    await pass;
+  };
+}
