@@ -36,6 +36,10 @@ describe('webhooks', () => {
       let body = '';
       req.on('data', (d) => { body += d; });
       req.on('end', () => {
+        if (req.url === '/down') {
+          res.writeHead(503).end();
+          return;
+        }
         if (req.url === '/gone') {
           gone.push(body);
           res.writeHead(410).end();
@@ -128,6 +132,23 @@ describe('webhooks', () => {
     assert.equal(row!.last_status, 410);
     await new Promise((res) => setTimeout(res, 1500)); // past the retrier's first pause
     assert.equal(gone.filter((b) => b.includes(id)).length, 1, 'posted once, not retried');
+  });
+
+  test('past the retry window, a webhook still failing is abandoned', async () => {
+    const eventId = `abandon-${Date.now()}`;
+    const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
+    try {
+      // Handed over four days ago (the window is three), and due now.
+      await inWorkspace(pool, tenant, (db) => db.query(
+        `INSERT INTO webhook_deliveries (workspace_id, event_id, url, payload, attempts, created_at) VALUES ($1, $2, $3, '{"id":"x"}', 3, now() - interval '4 days')`,
+        [tenant, eventId, url.replace('/hooks', '/down')]));
+    } finally {
+      await pool.end();
+    }
+    await eventually('abandoned', async () => (await deliveryRow(eventId))?.state === 'abandoned', 10_000);
+    const row = await deliveryRow(eventId);
+    assert.equal(row!.attempts, 4);
+    assert.equal(row!.last_status, 503);
   });
 
   test('a callback URL that is not http(s) is refused with the field named', async () => {
