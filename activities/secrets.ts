@@ -154,10 +154,17 @@ export function secretActivities(deps: SecretDeps) {
       return { detail: check.detail };
     },
 
-    /** Undo of steps 1–2: the pending version is revoked on the target and destroyed in Vault; `current` stays. */
-    async rollbackPendingSecret({ secret, version }: VersionRef): Promise<{ detail: string }> {
+    /**
+     * Undo of steps 1–2: the pending version is revoked on the target and destroyed in Vault;
+     * `current` stays. A version that is current or previous by now (a finish that took effect
+     * although the run did not see it: a lost attempt, an abort) is never touched.
+     */
+    async rollbackPendingSecret({ secret, version }: VersionRef): Promise<{ detail: string; kept?: true }> {
       const def = secretOf(secret);
       const meta = await readMeta(deps.vault, secret);
+      if (meta.labels.current === version || meta.labels.previous === version) {
+        return { detail: `version ${version} is ${meta.labels.current === version ? 'current' : 'previous'} already: nothing rolled back`, kept: true };
+      }
       const data = await readVersion<Record<string, string>>(deps.vault, secret, version).catch(() => undefined);
       if (data && def.kind === 'api-key') {
         const current = await readVersion<ApiKeyData>(deps.vault, secret, meta.labels.current ?? String(meta.latest));
@@ -172,9 +179,13 @@ export function secretActivities(deps: SecretDeps) {
       return { detail: `version ${version} revoked and destroyed; version ${meta.labels.current} stays current` };
     },
 
-    /** Step 4: pending becomes current, the old current becomes previous (still valid until revoked). */
+    /**
+     * Step 4: pending becomes current, the old current becomes previous (still valid until
+     * revoked). Idempotent: a retry after an attempt that wrote the labels answers the same.
+     */
     async finishRotation({ secret, version }: VersionRef): Promise<{ current: string; previous?: string }> {
       const meta = await readMeta(deps.vault, secret);
+      if (meta.labels.current === version && !meta.labels.pending) return { current: version, previous: meta.labels.previous };
       if (meta.labels.pending !== version) throw ApplicationFailure.nonRetryable(`version ${version} is not pending any more`, 'RotationConflict');
       await writeLabels(deps.vault, secret, { current: version, previous: meta.labels.current });
       rotations?.inc({ secret, outcome: 'rotated' });

@@ -64,12 +64,19 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
     return rb.finish('COMPLETED');
   } catch (err) {
     // Before the finish the current secret was never touched: undo the pending one and say so.
-    if (pending && !finished) {
-      await CancellationScope.nonCancellable(async () => {
-        const undone = await acts.rollbackPendingSecret({ ...ref, version: pending! });
-        for (const s of ['create-pending', 'set-on-target']) rb.rolledBack(s, undone.detail);
-        await acts.raiseRotationAlert({ ...ref, reason: (err as Error).message });
-      });
+    // The rollback keeps a version the finish made current although the run did not see it (an
+    // abort during the finish): then the rotation is done, and the run says how it ended instead.
+    const undone = pending && !finished
+      ? await CancellationScope.nonCancellable(async () => {
+        const r = await acts.rollbackPendingSecret({ ...ref, version: pending! });
+        if (!r.kept) {
+          for (const s of ['create-pending', 'set-on-target']) rb.rolledBack(s, r.detail);
+          await acts.raiseRotationAlert({ ...ref, reason: (err as Error).message });
+        }
+        return r;
+      })
+      : undefined;
+    if (undone && !undone.kept) {
       rb.finish('ROLLED_BACK', err);
     } else {
       rb.finish(isCancellation(err) ? 'ABORTED' : 'FAILED', err);

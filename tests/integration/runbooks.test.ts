@@ -5,7 +5,11 @@ import { randomBytes } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import { connect } from 'nats';
 import pg from 'pg';
+import { secretActivities } from '../../activities/secrets';
+import { loadConfig } from '../../lib/config';
 import { createKafka, TOPICS } from '../../lib/kafka';
+import { KafkaBatcher } from '../../lib/kafka-batcher';
+import { createLogger } from '../../lib/logger';
 import { asPlatform, createPool } from '../../lib/postgres';
 import { DB_APP_SECRET, readMeta, readVersion, SECRETS } from '../../lib/secrets';
 import { connectTemporal } from '../../lib/temporal';
@@ -206,6 +210,35 @@ describe('rotating the payment provider key', () => {
     assert.equal(aborted.status, 'CANCELED');
     assert.equal(aborted.state, 'ABORTED');
     assert.deepEqual(await readMeta(vault, API_KEY), before);
+  });
+
+  test('a finish retried after it took effect answers the same, and a rollback then keeps the version it made current', async () => {
+    // The rotation's activities on their own, as Temporal would run them when a finish attempt
+    // wrote the labels but its answer was lost (a worker crash, a timeout, an abort).
+    const events = new KafkaBatcher(createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rotation-retry-test'), createLogger('rotation-retry-test', 'error'));
+    cleanup.push(() => events.close());
+    const acts = secretActivities({
+      vault, events, logger: createLogger('rotation-retry-test', 'error'), databaseUrl: stack.env.FLOWGATE_DATABASE_URL!,
+      services: loadConfig('worker', stack.env).FLOWGATE_THIRD_PARTIES,
+    });
+    const ref = { secret: API_KEY };
+    const created = await acts.createPendingSecret(ref);
+    const version = { ...ref, version: created.version };
+    await acts.setPendingOnTarget(version);
+    await acts.testPendingSecret(version);
+    const first = await acts.finishRotation(version);
+    assert.deepEqual(first, { current: created.version, previous: created.previous });
+    assert.deepEqual(await acts.finishRotation(version), first, 'the retry answers as the attempt did');
+
+    const undone = await acts.rollbackPendingSecret(version);
+    assert.equal(undone.kept, true);
+    const meta = await readMeta(vault, API_KEY);
+    assert.equal(meta.labels.current, created.version, 'still current');
+    const newKey = (await readVersion<{ value: string }>(vault, API_KEY, created.version)).value;
+    assert.ok(newKey, 'not destroyed');
+    const inspected = await acts.inspectSecret(ref);
+    assert.equal(inspected.current_works, true, `the provider still takes it: ${inspected.detail}`);
+    await acts.revokePreviousSecret({ ...ref, version: created.previous });
   });
 });
 
