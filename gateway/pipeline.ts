@@ -149,14 +149,16 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
   /** RateLimit-* headers on the answer; a refusal is logged and answered 429 with Retry-After. */
   function rateLimited(req: FastifyRequest, reply: FastifyReply, decisions: LimitDecision[]): void {
     if (decisions.length === 0) return;
-    reply.headers(rateLimitHeaders(decisions));
+    const headers = rateLimitHeaders(decisions);
+    reply.headers(headers);
     const refused = decisions.find((d) => !d.allowed);
     if (!refused) return;
     const state = req.flowgate;
     state.rateLimited = true;
     const route = state.match?.kind === 'route' ? state.match.route : undefined;
     req.log.warn({ trace_id: state.span?.spanContext().traceId, tenant: state.principal?.tenant, consumer: state.principal?.username, policy: refused.policy, route: route?.name, source: refused.source }, 'rate limit refused a request');
-    throw new ApiError(429, 'rate_limited', `rate limit ${refused.policy} exceeded: ${refused.limit} requests`, undefined, { 'Retry-After': String(refused.retryAfterSeconds ?? 1) });
+    // Retry-After as the headers have it: the longest wait among the policies that refused.
+    throw new ApiError(429, 'rate_limited', `rate limit ${refused.policy} exceeded: ${refused.limit} requests`, undefined, { 'Retry-After': headers['Retry-After']! });
   }
 
   // Callback hooks, not async ones: when every onSend hook finishes synchronously, the answer is

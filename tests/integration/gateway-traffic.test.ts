@@ -111,6 +111,25 @@ describe('rate limits', () => {
     assert.deepEqual(mine.slice(-1), [429], `the first consumer runs out: ${mine}`);
     assert.equal((await other('GET', '/echo')).status, 200);
   });
+
+  test('refused by two policies at once: Retry-After is the longer wait, in the headers and the 429 alike', async () => {
+    const t = await tenant('waits');
+    await t.admin('POST', '/services', { name: 'echo', url: echo.url });
+    await t.admin('POST', '/routes', { name: 'echo', service: 'echo', paths: ['/echo'] });
+    await t.admin('POST', '/routes', { name: 'other', service: 'echo', paths: ['/other'] });
+    await t.admin('POST', '/policies', { name: 'per-second', scope: 'workspace', limit: 1, window_seconds: 1, algorithm: 'fixed-window' });
+    await t.admin('POST', '/policies', { name: 'per-hour', scope: 'route', route: 'echo', limit: 1, window_seconds: 3600, algorithm: 'fixed-window' });
+    // Both come in the same config version; /other (the per-second policy only) shows when it is served.
+    await eventually('the policies in force', async () => (await t.gw('GET', '/other')).headers.get('ratelimit-policy') === '1;w=1', 5000, 20);
+    // At the start of a fresh second, one request spends both policies; the next, in the same second, is refused by each.
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 20));
+    assert.equal((await t.gw('GET', '/echo')).status, 200);
+    const refused = await t.gw('GET', '/echo');
+    assert.equal(refused.status, 429);
+    assert.match(refused.headers.get('ratelimit-policy') ?? '', /1;w=1, 1;w=3600/);
+    const wait = Number(refused.headers.get('retry-after'));
+    assert.ok(wait > 60, `Retry-After ${wait}: the hourly policy's wait, not the second's`);
+  });
 });
 
 describe('upstream targets', () => {
