@@ -165,6 +165,14 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
 type Change = <T>(call: Call<unknown, unknown, unknown>, summary: (r: T) => string, fn: (db: PoolClient, audits: ChangeAudit[]) => Promise<T>) => Promise<T>;
 type Found = (db: PoolClient, def: EntityDef, id: string, lock?: boolean) => Promise<EntityRow>;
 
+/**
+ * A consumer's document lists its live keys, so issuing or revoking one is a change of the
+ * consumer: its version (the ETag) moves, and a PUT with If-Match from before it is refused
+ * instead of bringing back a revoked key or revoking a new one.
+ */
+const keysChanged = (db: PoolClient, consumerId: string) =>
+  db.query('UPDATE consumers SET row_version = row_version + 1, updated_at = now() WHERE id = $1', [consumerId]);
+
 /** A consumer's API keys: issued here (the value is shown once), listed by prefix, revoked. */
 function registerConsumerKeys(api: AdminApi, deps: AdminDeps, change: Change, found: Found): void {
   const def = ENTITIES.consumers;
@@ -178,6 +186,7 @@ function registerConsumerKeys(api: AdminApi, deps: AdminDeps, change: Change, fo
         const consumer = await found(db, def, call.params.id, true);
         const cred = newCredential('key');
         const id = (await db.query<{ id: string }>('INSERT INTO api_keys (workspace_id, consumer_id, key_prefix, key_hash) VALUES ($1, $2, $3, $4) RETURNING id', [call.ws, consumer.id, cred.prefix, cred.hash])).rows[0]!.id;
+        await keysChanged(db, consumer.id);
         audits.push({ action: 'create', entityType: 'api_key', entityId: id, after: { consumer: consumer.doc.username, prefix: cred.prefix } });
         return { id, key: cred.value, prefix: cred.prefix, consumer_id: consumer.id };
       });
@@ -199,6 +208,7 @@ function registerConsumerKeys(api: AdminApi, deps: AdminDeps, change: Change, fo
         const consumer = await found(db, def, call.params.id, true);
         const res = await db.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND consumer_id = $2 AND revoked_at IS NULL RETURNING key_prefix', [call.params.keyId, consumer.id]);
         if (!res.rowCount) throw new ApiError(404, 'not_found', 'key not found');
+        await keysChanged(db, consumer.id);
         audits.push({ action: 'delete', entityType: 'api_key', entityId: call.params.keyId, before: { consumer: consumer.doc.username, prefix: res.rows[0].key_prefix } });
       });
       return call.reply.code(204).send();

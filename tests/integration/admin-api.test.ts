@@ -96,6 +96,22 @@ describe('CRUD of every entity', () => {
     assert.equal((await t.admin('DELETE', `/consumers/svc-account/keys/${key.body.id}`)).status, 204);
     assert.ok((await t.admin('GET', `/consumers/svc-account/keys`)).body.data[0].revoked_at);
 
+    // Issuing or revoking a key changes the consumer's document (its keys), so its ETag moves: a
+    // PUT of the document as read before the revocation is refused, and cannot bring the key back.
+    const k2 = await t.admin('POST', `/consumers/svc-account/keys`);
+    const read = await t.admin('GET', '/consumers/svc-account');
+    const etag = read.headers.get('etag')!;
+    assert.ok(etag);
+    assert.equal(read.body.keys.length, 1);
+    assert.equal((await t.admin('DELETE', `/consumers/svc-account/keys/${k2.body.id}`)).status, 204);
+    const { username, roles, tags, keys: readKeys } = read.body;
+    const stale = await t.admin('PUT', '/consumers/svc-account', { username, roles, tags, keys: readKeys }, { 'if-match': etag });
+    assert.equal(stale.status, 412, stale.text);
+    assert.ok((await t.admin('GET', `/consumers/svc-account/keys`)).body.data.find((k: { id: string }) => k.id === k2.body.id).revoked_at, 'still revoked');
+    const k3 = await t.admin('POST', `/consumers/svc-account/keys`);
+    assert.notEqual((await t.admin('GET', '/consumers/svc-account')).headers.get('etag'), etag, 'a new key moves it too');
+    assert.equal((await t.admin('DELETE', `/consumers/svc-account/keys/${k3.body.id}`)).status, 204);
+
     const secret = await t.admin('POST', '/webhook-secrets', { name: 'rotated' });
     assert.equal(secret.status, 201);
     const secrets = await t.admin('GET', '/webhook-secrets');
