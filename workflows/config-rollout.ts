@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
 import { Runbook } from './runbook';
@@ -27,6 +27,8 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
   const rb = new Runbook('config-rollout', ROLLOUT_STEPS, input);
   const ws = { workspace: p.workspace };
   let canaryPinned = false;
+  /** Set before the fleet-wide pin is asked for: it may take effect although the run does not see it (a lost answer, an abort). */
+  let fleetPinned = false;
   let from = 0;
   try {
     const v = await rb.step('validate', () => acts.validateRollout({ ...ws, to_version: p.to_version }), (r) => `version ${r.from} → ${r.to}; ${r.routes} route(s) checked`);
@@ -58,6 +60,7 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
     if (p.require_approval) await rb.approval('approve', { roles: ['operator', 'admin'], timeoutMs: p.approval_timeout_seconds * 1000 });
     else rb.skip('approve', 'no approval asked');
     await rb.step('promote', async () => {
+      fleetPinned = true;
       await acts.pinVersion({ ...ws, group: '*', version: v.to });
       await acts.pinVersion({ ...ws, group: p.canary_group, version: null });
       canaryPinned = false;
@@ -65,7 +68,16 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
     }, (r) => `${r.instances.length} instance(s) serve ${v.to}`);
     return rb.finish('COMPLETED');
   } catch (err) {
-    if (canaryPinned) {
+    if (fleetPinned && patched('rollout-restores-fleet-pin')) {
+      // The promotion started and did not finish: every group goes back to N, not the canary alone.
+      await CancellationScope.nonCancellable(async () => {
+        await acts.pinVersion({ ...ws, group: '*', version: from });
+        await acts.pinVersion({ ...ws, group: p.canary_group, version: null });
+        await acts.awaitServed({ ...ws, group: '*', version: from });
+      });
+      rb.rolledBack('promote', `restored version ${from} on every group`);
+      rb.finish('ROLLED_BACK', err);
+    } else if (canaryPinned) {
       // Restore N on the canary: the held version everyone else still serves.
       await CancellationScope.nonCancellable(async () => {
         await acts.pinVersion({ ...ws, group: p.canary_group, version: null });

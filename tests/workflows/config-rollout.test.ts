@@ -1,0 +1,59 @@
+// The config rollout's undo in workflow time: a promotion that started and did not finish puts
+// every group back on the held version, not the canary alone. Activities are fakes here (this is
+// the workflow's logic); tests/integration/rollout.test.ts runs the real ones on real gateways.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { ApplicationFailure } from '@temporalio/activity';
+import { WorkflowFailedError } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { RunbookInput, RunRecord } from '../../lib/workflow-runbooks';
+import { testWorker, timeSkippingEnv } from '../helpers/temporal-test-env';
+
+let env: TestWorkflowEnvironment;
+before(async () => { env = await timeSkippingEnv(); });
+after(async () => { await env?.teardown(); });
+
+const HELD = 3;
+const NEW = 4;
+
+/** A fleet whose instances never all serve the new version: the promotion's wait fails after both pins. */
+function fakeRolloutActivities(pins: { group: string; version: number | null }[]) {
+  let fleet = HELD;
+  return {
+    validateRollout: async () => ({ from: HELD, to: NEW, routes: 1 }),
+    diffRollout: async () => ({ summary: 'routes: +0 -0 ~1' }),
+    pinVersion: async ({ group, version }: { group: string; version: number | null }) => {
+      pins.push({ group, version });
+      if (group === '*' && version !== null) fleet = version;
+    },
+    awaitServed: async ({ group, version }: { group: string; version: number }) => {
+      if (group === '*' && version === NEW) throw ApplicationFailure.nonRetryable('1 instance still serves 3', 'RolloutNotServed');
+      if (group === '*' && fleet !== version) throw ApplicationFailure.nonRetryable(`the fleet is pinned to ${fleet}`, 'RolloutNotServed');
+      return { instances: ['gw-1'] };
+    },
+    bakeCanary: async () => ({ canary: { requests: 100, error_rate: 0, p99_ms: 12 }, stable: { requests: 100, error_rate: 0, p99_ms: 11 } }),
+    publishRunbookEvent: async () => undefined,
+  };
+}
+
+test('a promotion that fails after the fleet-wide pin puts every group back on the held version', async () => {
+  const pins: { group: string; version: number | null }[] = [];
+  const worker = await testWorker(env, 'rollout1', fakeRolloutActivities(pins));
+  const input: RunbookInput = {
+    params: { workspace: 'acme', canary_group: 'canary', bake_seconds: 1, max_error_rate: 0.05, max_p99_ms: 2000, min_requests: 5, require_approval: false, approval_timeout_seconds: 60 },
+    requested_by: 'alice', dry_run: false,
+  };
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('configRollout', { taskQueue: 'rollout1', workflowId: `rb-${randomUUID()}`, args: [input] });
+    await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && /restored/.test(String(err.cause?.message)));
+    const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
+    assert.equal(record.state, 'ROLLED_BACK');
+    assert.equal(record.steps.find((s) => s.name === 'promote')!.state, 'rolled_back');
+    assert.deepEqual(pins, [
+      { group: 'canary', version: NEW }, // canary
+      { group: '*', version: NEW }, { group: 'canary', version: null }, // promote, whose wait then fails
+      { group: '*', version: HELD }, { group: 'canary', version: null }, // restored
+    ]);
+  });
+});
