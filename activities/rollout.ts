@@ -14,12 +14,18 @@ import { asPlatform } from '../lib/postgres';
 export type RolloutRef = { workspace: string };
 export type GroupStats = { instances: number; requests: number; errors: number; error_rate: number; p99_ms: number | null };
 
-/** Sums `http_request_duration_seconds` over every label set: the count, the 5xx count and the buckets. */
-function readHistogram(text: string): { count: number; errors: number; buckets: Map<number, number> } {
+/**
+ * Sums `http_request_duration_seconds` over the label sets of `tenant` (all of them without
+ * one): the count, the 5xx count and the buckets. A canary is judged on the workspace it rolls
+ * out; other tenants' traffic on the same instances would dilute its errors and its p99.
+ */
+export function readHistogram(text: string, tenant?: string): { count: number; errors: number; buckets: Map<number, number> } {
   let count = 0;
   let errors = 0;
   const buckets = new Map<number, number>();
+  const label = tenant === undefined ? undefined : `tenant="${tenant}"`;
   for (const line of text.split('\n')) {
+    if (label && !line.includes(label)) continue;
     if (line.startsWith('http_request_duration_seconds_count{')) {
       const v = Number(line.slice(line.lastIndexOf(' ') + 1));
       count += v;
@@ -117,10 +123,10 @@ export function rolloutActivities(deps: { pool: Pool; nats?: NatsConnection; eve
       throw ApplicationFailure.retryable(`gateways of ${group} do not all serve ${version}: ${JSON.stringify(last.map((h) => [h.instance, h.config?.[workspace]]))}`, 'RolloutNotServed');
     },
 
-    /** Real traffic on the canary against the rest over `seconds`: requests, 5xx share and p99 from each instance's own metrics. */
-    async bakeCanary({ canary_group, seconds }: { canary_group: string; seconds: number }): Promise<{ canary: GroupStats; stable: GroupStats }> {
+    /** Real traffic of `workspace` on the canary against the rest over `seconds`: requests, 5xx share and p99 from each instance's own metrics. */
+    async bakeCanary({ canary_group, seconds, workspace }: { canary_group: string; seconds: number; workspace?: string }): Promise<{ canary: GroupStats; stable: GroupStats }> {
       const gateways = await findGateways(nats());
-      const scrape = async () => Promise.all(gateways.map(async (g) => ({ g, h: readHistogram(await (await fetch(`${g.status_url}/metrics`, { signal: AbortSignal.timeout(5000) })).text()) })));
+      const scrape = async () => Promise.all(gateways.map(async (g) => ({ g, h: readHistogram(await (await fetch(`${g.status_url}/metrics`, { signal: AbortSignal.timeout(5000) })).text(), workspace) })));
       const before = await scrape();
       const end = Date.now() + seconds * 1000;
       while (Date.now() < end) {

@@ -51,7 +51,8 @@ function gatewayMetrics(registry: Registry) {
     triggers: new prom.Counter({ name: 'workflow_triggers_total', help: 'Workflow triggers by outcome', labelNames: ['tenant', 'workflow', 'outcome'], registers: [registry] }),
     publishLatency: new prom.Histogram({ name: 'workflow_trigger_publish_duration_seconds', help: 'Time from publish to JetStream ack', labelNames: ['outcome'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 3], registers: [registry] }),
     statusLatency: new prom.Histogram({ name: 'workflow_status_request_duration_seconds', help: 'Status API latency', labelNames: ['route'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers: [registry] }),
-    http: new prom.Histogram({ name: 'http_request_duration_seconds', help: 'Gateway request latency by route pattern', labelNames: ['method', 'path', 'status'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] }),
+    // By tenant too, so a config rollout's canary is judged on the workspace it rolls out (activities/rollout.ts).
+    http: new prom.Histogram({ name: 'http_request_duration_seconds', help: 'Gateway request latency by route pattern', labelNames: ['method', 'path', 'status', 'tenant'], buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] }),
     pipeline: pipelineMetrics(registry),
   };
 }

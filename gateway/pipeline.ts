@@ -192,7 +192,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     const status = reply.statusCode;
     const tenant = state?.principal?.tenant;
     ctx.metrics.pipeline.requests.inc({ method: req.method, path, status, tenant: tenant ?? 'unknown' });
-    ctx.metrics.http.observe({ method: req.method, path, status }, reply.elapsedTime / 1000);
+    ctx.metrics.http.observe({ method: req.method, path, status, tenant: tenant ?? 'unknown' }, reply.elapsedTime / 1000);
     if (SKIP.has(req.routeOptions.url ?? '')) return;
     const span = state?.span;
     const traceId = span?.spanContext().traceId;

@@ -46,7 +46,7 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
       await acts.pinVersion({ ...ws, group: p.canary_group, version: v.to });
       return acts.awaitServed({ ...ws, group: p.canary_group, version: v.to });
     }, (r) => `${r.instances.length} canary instance(s) serve ${v.to}`);
-    const baked = await rb.step('bake', () => acts.bakeCanary({ canary_group: p.canary_group, seconds: p.bake_seconds }),
+    const baked = await rb.step('bake', () => acts.bakeCanary({ canary_group: p.canary_group, seconds: p.bake_seconds, workspace: p.workspace }),
       (r) => `canary ${r.canary.requests} req, ${(r.canary.error_rate * 100).toFixed(2)} % 5xx, p99 ${r.canary.p99_ms ?? '-'} ms; rest ${r.stable.requests} req, ${(r.stable.error_rate * 100).toFixed(2)} % 5xx, p99 ${r.stable.p99_ms ?? '-'} ms`);
     rb.figure('canary_error_rate', baked.canary.error_rate);
     rb.figure('stable_error_rate', baked.stable.error_rate);
