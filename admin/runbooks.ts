@@ -97,6 +97,10 @@ export function registerRunbooks(api: AdminApi, deps: AdminDeps & { temporal: Cl
       if (!parsed.success) {
         throw new ApiError(400, 'validation_failed', 'invalid params', parsed.error.issues.map((i) => ({ field: ['body', 'params', ...i.path.map(String)].join('.'), message: i.message })));
       }
+      const skip = body.dry_run ? undefined : def.skipsApproval?.(parsed.data);
+      if (skip && who.role !== 'admin') {
+        throw new ApiError(403, 'forbidden', `only an admin may start ${def.name} without its approval`, [{ field: `body.params.${skip}`, message: 'an admin only' }]);
+      }
       let id: string;
       try {
         id = await bounded('start', () => startRunbookRun(temporal, deps.config.FLOWGATE_TASK_QUEUE, def, parsed.data, { requestedBy: who.name, dryRun: body.dry_run, correlationId: req.id }));

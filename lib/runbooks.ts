@@ -17,6 +17,11 @@ export type RunbookDef = {
   approvalPayload: z.ZodType<Record<string, unknown>>;
   /** One run at a time per key (e.g. per secret; URL-safe characters): a second start is refused while one runs. */
   exclusiveKey?: (params: Record<string, unknown>) => string;
+  /**
+   * The parameter that, set, lets a run go without the approval its gate otherwise asks for; only
+   * an admin may start a run with it (an operator could otherwise skip the second person).
+   */
+  skipsApproval?: (params: Record<string, unknown>) => string | undefined;
 };
 
 export const PLATFORM_TENANT = '_platform';
@@ -77,6 +82,8 @@ const definitions: RunbookDef[] = [
     // The approver types the address of the primary being given up on (checked by the run).
     approvalPayload: z.object({ confirm_primary: z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'host:port of the primary to fence') }).strict(),
     exclusiveKey: (p) => `cluster-${String(p.cluster)}`,
+    // The worker's watchdog starts automatic runs itself (FLOWGATE_DB_FAILOVER=automatic).
+    skipsApproval: (p) => (p.automatic === true ? 'automatic' : undefined),
   },
   {
     name: 'backup-drill',

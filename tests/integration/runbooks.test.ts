@@ -75,6 +75,10 @@ describe('who may run runbooks', () => {
     assert.equal(bad.status, 400);
     assert.equal(bad.body.error.details[0].field, 'body.params.secret');
     assert.equal((await t.as(t.alice)('POST', '/runbooks/nope/runs', { params: {} })).status, 404);
+    // An automatic failover goes without the second person's approval: not an operator's to start.
+    const automatic = await t.as(t.alice)('POST', '/runbooks/database-failover/runs', { params: { automatic: true } });
+    assert.equal(automatic.status, 403, automatic.text);
+    assert.equal(automatic.body.error.details[0].field, 'body.params.automatic');
   });
 
   test('a dry run plans every step, runs only the read-only check and changes nothing', async () => {
