@@ -33,6 +33,15 @@ type DbLogin = { username: string; password: string };
 export type SecretRef = { secret: string };
 export type VersionRef = SecretRef & { version: string };
 
+/** The workflow id this activity runs for (a rotation's: `rb-rotate-secret-…`), or undefined outside an activity. */
+const runOfActivity = (): string | undefined => {
+  try {
+    return Context.current().info.workflowExecution?.workflowId;
+  } catch {
+    return undefined;
+  }
+};
+
 const secretOf = (path: string): SecretDef => {
   const def = findSecret(path);
   if (!def) throw ApplicationFailure.nonRetryable(`no rotatable secret at ${path}`, 'UnknownSecret');
@@ -115,6 +124,18 @@ export function secretActivities(deps: SecretDeps) {
       const meta = await readMeta(deps.vault, secret);
       if (meta.labels.pending) throw ApplicationFailure.nonRetryable(`a rotation of ${secret} is in progress (pending version ${meta.labels.pending})`, 'RotationInProgress');
       const currentVersion = meta.labels.current ?? String(meta.latest);
+      // The version an earlier attempt wrote but did not get to label (its labels write failed, or its
+      // answer was lost): labelled now, rather than a second key minted and the first orphaned. Runs
+      // of one secret's rotation share their workflow id, so a run also takes over one a failed run left.
+      const run = runOfActivity();
+      const latest = String(meta.latest);
+      if (run && latest !== currentVersion && !Object.values(meta.labels).includes(latest)) {
+        const written = await readVersion<Record<string, string>>(deps.vault, secret, latest).catch(() => undefined);
+        if (written?.rotation_run === run) {
+          await writeLabels(deps.vault, secret, { ...meta.labels, current: currentVersion, pending: latest });
+          return { version: latest, previous: currentVersion };
+        }
+      }
       const current = await readVersion<Record<string, string>>(deps.vault, secret, currentVersion);
       let next: Record<string, string>;
       if (def.kind === 'api-key') {
@@ -126,6 +147,7 @@ export function secretActivities(deps: SecretDeps) {
         const other = DB_APP_USERS.find((u) => u !== current.username) ?? DB_APP_USERS[0];
         next = { username: other, password: randomBytes(24).toString('base64url') };
       }
+      if (run) next.rotation_run = run;
       let version: number;
       try {
         version = await writeVersion(deps.vault, secret, next, meta.latest);

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, describe, test } from 'node:test';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { connect } from 'nats';
 import pg from 'pg';
 import { secretActivities } from '../../activities/secrets';
@@ -11,7 +12,7 @@ import { createKafka, TOPICS } from '../../lib/kafka';
 import { KafkaBatcher } from '../../lib/kafka-batcher';
 import { createLogger } from '../../lib/logger';
 import { asPlatform, createPool } from '../../lib/postgres';
-import { DB_APP_SECRET, readMeta, readVersion, SECRETS } from '../../lib/secrets';
+import { DB_APP_SECRET, readMeta, readVersion, SECRETS, writeLabels } from '../../lib/secrets';
 import { connectTemporal } from '../../lib/temporal';
 import { ensureWorkspace, issueAdminToken } from '../../lib/tenants';
 import { thirdPartySecretPath } from '../../lib/third-party/credentials';
@@ -243,6 +244,30 @@ describe('rotating the payment provider key', () => {
     const inspected = await acts.inspectSecret(ref);
     assert.equal(inspected.current_works, true, `the provider still takes it: ${inspected.detail}`);
     await acts.revokePreviousSecret({ ...ref, version: created.previous });
+  });
+
+  test('a pending version an earlier attempt wrote but did not label is taken over, not minted again', async () => {
+    const events = new KafkaBatcher(createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rotation-retry-test'), createLogger('rotation-retry-test', 'error'));
+    cleanup.push(() => events.close());
+    const acts = secretActivities({
+      vault, events, logger: createLogger('rotation-retry-test', 'error'), databaseUrl: stack.env.FLOWGATE_DATABASE_URL!,
+      services: loadConfig('worker', stack.env).FLOWGATE_THIRD_PARTIES,
+    });
+    const ref = { secret: API_KEY };
+    const attempt = new MockActivityEnvironment({ workflowExecution: { workflowId: `rb-rotate-secret-test-${randomBytes(3).toString('hex')}`, runId: 'r1' } });
+    const first = await attempt.run(acts.createPendingSecret, ref) as { version: string; previous: string };
+    // The attempt's labels write "failed": the version is there, labelled by nothing.
+    const meta = await readMeta(vault, API_KEY);
+    await writeLabels(vault, API_KEY, { ...meta.labels, pending: undefined });
+    const retried = await attempt.run(acts.createPendingSecret, ref);
+    assert.deepEqual(retried, first, 'the same version, labelled pending now');
+    const after = await readMeta(vault, API_KEY);
+    assert.equal(after.latest, meta.latest, 'no second version written (and no second key minted)');
+    assert.equal(after.labels.pending, first.version);
+    // Another run's attempt would not take it over: undo it the way the run would.
+    const undone = await acts.rollbackPendingSecret({ ...ref, version: first.version });
+    assert.equal(undone.kept, undefined);
+    assert.equal((await readMeta(vault, API_KEY)).labels.pending, undefined);
   });
 });
 
