@@ -11,7 +11,7 @@ import type { GatewayContext } from './app';
 import type { Match } from './config-store';
 import { maskBody } from './pii';
 import { rateLimitHeaders, type LimitDecision } from './rate-limit';
-import { cacheControl, securityHeadersFor } from './security-headers';
+import { cacheControl, NEVER_STORED, securityHeadersFor } from './security-headers';
 import type { PluginSet } from './workspace-view';
 
 /**
@@ -170,7 +170,9 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     const p = req.flowgate?.plugins ?? {};
     const secure = (req.raw.socket as { encrypted?: boolean }).encrypted === true;
     reply.headers(securityHeadersFor(p['security-headers'], secure));
-    if (!reply.hasHeader('cache-control')) reply.headers(cacheControl(p['cache-headers'], req.method, reply.statusCode));
+    if (NEVER_STORED.has(reply.statusCode) || !reply.hasHeader('cache-control')) {
+      reply.headers(cacheControl(p['cache-headers'], req.method, reply.statusCode, req.flowgate?.principal !== undefined));
+    }
     if (reply.statusCode >= 400 && req.flowgate && (typeof payload === 'string' || Buffer.isBuffer(payload))) req.flowgate.responseBody = payload;
     done(null, payload);
   });

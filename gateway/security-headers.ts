@@ -79,24 +79,36 @@ export const SENSITIVE_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
 ]);
 
 const CACHEABLE_METHODS = new Set(['GET', 'HEAD']);
-const NEVER_STORED = new Set([401, 403, 429]);
+export const NEVER_STORED = new Set([401, 403, 429]);
 
 /**
  * Cache headers for a proxied answer that carries no Cache-Control of its own (the caller
  * checks that). Without `cfg` nothing is added; with it, `directive` (and `Vary`) go on GET/HEAD
- * answers with 2xx, 301 or 404. 401, 403 and 429 always get `no-store`, `cfg` or not, and the
- * caller sets it even over an upstream's own header: they depend on who asked and when.
+ * answers with 2xx, 301 or 404, and an authenticated answer also varies on the credential's
+ * headers. 401, 403 and 429 always get `no-store`, `cfg` or not, and the caller sets it even over
+ * an upstream's own header: they depend on who asked and when.
  */
 export function cacheControl(
   cfg: { directive?: string; vary?: string[] } | undefined,
   method: string,
   status: number,
+  authenticated = false,
 ): Record<string, string> {
   if (NEVER_STORED.has(status)) return { 'cache-control': 'no-store' };
   if (!cfg || !CACHEABLE_METHODS.has(method.toUpperCase())) return {};
   if (!((status >= 200 && status < 300) || status === 301 || status === 404)) return {};
   const headers: Record<string, string> = {};
   if (cfg.directive) headers['cache-control'] = cfg.directive;
-  if (cfg.vary && cfg.vary.length > 0) headers.vary = cfg.vary.join(', ');
+  // An answer to a credential is the credential's: a shared cache (a CDN) that stores it must key
+  // it on the credential, or it would hand one tenant's answer to another caller.
+  const vary = [...(cfg.vary ?? [])];
+  if (authenticated && cfg.directive) {
+    const named = new Set(vary.map((h) => h.toLowerCase()));
+    for (const h of CREDENTIAL_VARY) if (!named.has(h.toLowerCase())) vary.push(h);
+  }
+  if (vary.length > 0) headers.vary = vary.join(', ');
   return headers;
 }
+
+/** What an authenticated answer varies on: the headers that carry the credential and the tenant. */
+const CREDENTIAL_VARY = ['Authorization', 'X-API-Key', 'X-Tenant-ID'];

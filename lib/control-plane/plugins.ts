@@ -101,7 +101,9 @@ export const pluginConfigSchemas = {
     .strict(),
   /** Cache-Control (and Vary) on cacheable answers that do not set their own. */
   'cache-headers': z
-    .object({ directive: z.string().min(1).max(500).default('public, max-age=60'), vary: z.array(headerName).max(20).default([]) })
+    // private by default: every answer through the gateway is to a credential. A `public` directive
+    // is the operator's choice; the answer then varies on the credential's headers (security-headers.ts).
+    .object({ directive: z.string().min(1).max(500).default('private, max-age=60'), vary: z.array(headerName).max(20).default([]) })
     .strict(),
 } as const;
 

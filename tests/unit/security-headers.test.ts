@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { pluginConfigSchemas } from '../../lib/control-plane/plugins';
 import { cacheControl, DEFAULT_SECURITY_HEADERS, SENSITIVE_RESPONSE_HEADERS, securityHeaders, securityHeadersFor } from '../../gateway/security-headers';
 
 test('defaults lock an API down; HSTS is sent over TLS only', () => {
@@ -41,6 +42,14 @@ test('cacheControl: nothing by default, the directive on cacheable answers, no-s
     assert.deepEqual(cacheControl(undefined, 'POST', status), { 'cache-control': 'no-store' });
     assert.deepEqual(cacheControl(cfg, 'GET', status), { 'cache-control': 'no-store' });
   }
+});
+
+test('cacheControl: an authenticated answer varies on the credential, so no shared cache hands it to another caller', () => {
+  assert.deepEqual(cacheControl({ directive: 'public, max-age=60', vary: ['Accept', 'authorization'] }, 'GET', 200, true),
+    { 'cache-control': 'public, max-age=60', vary: 'Accept, authorization, X-API-Key, X-Tenant-ID' });
+  assert.deepEqual(cacheControl({ directive: 'max-age=5' }, 'GET', 200, true), { 'cache-control': 'max-age=5', vary: 'Authorization, X-API-Key, X-Tenant-ID' });
+  assert.deepEqual(cacheControl({ vary: ['Accept'] }, 'GET', 200, true), { vary: 'Accept' }, 'no directive: nothing to vary for');
+  assert.equal(pluginConfigSchemas['cache-headers'].parse({}).directive, 'private, max-age=60', 'private unless the operator says public');
 });
 
 test('securityHeadersFor: a workspace plugin over the defaults, built once per config object and transport', () => {
