@@ -99,11 +99,24 @@ async function call(upstreams: Upstreams, services: Map<string, UpstreamService>
   return JSON.parse(res.body.toString('utf8')) as unknown;
 }
 
+/**
+ * `p`, or a rejection as soon as `signal` aborts: the deadline holds even while a backend is still
+ * connecting (the upstream client only looks at the signal once its request is on a socket).
+ */
+function settledBy<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); }, (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e as Error); });
+  });
+}
+
 /** Calls every backend in parallel under one deadline and merges what answered in time. */
 export async function aggregate(upstreams: Upstreams, services: Map<string, UpstreamService>, backends: AggregateBackend[], req: AggregateRequest): Promise<AggregateResult> {
   const deadline = AbortSignal.timeout(req.timeoutMs);
   const signal = req.signal ? AbortSignal.any([deadline, req.signal]) : deadline;
-  const settled = await Promise.allSettled(backends.map((b) => call(upstreams, services, b, req, signal)));
+  const settled = await Promise.allSettled(backends.map((b) => settledBy(call(upstreams, services, b, req, signal), signal)));
   const parts = settled.map((s, i): AggregatePart => ({ backend: backends[i]!, ok: s.status === 'fulfilled', body: s.status === 'fulfilled' ? s.value : undefined }));
   const failed = parts.filter((p) => !p.ok).map((p) => label(p.backend));
   return { ...mergeAggregate(parts), failed };

@@ -25,6 +25,7 @@ import { registerOutboundRoutes } from './routes/outbound';
 import { registerWorkflowRoutes } from './routes/workflows';
 import { ConfigStore } from './config-store';
 import { registerConfiguredRoutes } from './configured-routes';
+import { keepRawJson } from './raw-body';
 
 export type GatewayDeps = {
   config: Config;
@@ -139,7 +140,9 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     await ctx.rateLimiter.close();
     await upstreams.close();
   });
-  // Bodies of any type pass through to upstreams as they came (JSON is still parsed for triggers).
+  // Bodies of any type pass through to upstreams as they came (JSON is still parsed for triggers,
+  // and its bytes kept for the upstream: raw-body.ts).
+  keepRawJson(app);
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
   registerConfiguredRoutes(app, ctx);
   return { app, configStore, upstreams };

@@ -1,3 +1,4 @@
+import zlib from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ApiError, validationError } from '../lib/errors';
 import { renderInput, templateHeaders } from '../lib/trigger-rules';
@@ -9,6 +10,7 @@ import type { Route, Service } from './config-store';
 import { compileRewrite } from '../lib/path-rewrite';
 import { requestTarget, type RequestTarget } from '../lib/request-target';
 import { traceHeaders } from '../lib/tracing';
+import { rawJsonOf } from './raw-body';
 import { maskJson, maskText, type PiiKind } from './pii';
 import { createTriggering, type Accepted } from './triggering';
 import { SENSITIVE_RESPONSE_HEADERS } from './security-headers';
@@ -36,7 +38,18 @@ export function upstreamPath(pattern: string, path: string, strip: boolean): str
 function requestBody(req: FastifyRequest): string | Buffer | undefined {
   if (req.method === 'GET' || req.method === 'HEAD' || req.body === undefined || req.body === null) return undefined;
   if (Buffer.isBuffer(req.body) || typeof req.body === 'string') return req.body;
-  return JSON.stringify(req.body);
+  // A JSON body goes upstream as it came (app.ts keeps its bytes): re-serialized, numbers past
+  // 2^53 would change and a signature over the body would no longer match.
+  return rawJsonOf(req) ?? JSON.stringify(req.body);
+}
+
+/** The body's size as received. */
+function bodySize(req: FastifyRequest): number {
+  const body = req.body;
+  if (body === undefined || body === null) return 0;
+  if (Buffer.isBuffer(body)) return body.length;
+  if (typeof body === 'string') return Buffer.byteLength(body);
+  return rawJsonOf(req)?.length ?? Buffer.byteLength(JSON.stringify(body));
 }
 
 const rewrites = new WeakMap<object, (path: string) => string>();
@@ -60,6 +73,17 @@ function convert(body: Buffer | string, how: 'json-to-xml' | 'xml-to-json', wher
     throw new ApiError(400, code, `the body could not be converted (${how})`, [{ field: 'body', message: (err as Error).message }]);
   }
 }
+
+/** An upstream body in `encoding` (gzip, deflate, br), decoded; 502 when it cannot be. */
+function decoded(body: Buffer, encoding: string): Buffer {
+  try {
+    if (encoding === 'gzip' || encoding === 'x-gzip') return zlib.gunzipSync(body, { maxOutputLength: DECODED_MAX });
+    if (encoding === 'deflate') return zlib.inflateSync(body, { maxOutputLength: DECODED_MAX });
+    if (encoding === 'br') return zlib.brotliDecompressSync(body, { maxOutputLength: DECODED_MAX });
+  } catch { /* answered below */ }
+  throw new ApiError(502, 'upstream_undecodable', `the upstream's ${encoding} body could not be decoded for the route's response transformations`);
+}
+const DECODED_MAX = 16 * 1024 * 1024;
 
 export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayContext): void {
   const { accept } = createTriggering(ctx);
@@ -92,7 +116,14 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     for (const [k, v] of Object.entries(t?.add_headers ?? {})) reply.header(k, v);
     if (accepted) reply.headers({ 'X-Workflow-Execution-ID': accepted.headers['X-Workflow-Execution-ID'], 'X-Workflow-Status-Endpoint': accepted.headers['X-Workflow-Status-Endpoint'] });
     let body: Buffer | string = res.body;
-    if ((t?.body || t?.mask_pii) && res.headers['content-encoding'] === undefined) {
+    const encoding = res.headers['content-encoding'];
+    if ((t?.body || t?.mask_pii) && encoding !== undefined && encoding !== 'identity') {
+      // Asked for identity and encoded anyway: a body that must be masked is not passed on unread.
+      body = decoded(res.body, String(encoding));
+      reply.removeHeader('content-encoding');
+      reply.removeHeader('content-length');
+    }
+    if (t?.body || t?.mask_pii) {
       if (t.body) {
         const c = convert(body, t.body, 'upstream');
         body = c.body;
@@ -121,6 +152,11 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     let path = upstreamPath(pattern, url.pathname, route.strip_path);
     if (t?.rewrite_path) path = rewritten(t.rewrite_path, path);
     const headers = outboundHeaders(req, tenant, t?.add_headers, t?.remove_headers);
+    // A body the gateway must read (converted, or PII masked) comes unencoded, whatever the client
+    // accepts: the client's Accept-Encoding must not switch the masking off. The gateway compresses
+    // the answer for the client itself.
+    const reads = route.transformations?.response;
+    if (reads?.body || reads?.mask_pii) headers['accept-encoding'] = 'identity';
     let body = requestBody(req);
     if (t?.body && body !== undefined) {
       const c = convert(body, t.body, 'body');
@@ -139,10 +175,9 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
 
   async function aggregateRoute(req: FastifyRequest, reply: FastifyReply, tenant: string, route: Route, services: Map<string, Service>, params: Record<string, string | undefined>) {
     const spec = route.aggregate!;
-    const out = await aggregate(ctx.upstreams, services, spec.backends, {
-      headers: outboundHeaders(req, tenant, route.transformations?.request?.add_headers, route.transformations?.request?.remove_headers),
-      params, timeoutMs: spec.timeout_ms,
-    });
+    const headers = outboundHeaders(req, tenant, route.transformations?.request?.add_headers, route.transformations?.request?.remove_headers);
+    headers['accept-encoding'] = 'identity'; // the backends' JSON is parsed and merged here
+    const out = await aggregate(ctx.upstreams, services, spec.backends, { headers, params, timeoutMs: spec.timeout_ms, body: requestBody(req) });
     req.flowgate.upstream = spec.backends.map((b) => b.service).join(',');
     if (!out.complete) req.log.warn({ failed: out.failed }, 'aggregate answered with partial results');
     reply.header('X-Flowgate-Completed', String(out.complete));
@@ -161,6 +196,11 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     const match = req.flowgate.match;
     const url = req.flowgate.target ?? requestTarget(req.url);
     if (!match) throw new ApiError(404, 'route_not_found', `no route for ${req.method} ${url.pathname}`);
+    // The pipeline checked Content-Length; a chunked body has none, so its size is checked as read.
+    const sizeLimit = req.flowgate.plugins['request-size-limiting']?.allowed_payload_size_bytes;
+    if (sizeLimit !== undefined && bodySize(req) > sizeLimit) {
+      throw new ApiError(413, 'payload_too_large', `the body may be at most ${sizeLimit} bytes`, [{ field: 'body', message: 'too large' }]);
+    }
     reply.header('X-Flowgate-Config-Version', String(ctx.configStore.versionOf(principal.tenant) ?? 0));
     if (match.kind === 'route') {
       const { route } = match;

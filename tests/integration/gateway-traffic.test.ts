@@ -4,9 +4,10 @@
 // transformations, and the response pipeline's headers and compression.
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { spawn } from 'node:child_process';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { gunzipSync, brotliDecompressSync } from 'node:zlib';
+import { gunzipSync, gzipSync, brotliDecompressSync } from 'node:zlib';
 import { request } from 'undici';
 import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
@@ -16,7 +17,7 @@ const stack = testStack();
 
 /** A sandbox upstream: echoes, or answers what `reply` says; counts its requests. */
 type Sandbox = { url: string; port: number; server: Server; count: number; close: () => Promise<void>; listen: () => Promise<void> };
-async function sandbox(reply?: (req: IncomingMessage, body: string) => { status?: number; headers?: Record<string, string>; body: string }, port = 0): Promise<Sandbox> {
+async function sandbox(reply?: (req: IncomingMessage, body: string) => { status?: number; headers?: Record<string, string>; body: string | Buffer }, port = 0): Promise<Sandbox> {
   const s: Sandbox = { url: '', port, server: undefined as unknown as Server, count: 0, close: async () => undefined, listen: async () => undefined };
   const make = () => createServer((req, res) => {
     let body = '';
@@ -272,9 +273,10 @@ describe('transformations and the response pipeline', () => {
       const inside = await raw('/public/./a/../b?q=1');
       assert.equal(inside.status, 200);
       assert.equal(inside.body.url, '/public/b?q=1');
-      const bad = await raw('//');
-      assert.equal(bad.status, 400);
-      assert.equal(bad.body.error?.code, 'invalid_path');
+      // Runs of slashes are one (as the router reads them): `//` is the path `/`, here unrouted.
+      const root = await raw('//');
+      assert.equal(root.status, 404);
+      assert.equal(root.body.error?.code, 'route_not_found');
     } finally {
       await pub.close();
     }
@@ -302,6 +304,7 @@ describe('transformations and the response pipeline', () => {
         assert.equal(res.headers['x-powered-by'], undefined);
         assert.equal(res.headers['strict-transport-security'], undefined, 'HSTS only over TLS');
         assert.match(String(res.headers.vary ?? ''), /Accept-Language/i);
+        assert.match(String(res.headers.vary ?? ''), /Authorization.*X-API-Key.*X-Tenant-ID/, 'public, so keyed on the credential');
       }
       // Errors are never cached and carry the same headers.
       const denied = await fetch(`${stack.gatewayUrl}/big`);
@@ -313,3 +316,108 @@ describe('transformations and the response pipeline', () => {
     }
   });
 });
+
+describe('what the pipeline checks is what the upstream gets', () => {
+  test('a path deny rule holds however the path is spelled: escaped letters, doubled slashes', async () => {
+    const echo = await sandbox();
+    try {
+      const t = await tenant('spell');
+      await t.admin('POST', '/services', { name: 'echo', url: echo.url });
+      await t.admin('POST', '/routes', { name: 'all', service: 'echo', paths: ['/'] });
+      await t.admin('POST', '/plugins', { name: 'authorization', config: { rules: [{ effect: 'deny', paths: ['/admin', '/api/admin'] }, { effect: 'allow' }] } });
+      await eventually('deny rule in force', async () => (await t.gw('GET', '/admin/users')).status === 403, 5000, 20);
+      const before = echo.count;
+      for (const path of ['/%61dmin/users', '/%61dm%69n/users', '/api//admin/x', '//admin/users', '/api/%61%64min/x']) {
+        const r = await t.gw('GET', path);
+        assert.equal(r.status, 403, `${path}: ${r.status} ${r.text}`);
+      }
+      assert.equal(echo.count, before, 'none reached the upstream');
+      const ok = await t.gw('GET', '/public//%7Eme');
+      assert.equal(ok.status, 200);
+      assert.equal(ok.body.url, '/public/~me', 'forwarded as the path that was authorized');
+    } finally {
+      await echo.close();
+    }
+  });
+
+  test("the client's Accept-Encoding cannot switch PII masking off; a JSON body reaches the upstream byte for byte", async () => {
+    const pii = JSON.stringify({ email: 'jane.doe@example.com', card: '4111 1111 1111 1111' });
+    const upstream = await sandbox((req, body) => {
+      const wanted = String(req.headers['accept-encoding'] ?? '');
+      if (req.url?.startsWith('/echo')) return { body };
+      // An upstream that compresses whenever the client accepts it.
+      return wanted.includes('gzip') ? { headers: { 'content-encoding': 'gzip' }, body: gzipSync(pii) } : { body: pii };
+    });
+    try {
+      const t = await tenant('masked');
+      await t.admin('POST', '/services', { name: 'up', url: upstream.url });
+      await t.admin('POST', '/routes', { name: 'masked', service: 'up', paths: ['/masked'], transformations: { response: { mask_pii: ['email', 'card'] } } });
+      await t.admin('POST', '/routes', { name: 'echo', service: 'up', paths: ['/echo'] });
+      await served(t.gw, '/masked');
+      const res = await request(`${stack.gatewayUrl}/masked`, { headers: { authorization: `Bearer ${t.key}`, 'accept-encoding': 'gzip' } });
+      const raw = Buffer.from(await res.body.arrayBuffer());
+      const text = res.headers['content-encoding'] === 'gzip' ? gunzipSync(raw).toString() : raw.toString();
+      assert.equal(res.statusCode, 200);
+      assert.doesNotMatch(text, /jane\.doe|4111 1111 1111 1111/, text);
+
+      // Big integers and spacing survive: the upstream gets the bytes the client sent.
+      const sent = '{ "id": 12345678901234567890, "n": 1.50 }';
+      const echoed = await request(`${stack.gatewayUrl}/echo`, { method: 'POST', headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/json' }, body: sent });
+      assert.equal(await echoed.body.text(), sent);
+    } finally {
+      await upstream.close();
+    }
+  });
+
+  test('an aggregate answers by its deadline even while a backend cannot connect', async () => {
+    const fast = await sandbox(() => ({ body: '{"fast":true}' }));
+    // A backend whose connects hang: a listening socket that never accepts, its backlog filled, so
+    // the kernel leaves further SYNs unanswered (Node's own servers always accept).
+    const hole = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket();s.bind(("127.0.0.1",0));s.listen(0)\nprint(s.getsockname()[1],flush=True)\ntime.sleep(120)'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const fillers: Socket[] = [];
+    try {
+      const port = Number(await new Promise<string>((resolve) => hole.stdout!.once('data', (d: Buffer) => resolve(d.toString().trim()))));
+      for (let i = 0; i < 3; i++) fillers.push(connect(port, '127.0.0.1').on('error', () => undefined));
+      await new Promise((r) => setTimeout(r, 300));
+      const t = await tenant('deadline');
+      await t.admin('POST', '/services', { name: 'fast', url: fast.url });
+      await t.admin('POST', '/services', { name: 'black', url: `http://127.0.0.1:${port}`, connect_timeout_ms: 10_000 });
+      await t.admin('POST', '/routes', { name: 'both', paths: ['/both'], aggregate: { timeout_ms: 300, backends: [{ service: 'fast', path: '/a' }, { service: 'black', path: '/b' }] } });
+      await served(t.gw, '/both');
+      const t0 = Date.now();
+      const r = await t.gw('GET', '/both');
+      const took = Date.now() - t0;
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get('x-flowgate-completed'), 'false');
+      assert.equal(r.body.fast, true);
+      assert.ok(took < 1500, `answered in ${took} ms, the deadline is 300 ms`);
+    } finally {
+      for (const s of fillers) s.destroy();
+      hole.kill();
+      await fast.close();
+    }
+  });
+
+  test('request-size-limiting counts a chunked body too', async () => {
+    const echo = await sandbox();
+    try {
+      const t = await tenant('chunked');
+      await t.admin('POST', '/services', { name: 'echo', url: echo.url });
+      await t.admin('POST', '/routes', { name: 'upload', service: 'echo', paths: ['/upload'] });
+      await t.admin('POST', '/plugins', { name: 'request-size-limiting', route: 'upload', config: { allowed_payload_size_bytes: 1024 } });
+      await eventually('limit in force', async () => (await t.gw('POST', '/upload', { x: 'y'.repeat(2000) })).status === 413, 5000, 20);
+      const before = echo.count;
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest(`${stack.gatewayUrl}/upload`, { method: 'POST', headers: { authorization: `Bearer ${t.key}`, 'content-type': 'text/plain', 'transfer-encoding': 'chunked' } }, (res) => { res.resume(); resolve(res.statusCode!); });
+        req.on('error', reject);
+        for (let i = 0; i < 10; i++) req.write('z'.repeat(1000));
+        req.end();
+      });
+      assert.equal(status, 413);
+      assert.equal(echo.count, before, 'nothing forwarded');
+    } finally {
+      await echo.close();
+    }
+  });
+});
+
