@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
 import { z } from 'zod';
@@ -135,7 +136,11 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     const msg: SignalMessage = { execution_id: id, tenant, signal: name, payload, correlation_id: req.id };
     try {
       if (!natsConnected(ctx.nc)) throw new Error('nats disconnected');
-      await ctx.js.publish(subjects.signal(tenant), JSON.stringify(msg), { msgID: `${id}:${name}:${req.id}`, timeout: 3000 });
+      // Deduplicated on what the signal says, not on the caller's X-Request-ID (one correlation id
+      // may carry a whole flow: A's approve then B's); a resend of the same signal within JetStream's
+      // window is stored once.
+      const digest = createHash('sha256').update(JSON.stringify(payload ?? null)).digest('base64url').slice(0, 22);
+      await ctx.js.publish(subjects.signal(tenant), JSON.stringify(msg), { msgID: `${id}:${name}:${digest}`, timeout: 3000 });
     } catch (err) {
       ctx.logger.warn({ err, execution_id: id }, 'signal publish failed');
       throw new ApiError(503, 'signal_unavailable', 'the signal could not be stored durably; retry', undefined, { 'Retry-After': '2' });

@@ -100,7 +100,11 @@ describe('core journey', () => {
       assert.equal(bad.body.error.details[0].field, 'signal.approver');
 
       assert.equal((await b.signal(id, 'approve', { approver: 'mallory' })).status, 404, "another tenant can't signal");
-      const ok = await a.signal(id, 'approve', { approver: 'bob' });
+      // One correlation id through the whole flow: the requester's own approve (ignored by the
+      // workflow), then bob's. Each is its own signal, not a duplicate of the other.
+      const flow = { 'x-request-id': `flow-${id}` };
+      assert.equal((await a.call('POST', `/api/workflows/${id}/signals/approve`, { approver: 'alice' }, flow)).status, 202);
+      const ok = await a.call('POST', `/api/workflows/${id}/signals/approve`, { approver: 'bob' }, flow);
       assert.equal(ok.status, 202);
       const done = await untilStatus(a, id, 'COMPLETED');
       assert.equal(done.result.approver, 'bob');
