@@ -36,7 +36,12 @@ export function failoverActivities(deps: FailoverDeps) {
     await c.connect();
     return c;
   };
+  /**
+   * Whether `node` answers. The login is read from Vault first, outside the probe: Vault away is
+   * not the database down (the error is retried), so it can never confirm a failover.
+   */
   const probe = async (node: DbNode, timeoutMs: number): Promise<boolean> => {
+    await login(DB_DR_SECRET);
     try {
       const c = await connectTo(node, { timeoutMs });
       try {

@@ -24,24 +24,54 @@ const STANDBY_GRACE_MS = 5000;
  * platform writing when the standby goes: synchronous replication off after 5 s without it, on
  * again when it is back.
  */
+/**
+ * When failed probes start a failover, apart from the probing: `threshold` failures in a row
+ * start one per topology epoch; an answer resets both the count and the epoch already started
+ * for (the run may have ended finding the primary healthy, or been rejected), so a later outage
+ * of the same epoch starts a run again. A probe that could not be made (its login unreadable in
+ * Vault) is neither.
+ */
+export class FailoverTrigger {
+  private failures = 0;
+  private startedFor = -1;
+  constructor(private readonly threshold: number) {}
+
+  answered(): void {
+    this.failures = 0;
+    this.startedFor = -1;
+  }
+
+  /** One more failed probe; true when a failover for `epoch` is to start now. */
+  failed(epoch: number): boolean {
+    this.failures += 1;
+    if (this.failures < this.threshold || this.startedFor === epoch) return false;
+    this.startedFor = epoch;
+    return true;
+  }
+
+  /** The start did not happen (not "another worker was first"): the next failure tries again. */
+  startFailed(): void {
+    this.startedFor = -1;
+  }
+}
+
 export function startDbWatchdog(deps: { config: Config; nats: NatsConnection; vault: VaultClient; temporal: Client; logger: Logger; registry?: Registry }): () => Promise<void> {
   const { config, logger } = deps;
   const cluster = config.FLOWGATE_DATABASE_CLUSTER;
   const up = deps.registry ? new prom.Gauge({ name: 'database_primary_up', help: '1 when the primary answered the last probe', labelNames: ['cluster'], registers: [deps.registry] }) : undefined;
   let client: pg.Client | undefined;
   let clientFor: string | undefined;
-  let failures = 0;
+  const trigger = new FailoverTrigger(config.FLOWGATE_DB_PROBE_FAILURES);
   let downSince: string | undefined;
   let lastLsn: string | undefined;
-  let startedFor = -1;
   let standbyGoneSince: number | undefined;
   let stopped = false;
 
-  const connect = async (node: DbNode) => {
+  type Login = { username: string; password: string };
+  const connect = async (node: DbNode, data: Login) => {
     const address = nodeAddress(node)!;
     if (client && clientFor === address) return client;
     await client?.end().catch(() => undefined);
-    const { data } = await readCurrentSecretData<{ username: string; password: string }>(deps.vault, DB_DR_SECRET);
     const c = new pg.Client({ host: node.host, port: node.port, database: 'flowgate', user: data.username, password: data.password, connectionTimeoutMillis: Math.min(2000, config.FLOWGATE_DB_PROBE_MS), query_timeout: 2000 });
     c.on('error', () => undefined);
     client = undefined;
@@ -58,13 +88,24 @@ export function startDbWatchdog(deps: { config: Config; nats: NatsConnection; va
     const stored = await readTopology(kv, cluster);
     const primary = stored?.topology.primary;
     if (!stored || !primary) return; // no topology, or a failover is under way
+    // The probe's login, read before the probe: Vault away (sealed, unreachable, an expired token)
+    // is not the database down, and must never count towards a failover.
+    let login: Login | undefined;
+    if (!client || clientFor !== nodeAddress(primary)) {
+      try {
+        login = (await readCurrentSecretData<Login>(deps.vault, DB_DR_SECRET)).data;
+      } catch (err) {
+        logger.warn({ err: (err as Error).message, cluster }, 'the probe login cannot be read from Vault: this probe is skipped, not counted');
+        return;
+      }
+    }
     try {
-      const c = await connect(primary);
+      const c = await connect(primary, login!);
       const { rows } = await c.query<{ lsn: string; standbys: number; sync: string; recovering: boolean }>(
         "SELECT pg_current_wal_flush_lsn()::text AS lsn, (SELECT count(*) FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming')::int AS standbys, current_setting('synchronous_standby_names') AS sync, pg_is_in_recovery() AS recovering",
         [STANDBY_APPLICATION_NAME]);
       const r = rows[0]!;
-      failures = 0;
+      trigger.answered();
       downSince = undefined;
       lastLsn = r.lsn;
       up?.set({ cluster }, 1);
@@ -72,13 +113,9 @@ export function startDbWatchdog(deps: { config: Config; nats: NatsConnection; va
     } catch {
       await client?.end().catch(() => undefined);
       client = undefined;
-      failures += 1;
       downSince ??= new Date().toISOString();
       up?.set({ cluster }, 0);
-      if (failures >= config.FLOWGATE_DB_PROBE_FAILURES && startedFor !== stored.topology.epoch) {
-        startedFor = stored.topology.epoch;
-        await startFailover(stored.topology.epoch);
-      }
+      if (trigger.failed(stored.topology.epoch)) await startFailover(stored.topology.epoch);
     }
   };
 
@@ -107,7 +144,7 @@ export function startDbWatchdog(deps: { config: Config; nats: NatsConnection; va
       logger.error({ cluster, epoch, run: id, down_since: downSince, mode: config.FLOWGATE_DB_FAILOVER }, 'the database primary is down: failover started');
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) return; // another worker was first
-      startedFor = -1;
+      trigger.startFailed();
       logger.error({ err: (err as Error).message, cluster }, 'could not start the database failover');
     }
   };

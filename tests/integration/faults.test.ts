@@ -1,8 +1,15 @@
 // Faults on the core journey: NATS down, Temporal down, a consumer killed between start and ack,
 // poison triggers. Each test runs its own NATS (and Temporal) so it can stop them freely.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 import { connect, headers as natsHeaders } from 'nats';
+import pg from 'pg';
+import { DB_DR_SECRET, readMeta, writeLabels } from '../../lib/secrets';
+import { readCurrentSecretData } from '../../lib/third-party/credentials';
+import { createVault } from '../../lib/vault';
+import { pgSuperuserUrl } from '../../stack/servers';
+import { logPath } from '../../stack/stack';
 import { connectTemporal } from '../../lib/temporal';
 import { ExecutionIds } from '../../lib/execution-ids';
 import { createPool, inWorkspace } from '../../lib/postgres';
@@ -196,5 +203,32 @@ describe('poison triggers', () => {
     assert.deepEqual(audit.rows.map((r) => r.action), ['triggers.dead_lettered']);
     const m = await (await fetch(`http://127.0.0.1:${stack.layout.ports.triggersStatus}/metrics`)).text();
     assert.ok(metricValue(m, 'workflow_consumer_dead_letters_total', { tenant }) >= 1);
+  });
+});
+
+describe('Vault unable to give the database probe its login', () => {
+  test('is not the primary down: the watchdog starts no failover', async () => {
+    const vault = createVault(stack.env.FLOWGATE_VAULT_ADDR!, stack.env.FLOWGATE_VAULT_TOKEN);
+    const temporal = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, stack.env.FLOWGATE_TEMPORAL_NAMESPACE ?? 'default');
+    const superuser = new pg.Client({ connectionString: pgSuperuserUrl(stack.layout) });
+    await superuser.connect();
+    const meta = await readMeta(vault, DB_DR_SECRET);
+    const { data: login } = await readCurrentSecretData<{ username: string }>(vault, DB_DR_SECRET);
+    const since = Date.now();
+    try {
+      // The DR login's `current` names a version that is not there: every read of it fails, as with Vault sealed.
+      await writeLabels(vault, DB_DR_SECRET, { ...meta.labels, current: '9999' });
+      // The watchdog's open probe session ends, so its next probes must read the login again.
+      await superuser.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [login.username]);
+      await new Promise((r) => setTimeout(r, 6000)); // six probes at FLOWGATE_DB_PROBE_MS (1 s); three failures would start a run
+      const run = await temporal.workflow.getHandle('rb-database-failover-cluster-main').describe().catch(() => undefined);
+      assert.ok(!run || run.startTime.getTime() < since, `a failover run started at ${run?.startTime.toISOString()}`);
+      const log = readFileSync(logPath(stack.layout, 'worker'), 'utf8');
+      assert.match(log, /the probe login cannot be read from Vault: this probe is skipped, not counted/);
+    } finally {
+      await writeLabels(vault, DB_DR_SECRET, meta.labels);
+      await superuser.end();
+      await temporal.connection.close();
+    }
   });
 });
