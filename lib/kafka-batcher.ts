@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { appendFile, unlink } from 'node:fs/promises';
 import type { Kafka, Message } from 'kafkajs';
 import type { Logger } from './logger';
@@ -33,9 +33,11 @@ export function kafkajsTransport(kafka: Kafka): TransportFactory {
  * to `maxQueued`, oldest dropped and counted) and are retried every interval.
  *
  * With a `spoolFile`, records also survive the process dying while Kafka is away: once a record
- * has waited a second (or a send failed), and until the queue is empty again, every queued
- * record is appended to the file (within 100 ms), and `recover()` at the next start queues the
- * file's records again.
+ * has waited a second (or a send failed), every queued record is appended to the file (within
+ * 100 ms), and `recover()` at the next start queues the file's records again. Spooling ends (the
+ * file is removed) once a send is acknowledged and Kafka keeps up again: nothing recovered is
+ * left, and the oldest record waiting is younger than a second, as before the spell began. Under
+ * steady traffic the queue is never quite empty, so "until the queue is empty" would never come.
  * That is at least once: a record acknowledged just before a crash may be sent twice, so
  * consumers deduplicate by the id inside it (the audit trail's `request_id`).
  */
@@ -62,21 +64,42 @@ export class KafkaBatcher {
   /** Every file operation, in order: appends never race the unlink that ends a spell of spooling. */
   private spoolChain: Promise<void> = Promise.resolve();
 
-  /** Queues again what a previous process left in the spool file; returns how many records. */
+  /**
+   * Queues again what a previous process left in the spool file (the newest `maxQueued` of it,
+   * as the queue itself keeps); returns how many records.
+   */
   recover(): number {
     const file = this.opts.spoolFile;
     if (!file || !existsSync(file)) return 0;
-    let n = 0;
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      if (!line) continue;
-      try {
-        const r = JSON.parse(line) as { t: string; k: string; v: string; h?: Record<string, string> };
-        this.queue.push({ topic: r.t, message: { key: r.k, value: r.v, headers: r.h }, done: () => undefined, at: Date.now() });
-        n += 1;
-      } catch {
-        // The last line may have been cut by the crash.
+    // Read as bytes and split here: a spool of more than 512 MB is more than one string can hold.
+    const bytes = readFileSync(file);
+    const max = this.opts.maxQueued ?? 100_000;
+    let lines = 0;
+    for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines += 1;
+    if (bytes.length && bytes[bytes.length - 1] !== 10) lines += 1;
+    // The oldest beyond maxQueued are dropped (and counted), as the queue drops them.
+    let skip = Math.max(lines - max, 0);
+    this.dropped += skip;
+    const records: Pending[] = [];
+    for (let start = 0; start < bytes.length;) {
+      let end = bytes.indexOf(10, start);
+      if (end === -1) end = bytes.length;
+      if (skip > 0) skip -= 1;
+      else if (end > start) {
+        try {
+          const r = JSON.parse(bytes.toString('utf8', start, end)) as { t: string; k: string; v: string; h?: Record<string, string> };
+          // at 0: a recovered record counts as old, so spooling lasts until it is acknowledged.
+          records.push({ topic: r.t, message: { key: r.k, value: r.v, headers: r.h }, done: () => undefined, at: 0 });
+        } catch {
+          // The last line may have been cut by the crash.
+        }
       }
+      start = end + 1;
     }
+    // A line the crash cut short is ended, so the next append starts a line of its own.
+    if (bytes.length && bytes[bytes.length - 1] !== 10) appendFileSync(file, '\n', { mode: 0o600 });
+    this.queue.push(...records);
+    const n = records.length;
     // The file stays until all of it is acknowledged: a second crash before that loses nothing either.
     this.spooling = true;
     if (n) this.schedule();
@@ -199,7 +222,7 @@ export class KafkaBatcher {
       await this.producer.send([...byTopic].map(([topic, messages]) => ({ topic, messages })));
       this.lastFailed = false;
       for (const p of batch) p.done();
-      if (this.queue.length === 0) this.stopSpooling();
+      if (this.queue.length === 0 || Date.now() - this.queue[0]!.at < 1000) this.stopSpooling();
     } catch (err) {
       if (!this.lastFailed) this.logger.warn({ err: (err as Error).message, queued: this.queue.length + batch.length }, 'kafka unavailable; records stay queued');
       this.lastFailed = true;

@@ -59,3 +59,91 @@ test('with a spool file, records queued while Kafka is away survive the process:
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+/** A transport that acknowledges after `latencyMs`, failing the sends `failing()` says to. */
+function transport(latencyMs: number, failing: () => boolean) {
+  const acked: string[] = [];
+  const connect = async () => ({
+    send: async (batches: { topic: string; messages: { value: unknown }[] }[]) => {
+      await new Promise((r) => setTimeout(r, latencyMs));
+      if (failing()) throw new Error('broker unavailable');
+      for (const b of batches) for (const m of b.messages) acked.push(String(m.value));
+    },
+    close: async () => undefined,
+  });
+  return { acked, connect };
+}
+
+test('spooling ends once Kafka keeps up again, even though steady traffic never empties the queue', async () => {
+  const { mkdtempSync, existsSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-spool-'));
+  const spoolFile = path.join(dir, 'audit.jsonl');
+  let down = true;
+  const t = transport(15, () => down);
+  const batcher = new KafkaBatcher(t.connect, createLogger('test', 'silent'), { lingerMs: 5, spoolFile });
+  try {
+    let i = 0;
+    let traffic = true;
+    const load = (async () => { while (traffic) { void batcher.send('api.audit-trail', 'acme', { n: i++ }); await new Promise((r) => setTimeout(r, 5)); } })();
+    await new Promise((r) => setTimeout(r, 1500)); // Kafka away: the spool starts
+    assert.ok(existsSync(spoolFile), 'spooling while Kafka is away');
+    down = false;
+    // Back: every send takes 15 ms while a record comes every 5 ms, so the queue is never empty.
+    let ended = false;
+    for (let w = 0; w < 60 && !ended; w++) {
+      await new Promise((r) => setTimeout(r, 100));
+      ended = !existsSync(spoolFile);
+    }
+    traffic = false;
+    await load;
+    assert.ok(ended, 'the spool file is gone once Kafka keeps up');
+    await batcher.close(2000);
+    assert.equal(new Set(t.acked).size, i, 'every record acknowledged once Kafka was back');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('recovery: a line the crash cut short is skipped, and what is appended after it is read at the next start', async () => {
+  const { mkdtempSync, writeFileSync, readFileSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-spool-'));
+  const spoolFile = path.join(dir, 'audit.jsonl');
+  const line = (n: number) => `${JSON.stringify({ t: 'api.audit-trail', k: 'acme', v: JSON.stringify({ n }) })}\n`;
+  try {
+    writeFileSync(spoolFile, `${line(1)}${line(2)}{"t":"api.audit-trail","k":"ac`); // the crash cut the third
+    const t = transport(1, () => true); // Kafka still away
+    const second = new KafkaBatcher(t.connect, createLogger('test', 'silent'), { lingerMs: 5, spoolFile });
+    assert.equal(second.recover(), 2);
+    void second.send('api.audit-trail', 'acme', { n: 3 });
+    await new Promise((r) => setTimeout(r, 400)); // the failed send appends n: 3 to the spool
+    const third = new KafkaBatcher(t.connect, createLogger('test', 'silent'), { lingerMs: 5, spoolFile });
+    assert.equal(third.recover(), 3, readFileSync(spoolFile, 'utf8'));
+    await second.close(50);
+    await third.close(50);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('recovery keeps the newest maxQueued records and counts the rest as dropped', async () => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-spool-'));
+  const spoolFile = path.join(dir, 'audit.jsonl');
+  try {
+    writeFileSync(spoolFile, Array.from({ length: 10 }, (_, n) => `${JSON.stringify({ t: 't', k: 'k', v: String(n) })}\n`).join(''));
+    const t = transport(1, () => false);
+    const b = new KafkaBatcher(t.connect, createLogger('test', 'silent'), { lingerMs: 5, spoolFile, maxQueued: 4 });
+    assert.equal(b.recover(), 4);
+    assert.equal(b.dropped, 6);
+    await b.close(1000);
+    assert.deepEqual(t.acked, ['6', '7', '8', '9']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
