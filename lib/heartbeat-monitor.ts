@@ -3,7 +3,7 @@ import type { Registry } from 'prom-client';
 import type { Heartbeat } from './heartbeats';
 import type { Logger } from './logger';
 import { prom } from './metrics';
-import { subjects } from './nats';
+import { natsConnected, subjects } from './nats';
 
 /** What the monitor says on Kafka `api.events` (tenant `_platform`), so a trigger rule can start a runbook on it. */
 export type ProcessEvent = {
@@ -25,7 +25,12 @@ const FORGET_AFTER_MS = 15 * 60_000;
  * Watches `health.heartbeats`. An instance that has beaten and then says nothing for
  * `silentAfterMs` is reported once — metric and event — and again as recovered if it comes back.
  * An instance that says it is stopping (a graceful shutdown) is dropped without a report.
- * Every admin instance runs one; events carry a stable id so consumers drop the repeats.
+ * Every admin instance runs one; events carry a stable id (the instance's own beat time, not
+ * this admin's clock) so consumers drop the repeats.
+ *
+ * A monitor that cannot hear reports nothing: while its own NATS connection is down, and on the
+ * first sweep after its event loop stalled (the beats that came meanwhile are still unread), every
+ * instance would look silent at once.
  */
 export class HeartbeatMonitor {
   private readonly seen = new Map<string, Seen>();
@@ -41,6 +46,8 @@ export class HeartbeatMonitor {
     /** Where events go (Kafka api.events in the admin process). */
     emit: (e: ProcessEvent) => Promise<void> | void;
     now?: () => number;
+    /** Whether this monitor hears the bus (default: its NATS connection is up). */
+    connected?: () => boolean;
   }) {
     const counts = (state: 'alive' | 'silent') => {
       const out = new Map<string, number>();
@@ -77,8 +84,23 @@ export class HeartbeatMonitor {
         }
       },
     });
-    this.timer = setInterval(() => this.sweep(), sweepMs);
+    this.timer = setInterval(() => this.tick(sweepMs), sweepMs);
     this.timer.unref();
+  }
+
+  private lastTick?: number;
+
+  /** The timer's sweep: skipped while the monitor is deaf, and once after a stall (see the class comment). */
+  tick(sweepMs: number): void {
+    const now = this.now();
+    const gap = this.lastTick === undefined ? 0 : now - this.lastTick;
+    this.lastTick = now;
+    if (gap > Math.max(4 * sweepMs, 2000)) {
+      this.opts.logger.warn({ stalled_ms: gap }, 'heartbeat sweep skipped once: the event loop stalled');
+      return;
+    }
+    if (!(this.opts.connected?.() ?? natsConnected(this.opts.nc))) return;
+    this.sweep();
   }
 
   stop(): void {
@@ -127,7 +149,8 @@ export class HeartbeatMonitor {
 
   private report(type: ProcessEvent['type'], beat: Heartbeat, lastSeen: number, now: number): void {
     const event: ProcessEvent = {
-      id: `${beat.instance}:${type}:${lastSeen}`,
+      // The last beat before the silence, as its sender stamped it: the same id from every admin.
+      id: `${beat.instance}:${type}:${beat.at}`,
       type, tenant: '_platform', occurred_at: new Date(now).toISOString(),
       data: { process: beat.process, instance: beat.instance, status_url: beat.status_url, last_seen: new Date(lastSeen).toISOString(), silent_for_ms: now - lastSeen },
     };

@@ -54,3 +54,45 @@ test('beats keep an instance alive; one that says it is stopping is dropped with
   assert.deepEqual(events.map((e) => e.data.instance), ['w1'], 'w1 fell silent; w2 said it stopped');
   assert.deepEqual(m.instances().map((i) => [i.instance, i.state]), [['w1', 'silent']]);
 });
+
+test("two admins report one silence with the same id: it is the instance's own beat time, not theirs", () => {
+  const sent = new Date(1_000_000).toISOString();
+  const ids: string[] = [];
+  for (const skew of [0, 7]) {
+    let now = 1_000_000 + skew;
+    const m = new HeartbeatMonitor({ nc: {} as NatsConnection, registry: createMetricsRegistry('admin'), logger: pino({ level: 'silent' }), silentAfterMs: 9000, emit: (e) => { ids.push(e.id); }, now: () => now });
+    m.observe({ process: 'worker', instance: 'w1', status_url: 'http://w:9403', at: sent, status: 'up' });
+    now += 10_000;
+    m.sweep();
+  }
+  assert.equal(ids.length, 2);
+  assert.equal(ids[0], ids[1]);
+});
+
+test('a monitor that cannot hear reports nothing: its NATS down, or the first sweep after a stall', () => {
+  let now = 1_000_000;
+  let connected = true;
+  const events: ProcessEvent[] = [];
+  const m = new HeartbeatMonitor({ nc: {} as NatsConnection, registry: createMetricsRegistry('admin'), logger: pino({ level: 'silent' }), silentAfterMs: 9000, emit: (e) => { events.push(e); }, now: () => now, connected: () => connected });
+  const beat = () => m.observe({ process: 'worker', instance: 'w1', status_url: 'http://w:9403', at: new Date(now).toISOString(), status: 'up' });
+  beat();
+  m.tick(500);
+  // Its own connection is down: the beats stop arriving, and that says nothing about w1.
+  connected = false;
+  for (let i = 0; i < 30; i++) { now += 500; m.tick(500); }
+  assert.equal(events.length, 0, 'deaf: nothing reported');
+  connected = true;
+  beat();
+  m.tick(500);
+  // A 12 s stall of the event loop: the first sweep after it runs before the beats that came meanwhile.
+  now += 12_000;
+  m.tick(500);
+  assert.equal(events.length, 0, 'the sweep right after the stall is skipped');
+  beat(); // the buffered beat is read
+  now += 500;
+  m.tick(500);
+  assert.equal(events.length, 0);
+  // A real silence is still reported.
+  for (let i = 0; i < 20; i++) { now += 500; m.tick(500); }
+  assert.deepEqual(events.map((e) => e.type), ['platform.process_silent']);
+});
