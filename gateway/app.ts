@@ -97,8 +97,10 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     try {
       const res = await deps.vault.read(`secret/data/jwt/${workspace}/${kid}`) as { data?: { data?: { secret?: string } } };
       return res.data?.data?.secret;
-    } catch {
-      return undefined;
+    } catch (err) {
+      // Not there is an answer; anything else (Vault away) is thrown, and the verifier retries soon.
+      if ((err as { response?: { statusCode?: number } }).response?.statusCode === 404) return undefined;
+      throw err;
     }
   });
   const upstreams = new Upstreams({ logger: deps.logger, registry: deps.registry });

@@ -121,7 +121,14 @@ export class JwtVerifier {
     const id = `${workspace}/${kid}`;
     const hit = this.hsSecrets.get(id);
     if (hit && hit.until > Date.now()) return hit.key;
-    const secret = await this.hsSecret(workspace, kid);
+    let secret: string | undefined;
+    try {
+      secret = await this.hsSecret(workspace, kid);
+    } catch {
+      // Vault away is not "no such secret": remembered for seconds, not the 5 minutes an answer is.
+      this.hsSecrets.set(id, { key: undefined, until: Date.now() + 5000 });
+      return undefined;
+    }
     // HS256 needs at least 256 bits of secret (RFC 7518 §3.2); a shorter one is treated as absent.
     const key = secret && Buffer.byteLength(secret) >= 32 ? createSecretKey(Buffer.from(secret)) : undefined;
     this.hsSecrets.set(id, { key, until: Date.now() + 300_000 });
