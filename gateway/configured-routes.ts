@@ -91,6 +91,9 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
   function outboundHeaders(req: FastifyRequest, tenant: string, add?: Record<string, string>, remove?: string[]): Record<string, string> {
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_BY_HOP.has(k)) headers[k] = v;
+    // Headers the client's Connection names are hop-by-hop too (RFC 9110 7.6.1).
+    const connection = req.headers.connection;
+    if (connection && connection !== 'keep-alive' && connection !== 'close') for (const name of connection.split(',')) delete headers[name.trim().toLowerCase()];
     // The upstream's spans continue the trace under the gateway's span (the caller's traceparent,
     // when there was one, is this span's parent).
     const span = req.flowgate.span;

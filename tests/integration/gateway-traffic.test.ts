@@ -335,6 +335,18 @@ describe('what the pipeline checks is what the upstream gets', () => {
       const ok = await t.gw('GET', '/public//%7Eme');
       assert.equal(ok.status, 200);
       assert.equal(ok.body.url, '/public/~me', 'forwarded as the path that was authorized');
+      // A header the client's Connection names is hop-by-hop: it stops at the gateway.
+      const seen = await new Promise<Record<string, string>>((resolve, reject) => {
+        const r = httpRequest(`${stack.gatewayUrl}/public/x`, { headers: { authorization: `Bearer ${t.key}`, connection: 'close, x-hop-only', 'x-hop-only': 'secret', 'x-kept': 'yes' } }, (res) => {
+          let b = '';
+          res.on('data', (d) => { b += d; });
+          res.on('end', () => resolve((JSON.parse(b) as { headers: Record<string, string> }).headers));
+        });
+        r.on('error', reject);
+        r.end();
+      });
+      assert.equal(seen['x-kept'], 'yes');
+      assert.equal(seen['x-hop-only'], undefined);
     } finally {
       await echo.close();
     }
