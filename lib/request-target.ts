@@ -26,9 +26,9 @@ const ESCAPE = /%([0-9A-Fa-f]{2})/g;
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
 const SLASHES = /\/{2,}/g;
 
-/** Unreserved escapes decoded, the others upper-cased, runs of slashes made one. */
+/** Backslashes made slashes (as URL would, but before the squeeze), unreserved escapes decoded, the others upper-cased, runs of slashes made one. */
 function canonicalPath(path: string): string {
-  let out = path;
+  let out = path.includes('\\') ? path.replaceAll('\\', '/') : path;
   if (out.includes('%')) {
     out = out.replace(ESCAPE, (escape, hex: string) => {
       const c = String.fromCharCode(parseInt(hex, 16));

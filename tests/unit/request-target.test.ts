@@ -16,6 +16,7 @@ const outcome = (fn: () => { pathname: string; search: string }) => {
 const canonical = (raw: string) => {
   const q = raw.indexOf('?');
   const path = (q === -1 ? raw : raw.slice(0, q))
+    .replace(/\\/g, '/')
     .replace(/%[0-9A-Fa-f]{2}/g, (e) => {
       const byte = Number.parseInt(e.slice(1), 16);
       return byte < 0x80 && /^[A-Za-z0-9\-._~]$/.test(String.fromCharCode(byte)) ? String.fromCharCode(byte) : e.toUpperCase();
@@ -39,7 +40,7 @@ test('known targets: plain ones are split, dot segments, backslashes and escapes
 test('one path however it is spelled: escapes of unreserved characters, doubled slashes', () => {
   for (const [raw, pathname] of [
     ['/%61dmin/users', '/admin/users'], ['/api//admin', '/api/admin'], ['//admin', '/admin'], ['/%2e%2E/admin', '/admin'],
-    ['/a/%7euser', '/a/~user'], ['/a%2fb', '/a%2Fb'], ['/a%20b', '/a%20b'], ['/caf%c3%a9', '/caf%C3%A9'], ['/a/%2561', '/a/%2561'],
+    ['/a/%7euser', '/a/~user'], ['/api/\\admin/x', '/api/admin/x'], ['/api\\\\admin', '/api/admin'], ['/a%2fb', '/a%2Fb'], ['/a%20b', '/a%20b'], ['/caf%c3%a9', '/caf%C3%A9'], ['/a/%2561', '/a/%2561'],
   ]) assert.equal(requestTarget(raw!).pathname, pathname, raw);
   assert.equal(requestTarget('/%61?x=%61').search, '?x=%61', 'the query is left as it is');
 });
