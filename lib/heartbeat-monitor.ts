@@ -89,17 +89,26 @@ export class HeartbeatMonitor {
   }
 
   private lastTick?: number;
+  private deaf = false;
 
-  /** The timer's sweep: skipped while the monitor is deaf, and once after a stall (see the class comment). */
+  /**
+   * The timer's sweep: skipped while the monitor is deaf and after a stall (see the class
+   * comment); when it hears again, every instance gets `silentAfterMs` from then to be heard.
+   */
   tick(sweepMs: number): void {
     const now = this.now();
     const gap = this.lastTick === undefined ? 0 : now - this.lastTick;
     this.lastTick = now;
-    if (gap > Math.max(4 * sweepMs, 2000)) {
-      this.opts.logger.warn({ stalled_ms: gap }, 'heartbeat sweep skipped once: the event loop stalled');
+    if (!(this.opts.connected?.() ?? natsConnected(this.opts.nc))) {
+      this.deaf = true;
       return;
     }
-    if (!(this.opts.connected?.() ?? natsConnected(this.opts.nc))) return;
+    if (this.deaf || gap > Math.max(4 * sweepMs, 2000)) {
+      this.opts.logger.warn({ gap_ms: gap, was_disconnected: this.deaf }, 'heartbeat monitor hearing again: silences counted from now');
+      this.deaf = false;
+      for (const s of this.seen.values()) if (s.silentSince === undefined) s.lastSeen = Math.max(s.lastSeen, now);
+      return;
+    }
     this.sweep();
   }
 

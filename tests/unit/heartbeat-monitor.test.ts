@@ -82,6 +82,10 @@ test('a monitor that cannot hear reports nothing: its NATS down, or the first sw
   for (let i = 0; i < 30; i++) { now += 500; m.tick(500); }
   assert.equal(events.length, 0, 'deaf: nothing reported');
   connected = true;
+  m.tick(500); // hearing again, before any new beat arrived: w1 gets its full silentAfterMs from now
+  now += 500;
+  m.tick(500);
+  assert.equal(events.length, 0, 'not reported on reconnecting');
   beat();
   m.tick(500);
   // A 12 s stall of the event loop: the first sweep after it runs before the beats that came meanwhile.
