@@ -125,9 +125,10 @@ export class JwtVerifier {
     try {
       secret = await this.hsSecret(workspace, kid);
     } catch {
-      // Vault away is not "no such secret": remembered for seconds, not the 5 minutes an answer is.
-      this.hsSecrets.set(id, { key: undefined, until: Date.now() + 5000 });
-      return undefined;
+      // Vault away is not "no such secret": a key known before is kept, and either way Vault is
+      // asked again in seconds, not after the 5 minutes an answer is kept.
+      this.hsSecrets.set(id, { key: hit?.key, until: Date.now() + 5000 });
+      return hit?.key;
     }
     // HS256 needs at least 256 bits of secret (RFC 7518 §3.2); a shorter one is treated as absent.
     const key = secret && Buffer.byteLength(secret) >= 32 ? createSecretKey(Buffer.from(secret)) : undefined;

@@ -34,6 +34,11 @@ test('a Vault outage is remembered for seconds, not the 5 minutes an answer is',
     const ok = await verifier.verify('acme', jwt(), settings);
     assert.equal(lookups, 2, 'asked again once the pause is over');
     assert.ok(ok);
+    // Vault away when a known key is due for its refresh: the key is kept meanwhile.
+    vaultUp = false;
+    mock.timers.tick(300_001);
+    assert.ok(await verifier.verify('acme', jwt(), settings), 'still verified with the key known before');
+    assert.equal(lookups, 3);
   } finally {
     mock.timers.reset();
   }
