@@ -10,7 +10,7 @@ import type { Route, Service } from './config-store';
 import { compileRewrite } from '../lib/path-rewrite';
 import { requestTarget, type RequestTarget } from '../lib/request-target';
 import { traceHeaders } from '../lib/tracing';
-import { rawJsonOf } from './raw-body';
+import { assertBodyWithinLimit, rawJsonOf } from './raw-body';
 import { maskJson, maskText, type PiiKind } from './pii';
 import { createTriggering, type Accepted } from './triggering';
 import { SENSITIVE_RESPONSE_HEADERS } from './security-headers';
@@ -43,14 +43,6 @@ function requestBody(req: FastifyRequest): string | Buffer | undefined {
   return rawJsonOf(req) ?? JSON.stringify(req.body);
 }
 
-/** The body's size as received. */
-function bodySize(req: FastifyRequest): number {
-  const body = req.body;
-  if (body === undefined || body === null) return 0;
-  if (Buffer.isBuffer(body)) return body.length;
-  if (typeof body === 'string') return Buffer.byteLength(body);
-  return rawJsonOf(req)?.length ?? Buffer.byteLength(JSON.stringify(body));
-}
 
 const rewrites = new WeakMap<object, (path: string) => string>();
 function rewritten(rule: { pattern: string; replacement: string }, path: string): string {
@@ -199,11 +191,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     const match = req.flowgate.match;
     const url = req.flowgate.target ?? requestTarget(req.url);
     if (!match) throw new ApiError(404, 'route_not_found', `no route for ${req.method} ${url.pathname}`);
-    // The pipeline checked Content-Length; a chunked body has none, so its size is checked as read.
-    const sizeLimit = req.flowgate.plugins['request-size-limiting']?.allowed_payload_size_bytes;
-    if (sizeLimit !== undefined && bodySize(req) > sizeLimit) {
-      throw new ApiError(413, 'payload_too_large', `the body may be at most ${sizeLimit} bytes`, [{ field: 'body', message: 'too large' }]);
-    }
+    assertBodyWithinLimit(req);
     reply.header('X-Flowgate-Config-Version', String(ctx.configStore.versionOf(principal.tenant) ?? 0));
     if (match.kind === 'route') {
       const { route } = match;

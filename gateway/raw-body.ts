@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { ApiError } from '../lib/errors';
 
 /**
  * JSON bodies parsed as Fastify does (prototype and constructor poisoning refused), with their
@@ -20,3 +21,23 @@ export function keepRawJson(app: FastifyInstance): void {
 
 /** The bytes of a JSON body as received, when the request had one. */
 export const rawJsonOf = (req: FastifyRequest): Buffer | undefined => (req as WithRaw)[RAW];
+
+/** The body's size as received. */
+export function bodySize(req: FastifyRequest): number {
+  const body = req.body;
+  if (body === undefined || body === null) return 0;
+  if (Buffer.isBuffer(body)) return body.length;
+  if (typeof body === 'string') return Buffer.byteLength(body);
+  return rawJsonOf(req)?.length ?? Buffer.byteLength(JSON.stringify(body));
+}
+
+/**
+ * The `request-size-limiting` plugin on the body as read. The pipeline checks Content-Length
+ * before reading; a chunked body has none, so every handler that reads a body checks here too.
+ */
+export function assertBodyWithinLimit(req: FastifyRequest): void {
+  const limit = req.flowgate?.plugins['request-size-limiting']?.allowed_payload_size_bytes;
+  if (limit !== undefined && bodySize(req) > limit) {
+    throw new ApiError(413, 'payload_too_large', `the body may be at most ${limit} bytes`, [{ field: 'body', message: 'too large' }]);
+  }
+}

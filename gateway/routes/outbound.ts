@@ -8,6 +8,7 @@ import { startWorkflow } from '../../lib/start-workflow';
 import { PathOutsideService, serviceUrl } from '../../lib/third-party/services';
 import { registeredWorkflowType } from '../../lib/workflow-registry';
 import type { GatewayContext } from '../app';
+import { assertBodyWithinLimit } from '../raw-body';
 import { acceptedAnswer, createTriggering, idempotencyKeyOf } from '../triggering';
 
 const outboundBody = z
@@ -49,6 +50,7 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
       if (!(err instanceof PathOutsideService)) throw err;
       throw new ApiError(400, 'validation_failed', 'invalid path', [{ field: 'params.path', message: "must stay under the service's base URL" }]);
     }
+    assertBodyWithinLimit(req);
     const raw = (req.body ?? {}) as Record<string, unknown>;
     if (raw && typeof raw === 'object' && 'internal_api_key' in raw) {
       throw new ApiError(400, 'validation_failed', 'credentials go in Authorization or X-API-Key, never in the body', [{ field: 'body.internal_api_key', message: 'not accepted' }]);

@@ -11,6 +11,7 @@ import type { SignalMessage } from '../../lib/trigger-message';
 import { accepted, describeExecution, summarize, tenantOf, type ExecutionStatus } from '../status';
 import type { GatewayContext } from '../app';
 import { createTriggering } from '../triggering';
+import { assertBodyWithinLimit } from '../raw-body';
 
 const executionParams = z.object({ id: z.string().min(1).max(200) });
 const listQuery = z.object({
@@ -86,6 +87,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       metrics.triggers.inc({ tenant, workflow: 'unknown', outcome: 'unknown_type' });
       throw new ApiError(404, 'unknown_workflow_type', `no workflow type named ${workflowType}`, [{ field: 'params.workflowType', message: 'see GET /api/workflow-types' }]);
     }
+    assertBodyWithinLimit(req);
     const r = def.input.safeParse(req.body ?? undefined);
     if (!r.success) {
       metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'invalid' });
@@ -132,6 +134,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     const schema = def && Object.hasOwn(def.signals, name) ? def.signals[name] : undefined;
     if (!schema) throw new ApiError(400, 'unknown_signal', `${s.workflow_type} has no signal named ${name}`, [{ field: 'params.name', message: `one of: ${Object.keys(def?.signals ?? {}).join(', ') || '(none)'}` }]);
     if (s.status !== 'RUNNING') throw new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
+    assertBodyWithinLimit(req);
     const payload = parse(schema, req.body ?? undefined, 'signal');
     const msg: SignalMessage = { execution_id: id, tenant, signal: name, payload, correlation_id: req.id };
     try {

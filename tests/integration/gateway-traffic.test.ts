@@ -427,6 +427,17 @@ describe('what the pipeline checks is what the upstream gets', () => {
       });
       assert.equal(status, 413);
       assert.equal(echo.count, before, 'nothing forwarded');
+      // The platform's own routes too: a workflow start with a chunked body past a workspace-wide limit.
+      await t.admin('POST', '/plugins', { name: 'request-size-limiting', config: { allowed_payload_size_bytes: 1024 } });
+      await eventually('workspace limit in force', async () => (await t.gw('POST', '/api/workflows/hello', { name: 'x'.repeat(2000) })).status === 413, 5000, 20);
+      const started = await new Promise<number>((resolve, reject) => {
+        const req = httpRequest(`${stack.gatewayUrl}/api/workflows/hello`, { method: 'POST', headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => { res.resume(); resolve(res.statusCode!); });
+        req.on('error', reject);
+        req.write('{"name":"');
+        for (let i = 0; i < 10; i++) req.write('n'.repeat(150));
+        req.end('"}');
+      });
+      assert.equal(started, 413, 'a chunked start past the limit');
     } finally {
       await echo.close();
     }
