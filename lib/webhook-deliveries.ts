@@ -83,11 +83,12 @@ export type RetryPolicy = {
 export const retryDelayMs = (policy: Pick<RetryPolicy, 'baseMs' | 'maxMs'>, failingMs: number): number =>
   Math.min(Math.max(policy.baseMs, failingMs), policy.maxMs);
 
-type Due = { workspace_id: string; event_id: string; url: string; payload: unknown; attempts: number; failing_ms: number; expired: boolean };
+type Due = { workspace_id: string; event_id: string; url: string; payload: unknown; attempts: number; failing_ms: number; expired: boolean; claimed_until: string };
 
-/** While one retrier posts a webhook, no other one takes it (several workers share the table). */
-const CLAIM_MS = 120_000;
-const BATCH = 20;
+/** A pass's rows, posted one after another (10 s each at most). */
+const BATCH = 10;
+/** While one retrier posts a batch, no other one takes its rows: longer than the whole batch can take. */
+const CLAIM_MS = BATCH * 15_000;
 
 /**
  * Posts the pending webhooks that are due, forever, until the returned stop is called. Runs in
@@ -101,12 +102,14 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
   let timer: NodeJS.Timeout | undefined;
   let pass: Promise<void> = Promise.resolve();
 
+  // Only while the claim is this retrier's (its next_attempt_at as claimed): a row another worker
+  // took over after a stall is not settled twice, nor a delivered row set back to pending.
   const settle = (row: Due, state: DeliveryState, status: number | null, error: string | null, nextInMs = 0) =>
     asPlatform(pool, (db) => db.query(
       `UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, last_status = $4, last_error = $5,
               next_attempt_at = now() + $6 * interval '1 millisecond', updated_at = now()
-        WHERE workspace_id = $1 AND event_id = $2`,
-      [row.workspace_id, row.event_id, state, status, error, nextInMs],
+        WHERE workspace_id = $1 AND event_id = $2 AND state = 'pending' AND next_attempt_at = $7::timestamptz`,
+      [row.workspace_id, row.event_id, state, status, error, nextInMs, row.claimed_until],
     ));
 
   const runOnce = async (): Promise<void> => {
@@ -116,7 +119,7 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
                 WHERE state = 'pending' AND next_attempt_at <= now()
                 ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
         WHERE d.workspace_id = due.workspace_id AND d.event_id = due.event_id
-      RETURNING d.workspace_id, d.event_id, d.url, d.payload, d.attempts,
+      RETURNING d.workspace_id, d.event_id, d.url, d.payload, d.attempts, d.next_attempt_at::text AS claimed_until,
                 (extract(epoch FROM now() - d.created_at) * 1000)::float8 AS failing_ms,
                 d.created_at < now() - $3 * interval '1 millisecond' AS expired`,
       [CLAIM_MS, BATCH, policy.retryForMs],
