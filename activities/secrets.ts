@@ -122,12 +122,17 @@ export function secretActivities(deps: SecretDeps) {
     async createPendingSecret({ secret }: SecretRef): Promise<{ version: string; previous: string }> {
       const def = secretOf(secret);
       const meta = await readMeta(deps.vault, secret);
-      if (meta.labels.pending) throw ApplicationFailure.nonRetryable(`a rotation of ${secret} is in progress (pending version ${meta.labels.pending})`, 'RotationInProgress');
+      const run = runOfActivity();
       const currentVersion = meta.labels.current ?? String(meta.latest);
+      if (meta.labels.pending) {
+        // An earlier attempt of this run wrote and labelled it, and its answer was lost: the same answer again.
+        const pending = await readVersion<Record<string, string>>(deps.vault, secret, meta.labels.pending).catch(() => undefined);
+        if (run && pending?.rotation_run === run) return { version: meta.labels.pending, previous: currentVersion };
+        throw ApplicationFailure.nonRetryable(`a rotation of ${secret} is in progress (pending version ${meta.labels.pending})`, 'RotationInProgress');
+      }
       // The version an earlier attempt wrote but did not get to label (its labels write failed, or its
       // answer was lost): labelled now, rather than a second key minted and the first orphaned. Runs
       // of one secret's rotation share their workflow id, so a run also takes over one a failed run left.
-      const run = runOfActivity();
       const latest = String(meta.latest);
       if (run && latest !== currentVersion && !Object.values(meta.labels).includes(latest)) {
         const written = await readVersion<Record<string, string>>(deps.vault, secret, latest).catch(() => undefined);

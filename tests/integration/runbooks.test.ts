@@ -264,6 +264,10 @@ describe('rotating the payment provider key', () => {
     const after = await readMeta(vault, API_KEY);
     assert.equal(after.latest, meta.latest, 'no second version written (and no second key minted)');
     assert.equal(after.labels.pending, first.version);
+    // And an attempt whose labels were written but whose answer was lost: the same answer again, not RotationInProgress.
+    assert.deepEqual(await attempt.run(acts.createPendingSecret, ref), first);
+    const other = new MockActivityEnvironment({ workflowExecution: { workflowId: 'rb-rotate-secret-someone-else', runId: 'r2' } });
+    await assert.rejects(other.run(acts.createPendingSecret, ref), /in progress/, 'another run is still refused');
     // Another run's attempt would not take it over: undo it the way the run would.
     const undone = await acts.rollbackPendingSecret({ ...ref, version: first.version });
     assert.equal(undone.kept, undefined);
