@@ -29,8 +29,8 @@ export function failoverActivities(deps: FailoverDeps) {
   };
   const login = async (path: string) => (await readCurrentSecretData<DbLogin>(deps.vault, path)).data;
   /** A connection to one server as the DR login (or another), failing within `timeoutMs`. */
-  const connectTo = async (node: DbNode, opts: { secret?: string; database?: string; timeoutMs?: number } = {}) => {
-    const { username, password } = await login(opts.secret ?? DB_DR_SECRET);
+  const connectTo = async (node: DbNode, opts: { secret?: string; database?: string; timeoutMs?: number; as?: DbLogin } = {}) => {
+    const { username, password } = opts.as ?? await login(opts.secret ?? DB_DR_SECRET);
     const c = new pg.Client({ host: node.host, port: node.port, database: opts.database ?? 'flowgate', user: username, password, connectionTimeoutMillis: opts.timeoutMs ?? 2000, query_timeout: 10_000 });
     c.on('error', () => undefined);
     await c.connect();
@@ -41,9 +41,9 @@ export function failoverActivities(deps: FailoverDeps) {
    * not the database down (the error is retried), so it can never confirm a failover.
    */
   const probe = async (node: DbNode, timeoutMs: number): Promise<boolean> => {
-    await login(DB_DR_SECRET);
+    const as = await login(DB_DR_SECRET);
     try {
-      const c = await connectTo(node, { timeoutMs });
+      const c = await connectTo(node, { timeoutMs, as });
       try {
         await c.query('SELECT 1');
         return true;
