@@ -118,6 +118,14 @@ describe('rotation schedules', () => {
   });
 });
 
+/** The rotation's activities on their own, on the stack's Vault and sandbox provider (as Temporal would run them). */
+function rotationActivities() {
+  const logger = createLogger('rotation-retry-test', 'error');
+  const events = new KafkaBatcher(createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rotation-retry-test'), logger);
+  cleanup.push(() => events.close());
+  return secretActivities({ vault, events, logger, databaseUrl: stack.env.FLOWGATE_DATABASE_URL!, services: loadConfig('worker', stack.env).FLOWGATE_THIRD_PARTIES });
+}
+
 describe('rotating the payment provider key', () => {
   test('approved by another operator; consumers told; the old key works through the grace period, then is revoked', async () => {
     const t = await tokens();
@@ -220,12 +228,7 @@ describe('rotating the payment provider key', () => {
   test('a finish retried after it took effect answers the same, and a rollback then keeps the version it made current', async () => {
     // The rotation's activities on their own, as Temporal would run them when a finish attempt
     // wrote the labels but its answer was lost (a worker crash, a timeout, an abort).
-    const events = new KafkaBatcher(createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rotation-retry-test'), createLogger('rotation-retry-test', 'error'));
-    cleanup.push(() => events.close());
-    const acts = secretActivities({
-      vault, events, logger: createLogger('rotation-retry-test', 'error'), databaseUrl: stack.env.FLOWGATE_DATABASE_URL!,
-      services: loadConfig('worker', stack.env).FLOWGATE_THIRD_PARTIES,
-    });
+    const acts = rotationActivities();
     const ref = { secret: API_KEY };
     const created = await acts.createPendingSecret(ref);
     const version = { ...ref, version: created.version };
@@ -247,12 +250,7 @@ describe('rotating the payment provider key', () => {
   });
 
   test('a pending version an earlier attempt wrote but did not label is taken over, not minted again', async () => {
-    const events = new KafkaBatcher(createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rotation-retry-test'), createLogger('rotation-retry-test', 'error'));
-    cleanup.push(() => events.close());
-    const acts = secretActivities({
-      vault, events, logger: createLogger('rotation-retry-test', 'error'), databaseUrl: stack.env.FLOWGATE_DATABASE_URL!,
-      services: loadConfig('worker', stack.env).FLOWGATE_THIRD_PARTIES,
-    });
+    const acts = rotationActivities();
     const ref = { secret: API_KEY };
     const attempt = new MockActivityEnvironment({ workflowExecution: { workflowId: `rb-rotate-secret-test-${randomBytes(3).toString('hex')}`, runId: 'r1' } });
     const first = await attempt.run(acts.createPendingSecret, ref) as { version: string; previous: string };
