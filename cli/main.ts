@@ -39,7 +39,9 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    console.error(err instanceof Error ? err.stack ?? err.message : err);
+    // An operator's mistake or an unreachable service is one line; a stack trace only with FLOWGATE_DEBUG.
+    const message = err instanceof Error ? `${err.message}${(err as { cause?: Error }).cause?.message ? ` (${(err as { cause?: Error }).cause!.message})` : ''}` : String(err);
+    console.error(process.env.FLOWGATE_DEBUG && err instanceof Error ? err.stack : `flowgate: ${message}`);
     process.exit(1);
   },
 );

@@ -17,7 +17,12 @@ const dotenv = (vars: Record<string, string>) =>
 export async function stackCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   const dirFlag = rest.indexOf('--dir');
-  const dir = dirFlag >= 0 ? path.resolve(rest[dirFlag + 1]!) : DEV_STACK_DIR;
+  const dirArg = dirFlag >= 0 ? rest[dirFlag + 1] : undefined;
+  if (dirFlag >= 0 && (!dirArg || dirArg.startsWith('--'))) {
+    console.error('flowgate stack: --dir needs a directory');
+    return 2;
+  }
+  const dir = dirArg !== undefined ? path.resolve(dirArg) : DEV_STACK_DIR;
   const profile = rest.includes('--test') ? 'test' : 'dev';
   const withApps = !rest.includes('--infra-only');
   switch (sub) {
@@ -33,7 +38,8 @@ export async function stackCommand(args: string[]): Promise<number> {
         }
         throw err;
       }
-      await writeFile(path.join(dir, 'stack.env'), dotenv(processEnv(l)));
+      // It holds the stack's execution-id secret: for its owner only.
+      await writeFile(path.join(dir, 'stack.env'), dotenv(processEnv(l)), { mode: 0o600 });
       if (profile === 'test') {
         console.log(`test stack ready in ${((Date.now() - t0) / 1000).toFixed(1)}s: ${dir}`);
         return 0;
@@ -70,9 +76,15 @@ Logs: make logs    State: make status    Stop: make down    Wipe data: make rese
       return 0;
     }
     case 'reset': {
+      // Only a stack's own directory is removed: never one that merely was named (`--dir ""` is the
+      // current directory, `--dir ~` the home directory).
+      if (existsSync(dir) && !existsSync(path.join(dir, 'stack.json'))) {
+        console.error(`flowgate stack reset: ${dir} is not a stack directory (no stack.json); nothing removed`);
+        return 2;
+      }
       if (existsSync(path.join(dir, 'stack.json'))) await down(readStack(dir));
       await rm(dir, { recursive: true, force: true });
-      await rm(LOCAL_ENV, { force: true });
+      if (dir === DEV_STACK_DIR) await rm(LOCAL_ENV, { force: true }); // the demo credentials belong to the dev stack
       console.log(`removed ${dir}`);
       return 0;
     }
@@ -86,13 +98,25 @@ Logs: make logs    State: make status    Stop: make down    Wipe data: make rese
       return rows.every((r) => r.ready) ? 0 : 1;
     }
     case 'logs': {
+      if (!existsSync(path.join(dir, 'stack.json'))) {
+        console.error('not started (make up)');
+        return 1;
+      }
       const l = readStack(dir);
-      const names = rest.filter((a) => !a.startsWith('--') && a !== rest[dirFlag + 1]);
+      const names = rest.filter((a, i) => !a.startsWith('--') && !(dirFlag >= 0 && i === dirFlag + 1));
       const files = (names.length ? names : [...APPS, ...INFRA].map((s) => s.name)).map((n) => logPath(l, n)).filter(existsSync);
+      if (!files.length) {
+        console.error(`no log for ${names.join(', ')} (servers: ${[...INFRA, ...APPS].map((s) => s.name).join(', ')})`);
+        return 2;
+      }
       const child = spawn('tail', ['-n', '20', '-F', ...files], { stdio: 'inherit' });
       return new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 0)));
     }
     case 'env': {
+      if (!existsSync(path.join(dir, 'stack.json'))) {
+        console.error('not started (make up)');
+        return 1;
+      }
       process.stdout.write(dotenv(processEnv(readStack(dir))));
       return 0;
     }
