@@ -6,7 +6,6 @@
 // the old one as the new one's standby; they need a stack started with FLOWGATE_DB_FAILOVER=automatic
 // (otherwise nothing is killed and the bench fails). Writes its block of bench/RESULTS.md.
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { connect } from 'nats';
 import { databaseClients, readTopology, topologyBucket } from '../lib/db-topology';
 import { STREAMS } from '../lib/nats';
@@ -16,7 +15,7 @@ import { connectTemporal } from '../lib/temporal';
 import { issueAdminToken } from '../lib/tenants';
 import { reconcileDatabase } from '../stack/database';
 import type { PgServer } from '../stack/servers';
-import { readStack, serverSpec, startServer } from '../stack/stack';
+import { readPid, readStack, serverSpec, startServer } from '../stack/stack';
 import { adminTenant } from '../tests/helpers/admin';
 import { eventually, readyStatus, spawnProcess, testStack, type RunningProcess } from '../tests/helpers/stack';
 import { writeSection } from './results';
@@ -257,7 +256,7 @@ async function awaitSteadyDatabase(): Promise<void> {
 async function failoverOnce(operator: string): Promise<Failover> {
   const killed: PgServer = readStack(stack.layout.dir).dbPrimary ?? 'postgres';
   await awaitSteadyDatabase();
-  const pid = Number(readFileSync(path.join(stack.layout.dir, 'run', `${killed}.pid`), 'utf8'));
+  const pid = readPid(stack.layout, killed)!;
   console.log(`failover: SIGKILL ${killed} (pid ${pid})`);
   const killedAt = Date.now();
   process.kill(-pid, 'SIGKILL');
@@ -285,7 +284,7 @@ async function failoverOnce(operator: string): Promise<Failover> {
  */
 function workerFailoverMode(): string {
   try {
-    const pid = Number(readFileSync(path.join(stack.layout.dir, 'run', 'worker.pid'), 'utf8'));
+    const pid = readPid(stack.layout, 'worker')!;
     const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
     return env.find((e) => e.startsWith('FLOWGATE_DB_FAILOVER='))?.slice('FLOWGATE_DB_FAILOVER='.length) ?? 'approval';
   } catch {

@@ -63,13 +63,44 @@ const statusPortOf: Record<string, keyof StackPorts> = {
   gateway: 'gatewayStatus', admin: 'adminStatus', triggers: 'triggersStatus', worker: 'workerStatus',
 };
 
-function readPid(l: StackLayout, name: string): number | undefined {
+/** When `pid` started (clock ticks since boot, /proc/PID/stat field 22): a pid file names one process, not whoever has its pid later. */
+function startTimeOf(pid: number): string | undefined {
   try {
-    const pid = Number(readFileSync(pidPath(l, name), 'utf8').trim());
-    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The pid a server's pid file names, while that very process runs: after a reboot or a container
+ * restart the number may belong to another process, which must never be signalled (stopServer
+ * signals the whole process group) nor taken for the server.
+ */
+export function readPid(l: StackLayout, name: string): number | undefined {
+  try {
+    const [pidText, started] = readFileSync(pidPath(l, name), 'utf8').trim().split(' ');
+    const pid = Number(pidText);
+    if (!Number.isInteger(pid) || pid <= 0) return undefined;
+    return started === undefined || startTimeOf(pid) === started ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Which port each server listens on, checked free before it starts (another process there would answer its readiness check). */
+const LISTEN_PORT: Partial<Record<string, keyof StackPorts>> = {
+  temporal: 'temporal', nats: 'nats', postgres: 'postgres', 'postgres-replica': 'postgresReplica', kafka: 'kafka', openbao: 'openbao',
+  redis: 'redis', 'payment-sandbox': 'paymentSandbox', prometheus: 'prometheus', gateway: 'gateway', admin: 'admin',
+};
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
 }
 
 function alive(pid: number): boolean {
@@ -107,6 +138,10 @@ export async function startServer(l: StackLayout & { executionIdSecret: string }
     } catch (err) {
       throw new StackError(`${spec.name}: preparation failed: ${(err as Error).message}\n  log: ${log}`);
     }
+    const portKey = LISTEN_PORT[spec.name];
+    if (portKey && !(await portFree(l.ports[portKey]))) {
+      throw new StackError(`${spec.name}: port ${l.ports[portKey]} is in use by another process (another stack, or a system service); stop it or choose other ports`);
+    }
     const env: NodeJS.ProcessEnv = { ...process.env, ...processEnv(l) };
     if (spec.kind === 'app') env.FLOWGATE_STATUS_PORT = String(l.ports[statusPortOf[spec.name]!]);
     const s = spec.spawn(l, env);
@@ -121,7 +156,7 @@ export async function startServer(l: StackLayout & { executionIdSecret: string }
     closeSync(fd);
     child.on('error', () => undefined);
     if (child.pid === undefined) throw new StackError(`${spec.name}: could not start ${s.command}\n  log: ${log}`);
-    await writeFile(pidPath(l, spec.name), String(child.pid));
+    await writeFile(pidPath(l, spec.name), `${child.pid} ${startTimeOf(child.pid) ?? ''}`.trim());
     child.unref();
   }
   const deadline = Date.now() + spec.readyTimeoutMs;
@@ -150,7 +185,9 @@ export async function stopServer(l: StackLayout, name: string, timeoutMs = 20_00
   while (alive(pid) && Date.now() < deadline) await sleep(100);
   if (alive(pid)) {
     kill('SIGKILL');
-    while (alive(pid)) await sleep(50);
+    // A zombie (no init reaping it) or a process stuck in the kernel never goes: do not wait for ever.
+    const killDeadline = Date.now() + 10_000;
+    while (alive(pid) && Date.now() < killDeadline) await sleep(50);
   }
   await rm(pidPath(l, name), { force: true });
 }

@@ -4,8 +4,6 @@
 // the new primary, the run reports its RTO, and `stack up` then rebuilds the old primary as the
 // new primary's standby.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { connect } from 'nats';
 import pg from 'pg';
@@ -14,7 +12,7 @@ import { createPool } from '../../lib/postgres';
 import { issueAdminToken } from '../../lib/tenants';
 import { reconcileDatabase } from '../../stack/database';
 import { pgSuperuserUrl } from '../../stack/servers';
-import { readStack, serverSpec, startServer } from '../../stack/stack';
+import { readPid, readStack, serverSpec, startServer } from '../../stack/stack';
 import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
 import { eventually, testStack } from '../helpers/stack';
@@ -84,7 +82,7 @@ describe('database failover', () => {
     await eventually('some writes before the crash', () => acknowledged.length >= 20, 20_000);
 
     // The crash: SIGKILL, no shutdown, no checkpoint.
-    const pid = Number(readFileSync(path.join(stack.layout.dir, 'run', 'postgres.pid'), 'utf8'));
+    const pid = readPid(stack.layout, 'postgres')!;
     const killedAt = Date.now();
     const ackedBeforeKill = acknowledged.length;
     process.kill(-pid, 'SIGKILL');
@@ -193,7 +191,7 @@ describe('database failover', () => {
     assert.equal((await alice('GET', '/runbooks')).status, 200);
     assert.equal((await bob('GET', '/runbooks')).status, 200);
 
-    const pid = Number(readFileSync(path.join(stack.layout.dir, 'run', 'postgres-replica.pid'), 'utf8'));
+    const pid = readPid(stack.layout, 'postgres-replica')!;
     process.kill(-pid, 'SIGKILL');
     const started = await alice('POST', '/runbooks/database-failover/runs', { params: { probes: 2, probe_interval_ms: 500 } });
     assert.equal(started.status, 201, started.text);
