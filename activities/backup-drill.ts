@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import pg from 'pg';
@@ -81,6 +81,8 @@ export function backupActivities(deps: BackupDeps) {
       const t0 = Date.now();
       const login = await drLogin();
       const at = await primary();
+      // A dump holds the whole control plane (webhook secrets included): the file is for this user
+      // only (the directory also holds the scratch instance, which runs as the postgres user).
       await mkdir(root(), { recursive: true });
       const file = path.join(root(), `${p.run_id}.dump`);
       const c = new pg.Client({ ...at, database: DATABASE, user: login.username, password: login.password });
@@ -89,7 +91,13 @@ export function backupActivities(deps: BackupDeps) {
         await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         const { rows } = await c.query<{ s: string }>('SELECT pg_export_snapshot() AS s');
         const tables = await digest(c);
-        await run(bin('pg_dump'), ['-h', at.host, '-p', String(at.port), '-U', login.username, '-d', DATABASE, '-Fc', `--snapshot=${rows[0]!.s}`, '-f', file], login.password);
+        await writeFile(file, '', { mode: 0o600 }); // pg_dump writes into it, keeping the mode
+        try {
+          await run(bin('pg_dump'), ['-h', at.host, '-p', String(at.port), '-U', login.username, '-d', DATABASE, '-Fc', `--snapshot=${rows[0]!.s}`, '-f', file], login.password);
+        } catch (err) {
+          await rm(file, { force: true }); // a partial dump is not left behind
+          throw err;
+        }
         await c.query('COMMIT');
         return { file, bytes: (await stat(file)).size, backup_ms: Date.now() - t0, tables };
       } finally {

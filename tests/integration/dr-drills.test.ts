@@ -2,7 +2,7 @@
 // into a scratch PostgreSQL instance, every table compared) and the data-plane instance loss (a
 // real gateway process stopped, the others probed). The failover is in tests/dr.
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -46,6 +46,18 @@ describe('backup and restore drill', () => {
     const dir = stack.env.FLOWGATE_BACKUP_DIR!;
     assert.equal(existsSync(path.join(dir, `scratch-${run.id}`)), false, 'scratch instance removed');
     assert.equal(existsSync(path.join(dir, `${run.id}.dump`)), false, 'dump removed (keep_backup false)');
+  });
+
+  test('a dump kept for later is readable by its owner only (it holds every webhook secret)', async () => {
+    const call = await operator();
+    const run = await runToEnd(call, 'backup-drill', { params: { keep_backup: true } });
+    assert.equal(run.status, 'COMPLETED', `${run.error} ${JSON.stringify(run.steps)}`);
+    const file = path.join(stack.env.FLOWGATE_BACKUP_DIR!, `${run.id}.dump`);
+    try {
+      assert.equal(statSync(file).mode & 0o777, 0o600);
+    } finally {
+      rmSync(file, { force: true });
+    }
   });
 
   test('a dry run plans the dump and creates nothing', async () => {
