@@ -8,6 +8,7 @@ import { removeScratchPostgres, scratchLogin, startScratchPostgres, type Scratch
 import { DB_DR_SECRET } from '../lib/secrets';
 import { readCurrentSecretData } from '../lib/third-party/credentials';
 import type { ActivityDeps } from '.';
+import { whileBeating } from './heartbeating';
 
 export type BackupDeps = Pick<ActivityDeps, 'vault' | 'nats' | 'databaseUrl' | 'databaseCluster' | 'pgBin' | 'backupDir'>;
 
@@ -66,7 +67,7 @@ export function backupActivities(deps: BackupDeps) {
       const c = new pg.Client({ ...at, database: DATABASE, user: login.username, password: login.password });
       await c.connect();
       try {
-        const d = await digest(c);
+        const d = await whileBeating(() => digest(c));
         return { primary: `${at.host}:${at.port}`, tables: d.length, rows: d.reduce((n, t) => n + t.rows, 0), target: root() };
       } finally {
         await c.end().catch(() => undefined);
@@ -90,7 +91,7 @@ export function backupActivities(deps: BackupDeps) {
       try {
         await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
         const { rows } = await c.query<{ s: string }>('SELECT pg_export_snapshot() AS s');
-        const tables = await digest(c);
+        const tables = await whileBeating(() => digest(c));
         await writeFile(file, '', { mode: 0o600 }); // pg_dump writes into it, keeping the mode
         try {
           await run(bin('pg_dump'), ['-h', at.host, '-p', String(at.port), '-U', login.username, '-d', DATABASE, '-Fc', `--snapshot=${rows[0]!.s}`, '-f', file], login.password);
@@ -107,7 +108,7 @@ export function backupActivities(deps: BackupDeps) {
 
     async startScratchInstance(p: { run_id: string }): Promise<ScratchInstance & { start_ms: number }> {
       const t0 = Date.now();
-      const s = await startScratchPostgres(path.dirname(bin('postgres')), path.join(root(), `scratch-${p.run_id}`));
+      const s = await whileBeating(() => startScratchPostgres(path.dirname(bin('postgres')), path.join(root(), `scratch-${p.run_id}`)));
       return { ...s, start_ms: Date.now() - t0 };
     },
 
@@ -133,7 +134,7 @@ export function backupActivities(deps: BackupDeps) {
       const c = new pg.Client(await scratchLogin(p.scratch, RESTORED));
       await c.connect();
       try {
-        const got = new Map((await digest(c)).map((t) => [t.table, t]));
+        const got = new Map((await whileBeating(() => digest(c))).map((t) => [t.table, t]));
         const wrong = p.expected.filter((e) => got.get(e.table)?.rows !== e.rows || got.get(e.table)?.checksum !== e.checksum)
           .map((e) => `${e.table}: ${e.rows} rows expected, ${got.get(e.table)?.rows ?? 'no table'} restored${got.get(e.table)?.rows === e.rows ? ' (checksum differs)' : ''}`);
         const extra = [...got.keys()].filter((t) => !p.expected.some((e) => e.table === t));

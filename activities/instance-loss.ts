@@ -1,4 +1,5 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
+import { whileBeating } from './heartbeating';
 import type { NatsConnection } from 'nats';
 import { findGateways, GATEWAY_CONTROL_SUBJECT, type GatewayControl, type Heartbeat } from '../lib/heartbeats';
 
@@ -27,28 +28,35 @@ export function instanceLossActivities(deps: { nats?: NatsConnection }) {
 
     /** `requests` requests to each instance's public /health, one after another: how many were served, and the p99. */
     async probeGateways(p: { gateways: GatewayRef[]; requests: number }): Promise<ProbeResult[]> {
-      const out: ProbeResult[] = [];
-      for (const g of p.gateways) {
-        const times: number[] = [];
-        let ok = 0;
-        let failed = 0;
-        for (let i = 0; i < p.requests; i++) {
-          const t0 = performance.now();
-          try {
-            const res = await fetch(`${g.public_url}/health`, { signal: AbortSignal.timeout(2000) });
-            await res.arrayBuffer();
-            if (res.ok) ok++;
-            else failed++;
-          } catch {
-            failed++;
+      return whileBeating(async () => {
+        const out: ProbeResult[] = [];
+        for (const g of p.gateways) {
+          const times: number[] = [];
+          let ok = 0;
+          let failed = 0;
+          for (let i = 0; i < p.requests; i++) {
+            // An instance that failed five in a row is failing: the rest count as failed, not waited for
+            // 2 s each (a hung survivor must end as SurvivorsFailed, not as a timed-out activity).
+            if (ok === 0 && failed >= 5) {
+              failed += p.requests - i;
+              break;
+            }
+            const t0 = performance.now();
+            try {
+              const res = await fetch(`${g.public_url}/health`, { signal: AbortSignal.timeout(2000) });
+              await res.arrayBuffer();
+              if (res.ok) ok++;
+              else failed++;
+            } catch {
+              failed++;
+            }
+            times.push(performance.now() - t0);
           }
-          times.push(performance.now() - t0);
+          times.sort((a, b) => a - b);
+          out.push({ instance: g.instance, ok, failed, p99_ms: Math.round((times[Math.min(times.length - 1, Math.ceil(times.length * 0.99) - 1)] ?? 0) * 100) / 100 });
         }
-        times.sort((a, b) => a - b);
-        out.push({ instance: g.instance, ok, failed, p99_ms: Math.round((times[Math.min(times.length - 1, Math.ceil(times.length * 0.99) - 1)] ?? 0) * 100) / 100 });
-        Context.current().heartbeat();
-      }
-      return out;
+        return out;
+      });
     },
 
     /** Asks the instance to shut down (gracefully, as on SIGTERM); idempotent once it is gone. */
