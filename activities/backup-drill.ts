@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/activity';
 import pg from 'pg';
 import { primaryAddress } from '../lib/db-topology';
 import { removeScratchPostgres, scratchLogin, startScratchPostgres, type ScratchInstance } from '../lib/pg-server';
@@ -32,18 +32,16 @@ async function digest(c: pg.Client): Promise<TableDigest[]> {
 
 /** Runs a PostgreSQL program; its password goes through the environment, never the arguments or a log. */
 function run(bin: string, args: string[], password: string): Promise<void> {
-  return new Promise((resolve, reject) => {
+  return whileBeating(() => new Promise((resolve, reject) => {
     const child = spawn(bin, args, { env: { ...process.env, PGPASSWORD: password }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d) => { stderr += d; });
-    const beat = setInterval(() => Context.current().heartbeat(), 2000);
-    child.on('error', (err) => { clearInterval(beat); reject(err); });
+    child.on('error', reject);
     child.on('exit', (code) => {
-      clearInterval(beat);
       if (code === 0) resolve();
       else reject(new Error(`${path.basename(bin)} exited with ${code}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`));
     });
-  });
+  }));
 }
 
 /** The backup and restore drill: a consistent dump with its digest, a scratch instance, the restore, the comparison. */
