@@ -1,7 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { whileBeating } from './heartbeating';
 import type { NatsConnection } from 'nats';
 import { findGateways, GATEWAY_CONTROL_SUBJECT, type GatewayControl, type Heartbeat } from '../lib/heartbeats';
+import { whileBeating } from './heartbeating';
 
 export type GatewayRef = { instance: string; public_url: string; group?: string };
 export type ProbeResult = { instance: string; ok: number; failed: number; p99_ms: number };
@@ -34,10 +34,11 @@ export function instanceLossActivities(deps: { nats?: NatsConnection }) {
           const times: number[] = [];
           let ok = 0;
           let failed = 0;
+          let inARow = 0;
           for (let i = 0; i < p.requests; i++) {
             // An instance that failed five in a row is failing: the rest count as failed, not waited for
             // 2 s each (a hung survivor must end as SurvivorsFailed, not as a timed-out activity).
-            if (ok === 0 && failed >= 5) {
+            if (inARow >= 5) {
               failed += p.requests - i;
               break;
             }
@@ -45,10 +46,16 @@ export function instanceLossActivities(deps: { nats?: NatsConnection }) {
             try {
               const res = await fetch(`${g.public_url}/health`, { signal: AbortSignal.timeout(2000) });
               await res.arrayBuffer();
-              if (res.ok) ok++;
-              else failed++;
+              if (res.ok) {
+                ok++;
+                inARow = 0;
+              } else {
+                failed++;
+                inARow++;
+              }
             } catch {
               failed++;
+              inARow++;
             }
             times.push(performance.now() - t0);
           }
