@@ -90,6 +90,8 @@ export class HeartbeatMonitor {
 
   private lastTick?: number;
   private deaf = false;
+  /** Since when this monitor hears again (after a disconnect or a stall): silences count from then at the earliest. */
+  private hearingSince = 0;
 
   /**
    * The timer's sweep: skipped while the monitor is deaf and after a stall (see the class
@@ -106,7 +108,7 @@ export class HeartbeatMonitor {
     if (this.deaf || gap > Math.max(4 * sweepMs, 2000)) {
       this.opts.logger.warn({ gap_ms: gap, was_disconnected: this.deaf }, 'heartbeat monitor hearing again: silences counted from now');
       this.deaf = false;
-      for (const s of this.seen.values()) if (s.silentSince === undefined) s.lastSeen = Math.max(s.lastSeen, now);
+      this.hearingSince = now;
       return;
     }
     this.sweep();
@@ -141,7 +143,7 @@ export class HeartbeatMonitor {
         this.seen.delete(instance);
         continue;
       }
-      if (s.silentSince !== undefined || now - s.lastSeen < this.opts.silentAfterMs) continue;
+      if (s.silentSince !== undefined || now - Math.max(s.lastSeen, this.hearingSince) < this.opts.silentAfterMs) continue;
       s.silentSince = now;
       this.silences.inc({ process: s.beat.process });
       this.opts.logger.error({ instance, process: s.beat.process, silent_for_ms: now - s.lastSeen }, 'instance silent: no heartbeat');
