@@ -104,13 +104,17 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
 
   // Only while the claim is this retrier's (its next_attempt_at as claimed): a row another worker
   // took over after a stall is not settled twice, nor a delivered row set back to pending.
-  const settle = (row: Due, state: DeliveryState, status: number | null, error: string | null, nextInMs = 0) =>
-    asPlatform(pool, (db) => db.query(
+  const settle = async (row: Due, state: DeliveryState, status: number | null, error: string | null, nextInMs = 0): Promise<boolean> => {
+    const res = await asPlatform(pool, (db) => db.query(
       `UPDATE webhook_deliveries SET state = $3, attempts = attempts + 1, last_status = $4, last_error = $5,
               next_attempt_at = now() + $6 * interval '1 millisecond', updated_at = now()
         WHERE workspace_id = $1 AND event_id = $2 AND state = 'pending' AND next_attempt_at = $7::timestamptz`,
       [row.workspace_id, row.event_id, state, status, error, nextInMs, row.claimed_until],
     ));
+    if (res.rowCount === 1) return true;
+    logger.warn({ tenant: row.workspace_id, event_id: row.event_id }, 'webhook claim lost to another retrier: this outcome not recorded');
+    return false;
+  };
 
   const runOnce = async (): Promise<void> => {
     const due = (await asPlatform(pool, (db) => db.query<Due>(
@@ -128,19 +132,18 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
       if (stopped) return;
       const r = await sendSignedWebhook(pool, row.workspace_id, row.url, row.event_id, row.payload);
       if (r.ok) {
-        await settle(row, 'delivered', r.status, null);
+        if (!await settle(row, 'delivered', r.status, null)) continue;
         outcomes.inc({ outcome: 'delivered' });
         logger.info({ tenant: row.workspace_id, event_id: row.event_id, attempts: row.attempts + 1 }, 'webhook delivered by the retrier');
       } else if (r.refused) {
-        await settle(row, 'refused', r.status ?? null, r.error);
+        if (!await settle(row, 'refused', r.status ?? null, r.error)) continue;
         outcomes.inc({ outcome: 'refused' });
         logger.warn({ tenant: row.workspace_id, event_id: row.event_id, status: r.status }, 'webhook refused by its receiver');
       } else if (row.expired) {
-        await settle(row, 'abandoned', r.status ?? null, r.error);
+        if (!await settle(row, 'abandoned', r.status ?? null, r.error)) continue;
         outcomes.inc({ outcome: 'abandoned' });
         logger.error({ tenant: row.workspace_id, event_id: row.event_id, attempts: row.attempts + 1, err: r.error }, 'webhook abandoned: the retry window is over');
-      } else {
-        await settle(row, 'pending', r.status ?? null, r.error, retryDelayMs(policy, row.failing_ms));
+      } else if (await settle(row, 'pending', r.status ?? null, r.error, retryDelayMs(policy, row.failing_ms))) {
         outcomes.inc({ outcome: 'retry' });
       }
     }
