@@ -3,6 +3,7 @@ import { BreakerOpenError } from '../lib/third-party/breakers';
 import { ThirdPartyUnavailable, UnknownServiceError, type ThirdPartyClient, type ThirdPartyRequest } from '../lib/third-party/client';
 import { CredentialUnavailable } from '../lib/third-party/credentials';
 import { PathOutsideService } from '../lib/third-party/services';
+import { whileBeating } from './heartbeating';
 
 /** The smallest wait before retrying past an open breaker (it may be half-open with a probe in flight). */
 const MIN_BREAKER_WAIT_MS = 1000;
@@ -35,13 +36,10 @@ export function thirdPartyFailure(err: unknown): Error {
  */
 export async function callFromActivity(client: ThirdPartyClient, req: Omit<ThirdPartyRequest, 'signal'>) {
   const ctx = Context.current();
-  const beat = setInterval(() => ctx.heartbeat(), 1000);
   try {
-    return await client.call({ ...req, signal: ctx.cancellationSignal });
+    return await whileBeating(() => client.call({ ...req, signal: ctx.cancellationSignal }), 1000);
   } catch (err) {
     throw thirdPartyFailure(err);
-  } finally {
-    clearInterval(beat);
   }
 }
 

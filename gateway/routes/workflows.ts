@@ -128,13 +128,13 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
   app.post('/api/workflows/:id/signals/:name', async (req, reply) => {
     const { tenant } = await auth.authenticate(req);
     const { id, name } = parse(z.object({ id: z.string().min(1).max(200), name: z.string().min(1).max(100) }), req.params, 'params');
+    assertBodyWithinLimit(req); // before any call to Temporal
     const s = await statusOf(id, tenant);
     if (s.status === 'ACCEPTED') throw new ApiError(409, 'execution_not_started', 'the workflow has not started yet', undefined, { 'Retry-After': '1' });
     const def = findWorkflowType(s.workflow_type ?? '');
     const schema = def && Object.hasOwn(def.signals, name) ? def.signals[name] : undefined;
     if (!schema) throw new ApiError(400, 'unknown_signal', `${s.workflow_type} has no signal named ${name}`, [{ field: 'params.name', message: `one of: ${Object.keys(def?.signals ?? {}).join(', ') || '(none)'}` }]);
     if (s.status !== 'RUNNING') throw new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
-    assertBodyWithinLimit(req);
     const payload = parse(schema, req.body ?? undefined, 'signal');
     const msg: SignalMessage = { execution_id: id, tenant, signal: name, payload, correlation_id: req.id };
     try {
