@@ -15,7 +15,7 @@ import autocannon from 'autocannon';
 import { Client } from 'undici';
 import { adminTenant } from '../tests/helpers/admin';
 import { testStack } from '../tests/helpers/stack';
-import { readPid } from '../stack/stack';
+import { requirePid } from '../stack/stack';
 import { writeSection } from './results';
 
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 15);
@@ -307,7 +307,7 @@ async function main() {
     const { key } = await must('POST /consumers/{id}/keys', t.admin('POST', `/consumers/${consumer.id}/keys`));
     const flowgateHeaders = { authorization: `Bearer ${key}` };
     const flowgateUrl = `${stack.gatewayUrl}${REQUEST_PATH}`;
-    const gatewayPid = readPid(stack.layout, 'gateway')!;
+    const gatewayPid = requirePid(stack.layout, 'gateway');
 
     const jwtSecret = randomBytes(32).toString('base64url');
     const jwt = hs256(jwtSecret, { sub: 'bench', tenant: t.tenant, exp: Math.floor(Date.now() / 1000) + 86_400 }, 'bench');

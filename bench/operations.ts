@@ -15,7 +15,7 @@ import { connectTemporal } from '../lib/temporal';
 import { issueAdminToken } from '../lib/tenants';
 import { reconcileDatabase } from '../stack/database';
 import type { PgServer } from '../stack/servers';
-import { readPid, readStack, serverSpec, startServer } from '../stack/stack';
+import { readStack, requirePid, serverSpec, startServer } from '../stack/stack';
 import { adminTenant } from '../tests/helpers/admin';
 import { eventually, readyStatus, spawnProcess, testStack, type RunningProcess } from '../tests/helpers/stack';
 import { writeSection } from './results';
@@ -256,7 +256,7 @@ async function awaitSteadyDatabase(): Promise<void> {
 async function failoverOnce(operator: string): Promise<Failover> {
   const killed: PgServer = readStack(stack.layout.dir).dbPrimary ?? 'postgres';
   await awaitSteadyDatabase();
-  const pid = readPid(stack.layout, killed)!;
+  const pid = requirePid(stack.layout, killed);
   console.log(`failover: SIGKILL ${killed} (pid ${pid})`);
   const killedAt = Date.now();
   process.kill(-pid, 'SIGKILL');
@@ -284,7 +284,7 @@ async function failoverOnce(operator: string): Promise<Failover> {
  */
 function workerFailoverMode(): string {
   try {
-    const pid = readPid(stack.layout, 'worker')!;
+    const pid = requirePid(stack.layout, 'worker');
     const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
     return env.find((e) => e.startsWith('FLOWGATE_DB_FAILOVER='))?.slice('FLOWGATE_DB_FAILOVER='.length) ?? 'approval';
   } catch {

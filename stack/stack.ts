@@ -78,6 +78,13 @@ function startTimeOf(pid: number): string | undefined {
  * restart the number may belong to another process, which must never be signalled (stopServer
  * signals the whole process group) nor taken for the server.
  */
+/** The pid of a server that must be running (tests and benches that kill one). */
+export function requirePid(l: StackLayout, name: string): number {
+  const pid = readPid(l, name);
+  if (pid === undefined) throw new StackError(`${name} is not running`);
+  return pid;
+}
+
 export function readPid(l: StackLayout, name: string): number | undefined {
   try {
     const [pidText, started] = readFileSync(pidPath(l, name), 'utf8').trim().split(' ');
@@ -89,7 +96,11 @@ export function readPid(l: StackLayout, name: string): number | undefined {
   }
 }
 
-/** Which port each server listens on, checked free before it starts (another process there would answer its readiness check). */
+/**
+ * The port each server serves on, checked free before it is prepared and started: another
+ * process there would take its clients (and, where readiness is asked on it, pass for it). The
+ * apps' status ports and the servers' side ports are not in it.
+ */
 const LISTEN_PORT: Partial<Record<string, keyof StackPorts>> = {
   temporal: 'temporal', nats: 'nats', postgres: 'postgres', 'postgres-replica': 'postgresReplica', kafka: 'kafka', openbao: 'openbao',
   redis: 'redis', 'payment-sandbox': 'paymentSandbox', prometheus: 'prometheus', gateway: 'gateway', admin: 'admin',
@@ -133,14 +144,14 @@ export async function startServer(l: StackLayout & { executionIdSecret: string }
   if (isRunning(l, spec.name)) {
     if (await spec.ready(l)) return;
   } else {
+    const portKey = LISTEN_PORT[spec.name];
+    if (portKey && !(await portFree(l.ports[portKey]))) {
+      throw new StackError(`${spec.name}: port ${l.ports[portKey]} is in use by another process (another stack, or a system service); stop it or choose other ports`);
+    }
     try {
       await spec.prepare?.(l);
     } catch (err) {
       throw new StackError(`${spec.name}: preparation failed: ${(err as Error).message}\n  log: ${log}`);
-    }
-    const portKey = LISTEN_PORT[spec.name];
-    if (portKey && !(await portFree(l.ports[portKey]))) {
-      throw new StackError(`${spec.name}: port ${l.ports[portKey]} is in use by another process (another stack, or a system service); stop it or choose other ports`);
     }
     const env: NodeJS.ProcessEnv = { ...process.env, ...processEnv(l) };
     if (spec.kind === 'app') env.FLOWGATE_STATUS_PORT = String(l.ports[statusPortOf[spec.name]!]);

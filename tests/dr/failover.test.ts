@@ -12,7 +12,7 @@ import { createPool } from '../../lib/postgres';
 import { issueAdminToken } from '../../lib/tenants';
 import { reconcileDatabase } from '../../stack/database';
 import { pgSuperuserUrl } from '../../stack/servers';
-import { readPid, readStack, serverSpec, startServer } from '../../stack/stack';
+import { readStack, requirePid, serverSpec, startServer } from '../../stack/stack';
 import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
 import { eventually, testStack } from '../helpers/stack';
@@ -82,7 +82,7 @@ describe('database failover', () => {
     await eventually('some writes before the crash', () => acknowledged.length >= 20, 20_000);
 
     // The crash: SIGKILL, no shutdown, no checkpoint.
-    const pid = readPid(stack.layout, 'postgres')!;
+    const pid = requirePid(stack.layout, 'postgres');
     const killedAt = Date.now();
     const ackedBeforeKill = acknowledged.length;
     process.kill(-pid, 'SIGKILL');
@@ -191,7 +191,7 @@ describe('database failover', () => {
     assert.equal((await alice('GET', '/runbooks')).status, 200);
     assert.equal((await bob('GET', '/runbooks')).status, 200);
 
-    const pid = readPid(stack.layout, 'postgres-replica')!;
+    const pid = requirePid(stack.layout, 'postgres-replica');
     process.kill(-pid, 'SIGKILL');
     const started = await alice('POST', '/runbooks/database-failover/runs', { params: { probes: 2, probe_interval_ms: 500 } });
     assert.equal(started.status, 201, started.text);
