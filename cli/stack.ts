@@ -11,6 +11,10 @@ import { down, logPath, openStack, processEnv, readStack, status, StackError, up
 export const DEV_STACK_DIR = path.join(REPO_ROOT, '.flowgate', 'stack');
 const LOCAL_ENV = path.join(REPO_ROOT, '.flowgate', 'local.env');
 
+/** A stack lives in a directory with its stack.json. */
+const hasStack = (dir: string) => existsSync(path.join(dir, 'stack.json'));
+const notStarted = (dir: string) => (dir === DEV_STACK_DIR ? 'not started (make up)' : `no stack in ${dir} (flowgate stack up --dir ${dir})`);
+
 const dotenv = (vars: Record<string, string>) =>
   Object.entries(vars).map(([k, v]) => `${k}=${v}`).join('\n') + '\n';
 
@@ -70,7 +74,7 @@ Logs: make logs    State: make status    Stop: make down    Wipe data: make rese
       return 0;
     }
     case 'down': {
-      if (!existsSync(path.join(dir, 'stack.json'))) return 0;
+      if (!hasStack(dir)) return 0;
       await down(readStack(dir));
       console.log('stopped');
       return 0;
@@ -78,19 +82,19 @@ Logs: make logs    State: make status    Stop: make down    Wipe data: make rese
     case 'reset': {
       // Only a stack's own directory is removed: never one that merely was named (`--dir ""` is the
       // current directory, `--dir ~` the home directory).
-      if (existsSync(dir) && !existsSync(path.join(dir, 'stack.json'))) {
+      if (existsSync(dir) && !hasStack(dir)) {
         console.error(`flowgate stack reset: ${dir} is not a stack directory (no stack.json); nothing removed`);
         return 2;
       }
-      if (existsSync(path.join(dir, 'stack.json'))) await down(readStack(dir));
+      if (hasStack(dir)) await down(readStack(dir));
       await rm(dir, { recursive: true, force: true });
       if (dir === DEV_STACK_DIR) await rm(LOCAL_ENV, { force: true }); // the demo credentials belong to the dev stack
       console.log(`removed ${dir}`);
       return 0;
     }
     case 'status': {
-      if (!existsSync(path.join(dir, 'stack.json'))) {
-        console.log('not started (make up)');
+      if (!hasStack(dir)) {
+        console.log(notStarted(dir));
         return 1;
       }
       const rows = await status(readStack(dir));
@@ -98,23 +102,23 @@ Logs: make logs    State: make status    Stop: make down    Wipe data: make rese
       return rows.every((r) => r.ready) ? 0 : 1;
     }
     case 'logs': {
-      if (!existsSync(path.join(dir, 'stack.json'))) {
-        console.error('not started (make up)');
+      if (!hasStack(dir)) {
+        console.error(notStarted(dir));
         return 1;
       }
       const l = readStack(dir);
       const names = rest.filter((a, i) => !a.startsWith('--') && !(dirFlag >= 0 && i === dirFlag + 1));
       const files = (names.length ? names : [...APPS, ...INFRA].map((s) => s.name)).map((n) => logPath(l, n)).filter(existsSync);
       if (!files.length) {
-        console.error(`no log for ${names.join(', ')} (servers: ${[...INFRA, ...APPS].map((s) => s.name).join(', ')})`);
+        console.error(`no log for ${names.join(', ') || 'any server'} (servers: ${[...INFRA, ...APPS].map((s) => s.name).join(', ')})`);
         return 2;
       }
       const child = spawn('tail', ['-n', '20', '-F', ...files], { stdio: 'inherit' });
       return new Promise((resolve) => child.on('exit', (code) => resolve(code ?? 0)));
     }
     case 'env': {
-      if (!existsSync(path.join(dir, 'stack.json'))) {
-        console.error('not started (make up)');
+      if (!hasStack(dir)) {
+        console.error(notStarted(dir));
         return 1;
       }
       process.stdout.write(dotenv(processEnv(readStack(dir))));

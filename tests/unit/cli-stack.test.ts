@@ -32,7 +32,7 @@ test('stack logs and env before a stack exists: one clear line, no stack trace',
     for (const sub of ['logs', 'env']) {
       const r = cli(['stack', sub, '--dir', path.join(dir, 'nothing-here')], dir);
       assert.equal(r.status, 1, `${sub}: ${r.stderr}`);
-      assert.match(r.stderr, /not started/);
+      assert.match(r.stderr, /no stack in/);
       assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
     }
   } finally {
