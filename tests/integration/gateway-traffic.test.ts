@@ -47,6 +47,19 @@ async function tenant(prefix: string) {
   return { ...t, key, gw: gatewayClient(stack.gatewayUrl, key).call };
 }
 
+/** A GET to the gateway with the path and headers exactly as given (fetch would resolve dots and refuse Connection). */
+function rawGet<T>(path: string, headers: Record<string, string>): Promise<{ status: number; body: T }> {
+  return new Promise((resolve, reject) => {
+    const r = httpRequest({ host: '127.0.0.1', port: new URL(stack.gatewayUrl).port, path, headers }, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) as T }));
+    });
+    r.on('error', reject);
+    r.end();
+  });
+}
+
 const served = (gw: ReturnType<typeof gatewayClient>['call'], path: string, status = 200) =>
   eventually(`${path} served`, async () => (await gw('GET', path)).status === status, 5000, 20);
 
@@ -253,16 +266,7 @@ describe('transformations and the response pipeline', () => {
       await t.admin('POST', '/services', { name: 'pub', url: pub.url });
       assert.equal((await t.admin('POST', '/routes', { name: 'pub', service: 'pub', paths: ['/public'] })).status, 201);
       await served(t.gw, '/public/x');
-      // Sent as written (fetch would resolve the dots itself).
-      const raw = (path: string) => new Promise<{ status: number; body: { url?: string; error?: { code: string } } }>((resolve, reject) => {
-        const r = httpRequest({ host: '127.0.0.1', port: new URL(stack.gatewayUrl).port, path, headers: { authorization: `Bearer ${t.key}` } }, (res) => {
-          let b = '';
-          res.on('data', (d) => { b += d; });
-          res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(b) }));
-        });
-        r.on('error', reject);
-        r.end();
-      });
+      const raw = (path: string) => rawGet<{ url?: string; error?: { code: string } }>(path, { authorization: `Bearer ${t.key}` });
       const before = pub.count;
       for (const path of ['/public/../internal/x', '/public/%2e%2E/internal/x', '/public/..\\internal']) {
         const r = await raw(path);
@@ -336,15 +340,7 @@ describe('what the pipeline checks is what the upstream gets', () => {
       assert.equal(ok.status, 200);
       assert.equal(ok.body.url, '/public/~me', 'forwarded as the path that was authorized');
       // A header the client's Connection names is hop-by-hop: it stops at the gateway.
-      const seen = await new Promise<Record<string, string>>((resolve, reject) => {
-        const r = httpRequest(`${stack.gatewayUrl}/public/x`, { headers: { authorization: `Bearer ${t.key}`, connection: 'close, x-hop-only', 'x-hop-only': 'secret', 'x-kept': 'yes' } }, (res) => {
-          let b = '';
-          res.on('data', (d) => { b += d; });
-          res.on('end', () => resolve((JSON.parse(b) as { headers: Record<string, string> }).headers));
-        });
-        r.on('error', reject);
-        r.end();
-      });
+      const seen = (await rawGet<{ headers: Record<string, string> }>('/public/x', { authorization: `Bearer ${t.key}`, connection: 'close, x-hop-only', 'x-hop-only': 'secret', 'x-kept': 'yes' })).body.headers;
       assert.equal(seen['x-kept'], 'yes');
       assert.equal(seen['x-hop-only'], undefined);
     } finally {

@@ -1,10 +1,19 @@
 // KafkaBatcher while no broker answers (a port nothing listens on): every record stays queued
 // and is counted, and flushes never overlap (they once did, and the queue gauge then lied).
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { test } from 'node:test';
 import { createKafka } from '../../lib/kafka';
 import { KafkaBatcher } from '../../lib/kafka-batcher';
 import { createLogger } from '../../lib/logger';
+
+/** A fresh directory for a spool file; the test removes it (`rmSync(dir, …)`) when done. */
+function spoolDir() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-spool-'));
+  return { dir, spoolFile: path.join(dir, 'audit.jsonl') };
+}
 
 test('records sent while Kafka is unreachable all stay queued, one flush at a time', async () => {
   const batcher = new KafkaBatcher(createKafka(['127.0.0.1:1'], 'batcher-test'), createLogger('test', 'silent'), { lingerMs: 5 });
@@ -34,11 +43,7 @@ test('records sent while Kafka is unreachable all stay queued, one flush at a ti
 });
 
 test('with a spool file, records queued while Kafka is away survive the process: the next one recovers them', async () => {
-  const { mkdtempSync, readFileSync, existsSync, rmSync } = await import('node:fs');
-  const os = await import('node:os');
-  const path = await import('node:path');
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-spool-'));
-  const spoolFile = path.join(dir, 'audit.jsonl');
+  const { dir, spoolFile } = spoolDir();
   try {
     const first = new KafkaBatcher(createKafka(['127.0.0.1:1'], 'spool-test'), createLogger('test', 'silent'), { lingerMs: 5, spoolFile });
     for (let i = 0; i < 20; i++) void first.send('api.audit-trail', 'acme', { request_id: `r${i}` });
@@ -75,11 +80,7 @@ function transport(latencyMs: number, failing: () => boolean) {
 }
 
 test('spooling ends once Kafka keeps up again, even though steady traffic never empties the queue', async () => {
-  const { mkdtempSync, existsSync, rmSync } = await import('node:fs');
-  const os = await import('node:os');
-  const path = await import('node:path');
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-spool-'));
-  const spoolFile = path.join(dir, 'audit.jsonl');
+  const { dir, spoolFile } = spoolDir();
   let down = true;
   const t = transport(15, () => down);
   const batcher = new KafkaBatcher(t.connect, createLogger('test', 'silent'), { lingerMs: 5, spoolFile });
@@ -107,11 +108,7 @@ test('spooling ends once Kafka keeps up again, even though steady traffic never 
 });
 
 test('recovery: a line the crash cut short is skipped, and what is appended after it is read at the next start', async () => {
-  const { mkdtempSync, writeFileSync, readFileSync, rmSync } = await import('node:fs');
-  const os = await import('node:os');
-  const path = await import('node:path');
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-spool-'));
-  const spoolFile = path.join(dir, 'audit.jsonl');
+  const { dir, spoolFile } = spoolDir();
   const line = (n: number) => `${JSON.stringify({ t: 'api.audit-trail', k: 'acme', v: JSON.stringify({ n }) })}\n`;
   try {
     writeFileSync(spoolFile, `${line(1)}${line(2)}{"t":"api.audit-trail","k":"ac`); // the crash cut the third
@@ -130,11 +127,7 @@ test('recovery: a line the crash cut short is skipped, and what is appended afte
 });
 
 test('recovery keeps the newest maxQueued records and counts the rest as dropped', async () => {
-  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
-  const os = await import('node:os');
-  const path = await import('node:path');
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'flowgate-spool-'));
-  const spoolFile = path.join(dir, 'audit.jsonl');
+  const { dir, spoolFile } = spoolDir();
   try {
     writeFileSync(spoolFile, Array.from({ length: 10 }, (_, n) => `${JSON.stringify({ t: 't', k: 'k', v: String(n) })}\n`).join(''));
     const t = transport(1, () => false);
