@@ -3,7 +3,8 @@ import { appendFile, unlink } from 'node:fs/promises';
 import type { Kafka, Message } from 'kafkajs';
 import type { Logger } from './logger';
 
-type Pending = { topic: string; message: Message; done: () => void; at: number };
+/** `done(true)` once Kafka acknowledged the record, `done(false)` if it was dropped or left unsent at close. */
+type Pending = { topic: string; message: Message; done: (acked: boolean) => void; at: number };
 
 /** A connected producer as the batcher uses it: one acknowledged (acks=all) send of a batch, and a close. */
 export type BatchTransport = {
@@ -135,15 +136,20 @@ export class KafkaBatcher {
     this.spoolChain = this.spoolChain.then(() => unlink(file)).catch(() => undefined);
   }
 
-  send(topic: string, key: string, value: unknown, headers?: Record<string, string>): Promise<void> {
+  /**
+   * Queues a record; resolves `true` once Kafka acknowledged it, `false` if it never will be from
+   * this process: dropped as the oldest of a full queue, or still unsent when `close()` ended
+   * (then it is in the spool, if there is one). Never rejects.
+   */
+  send(topic: string, key: string, value: unknown, headers?: Record<string, string>): Promise<boolean> {
     return this.sendJson(topic, key, JSON.stringify(value), headers);
   }
 
   /** send() for a value already serialized as JSON (the producer thread's records come so). */
-  sendJson(topic: string, key: string, json: string, headers?: Record<string, string>): Promise<void> {
+  sendJson(topic: string, key: string, json: string, headers?: Record<string, string>): Promise<boolean> {
     return new Promise((resolve) => {
       if (this.queue.length >= (this.opts.maxQueued ?? 100_000)) {
-        this.queue.shift()?.done();
+        this.queue.shift()?.done(false);
         this.dropped += 1;
       }
       const pending = { topic, message: { key, value: json, headers }, done: resolve, at: Date.now() };
@@ -162,12 +168,12 @@ export class KafkaBatcher {
     });
   }
 
-  /** Sends, waiting at most `ms` for the acknowledgement; the record stays queued after that. */
+  /** Sends, waiting at most `ms` for the acknowledgement (true); the record stays queued after that. */
   async sendWithin(ms: number, topic: string, key: string, value: unknown): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<boolean>((r) => { timer = setTimeout(() => r(false), ms); });
     try {
-      return await Promise.race([this.send(topic, key, value).then(() => true), timeout]);
+      return await Promise.race([this.send(topic, key, value), timeout]);
     } finally {
       clearTimeout(timer);
     }
@@ -221,7 +227,7 @@ export class KafkaBatcher {
       this.producer ??= await this.connect();
       await this.producer.send([...byTopic].map(([topic, messages]) => ({ topic, messages })));
       this.lastFailed = false;
-      for (const p of batch) p.done();
+      for (const p of batch) p.done(true);
       if (this.queue.length === 0 || Date.now() - this.queue[0]!.at < 1000) this.stopSpooling();
     } catch (err) {
       if (!this.lastFailed) this.logger.warn({ err: (err as Error).message, queued: this.queue.length + batch.length }, 'kafka unavailable; records stay queued');
@@ -237,18 +243,29 @@ export class KafkaBatcher {
     }
   }
 
-  /** Flushes what is queued (bounded by `ms`), then disconnects. */
+  /**
+   * Flushes what is queued, then disconnects. Bounded by `ms`, the in-flight send included: a
+   * send still retrying its connection at the deadline is left behind, and its batch is kept
+   * with the queue (spooled, or reported lost).
+   */
   async close(ms = 5000): Promise<void> {
     const deadline = Date.now() + ms;
     clearTimeout(this.timer);
     this.timer = undefined;
     while (Date.now() < deadline) {
-      await this.flushing;
+      if (!(await this.within(this.flushing, deadline))) break;
       if (!this.queue.length) break;
-      await this.flush();
-      if (this.lastFailed) await new Promise((r) => setTimeout(r, 200));
+      this.flushing = this.flush();
+      if (!(await this.within(this.flushing, deadline))) break;
+      if (this.lastFailed) await this.within(new Promise((r) => setTimeout(r, 200)), deadline);
     }
     this.closed = true;
+    // A batch whose send did not end by the deadline counts as unsent: it is spooled with the queue.
+    const unsent = [...this.inFlightBatch, ...this.queue];
+    if (this.inFlightBatch.length) {
+      this.queue = unsent;
+      this.inFlightBatch = [];
+    }
     if (this.queue.length && this.opts.spoolFile) {
       // Everything still queued is on disk before the process ends; the next start sends it.
       this.startSpooling();
@@ -259,7 +276,20 @@ export class KafkaBatcher {
     } else if (this.queue.length) {
       this.logger.error({ lost: this.queue.length }, 'kafka records not sent at shutdown');
     }
+    for (const p of unsent) p.done(false);
     await this.spoolChain;
-    await this.producer?.close().catch(() => undefined);
+    await this.within(this.producer?.close().catch(() => undefined), deadline + 1000);
+  }
+
+  /** Waits for `p` until `deadline`; true if it settled by then. */
+  private async within(p: Promise<unknown> | undefined, deadline: number): Promise<boolean> {
+    if (!p) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((r) => { timer = setTimeout(() => r(false), Math.max(deadline - Date.now(), 0)); });
+    try {
+      return await Promise.race([p.then(() => true, () => true), late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }

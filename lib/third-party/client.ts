@@ -108,7 +108,7 @@ export class ThirdPartyClient {
     if (!svc) throw new UnknownServiceError(req.service);
     serviceUrl(svc, req.path); // PathOutsideService before any attempt: the credential goes nowhere else
     const body = req.body === undefined ? undefined : JSON.stringify(req.body);
-    const records: Promise<void>[] = [];
+    const records: Promise<unknown>[] = [];
     try {
       return await this.attempts(svc, req, body, records);
     } finally {
@@ -117,7 +117,7 @@ export class ThirdPartyClient {
     }
   }
 
-  private async attempts(svc: ThirdPartyService, req: ThirdPartyRequest, body: string | undefined, records: Promise<void>[]): Promise<ThirdPartyResponse> {
+  private async attempts(svc: ThirdPartyService, req: ThirdPartyRequest, body: string | undefined, records: Promise<unknown>[]): Promise<ThirdPartyResponse> {
     const t0 = performance.now();
     let refreshed = false;
     let attempt = 0;
@@ -151,7 +151,7 @@ export class ThirdPartyClient {
   }
 
   /** One HTTP exchange; rejects (a breaker failure) on 5xx, timeout or a network error. */
-  private async attempt(svc: ThirdPartyService, req: ThirdPartyRequest, body: string | undefined, attempt: number, records: Promise<void>[]): Promise<{ status: number; body: unknown }> {
+  private async attempt(svc: ThirdPartyService, req: ThirdPartyRequest, body: string | undefined, attempt: number, records: Promise<unknown>[]): Promise<{ status: number; body: unknown }> {
     const { value: key } = await this.deps.credentials.get(svc.name);
     const headers: Record<string, string> = {
       accept: 'application/json',
@@ -202,7 +202,7 @@ export class ThirdPartyClient {
     return { status: res.status, body: parseBody(text) };
   }
 
-  private record(svc: ThirdPartyService, req: ThirdPartyRequest, attempt: number, r: { status: number | null; latencyMs: number; requestSize: number; responseSize: number; errorCode: string | null; traceId?: string }): Promise<void> {
+  private record(svc: ThirdPartyService, req: ThirdPartyRequest, attempt: number, r: { status: number | null; latencyMs: number; requestSize: number; responseSize: number; errorCode: string | null; traceId?: string }): Promise<unknown> {
     if (!this.deps.recorder) return Promise.resolve();
     const interaction: Interaction = {
       timestamp: new Date().toISOString(),
@@ -223,7 +223,7 @@ export class ThirdPartyClient {
     return this.deps.recorder.send(TOPICS.thirdParty, `${req.tenant}:${svc.name}`, interaction, { 'interaction-id': randomUUID() });
   }
 
-  private async settle(records: Promise<void>[], ms = 2000): Promise<void> {
+  private async settle(records: Promise<unknown>[], ms = 2000): Promise<void> {
     if (!records.length) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(records), new Promise((r) => { timer = setTimeout(r, ms); })]);

@@ -140,3 +140,35 @@ test('recovery keeps the newest maxQueued records and counts the rest as dropped
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('close keeps its deadline while a send still waits for the broker: that batch is spooled, its records resolve false', async () => {
+  const { dir, spoolFile } = spoolDir();
+  try {
+    // A broker that accepts the connection and never answers the send.
+    const hung = async () => ({ send: () => new Promise<void>(() => undefined), close: async () => undefined });
+    const b = new KafkaBatcher(hung, createLogger('test', 'silent'), { lingerMs: 5, spoolFile });
+    const sent = Array.from({ length: 5 }, (_, n) => b.send('api.audit-trail', 'acme', { n }));
+    await new Promise((r) => setTimeout(r, 50)); // the batch is in flight
+    assert.equal(b.queued, 5);
+    const t0 = Date.now();
+    await b.close(200);
+    assert.ok(Date.now() - t0 < 1000, `close(200) took ${Date.now() - t0} ms`);
+    assert.deepEqual(await Promise.all(sent), [false, false, false, false, false]);
+    const spooled = readFileSync(spoolFile, 'utf8').trim().split('\n').map((l) => JSON.parse(JSON.parse(l).v).n);
+    assert.deepEqual(spooled, [0, 1, 2, 3, 4]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a record dropped from a full queue is not reported as sent', async () => {
+  const t = transport(1, () => true); // Kafka away
+  const b = new KafkaBatcher(t.connect, createLogger('test', 'silent'), { lingerMs: 5, maxQueued: 2 });
+  const first = b.send('t', 'k', { n: 1 });
+  void b.send('t', 'k', { n: 2 });
+  const third = b.sendWithin(300, 't', 'k', { n: 3 }); // pushes n: 1 out
+  assert.equal(await first, false);
+  assert.equal(b.dropped, 1);
+  assert.equal(await third, false, 'still queued after 300 ms: not acknowledged');
+  await b.close(50);
+});
