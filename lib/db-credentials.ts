@@ -21,10 +21,10 @@ const RECHECK_MS = 60_000;
  * minute in case a message was missed). Open connections stay as they are and are recycled by the
  * pool's max lifetime, so a rotation drops no request.
  */
-export async function followDbCredentials(pool: pg.Pool, vault: VaultClient, path: string, opts: { nats?: NatsConnection; logger?: Logger } = {}): Promise<() => void> {
+export async function followDbCredentials(pool: pg.Pool, vault: VaultClient, path: string, opts: { nats?: NatsConnection; logger?: Logger; recheckMs?: number } = {}): Promise<() => void> {
   const options = poolOptions(pool);
   let version = -1;
-  const apply = async () => {
+  const read = async () => {
     const { data, version: v } = await readCurrentSecretData<{ username: string; password: string }>(vault, path);
     if (v === version) return;
     options.user = data.username;
@@ -33,9 +33,13 @@ export async function followDbCredentials(pool: pg.Pool, vault: VaultClient, pat
     version = v;
     opts.logger?.info({ path, version: v, user: data.username }, 'database credential in use');
   };
+  // One read at a time: the minute's re-read and a rotation message overlapping could otherwise
+  // apply the older answer last and go back to the login the rotation replaced.
+  let turn: Promise<void> = Promise.resolve();
+  const apply = () => (turn = turn.catch(() => undefined).then(read));
   await apply();
   const onError = (err: unknown) => opts.logger?.error({ err: (err as Error).message, path }, 'could not read the database credential; keeping the last one');
-  const timer = setInterval(() => void apply().catch(onError), RECHECK_MS);
+  const timer = setInterval(() => void apply().catch(onError), opts.recheckMs ?? RECHECK_MS);
   timer.unref();
   const sub = opts.nats?.subscribe(SECRET_ROTATED_SUBJECT);
   if (sub) {
