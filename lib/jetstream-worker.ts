@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, nanos, type JetStreamClient, type JetStreamManager, type JsMsg } from 'nats';
+import { AckPolicy, DeliverPolicy, nanos, type JetStreamClient, type JetStreamManager, type JsMsg, type KV } from 'nats';
 import type { Logger } from './logger';
 
 /** A message that can never succeed: dead-letter it now instead of retrying. */
@@ -18,11 +18,18 @@ export type JetStreamWorkerOptions = {
   /** How many messages are worked on at once (and buffered): the concurrency bound. */
   concurrency: number;
   /**
-   * Deliveries failing with an ordinary error before a message is dead-lettered. Only those
-   * count: not the retries while a dependency was away, nor redeliveries after a crash or an
-   * expired ack wait, which the server's delivery count includes.
+   * Deliveries failing with an ordinary error before a message is dead-lettered, counted across
+   * processes (`DeliveryLedger`). Only those count: not the retries while a dependency was away,
+   * nor redeliveries after a crash (`maxLost` bounds those), which the server's delivery count
+   * includes.
    */
   maxDeliver: number;
+  /**
+   * Deliveries that ended with no answer at all (the process died or hung holding the message)
+   * before it is dead-lettered: a message that kills its consumer must not do so for ever.
+   * Counted durably (`DeliveryLedger`), across processes and restarts. Default 5.
+   */
+  maxLost?: number;
   ackWaitMs?: number;
   logger: Logger;
   /** Does the work; resolves only once it is durable. Throw PoisonMessageError for poison. */
@@ -39,11 +46,9 @@ export const nakDelayMs = (deliveries: number, capMs = 30_000) => Math.min(250 *
 const OUTAGE_RETRY_CAP_MS = 2_000;
 
 /**
- * The ordinary failures of the messages this process has worked on, by stream sequence. Kept
- * here, not read from the server: its delivery count also grows with every retry during an
- * outage, so after a long one the first ordinary error would dead-letter at once. A message
- * redelivered to another process (or after a restart) starts again from zero there: more
- * retries than `maxDeliver`, never fewer. Bounded; the oldest entries go first.
+ * The ordinary failures of the messages this process has worked on, by stream sequence: the
+ * stand-in for `DeliveryLedger` when NATS KV cannot be read or written. Not the server's delivery
+ * count, which also grows with every retry during an outage. Bounded; the oldest entries go first.
  */
 export class FailureCounts {
   private readonly counts = new Map<number, number>();
@@ -64,6 +69,54 @@ export class FailureCounts {
 
   get size(): number {
     return this.counts.size;
+  }
+}
+
+/** What the processes have answered to a message's deliveries, kept by `DeliveryLedger`. */
+export type DeliveryRecord = { answered: number; failed: number };
+
+/** NATS KV bucket of `DeliveryLedger`: one key per message that was ever retried. */
+export const DELIVERIES_BUCKET = 'flowgate_deliveries';
+
+/**
+ * Every nak a process sends, counted in NATS KV by stream, consumer and sequence, so that any
+ * process can tell from a redelivery how many of the earlier deliveries ended without an answer:
+ * the server's delivery count less the answered ones. Written only when a delivery fails or a
+ * message comes back, never for a message handled the first time.
+ */
+export class DeliveryLedger {
+  constructor(private readonly kv: KV, private readonly prefix: string) {}
+
+  private key(seq: number) {
+    return `${this.prefix}.${seq}`;
+  }
+
+  async read(seq: number): Promise<DeliveryRecord> {
+    const e = await this.kv.get(this.key(seq));
+    return e && e.operation === 'PUT' && e.length ? (e.json() as DeliveryRecord) : { answered: 0, failed: 0 };
+  }
+
+  /** Adds one answered delivery (and a failure, if it failed); returns the record as written. */
+  async answered(seq: number, failed: boolean): Promise<DeliveryRecord> {
+    const kv = this.kv;
+    const key = this.key(seq);
+    for (let attempt = 1; ; attempt++) {
+      const e = await kv.get(key);
+      const before = e && e.operation === 'PUT' && e.length ? (e.json() as DeliveryRecord) : { answered: 0, failed: 0 };
+      const after = { answered: before.answered + 1, failed: before.failed + (failed ? 1 : 0) };
+      try {
+        if (e) await kv.update(key, JSON.stringify(after), e.revision);
+        else await kv.create(key, JSON.stringify(after));
+        return after;
+      } catch (err) {
+        // Another process wrote in between (a stale redelivery): read again.
+        if (attempt >= 3) throw err;
+      }
+    }
+  }
+
+  async forget(seq: number): Promise<void> {
+    await this.kv.purge(this.key(seq));
   }
 }
 
@@ -93,37 +146,75 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
   const consumer = await opts.js.consumers.get(opts.stream, opts.durable);
   const messages = await consumer.consume({ max_messages: opts.concurrency });
   const inFlight = new Set<Promise<void>>();
+  // The ledger's record of a message is the truth; this process's own count stands in when
+  // NATS KV cannot be read or written (the count may then start again elsewhere: more retries, never fewer).
   const failures = new FailureCounts();
+  const ledger = new DeliveryLedger(await opts.js.views.kv(DELIVERIES_BUCKET, { history: 1, ttl: 7 * 24 * 3600_000 }), `${opts.stream}.${opts.durable}`);
+  const maxLost = opts.maxLost ?? 5;
   let release: (() => void) | undefined;
+
+  /** Counts a nak in the ledger (and here); returns how many ordinary failures the message has had. */
+  const answer = async (seq: number, failed: boolean): Promise<number> => {
+    const local = failed ? failures.failed(seq) : 0;
+    try {
+      return (await ledger.answered(seq, failed)).failed;
+    } catch (err) {
+      opts.logger.warn({ err: (err as Error).message, seq }, 'delivery ledger not written; counting in this process only');
+      return local;
+    }
+  };
+  const forget = (seq: number, retried: boolean) => {
+    failures.forget(seq);
+    if (retried) void ledger.forget(seq).catch(() => undefined); // the key's TTL ends it otherwise
+  };
+
+  const deadLetter = async (m: JsMsg, reason: string, failed: number) => {
+    try {
+      await opts.deadLetter(m, reason);
+      forget(m.info.streamSequence, true);
+      m.term(reason);
+    } catch (dlqErr) {
+      opts.logger.error({ err: dlqErr }, 'dead-lettering failed; will retry');
+      await answer(m.info.streamSequence, false);
+      m.nak(nakDelayMs(failed));
+    }
+  };
 
   const process1 = async (m: JsMsg) => {
     const deliveries = m.info.deliveryCount;
     const seq = m.info.streamSequence;
-    if (deliveries > 1) opts.onRedelivery?.(m);
+    if (deliveries > 1) {
+      opts.onRedelivery?.(m);
+      // Deliveries no process answered: it died or hung holding the message. One that keeps
+      // killing its consumer is dead-lettered without being handled again.
+      const record = await ledger.read(seq).catch(() => undefined);
+      const lost = record ? deliveries - 1 - record.answered : 0;
+      if (lost >= maxLost) {
+        await deadLetter(m, `delivered ${deliveries} times and ${lost} of them never answered: its consumer died or hung each time`, record!.failed);
+        return;
+      }
+    }
     // Keep the message ours while slow work runs (e.g. Temporal briefly away).
     const keepAlive = setInterval(() => m.working(), Math.max(ackWait / 3, 1000));
     try {
       await opts.handle(m);
-      failures.forget(seq);
+      forget(seq, deliveries > 1);
       await m.ackAck().catch(() => undefined); // a lost ack means a redelivery, which the handler absorbs
     } catch (err) {
       const poison = err instanceof PoisonMessageError;
       if (err instanceof DependencyUnavailableError) {
         opts.logger.warn({ err: err.message, deliveries, subject: m.subject }, 'dependency unavailable; will retry');
+        await answer(seq, false);
         m.nak(nakDelayMs(deliveries, OUTAGE_RETRY_CAP_MS));
         return;
       }
-      const failed = poison ? 0 : failures.failed(seq);
-      if (poison || failed >= opts.maxDeliver) {
-        const reason = poison ? (err as Error).message : `gave up after ${failed} failed deliveries: ${(err as Error).message}`;
-        try {
-          await opts.deadLetter(m, reason);
-          failures.forget(seq);
-          m.term(reason);
-        } catch (dlqErr) {
-          opts.logger.error({ err: dlqErr }, 'dead-lettering failed; will retry');
-          m.nak(nakDelayMs(failed));
-        }
+      if (poison) {
+        await deadLetter(m, (err as Error).message, 0);
+        return;
+      }
+      const failed = await answer(seq, true);
+      if (failed >= opts.maxDeliver) {
+        await deadLetter(m, `gave up after ${failed} failed deliveries: ${(err as Error).message}`, failed);
       } else {
         opts.logger.warn({ err, deliveries, failed, subject: m.subject }, 'transient failure; will retry');
         m.nak(nakDelayMs(failed));

@@ -3,8 +3,8 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { connect, RetentionPolicy, type JsMsg, type NatsConnection } from 'nats';
-import { DependencyUnavailableError, FailureCounts, startJetStreamWorker } from '../../lib/jetstream-worker';
+import { AckPolicy, connect, nanos, RetentionPolicy, type JsMsg, type NatsConnection } from 'nats';
+import { DELIVERIES_BUCKET, DependencyUnavailableError, FailureCounts, startJetStreamWorker } from '../../lib/jetstream-worker';
 import { createLogger } from '../../lib/logger';
 import { eventually, testStack } from '../helpers/stack';
 
@@ -22,13 +22,16 @@ after(async () => {
   await nc.close();
 });
 
-/** Runs a worker whose handler answers each delivery of the one message published with `outcome(n)`. */
-async function run(name: string, outcome: (delivery: number) => 'ok' | 'outage' | 'error') {
+/**
+ * Runs a worker whose handler answers each delivery of the one message published with
+ * `outcome(n)`; `publish: false` for a second worker on the same durable.
+ */
+async function run(name: string, outcome: (delivery: number) => 'ok' | 'outage' | 'error', opts: { publish?: boolean; ackWaitMs?: number } = {}) {
   const deliveries: number[] = [];
   const handled: string[] = [];
   const deadLettered: string[] = [];
   const worker = await startJetStreamWorker({
-    js: nc.jetstream(), jsm: await nc.jetstreamManager(), stream, durable: name, concurrency: 4, maxDeliver: 3, logger,
+    js: nc.jetstream(), jsm: await nc.jetstreamManager(), stream, durable: name, concurrency: 4, maxDeliver: 3, maxLost: 3, ackWaitMs: opts.ackWaitMs, logger,
     handle: async (m: JsMsg) => {
       if (m.subject !== `${stream}.${name}`) return;
       const n = m.info.deliveryCount;
@@ -40,8 +43,16 @@ async function run(name: string, outcome: (delivery: number) => 'ok' | 'outage' 
     },
     deadLetter: async (_m, reason) => { deadLettered.push(reason); },
   });
-  await nc.jetstream().publish(`${stream}.${name}`, 'work');
+  if (opts.publish !== false) await nc.jetstream().publish(`${stream}.${name}`, 'work');
   return { deliveries, handled, deadLettered, stop: worker.stop };
+}
+
+/** The ledger's record of the one message of `name`, if any. */
+async function ledgerOf(name: string) {
+  const kv = await nc.jetstream().views.kv(DELIVERIES_BUCKET);
+  const seq = (await (await nc.jetstreamManager()).streams.getMessage(stream, { last_by_subj: `${stream}.${name}` })).seq;
+  const e = await kv.get(`${stream}.${name}.${seq}`);
+  return e?.operation === 'PUT' ? e.json<{ answered: number; failed: number }>() : undefined;
 }
 
 describe('jetstream worker', () => {
@@ -53,6 +64,44 @@ describe('jetstream worker', () => {
       assert.deepEqual(w.deadLettered, [], 'not dead-lettered');
       assert.deepEqual(w.handled, ['work']);
       assert.deepEqual(w.deliveries, [1, 2, 3, 4, 5, 6, 7]);
+      // Handled: its ledger entry is gone.
+      await eventually('the ledger entry removed', async () => (await ledgerOf('outage')) === undefined, 5000);
+    } finally {
+      await w.stop();
+    }
+  });
+
+  test('ordinary failures are counted across processes: a second worker takes over the count', async () => {
+    const first = await run('handover', () => 'error');
+    await eventually('two failures in the first worker', () => first.deliveries.length === 2, 10_000, 20);
+    await first.stop();
+    assert.deepEqual(await ledgerOf('handover'), { answered: 2, failed: 2 });
+    const second = await run('handover', () => 'error', { publish: false });
+    try {
+      await eventually('dead-lettered by the second worker', async () => second.deadLettered.length === 1, 30_000);
+      assert.match(second.deadLettered[0]!, /gave up after 3 failed deliveries/);
+      assert.equal(second.deliveries.length, 1, 'one failure there was the third in all');
+    } finally {
+      await second.stop();
+    }
+  });
+
+  test('a message whose consumers die holding it is dead-lettered once maxLost deliveries went unanswered, unhandled', async () => {
+    const name = 'killer';
+    await (await nc.jetstreamManager()).consumers.add(stream, { durable_name: name, ack_policy: AckPolicy.Explicit, ack_wait: nanos(300), filter_subject: `${stream}.${name}` });
+    await nc.jetstream().publish(`${stream}.${name}`, 'work');
+    // Three consumers that take the message and die before answering: the ack wait runs out each time.
+    const consumer = await nc.jetstream().consumers.get(stream, name);
+    for (let i = 1; i <= 3; i++) {
+      const m = await consumer.next({ expires: 5000 });
+      assert.equal(m?.info.deliveryCount, i);
+      await new Promise((r) => setTimeout(r, 400));
+    }
+    const w = await run(name, () => 'ok', { publish: false, ackWaitMs: 300 });
+    try {
+      await eventually('dead-lettered', async () => w.deadLettered.length === 1, 10_000);
+      assert.match(w.deadLettered[0]!, /delivered 4 times and 3 of them never answered/);
+      assert.deepEqual(w.handled, [], 'not handled a fourth time');
     } finally {
       await w.stop();
     }
