@@ -23,6 +23,8 @@ export const apiEventSchema = z.object({
 const RULE_CACHE_MS = 30_000;
 /** The events consumer's Kafka session timeout (see the consumer below). */
 const EVENT_RULES_SESSION_MS = 10_000;
+/** A fetch waits this long for a record when there is none: a record is read at once either way; shutdown waits for the fetch under way (kafkajs's 5 s made every stop take 5 s). */
+const EVENT_FETCH_WAIT_MS = 1000;
 
 /**
  * Event-type trigger rules: each `api.events` record that matches a rule of its tenant becomes
@@ -33,7 +35,7 @@ const EVENT_RULES_SESSION_MS = 10_000;
 /** The default consumer group that turns `api.events` into triggers (FLOWGATE_EVENT_RULES_GROUP; its lag is a metric and a KEDA scaler's input). */
 export const EVENT_RULES_GROUP = 'flowgate-event-triggers';
 
-export async function startEventRules(deps: { group?: string; failpoint?: string; nc?: NatsConnection; kafka: Kafka; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<{ consuming: () => boolean; close: () => Promise<void> }> {
+export async function startEventRules(deps: { group?: string; failpoint?: string; nc?: NatsConnection; kafka: Kafka; brokers: string[]; pool: Pool; js: JetStreamClient; ids: ExecutionIds; logger: Logger; onTrigger: (rule: TriggerRule) => void }): Promise<{ consuming: () => boolean; close: () => Promise<void> }> {
   let cache: { at: number; rules: TriggerRule[] } | undefined;
   // A config change (config.invalidations, which the admin sends for rule changes too) drops the
   // cache at once: a rule is matched from the next event on, not up to RULE_CACHE_MS later. A load
@@ -53,7 +55,7 @@ export async function startEventRules(deps: { group?: string; failpoint?: string
   // The consumer starts at the end of a partition it has no offset for; pinning those partitions
   // first means a record that lands while no member runs is read when one comes back.
   try {
-    const { pinned, groupRunning } = await pinUncommittedPartitions(deps.kafka, groupId, TOPICS.events);
+    const { pinned, groupRunning } = await pinUncommittedPartitions(deps.kafka, deps.brokers, groupId, TOPICS.events);
     if (pinned.length) deps.logger.info({ group: groupId, partitions: pinned }, 'api.events partitions without an offset pinned at their end');
     else if (groupRunning) deps.logger.debug({ group: groupId }, 'api.events group already has members; its offsets are theirs');
   } catch (err) {
@@ -62,7 +64,7 @@ export async function startEventRules(deps: { group?: string; failpoint?: string
   // A member that vanished without leaving (a crash, or a broker restart that made the consumer
   // start over with a new member id) holds its partitions until its session times out: every
   // join meanwhile waits for it. 10 s instead of kafkajs's 30 s bounds that stall.
-  const consumer = deps.kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: EVENT_RULES_SESSION_MS, heartbeatInterval: 3000 });
+  const consumer = deps.kafka.consumer({ groupId, allowAutoTopicCreation: false, sessionTimeout: EVENT_RULES_SESSION_MS, heartbeatInterval: 3000, maxWaitTimeInMs: EVENT_FETCH_WAIT_MS });
   consumer.on(consumer.events.GROUP_JOIN, (e) => deps.logger.info({ partitions: e.payload.memberAssignment[TOPICS.events], ms: e.payload.duration }, 'api.events consumer joined its group'));
   const start = async () => {
     await consumer.connect();
