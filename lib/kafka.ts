@@ -65,7 +65,7 @@ export async function consumerGroupLag(admin: Admin, groupId: string, topic: str
  * A group with members already running is left alone (they pinned it when they started): what it
  * returns says so. Returns the partitions it pinned.
  */
-export async function pinUncommittedPartitions(kafka: Kafka, groupId: string, topic: string): Promise<{ pinned: number[]; groupRunning: boolean }> {
+export async function pinUncommittedPartitions(kafka: Kafka, brokers: string[], groupId: string, topic: string): Promise<{ pinned: number[]; groupRunning: boolean }> {
   const admin = kafka.admin();
   await admin.connect();
   try {
@@ -73,7 +73,7 @@ export async function pinUncommittedPartitions(kafka: Kafka, groupId: string, to
     // kafkajs's admin does not retry that here (its consumer does, when it joins).
     for (let attempt = 1; ; attempt++) {
       try {
-        return await pin(admin, groupId, topic);
+        return await pin(admin, brokers, groupId, topic);
       } catch (err) {
         if (attempt >= 30 || (err as { retriable?: boolean }).retriable !== true) throw err;
         await new Promise((r) => setTimeout(r, 500));
@@ -84,17 +84,33 @@ export async function pinUncommittedPartitions(kafka: Kafka, groupId: string, to
   }
 }
 
-async function pin(admin: Admin, groupId: string, topic: string): Promise<{ pinned: number[]; groupRunning: boolean }> {
+async function pin(admin: Admin, brokers: string[], groupId: string, topic: string): Promise<{ pinned: number[]; groupRunning: boolean }> {
   const [committed] = await admin.fetchOffsets({ groupId, topics: [topic] });
   const done = new Set((committed?.partitions ?? []).filter((p) => Number(p.offset) >= 0).map((p) => p.partition));
   const ends = (await admin.fetchTopicOffsets(topic)).filter((p) => !done.has(p.partition));
   if (!ends.length) return { pinned: [], groupRunning: false };
   const { state } = await admin.describeGroups([groupId]).then((d) => d.groups[0] ?? { state: 'Dead' });
   if (state !== 'Empty' && state !== 'Dead') return { pinned: [], groupRunning: true };
-  // setOffsets refuses a group that gained a member meanwhile; the caller's join then proceeds
-  // as without the pin (a race only between replicas starting at the same moment).
-  await admin.setOffsets({ groupId, topic, partitions: ends.map((p) => ({ partition: p.partition, offset: p.high })) });
+  // The broker refuses this commit for a group that gained a member meanwhile; the caller's join
+  // then proceeds as without the pin (a race only between replicas starting at the same moment).
+  await commitOffsetsAsAdmin(brokers, groupId, topic, ends.map((p) => ({ partition: p.partition, offset: BigInt(p.high) })));
   return { pinned: ends.map((p) => p.partition).sort((a, b) => a - b), groupRunning: false };
+}
+
+/**
+ * Commits offsets for a group with no members in one OffsetCommit request (generation -1, no
+ * member id), as Kafka's own admin client does. kafkajs's `admin.setOffsets` instead joins the
+ * group with a consumer and waits out a whole fetch (5 s) before leaving, at every process start.
+ */
+async function commitOffsetsAsAdmin(brokers: string[], groupId: string, topic: string, partitionOffsets: { partition: number; offset: bigint }[]): Promise<void> {
+  // An ECMAScript module; this project compiles to CommonJS, which reaches it through import().
+  const { Admin } = await import('@platformatic/kafka');
+  const admin = new Admin({ clientId: `flowgate-pin-${groupId}`, bootstrapBrokers: brokers, retries: 2, retryDelay: 200, connectTimeout: 3000, timeout: 10_000 });
+  try {
+    await admin.alterConsumerGroupOffsets({ groupId, topics: [{ name: topic, partitionOffsets }] });
+  } finally {
+    await admin.close().catch(() => undefined);
+  }
 }
 
 /**

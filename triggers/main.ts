@@ -124,7 +124,7 @@ void runProcess('triggers', async ({ config, logger, registry, tracing }) => {
   const kafka = createKafka(config.FLOWGATE_KAFKA_BROKERS, 'flowgate-triggers');
   const eventTriggers = new prom.Counter({ name: 'workflow_event_triggers_total', help: 'api.events records turned into triggers', labelNames: ['tenant', 'workflow'], registers: [registry] });
   const events = await startEventRules({
-    group: config.FLOWGATE_EVENT_RULES_GROUP, failpoint: config.FLOWGATE_FAILPOINT, nc, kafka, pool, js, logger,
+    group: config.FLOWGATE_EVENT_RULES_GROUP, failpoint: config.FLOWGATE_FAILPOINT, nc, kafka, brokers: config.FLOWGATE_KAFKA_BROKERS, pool, js, logger,
     ids: new ExecutionIds(config.FLOWGATE_EXECUTION_ID_SECRET),
     onTrigger: (rule) => eventTriggers.inc({ tenant: rule.workspace_id, workflow: rule.workflow_type }),
   });

@@ -9,7 +9,8 @@ import { createKafka, pinUncommittedPartitions } from '../../lib/kafka';
 import { eventually, testStack } from '../helpers/stack';
 
 const stack = testStack();
-const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'offsets-test');
+const brokers = stack.env.FLOWGATE_KAFKA_BROKERS!.split(',');
+const kafka = createKafka(brokers, 'offsets-test');
 const admin = kafka.admin();
 const topic = `offsets-${randomUUID()}`;
 const PARTITIONS = 3;
@@ -66,7 +67,7 @@ test('a group without offsets skips what lands while no member runs; pinned firs
   // so the records sent while no member runs are read when one joins.
   const group = `offsets-pinned-${randomUUID()}`;
   assert.deepEqual(await committed(group), Array(PARTITIONS).fill(-1));
-  const first = await pinUncommittedPartitions(kafka, group, topic);
+  const first = await pinUncommittedPartitions(kafka, brokers, group, topic);
   assert.deepEqual(first, { pinned: [0, 1, 2], groupRunning: false });
   const ends = (await admin.fetchTopicOffsets(topic)).sort((a, b) => a.partition - b.partition).map((p) => Number(p.high));
   assert.deepEqual(await committed(group), ends, 'each partition pinned at its end');
@@ -81,12 +82,12 @@ test('a group without offsets skips what lands while no member runs; pinned firs
   // With every partition committed, nothing to do; a group with a member running is left alone.
   const read = ends.map((end) => end + 1);
   await eventually('the pinned group committed what it read', async () => JSON.stringify(await committed(group)) === JSON.stringify(read), 15_000, 200);
-  assert.deepEqual(await pinUncommittedPartitions(kafka, group, topic), { pinned: [], groupRunning: false });
+  assert.deepEqual(await pinUncommittedPartitions(kafka, brokers, group, topic), { pinned: [], groupRunning: false });
   await again.consumer.disconnect();
   const other = `offsets-running-${randomUUID()}`;
   const running = await join(other);
   try {
-    assert.deepEqual(await pinUncommittedPartitions(kafka, other, topic), { pinned: [], groupRunning: true });
+    assert.deepEqual(await pinUncommittedPartitions(kafka, brokers, other, topic), { pinned: [], groupRunning: true });
     assert.deepEqual(await committed(other), Array(PARTITIONS).fill(-1), 'a running group is not touched');
   } finally {
     await running.consumer.disconnect();
