@@ -26,6 +26,22 @@ import { UpstreamError, type UpstreamResponse } from './upstreams';
 
 /** Never forwarded: hop-by-hop headers (RFC 9110 §7.6.1) and the client's own credential. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'host', 'content-length', 'authorization', 'x-api-key']);
+/**
+ * What the gateway itself tells the upstream about the request (who, which tenant, from where):
+ * the client's own values of these are not passed on. The gateway is the edge: a client's
+ * X-Forwarded-Host or X-Real-IP would otherwise poison links and addresses the upstream builds.
+ */
+const GATEWAY_ASSERTED = new Set(['x-request-id', 'x-tenant-id', 'x-user-id', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server', 'x-real-ip', 'forwarded', 'authorization', 'x-api-key']);
+/** A header name some servers (CGI, WSGI, Rack) read as a gateway-asserted one once `_` becomes `-`: `X_User_ID`. */
+const spoofsAsserted = (name: string) => name.includes('_') && (GATEWAY_ASSERTED.has(name.replace(/_/g, '-')) || name.replace(/_/g, '-') === 'x-forwarded-for');
+
+/**
+ * A value for X-User-ID: the name as it is when it is printable ASCII, else percent-encoded
+ * UTF-8 (a header value cannot carry `Łukasz` or a line break).
+ */
+export function userIdHeader(name: string): string {
+  return /^[\x20-\x7e]*$/.test(name) ? name : encodeURIComponent(name);
+}
 
 /** `/v1/orders/*` with strip_path drops `/v1/orders` (the pattern's static prefix) from the path. */
 export function upstreamPath(pattern: string, path: string, strip: boolean): string {
@@ -82,7 +98,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
 
   function outboundHeaders(req: FastifyRequest, tenant: string, add?: Record<string, string>, remove?: string[]): Record<string, string> {
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_BY_HOP.has(k)) headers[k] = v;
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_BY_HOP.has(k) && !GATEWAY_ASSERTED.has(k) && !spoofsAsserted(k)) headers[k] = v;
     // Headers the client's Connection names are hop-by-hop too (RFC 9110 7.6.1).
     const connection = req.headers.connection;
     if (connection && connection !== 'keep-alive' && connection !== 'close') for (const name of connection.split(',')) delete headers[name.trim().toLowerCase()];
@@ -90,12 +106,15 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     // when there was one, is this span's parent).
     const span = req.flowgate.span;
     if (span) Object.assign(headers, traceHeaders(span));
+    // Where the client came in (a route's add_headers may still set these itself).
+    if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
+    headers['x-forwarded-proto'] = req.protocol;
     for (const h of remove ?? []) delete headers[h.toLowerCase()];
     for (const [k, v] of Object.entries(add ?? {})) headers[k.toLowerCase()] = v;
     const p = req.flowgate.principal;
     headers['x-request-id'] = req.id;
     headers['x-tenant-id'] = tenant;
-    if (p) headers['x-user-id'] = p.username;
+    if (p) headers['x-user-id'] = userIdHeader(p.username);
     headers['x-forwarded-for'] = req.headers['x-forwarded-for'] ? `${String(req.headers['x-forwarded-for'])}, ${req.ip}` : req.ip;
     return headers;
   }

@@ -343,6 +343,16 @@ describe('what the pipeline checks is what the upstream gets', () => {
       const seen = (await rawGet<{ headers: Record<string, string> }>('/public/x', { authorization: `Bearer ${t.key}`, connection: 'close, x-hop-only', 'x-hop-only': 'secret', 'x-kept': 'yes' })).body.headers;
       assert.equal(seen['x-kept'], 'yes');
       assert.equal(seen['x-hop-only'], undefined);
+      // What the gateway tells the upstream about the request is its own: the client's values
+      // (and their underscore spellings, read as the same names by CGI-style servers) stop here.
+      const spoofed = (await rawGet<{ headers: Record<string, string> }>('/public/x', {
+        authorization: `Bearer ${t.key}`, 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https', 'x-real-ip': '6.6.6.6',
+        forwarded: 'for=6.6.6.6;host=evil.example', 'x-user-id': 'admin', x_user_id: 'admin', x_tenant_id: 'other', 'x-forwarded_for': '6.6.6.6',
+      })).body.headers;
+      assert.equal(spoofed['x-forwarded-host'], new URL(stack.gatewayUrl).host);
+      assert.equal(spoofed['x-forwarded-proto'], 'http');
+      assert.equal(spoofed['x-user-id'], 'client');
+      for (const h of ['x-real-ip', 'forwarded', 'x_user_id', 'x_tenant_id', 'x-forwarded_for']) assert.equal(spoofed[h], undefined, h);
     } finally {
       await echo.close();
     }

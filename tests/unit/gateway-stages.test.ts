@@ -8,6 +8,7 @@ import type { Snapshot } from '../../lib/control-plane/versions';
 import { authorize, effectiveRoles, ipAllowed, type AuthorizationConfig } from '../../gateway/authz';
 import { resolveTenant, tenantFromCertificate, tenantFromHost } from '../../gateway/tenant';
 import { WorkspaceView } from '../../gateway/workspace-view';
+import { userIdHeader } from '../../gateway/configured-routes';
 
 describe('tenant', () => {
   test('all sources agree: the tenant; any disagreement: 403 naming the first source', () => {
@@ -119,4 +120,11 @@ describe('workspace view', () => {
     assert.deepEqual(view.limitsFor('acme', 'list', 'alice').map((l) => l.key), ['acme:ws:quota', 'acme:route:list:alice:per-client']);
     assert.deepEqual(view.limitsFor('acme', undefined, 'bob').map((l) => [l.key, l.policy.algorithm]), [['acme:ws:quota', 'sliding-window'], ['acme:consumer:bob:bob', 'fixed-window']]);
   });
+});
+
+test('X-User-ID carries a printable-ASCII name as it is, anything else percent-encoded', () => {
+  assert.equal(userIdHeader('alice@example.com'), 'alice@example.com');
+  assert.equal(userIdHeader('Łukasz'), '%C5%81ukasz');
+  assert.equal(userIdHeader('山田'), '%E5%B1%B1%E7%94%B0');
+  assert.equal(userIdHeader('a\r\nX-Admin: 1'), 'a%0D%0AX-Admin%3A%201');
 });
