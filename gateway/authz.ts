@@ -50,12 +50,42 @@ function claimMatches(claims: Record<string, unknown> | undefined, name: string,
   return value !== undefined && allowed.includes(String(value));
 }
 
+/**
+ * A path as rules compare it: every percent-escape decoded but an encoded slash (`/users/%40me`
+ * is `/users/@me`, as the upstream's framework will read it), and no trailing slash (`/admin/`
+ * and `/admin` are one rule, as the router serves both).
+ */
+export function pathForRules(path: string): string {
+  let out = path.includes('%')
+    ? path.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => {
+      try {
+        return decodeURIComponent(run).replaceAll('/', '%2F');
+      } catch {
+        return run.toUpperCase(); // not UTF-8: compared as written
+      }
+    })
+    : path;
+  if (out.length > 1 && out.endsWith('/')) out = out.slice(0, -1);
+  return out;
+}
+
+/** Is `path` (already `pathForRules`) the rule's path or below it? */
+const under = (path: string, rulePath: string) => {
+  const p = pathForRules(rulePath);
+  return p === '/' || path === p || path.startsWith(`${p}/`);
+};
+
 export function authorize(cfg: AuthorizationConfig, req: AccessRequest): AccessDecision {
   const roles = effectiveRoles(req.roles);
+  let path: string | undefined;
   for (const [i, rule] of cfg.rules.entries()) {
     if (rule.roles && !rule.roles.some((r) => roles.has(r))) continue;
     if (rule.methods && !(rule.methods as string[]).includes(req.method)) continue;
-    if (rule.paths && !rule.paths.some((p) => req.path === p || req.path.startsWith(p.endsWith('/') ? p : `${p}/`))) continue;
+    if (rule.paths) {
+      path ??= pathForRules(req.path);
+      const p = path;
+      if (!rule.paths.some((rp) => under(p, rp))) continue;
+    }
     if (rule.claims && !Object.entries(rule.claims).every(([name, allowed]) => claimMatches(req.claims, name, allowed))) continue;
     if (rule.source_cidrs && !addressIn(req.ip, rule.source_cidrs)) continue;
     if (rule.hours_utc) {

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { ApiError } from '../../lib/errors';
 import type { Snapshot } from '../../lib/control-plane/versions';
-import { authorize, effectiveRoles, ipAllowed, type AuthorizationConfig } from '../../gateway/authz';
+import { authorize, effectiveRoles, ipAllowed, pathForRules, type AuthorizationConfig } from '../../gateway/authz';
+import { requestTarget } from '../../lib/request-target';
 import { resolveTenant, tenantFromCertificate, tenantFromHost } from '../../gateway/tenant';
 import { WorkspaceView } from '../../gateway/workspace-view';
 import { userIdHeader } from '../../gateway/configured-routes';
@@ -74,6 +75,18 @@ describe('authorization', () => {
     const night: AuthorizationConfig = { rules: [{ effect: 'allow', hours_utc: { from: 22, to: 6 } }], default: 'deny' };
     assert.equal(authorize(night, { ...base, now: at('2026-11-18T23:30:00Z') }).allowed, true);
     assert.equal(authorize(night, { ...base, now: at('2026-11-18T12:00:00Z') }).allowed, false);
+  });
+
+  test('a path rule holds however the request spells the path: escapes decoded, a trailing slash either way', () => {
+    const cfg: AuthorizationConfig = { rules: [{ effect: 'deny', paths: ['/users/@me', '/files/a!b', '/admin/', '/café'] }], default: 'allow' };
+    for (const raw of ['/users/%40me', '/users/%40me/', '/files/a%21b', '/admin', '/admin/x', '/caf%C3%A9', '/caf%c3%a9/menu']) {
+      assert.equal(authorize(cfg, { ...base, path: requestTarget(raw).pathname }).allowed, false, raw);
+    }
+    // An encoded slash is not a segment boundary, and what is not under a rule stays allowed.
+    for (const raw of ['/users%2F%40me', '/administrator', '/users/@mex', '/files/a%FFb']) {
+      assert.equal(authorize(cfg, { ...base, path: requestTarget(raw).pathname }).allowed, true, raw);
+    }
+    assert.equal(pathForRules('/a%2Fb/%40/'), '/a%2Fb/@');
   });
 
   test('ip-restriction: deny wins, an allow list must hold the address', () => {
