@@ -42,13 +42,23 @@ export function tenantFromHost(host: string | undefined, suffix: string | undefi
   return TENANT_ID.test(label) ? label : undefined;
 }
 
+const SAN_TENANT = /^URI:urn:flowgate:tenant:([a-z0-9][a-z0-9-]{1,62})$/;
+
 /**
  * A client certificate names its tenant with a SAN URI `urn:flowgate:tenant:<id>` (or, without
  * one, its subject's O) and its consumer with the subject's CN.
  */
 export function tenantFromCertificate(cert: PeerCertificate | undefined): { tenant: string; consumer: string; fingerprint: string } | undefined {
   if (!cert || !cert.subject) return undefined;
-  const san = /URI:urn:flowgate:tenant:([a-z0-9][a-z0-9-]{1,62})(?:,|$)/.exec(cert.subjectaltname ?? '')?.[1];
+  // Node lists SAN entries joined by ", " (a value holding one is quoted): each entry must be a
+  // tenant URI exactly, and a certificate naming two tenants names none.
+  const named = new Set<string>();
+  for (const entry of (cert.subjectaltname ?? '').split(', ')) {
+    const m = SAN_TENANT.exec(entry);
+    if (m) named.add(m[1]!);
+  }
+  if (named.size > 1) return undefined;
+  const san = named.values().next().value;
   const org = Array.isArray(cert.subject.O) ? cert.subject.O[0] : cert.subject.O;
   const cn = Array.isArray(cert.subject.CN) ? cert.subject.CN[0] : cert.subject.CN;
   const tenant = san ?? (org && TENANT_ID.test(org) ? org : undefined);

@@ -37,6 +37,11 @@ describe('tenant', () => {
     const cert = (subject: Record<string, string>, san?: string) => ({ subject, subjectaltname: san, fingerprint256: 'AB:CD:EF' }) as never;
     assert.deepEqual(tenantFromCertificate(cert({ CN: 'alice', O: 'other' }, 'DNS:x, URI:urn:flowgate:tenant:acme')), { tenant: 'acme', consumer: 'alice', fingerprint: 'abcdef' });
     assert.equal(tenantFromCertificate(cert({ CN: 'bob', O: 'globex' }))?.tenant, 'globex');
+    // Only a SAN entry that is exactly a tenant URI counts, and two tenants are none.
+    assert.equal(tenantFromCertificate(cert({ CN: 'ci' }, 'DNS:xURI:urn:flowgate:tenant:victim, URI:urn:flowgate:tenant:acme'))?.tenant, 'acme');
+    assert.equal(tenantFromCertificate(cert({ CN: 'ci' }, 'URI:urn:flowgate:tenant:acme/URI:urn:flowgate:tenant:victim')), undefined);
+    assert.equal(tenantFromCertificate(cert({ CN: 'ci' }, 'URI:urn:flowgate:tenant:acme, URI:urn:flowgate:tenant:victim')), undefined);
+    assert.equal(tenantFromCertificate(cert({ CN: 'ci' }, 'URI:urn:flowgate:tenant:acme, URI:urn:flowgate:tenant:acme'))?.tenant, 'acme');
     assert.equal(tenantFromCertificate(cert({ CN: 'bob', O: 'Not A Tenant' })), undefined);
     assert.equal(tenantFromCertificate(cert({ O: 'globex' })), undefined);
   });
