@@ -26,6 +26,8 @@ export type VerifiedJwt = { claims: JWTPayload; alg: string; kid?: string };
 export type HsSecretSource = (workspace: string, kid: string) => Promise<string | undefined>;
 
 const CACHE_MS = 120_000;
+/** How long a remote JWKS is trusted before it is fetched again: the same 2 minutes. */
+export const JWKS_MAX_AGE_MS = CACHE_MS;
 const ASYMMETRIC = new Set(['RS256', 'ES256']);
 
 export function looksLikeJwt(credential: string): boolean {
@@ -59,11 +61,15 @@ export class JwtVerifier {
     // is only good for the config it was checked against.
     if (hit && hit.until > Date.now() && hit.settings === settings) return hit.result;
 
-    let header: { alg?: string; kid?: string };
+    let header: { alg?: unknown; kid?: unknown };
     try {
       header = decodeProtectedHeader(token);
     } catch {
       throw refuse('malformed', 'the bearer token is not a well-formed JWT');
+    }
+    // The header is the sender's JSON: `alg: 1` or `kid: {}` is malformed, not a crash.
+    if ((header.alg !== undefined && typeof header.alg !== 'string') || (header.kid !== undefined && typeof header.kid !== 'string')) {
+      throw refuse('malformed', 'the token header\'s alg and kid must be strings');
     }
     const alg = header.alg ?? '';
     if (alg.toLowerCase() === 'none') throw refuse('alg_none', 'unsigned tokens (alg: none) are refused');
@@ -110,8 +116,9 @@ export class JwtVerifier {
     const url = settings.jwks_url!;
     let set = this.remoteSets.get(url);
     if (!set) {
-      // Refetched at most every 30 s when an unknown kid shows up (key rotation), cached 10 min.
-      set = createRemoteJWKSet(new URL(url), { cooldownDuration: 30_000, cacheMaxAge: 600_000, timeoutDuration: 3000 });
+      // Refetched at most every 30 s when an unknown kid shows up (key rotation), and at least
+      // every 2 minutes (the auth cache's bound): a key the IdP withdrew stops verifying by then.
+      set = createRemoteJWKSet(new URL(url), { cooldownDuration: 30_000, cacheMaxAge: JWKS_MAX_AGE_MS, timeoutDuration: 3000 });
       this.remoteSets.set(url, set);
     }
     return set;
