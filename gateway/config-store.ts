@@ -166,7 +166,11 @@ export class ConfigStore {
           const row = (await db.query<{ snapshot: Snapshot }>('SELECT snapshot FROM config_versions WHERE workspace_id = $1 AND version = $2', [id, version])).rows[0];
           if (row) next.set(id, this.compile(row.snapshot, version));
         }
-        this.install(next);
+        // Keys are not versioned with the routes: one revoked (or whose consumer was deleted)
+        // since the served version was made stops working now, pinned version or not, and a
+        // rollback brings back no revoked key.
+        const live = await db.query<{ h: string }>("SELECT encode(key_hash, 'hex') AS h FROM api_keys WHERE revoked_at IS NULL");
+        this.install(next, new Set(live.rows.map((r) => r.h)));
       });
       this.lastError = undefined;
     } catch (err) {
@@ -191,13 +195,15 @@ export class ConfigStore {
     this.opts.logger.info({ file, checksum: createHash('sha256').update(text).digest('hex').slice(0, 12), workspaces: [...next.keys()] }, 'DB-less: serving the declarative config file');
   }
 
-  private install(next: Map<string, Loaded>): void {
+  /** Serves `next`; with `liveKeys` (hex hashes of the keys not revoked), only those of its keys. */
+  private install(next: Map<string, Loaded>, liveKeys?: Set<string>): void {
     const keys = new Map<string, KeyEntry[]>();
     const byHash = new Map<string, KeyEntry>();
     for (const [ws, l] of next) {
       for (const c of l.snapshot.consumers as (ConsumerDoc & { id: string })[]) {
         for (const k of c.keys ?? []) {
           const { hash, prefix } = keyHash(k);
+          if (liveKeys && !liveKeys.has(hash.toString('hex'))) continue;
           const entry = { tenant: ws, consumerId: c.id, username: c.username, roles: c.roles ?? [], keyId: prefix, hash };
           if ('sha256' in k && !k.prefix) byHash.set(hash.toString('hex'), entry);
           const bucket = `fgk_${prefix}`;

@@ -94,6 +94,25 @@ describe('config changes reach the gateway', () => {
   });
 });
 
+describe('keys are not versioned with the routes', () => {
+  test('a key revoked while the workspace is pinned stops working at once, and a rollback does not bring it back', async () => {
+    const t = await tenantWithKey('pinkey');
+    await t.admin('POST', '/services', { name: 'echo', url: `${upstreamUrl}/base` });
+    await t.admin('POST', '/routes', { name: 'orders', service: 'echo', paths: ['/shop/orders'] });
+    assert.ok(await timeUntil(async () => (await t.gw('GET', '/shop/orders/1')).status === 200) < 1000);
+    const held = (await t.admin('GET', '/config')).body.version as number;
+    assert.equal((await t.admin('PUT', '/config/pin', { version: held })).status, 200);
+    assert.ok((await t.admin('DELETE', `/consumers/client/keys/${t.keyId}`)).status < 300);
+    const refused = await timeUntil(async () => (await t.gw('GET', '/shop/orders/1')).status === 401);
+    assert.ok(refused < 1000, `revoked key refused after ${refused} ms while version ${held} is pinned`);
+    // Pinned to the version made before the revocation (a rollback): still refused.
+    assert.equal((await t.admin('PUT', '/config/pin', { version: held })).status, 200);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await t.gw('GET', '/shop/orders/1')).status, 401);
+    await t.admin('DELETE', '/config/pin');
+  });
+});
+
 describe('control plane down', () => {
   test('the gateway serves its last version while the admin process and PostgreSQL are down', async () => {
     const t = await tenantWithKey('down');
