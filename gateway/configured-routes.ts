@@ -138,7 +138,9 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
       reply.removeHeader('content-length');
     }
     if (t?.body || t?.mask_pii) {
-      if (t.body) {
+      // A conversion applies to a successful answer with a body (not a 304, a 204, or an error page
+      // in the upstream's own format, which pass as they are).
+      if (t.body && res.status >= 200 && res.status < 300 && body.length > 0) {
         const c = convert(body, t.body, 'upstream');
         body = c.body;
         reply.header('content-type', c.type);
@@ -170,7 +172,12 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     // accepts: the client's Accept-Encoding must not switch the masking off. The gateway compresses
     // the answer for the client itself.
     const reads = route.transformations?.response;
-    if (reads?.body || reads?.mask_pii) headers['accept-encoding'] = 'identity';
+    if (reads?.body || reads?.mask_pii) {
+      headers['accept-encoding'] = 'identity';
+      // Whole bodies only: masking fragments one by one would let a value cut across two pass.
+      delete headers.range;
+      delete headers['if-range'];
+    }
     let body = requestBody(req);
     if (t?.body && body !== undefined) {
       const c = convert(body, t.body, 'body');

@@ -256,6 +256,7 @@ export function maskBody(body: Buffer | string, contentType: string | undefined,
   const truncated = bytes.length > MAX_MASKED_BODY_BYTES;
   const text = bytes.subarray(0, MAX_MASKED_BODY_BYTES).toString('utf8');
   if (truncated) return maskText(dropTrailingPartialToken(text), kinds) + TRUNCATED_MARK;
+  if (contentType && FORM_TYPE.test(contentType)) return maskForm(text, kinds);
   if (isJsonType(contentType)) {
     let parsed: unknown;
     try {
@@ -266,4 +267,35 @@ export function maskBody(body: Buffer | string, contentType: string | undefined,
     return JSON.stringify(maskJson(parsed, kinds));
   }
   return maskText(text, kinds);
+}
+
+const FORM_TYPE = /^\s*application\/x-www-form-urlencoded\s*(;|$)/i;
+
+/**
+ * A form body masked field by field on its decoded names and values: browsers send `@` as `%40`
+ * and spaces as `+`, which the text patterns would not see.
+ */
+function maskForm(text: string, kinds: readonly PiiKind[]): string {
+  const encode = (v: string) => encodeURIComponent(v).replace(/%40/g, '@').replace(/%20/g, '+');
+  const out: string[] = [];
+  for (const [name, value] of new URLSearchParams(text)) out.push(`${encode(maskText(name, kinds))}=${encode(isSensitiveKey(name) ? '***' : maskText(value, kinds))}`);
+  return out.join('&');
+}
+
+/** Paths worth a look: an address, an escape, or a run of digits a card or an id could be. */
+const MAYBE_PII_IN_PATH = /[@%]|\d{4}/;
+/** What a path may carry that the audit trail keeps: not phone numbers, which look like the ids paths are full of. */
+const PATH_KINDS: readonly PiiKind[] = ['email', 'card', 'national_id'];
+
+/** A request path for the audit trail and `api_calls`: emails, cards and national ids masked, escapes read. */
+export function maskPath(path: string): string {
+  if (!MAYBE_PII_IN_PATH.test(path)) return path;
+  let text = path;
+  if (path.includes('%')) {
+    try {
+      text = decodeURIComponent(path);
+    } catch { /* not UTF-8: masked as written */ }
+  }
+  const masked = maskText(text, PATH_KINDS);
+  return masked === text ? path : masked;
 }

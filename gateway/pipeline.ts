@@ -9,9 +9,9 @@ import type { Principal } from './auth';
 import { authorize, ipAllowed } from './authz';
 import type { GatewayContext } from './app';
 import type { Match } from './config-store';
-import { maskBody } from './pii';
+import { maskBody, maskPath } from './pii';
 import { rateLimitHeaders, type LimitDecision } from './rate-limit';
-import { cacheControl, NEVER_STORED, securityHeadersFor } from './security-headers';
+import { cacheControl, NEVER_STORED, securityHeadersFor, upstreamCacheVary } from './security-headers';
 import type { PluginSet } from './workspace-view';
 
 /**
@@ -172,6 +172,11 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     reply.headers(securityHeadersFor(p['security-headers'], secure));
     if (NEVER_STORED.has(reply.statusCode) || !reply.hasHeader('cache-control')) {
       reply.headers(cacheControl(p['cache-headers'], req.method, reply.statusCode, req.flowgate?.principal !== undefined));
+    } else if (req.flowgate?.principal !== undefined) {
+      // The upstream's own Cache-Control on a credential's answer: keyed on the credential too.
+      const given = reply.getHeader('vary');
+      const vary = upstreamCacheVary(String(reply.getHeader('cache-control')), Array.isArray(given) ? given.join(', ') : given === undefined ? undefined : String(given));
+      if (vary) reply.header('vary', vary);
     }
     if (reply.statusCode >= 400 && req.flowgate && (typeof payload === 'string' || Buffer.isBuffer(payload))) req.flowgate.responseBody = payload;
     done(null, payload);
@@ -215,7 +220,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       auth_method: state?.principal?.method,
       method: req.method,
       route: path,
-      path: req.url.split('?', 1)[0]!.slice(0, 2048),
+      path: maskPath(req.url.split('?', 1)[0]!.slice(0, 2048)),
       status,
       latency_ms: Math.round(reply.elapsedTime * 1000) / 1000,
       client_ip: req.ip,

@@ -112,3 +112,17 @@ export function cacheControl(
 
 /** What an authenticated answer varies on: the headers that carry the credential and the tenant. */
 const CREDENTIAL_VARY = ['Authorization', 'X-API-Key', 'X-Tenant-ID'];
+
+/**
+ * The Vary for an authenticated answer whose Cache-Control the upstream set: a shared cache may
+ * store it (not `private`, not `no-store`), so it must key it on the credential too. Undefined
+ * when nothing needs to change.
+ */
+export function upstreamCacheVary(cacheControlValue: string, vary: string | undefined): string | undefined {
+  if (/(^|[\s,])(private|no-store)([\s,=]|$)/i.test(cacheControlValue)) return undefined;
+  const named = new Set((vary ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean));
+  if (named.has('*')) return undefined;
+  const missing = CREDENTIAL_VARY.filter((h) => !named.has(h.toLowerCase()));
+  if (!missing.length) return undefined;
+  return [...(vary ? [vary] : []), ...missing].join(', ');
+}

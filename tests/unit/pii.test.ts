@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { isSensitiveKey, luhnValid, maskBody, maskJson, maskText, MAX_MASKED_BODY_BYTES } from '../../gateway/pii';
+import { isSensitiveKey, luhnValid, maskBody, maskJson, maskPath, maskText, MAX_MASKED_BODY_BYTES } from '../../gateway/pii';
 
 /** A Luhn-valid 16-digit number: 15 random digits and the check digit that completes them. */
 const luhnCard = fc.array(fc.integer({ min: 0, max: 9 }), { minLength: 15, maxLength: 15 }).map((body) => {
@@ -142,4 +142,19 @@ test('scans stay linear on adversarial input', () => {
   for (const input of inputs) maskBody(input, 'text/plain');
   // Quadratic backtracking over 64 KiB takes seconds per input; linear scans take milliseconds.
   assert.ok(performance.now() - started < 1500, `took ${Math.round(performance.now() - started)} ms`);
+});
+
+test('form bodies are masked on their decoded fields: %40 and + spellings do not get past', () => {
+  const masked = maskBody('email=alice%40example.com&card=4111+1111+1111+1111&password=hunter2&note=hi', 'application/x-www-form-urlencoded; charset=utf-8');
+  assert.doesNotMatch(decodeURIComponent(masked.replace(/\+/g, ' ')), /alice|4111 1111|hunter2/);
+  assert.match(masked, /email=a\*\*\*@example\.com&card=\*\*\*\*\+\*\*\*\*\+\*\*\*\*\+1111&password=\*\*\*&note=hi/);
+});
+
+test('audit paths: emails, cards and national ids masked, escaped or not; ordinary ids left alone', () => {
+  assert.doesNotMatch(maskPath('/v1/customers/alice@example.com/orders'), /alice/);
+  assert.doesNotMatch(maskPath('/v1/customers/alice%40example.com'), /alice/);
+  assert.doesNotMatch(maskPath('/v1/cards/4111111111111111'), /4111111111111111/);
+  assert.equal(maskPath('/v1/orders/4155551234'), '/v1/orders/4155551234');
+  assert.equal(maskPath('/v1/orders/42'), '/v1/orders/42');
+  assert.equal(maskPath('/v1/%FF'), '/v1/%FF');
 });

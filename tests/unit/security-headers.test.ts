@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pluginConfigSchemas } from '../../lib/control-plane/plugins';
-import { cacheControl, DEFAULT_SECURITY_HEADERS, SENSITIVE_RESPONSE_HEADERS, securityHeaders, securityHeadersFor } from '../../gateway/security-headers';
+import { cacheControl, DEFAULT_SECURITY_HEADERS, SENSITIVE_RESPONSE_HEADERS, securityHeaders, securityHeadersFor, upstreamCacheVary } from '../../gateway/security-headers';
 
 test('defaults lock an API down; HSTS is sent over TLS only', () => {
   const overTls = securityHeaders(DEFAULT_SECURITY_HEADERS, true);
@@ -62,4 +62,14 @@ test('securityHeadersFor: a workspace plugin over the defaults, built once per c
   assert.equal(securityHeadersFor(plugin, false)['strict-transport-security'], undefined);
   assert.equal(securityHeadersFor(undefined, false)['x-frame-options'], 'DENY', 'no plugin: the defaults');
   assert.notEqual(securityHeadersFor({ frame_options: 'SAMEORIGIN' }, false), first, 'a new config object (a new config version) is built anew');
+});
+
+test('upstreamCacheVary: an upstream Cache-Control a shared cache may store gets the credential Vary', () => {
+  assert.equal(upstreamCacheVary('public, max-age=60', undefined), 'Authorization, X-API-Key, X-Tenant-ID');
+  assert.equal(upstreamCacheVary('max-age=60', 'Accept'), 'Accept, Authorization, X-API-Key, X-Tenant-ID');
+  assert.equal(upstreamCacheVary('max-age=60', 'authorization, x-api-key'), 'authorization, x-api-key, X-Tenant-ID');
+  assert.equal(upstreamCacheVary('private, max-age=60', undefined), undefined);
+  assert.equal(upstreamCacheVary('no-store', undefined), undefined);
+  assert.equal(upstreamCacheVary('max-age=60', '*'), undefined);
+  assert.equal(upstreamCacheVary('max-age=60', 'Authorization, X-API-Key, X-Tenant-ID'), undefined);
 });
