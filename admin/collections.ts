@@ -15,12 +15,18 @@ import { workspaceParam, type AdminApi, type Call } from './endpoint';
 export const idParam = z.object({ id: z.string().min(1).max(200).describe('the id, or the name (username for consumers)') }).strict();
 const MAX_PAGE = 1000;
 
-/** The opaque list cursor: the last key of the page before. */
-const encodeCursor = (key: string) => Buffer.from(JSON.stringify({ after: key })).toString('base64url');
-function decodeCursor(cursor: string): string {
+/**
+ * The opaque list cursor: the last key and id of the page before (a key alone is not unique:
+ * plugins share a name across scopes).
+ */
+const encodeCursor = (key: string, id: string) => Buffer.from(JSON.stringify({ after: key, id })).toString('base64url');
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+function decodeCursor(cursor: string): { key: string; id?: string } {
   try {
-    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as { after?: unknown };
-    if (typeof v.after === 'string') return v.after;
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as { after?: unknown; id?: unknown };
+    if (typeof v.after === 'string' && !v.after.includes('\0') && (v.id === undefined || (typeof v.id === 'string' && UUID.test(v.id)))) {
+      return { key: v.after, id: v.id as string | undefined };
+    }
   } catch { /* fall through */ }
   throw new ApiError(400, 'validation_failed', 'invalid cursor', [{ field: 'query.cursor', message: 'use the `next` value of the previous page' }]);
 }
@@ -88,7 +94,7 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
         const rows = await inWorkspace(deps.pool, ws, (db) => listEntities(db, def, { filters, limit: limit + 1, after: cursor ? decodeCursor(cursor) : undefined }));
         const page = rows.slice(0, limit);
         const last = page[page.length - 1];
-        return { data: page.map(present), next: rows.length > limit && last ? encodeCursor(String(last.doc[def.keyColumn])) : null };
+        return { data: page.map(present), next: rows.length > limit && last ? encodeCursor(String(last.doc[def.keyColumn]), last.id) : null };
       },
     });
 

@@ -3,6 +3,7 @@ import type { Pool } from 'pg';
 import { z } from 'zod';
 import type { Resource } from '../lib/control-plane/schemas';
 import { ApiError, nulCharacter, validationError } from '../lib/errors';
+import { asPlatform } from '../lib/postgres';
 import { authenticateAdmin, authorize, workspaceOf, type Action, type AdminPrincipal, type PlatformTokenMirror } from './auth';
 
 /**
@@ -60,6 +61,9 @@ export class AdminApi {
           if (nul) throw nul;
         }
         const ws = spec.scoped === false ? (who.workspace ?? '') : workspaceOf(who, req);
+        // A platform-wide token may name any workspace: one that does not exist is 404, as for a
+        // workspace token, not a foreign-key failure (500) on the first write.
+        if (spec.scoped !== false && who.workspace === null && !(await workspaceExists(this.pool, ws))) throw new ApiError(404, 'not_found', 'workspace not found');
         const parse = <T>(schema: z.ZodType<T> | undefined, value: unknown, where: 'query' | 'params' | 'body'): T => {
           if (!schema) return value as T;
           const r = schema.safeParse(value ?? (where === 'body' ? undefined : {}));
@@ -120,4 +124,8 @@ export class AdminApi {
       paths,
     };
   }
+}
+
+async function workspaceExists(pool: Pool, ws: string): Promise<boolean> {
+  return asPlatform(pool, async (db) => (await db.query('SELECT 1 FROM workspaces WHERE id = $1', [ws])).rowCount === 1);
 }

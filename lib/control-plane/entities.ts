@@ -196,7 +196,7 @@ function rowToEntity(row: { id: string; row_version: number; created_at: Date; u
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export async function listEntities(
-  db: PoolClient, def: EntityDef, opts: { filters?: Record<string, string>; limit?: number; after?: string } = {},
+  db: PoolClient, def: EntityDef, opts: { filters?: Record<string, string>; limit?: number; after?: { key: string; id?: string } } = {},
 ): Promise<EntityRow[]> {
   const where: string[] = [];
   const params: unknown[] = [];
@@ -207,8 +207,13 @@ export async function listEntities(
     where.push(expr.startsWith('ANY(') ? `$${params.length} = ${expr}` : `${expr} = $${params.length}`);
   }
   if (opts.after !== undefined) {
-    params.push(opts.after);
-    where.push(`e.${def.keyColumn} > $${params.length}`);
+    // After the last row of the page before, in the list's order (key, then id).
+    params.push(opts.after.key);
+    if (opts.after.id === undefined) where.push(`e.${def.keyColumn} > $${params.length}`);
+    else {
+      params.push(opts.after.id);
+      where.push(`(e.${def.keyColumn}, e.id) > ($${params.length - 1}, $${params.length}::uuid)`);
+    }
   }
   let sql = `${def.select}${where.length ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY e.${def.keyColumn}, e.id`;
   if (opts.limit !== undefined) sql += ` LIMIT ${Number(opts.limit)}`;

@@ -70,7 +70,7 @@ describe('CRUD of every entity', () => {
     assert.equal((await t.admin('GET', '/routes?service=svc')).body.data.length, 1);
     const badFilter = await t.admin('GET', '/services?colour=blue');
     assert.equal(badFilter.status, 400);
-    assert.ok(badFilter.body.error.details.some((d: { field: string }) => d.field === 'query'), badFilter.text);
+    assert.ok(badFilter.body.error.details.some((d: { field: string }) => d.field === 'query.colour'), badFilter.text);
 
     // A service in use can't go; deletion in reverse order works and leaves 404s behind.
     const inUse = await t.admin('DELETE', '/services/svc');
@@ -136,6 +136,47 @@ describe('CRUD of every entity', () => {
     assert.deepEqual((await t.admin('GET', '/workspaces')).body.data.map((w: { id: string }) => w.id), [t.tenant]);
     assert.equal((await platform('DELETE', `/workspaces/${ws}`)).status, 204);
     assert.equal((await platform('GET', `/workspaces/${ws}`)).status, 404);
+  });
+
+  test('a platform token naming a workspace that does not exist is told 404, on writes too', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    const platform = t.as(t.platform);
+    for (const [method, path, body] of [
+      ['POST', '/webhook-secrets?workspace=no-such-ws', { name: 'a' }],
+      ['POST', '/admin-tokens?workspace=no-such-ws', { name: 'a', role: 'viewer' }],
+      ['PUT', '/payment-settings?workspace=no-such-ws', { approval_threshold: 100, max_amount: 1000, currencies: ['EUR'] }],
+      ['GET', '/services?workspace=no-such-ws', undefined],
+    ] as const) {
+      const r = await platform(method, path, body);
+      assert.equal(r.status, 404, `${method} ${path}: ${r.text}`);
+      assert.equal(r.body.error.code, 'not_found');
+    }
+    assert.equal((await platform('GET', `/services?workspace=${t.tenant}`)).status, 200);
+  });
+
+  test('list cursors page through entities that share a name (plugins in several scopes); a forged cursor is 400', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    await t.admin('POST', '/services', { name: 'svc', url: 'http://127.0.0.1:9' });
+    for (const r of ['r1', 'r2']) assert.equal((await t.admin('POST', '/routes', { name: r, service: 'svc', paths: [`/${r}`] })).status, 201);
+    const created = [];
+    for (const route of [undefined, 'r1', 'r2']) {
+      const p = await t.admin('POST', '/plugins', { name: 'cors', ...(route ? { route } : {}), config: {} });
+      assert.equal(p.status, 201, p.text);
+      created.push(p.body.id as string);
+    }
+    const seen: string[] = [];
+    let next: string | null = null;
+    do {
+      const page = await t.admin('GET', `/plugins?limit=1${next ? `&cursor=${next}` : ''}`);
+      assert.equal(page.status, 200, page.text);
+      seen.push(...page.body.data.map((p: { id: string }) => p.id));
+      next = page.body.next;
+    } while (next && seen.length < 10);
+    assert.deepEqual(seen.sort(), created.sort());
+    const forged = Buffer.from(JSON.stringify({ after: 'a\u0000b' })).toString('base64url');
+    const r = await t.admin('GET', `/plugins?cursor=${forged}`);
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.body.error.details[0].field, 'query.cursor');
   });
 
   test('bad input names each field; missing references and colliding routes are 409 with the reason', async () => {
