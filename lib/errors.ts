@@ -19,7 +19,10 @@ export const notFound = (what: string) => new ApiError(404, 'not_found', `${what
 
 /** Turns zod issues into `{field, message}` pairs naming each offending field. */
 export function validationError(error: z.ZodError, where: 'body' | 'query' | 'params' | 'signal'): ApiError {
-  const details = error.issues.map((i) => ({ field: [where, ...i.path.map(String)].join('.'), message: i.message }));
+  // zod reports unknown keys on the object that holds them: each is named as the field it is.
+  const details = error.issues.flatMap((i) => i.code === 'unrecognized_keys'
+    ? i.keys.map((k) => ({ field: [where, ...i.path.map(String), k].join('.'), message: 'not a known field' }))
+    : [{ field: [where, ...i.path.map(String)].join('.'), message: i.message }]);
   return new ApiError(400, 'validation_failed', `invalid ${where}: ${details.map((d) => d.field).join(', ')}`, details);
 }
 
