@@ -98,7 +98,7 @@ export async function startEventRules(deps: { group?: string; failpoint?: string
       }
       const eventKey = event.id ?? `${topic}:${partition}:${message.offset}`;
       const executionId = deps.ids.mint(event.tenant, `event:${rule.id}:${eventKey}`);
-      const correlation = event.correlation_id ?? executionId;
+      const correlation = event.correlation_id || executionId; // an empty one is none
       const msg: TriggerMessage = {
         execution_id: executionId, tenant: event.tenant, workflow_type: def.name, input: parsed.data,
         correlation_id: correlation, accepted_at: new Date().toISOString(), source: 'event',

@@ -122,7 +122,8 @@ describe('trigger rules', () => {
   test('a Kafka api.events record of a bound type starts its workflow once, however often it is read', async () => {
     const rule = await eventRule('user.signed_up', '{{event.data.email}}');
     const eventId = randomUUID();
-    const event = { id: eventId, type: 'user.signed_up', tenant, data: { email: 'grace@example.com' } };
+    // An empty correlation id is none (the execution id stands in): not a trigger dead-lettered as malformed.
+    const event = { id: eventId, type: 'user.signed_up', tenant, data: { email: 'grace@example.com' }, correlation_id: '' };
     // Sent twice: the same event must not start two workflows.
     await sendEvents(event, event);
     const id = new ExecutionIds(stack.env.FLOWGATE_EXECUTION_ID_SECRET!).mint(tenant, `event:${rule}:${eventId}`);
