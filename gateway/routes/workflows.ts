@@ -56,7 +56,12 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
   const closed = new Map<string, ExecutionStatus>();
   const CLOSED_CACHE_MAX = 10_000;
 
-  async function statusOf(id: string, tenant: string): Promise<ExecutionStatus> {
+  /**
+   * The execution's status. Temporal away: ACCEPTED (waiting for `temporal-unavailable`) for a
+   * caller that only reads it; with `mustReach`, 503 temporal_unavailable, for a caller about to act
+   * on the run (signal, cancel), which would otherwise be told the run has not started.
+   */
+  async function statusOf(id: string, tenant: string, mustReach = false): Promise<ExecutionStatus> {
     if (!ids.belongsTo(id, tenant)) throw notFound('execution');
     const hit = closed.get(id);
     if (hit) return hit;
@@ -64,7 +69,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     try {
       s = await callTemporal('describe', () => describeExecution(temporal, id, tenant, notStarted(id, tenant)));
     } catch (err) {
-      if (!(err instanceof TemporalAway)) throw err;
+      if (!(err instanceof TemporalAway) || mustReach) throw err;
       // Temporal unreachable: the trigger is durable in JetStream and will start once it is back.
       ctx.logger.warn({ err: err.cause, execution_id: id }, 'status: temporal unavailable');
       return accepted(id, { kind: 'start', name: 'temporal-unavailable' });
@@ -129,7 +134,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     const { tenant } = await auth.authenticate(req);
     const { id, name } = parse(z.object({ id: z.string().min(1).max(200), name: z.string().min(1).max(100) }), req.params, 'params');
     assertBodyWithinLimit(req); // before any call to Temporal
-    const s = await statusOf(id, tenant);
+    const s = await statusOf(id, tenant, true);
     if (s.status === 'ACCEPTED') throw new ApiError(409, 'execution_not_started', 'the workflow has not started yet', undefined, { 'Retry-After': '1' });
     const def = findWorkflowType(s.workflow_type ?? '');
     const schema = def && Object.hasOwn(def.signals, name) ? def.signals[name] : undefined;
@@ -154,7 +159,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
   app.post('/api/workflows/:id/cancel', async (req, reply) => {
     const { tenant } = await auth.authenticate(req);
     const { id } = parse(executionParams, req.params, 'params');
-    const s = await statusOf(id, tenant);
+    const s = await statusOf(id, tenant, true);
     if (s.status === 'ACCEPTED') throw new ApiError(409, 'execution_not_started', 'the workflow has not started yet', undefined, { 'Retry-After': '1' });
     if (s.status !== 'RUNNING') throw new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
     await callTemporal('cancel', () => temporal.workflow.getHandle(id).cancel());

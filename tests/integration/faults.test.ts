@@ -101,6 +101,13 @@ describe('Temporal down', () => {
     assert.equal(list.status, 503, list.text);
     assert.equal(list.body.error.code, 'temporal_unavailable');
     assert.equal(list.headers.get('retry-after'), '2');
+    // Cancel and signal act on the run: 503 too, not "not started yet" (it may have been running for days).
+    const cancel = await gatewayClient(gw.publicUrl!, apiKey).call('POST', `/api/workflows/${accepted[0]}/cancel`);
+    assert.equal(cancel.status, 503, cancel.text);
+    assert.equal(cancel.body.error.code, 'temporal_unavailable');
+    assert.equal(cancel.headers.get('retry-after'), '2');
+    const signal = await gatewayClient(gw.publicUrl!, apiKey).call('POST', `/api/workflows/${accepted[0]}/signals/approve`, { approver: 'bob' });
+    assert.equal(signal.status, 503, signal.text);
     // The admin API's runbook runs, the same: 503 at once, not a 500 after the SDK's retries.
     const runbooks = (await (await fetch(`${admin.publicUrl}/runbooks`, { headers: { authorization: `Bearer ${operator}` } })).json()) as { data: { name: string }[] };
     const t = Date.now();
