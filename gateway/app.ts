@@ -3,7 +3,7 @@ import zlib from 'node:zlib';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { trace, type Tracer } from '@opentelemetry/api';
 import type { Client } from '@temporalio/client';
-import { headers as natsHeaderInit, type JetStreamClient, type KV, type MsgHdrs, type NatsConnection } from 'nats';
+import { headers as natsHeaderInit, type JetStreamClient, type JetStreamManager, type KV, type MsgHdrs, type NatsConnection } from 'nats';
 import type { Pool } from 'pg';
 import type { Registry } from 'prom-client';
 import type { Config } from '../lib/config';
@@ -26,6 +26,7 @@ import { registerWorkflowRoutes } from './routes/workflows';
 import { ConfigStore } from './config-store';
 import { registerConfiguredRoutes } from './configured-routes';
 import { keepRawJson } from './raw-body';
+import { TriggerBacklog } from './trigger-backlog';
 
 export type GatewayDeps = {
   config: Config;
@@ -68,6 +69,7 @@ export type GatewayContext = GatewayDeps & {
   js: JetStreamClient;
   metrics: ReturnType<typeof gatewayMetrics>;
   idempotencyKv: () => Promise<KV>;
+  backlog: TriggerBacklog;
   natsHeaders: (values: Record<string, string>) => MsgHdrs;
   tracer: Tracer;
 };
@@ -87,6 +89,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
   });
   const js = deps.nc.jetstream();
   let kv: Promise<KV> | undefined;
+  let jsm: Promise<JetStreamManager> | undefined;
   const configStore = new ConfigStore({
     pool: deps.pool, nc: deps.nc, file: deps.config.FLOWGATE_DECLARATIVE_CONFIG, logger: deps.logger,
     refreshMs: deps.config.FLOWGATE_CONFIG_REFRESH_MS, registry: deps.registry, group: deps.config.FLOWGATE_GATEWAY_GROUP,
@@ -115,6 +118,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     js,
     metrics,
     tracer: deps.tracer ?? trace.getTracer('flowgate-gateway'),
+    backlog: new TriggerBacklog(() => (jsm ??= deps.nc.jetstreamManager().catch((err: unknown) => { jsm = undefined; throw err; })), { max: deps.config.FLOWGATE_TRIGGER_BACKLOG_MAX, tenantMax: deps.config.FLOWGATE_TRIGGER_BACKLOG_TENANT_MAX }, { pollMs: deps.config.FLOWGATE_TRIGGER_BACKLOG_POLL_MS, logger: deps.logger, registry: deps.registry }),
     idempotencyKv: () => {
       kv ??= js.views.kv('flowgate_idempotency', { ttl: IDEMPOTENCY_TTL_MS, history: 1 });
       kv.catch(() => { kv = undefined; });
@@ -136,8 +140,10 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
   registerOutboundRoutes(app, ctx);
   await configStore.start();
   configStore.onServices((services) => upstreams.sync(services));
+  ctx.backlog.start();
   app.addHook('onClose', async () => {
     configStore.stop();
+    await ctx.backlog.stop();
     await ctx.audit.close();
     await ctx.rateLimiter.close();
     await upstreams.close();

@@ -104,6 +104,8 @@ export function createTriggering(ctx: GatewayContext) {
       if (!r.success) throw new ApiError(400, 'validation_failed', 'invalid X-Callback-URL', [{ field: 'headers.x-callback-url', message: 'must be an http(s) URL' }]);
       return r.data;
     })();
+    // Pushed back (429) while the tenant's, or everyone's, triggers waiting to start are at their bound.
+    ctx.backlog.admit(tenant);
     const executionId = ids.mint(tenant, key);
     if (key !== undefined) await checkIdempotency(tenant, key, fingerprint(def.name, input), executionId);
     await publishTrigger({
@@ -116,6 +118,7 @@ export function createTriggering(ctx: GatewayContext) {
       callback_url: callback,
       source,
     }, req.flowgate?.span);
+    ctx.backlog.accepted(tenant);
     metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'accepted' });
     req.log.debug({ execution_id: executionId, workflow_type: def.name, trace_id: req.flowgate?.span?.spanContext().traceId }, 'trigger accepted');
     return { executionId, ...acceptedAnswer(executionId) };

@@ -60,6 +60,37 @@ describe('NATS down', () => {
   });
 });
 
+describe('bursts are pushed back', () => {
+  test("past a tenant's bound, and past everyone's, new triggers are 429 with Retry-After; once drained, 202 again", async () => {
+    const nats = await privateServer('nats');
+    stops.push(nats.stop);
+    const env = { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL! };
+    const [a, b] = [await newTenant(stack.env.FLOWGATE_DATABASE_URL!), await newTenant(stack.env.FLOWGATE_DATABASE_URL!)];
+    // No consumer runs on this NATS yet: nothing drains.
+    const gw = await spawnReady('gateway', env, { FLOWGATE_TRIGGER_BACKLOG_TENANT_MAX: '5', FLOWGATE_TRIGGER_BACKLOG_MAX: '8', FLOWGATE_TRIGGER_BACKLOG_POLL_MS: '200' });
+    const [apiA, apiB] = [gatewayClient(gw.publicUrl!, a.apiKey), gatewayClient(gw.publicUrl!, b.apiKey)];
+    for (let i = 0; i < 5; i++) assert.equal((await apiA.start('hello', { name: `a${i}` })).status, 202);
+    const full = await apiA.start('hello', { name: 'a-over' });
+    assert.equal(full.status, 429, full.text);
+    assert.equal(full.body.error.code, 'trigger_backlog_full');
+    const wait = Number(full.headers.get('retry-after'));
+    assert.ok(wait >= 1 && wait <= 60, `Retry-After ${wait}`);
+    assert.equal(full.headers.get('x-workflow-execution-id'), null, 'nothing accepted');
+    // Another tenant still has room under its own bound, until everyone's (8) is reached.
+    for (let i = 0; i < 3; i++) assert.equal((await apiB.start('hello', { name: `b${i}` })).status, 202);
+    assert.equal((await apiB.start('hello', { name: 'b-over' })).status, 429);
+    const m = await (await fetch(`${gw.statusUrl}/metrics`)).text();
+    assert.ok(metricValue(m, 'workflow_trigger_pushbacks_total', { tenant: a.tenant, scope: 'tenant' }) >= 1);
+    assert.ok(metricValue(m, 'workflow_trigger_pushbacks_total', { tenant: b.tenant, scope: 'all' }) >= 1);
+    // A consumer starts them (the stack's worker runs them): the backlog drains, and A is accepted again.
+    await spawnReady('triggers', env);
+    await eventually('accepted again once drained', async () => (await apiA.start('hello', { name: 'a-later' })).status === 202, 60_000, 250);
+    const text = await (await fetch(`${gw.statusUrl}/metrics`)).text();
+    assert.ok(text.includes('workflow_trigger_backlog{'), 'the backlog gauge is exported');
+    assert.ok(metricValue(text, 'workflow_trigger_backlog', {}) < 5);
+  });
+});
+
 describe('Temporal down', () => {
   test('triggers wait in JetStream, status says ACCEPTED, and they start when Temporal returns', async () => {
     const [nats, temporal] = await Promise.all([privateServer('nats'), privateServer('temporal')]);
