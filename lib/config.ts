@@ -107,9 +107,9 @@ export const configSchema = z.object({
   /** The share of successful requests kept in api_calls (every error is kept). */
   FLOWGATE_API_CALLS_SAMPLE: z.coerce.number().min(0).max(1).default(0.01),
   /** Triggers waiting to start (all tenants) at which the gateway answers new ones 429 with Retry-After. */
-  FLOWGATE_TRIGGER_BACKLOG_MAX: z.coerce.number().int().min(1).default(100_000),
+  FLOWGATE_TRIGGER_BACKLOG_MAX: z.coerce.number().int().min(1).default(500_000),
   /** The same bound for one tenant's waiting triggers. */
-  FLOWGATE_TRIGGER_BACKLOG_TENANT_MAX: z.coerce.number().int().min(1).default(10_000),
+  FLOWGATE_TRIGGER_BACKLOG_TENANT_MAX: z.coerce.number().int().min(1).default(100_000),
   /** How often the gateway reads the trigger backlog from JetStream. */
   FLOWGATE_TRIGGER_BACKLOG_POLL_MS: z.coerce.number().int().min(100).max(60_000).default(1000),
   /** The gateway's TLS listener (off unless a port, certificate and key are given). */
