@@ -16,6 +16,11 @@ export type StartRequest = {
   callbackUrl?: string;
   /** Gives up after this long (while Temporal is away the SDK would otherwise keep retrying). */
   deadlineMs?: number;
+  /**
+   * REJECT_DUPLICATE (default): an execution id runs once, whatever became of it. The outbound
+   * proxy uses ALLOW_DUPLICATE_FAILED_ONLY: a call that failed may be retried under its key.
+   */
+  reusePolicy?: WorkflowIdReusePolicy;
 };
 
 /**
@@ -36,7 +41,7 @@ export async function startWorkflow(client: Client, r: StartRequest): Promise<{ 
       workflowId: r.executionId,
       taskQueue: r.def.taskQueue ?? r.taskQueue,
       args: [r.input],
-      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      workflowIdReusePolicy: r.reusePolicy ?? WorkflowIdReusePolicy.REJECT_DUPLICATE,
       workflowExecutionTimeout: r.def.executionTimeout,
       memo,
       typedSearchAttributes: [

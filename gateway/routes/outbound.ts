@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { WorkflowFailedError } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowIdReusePolicy } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 import type { OutboundResult } from '../../activities/third-party';
@@ -71,6 +71,9 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
     try {
       ({ handle } = await startWorkflow(ctx.temporal, {
         def, executionId, tenant, correlationId: req.id, acceptedAt: new Date().toISOString(), input, taskQueue: ctx.config.FLOWGATE_TASK_QUEUE,
+        // A call that failed (502/503 to the client) may be retried with the same Idempotency-Key,
+        // as the answer says: it starts again. One running or done is joined or replayed.
+        reusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
       }));
     } catch (err) {
       req.log.warn({ err }, 'outbound: temporal unavailable');

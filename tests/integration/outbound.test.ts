@@ -143,4 +143,30 @@ describe('outbound proxy', () => {
       await sandbox.clearFaults(tenant);
     }
   });
+
+  test('a call that failed can be retried with the same Idempotency-Key: the retry calls the third party again', async () => {
+    const { tenant, outbound } = await caller();
+    const key = randomUUID();
+    await sandbox.faults(tenant, { fail_next: 10_000 });
+    const failed = await outbound('payments-sandbox/v1/charges', chargeBody(), { 'idempotency-key': key });
+    await sandbox.clearFaults(tenant);
+    // 502, or 503 if the breaker is still open from the test before.
+    assert.ok([502, 503].includes(failed.status), failed.text);
+    const id = failed.headers.get('x-workflow-execution-id');
+    // The provider has recovered; the client retries as told (a breaker the failures opened answers 503 meanwhile).
+    let retry = failed;
+    for (let i = 0; i < 10 && retry.status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, retry.status === 503 ? Number(retry.headers.get('retry-after')) * 1000 + 200 : 200));
+      retry = await outbound('payments-sandbox/v1/charges', chargeBody(), { 'idempotency-key': key });
+    }
+    assert.equal(retry.status, 200, retry.text);
+    assert.equal(retry.headers.get('x-workflow-execution-id'), id, 'the same execution id');
+    assert.equal((await sandbox.charges(tenant)).length, 1, 'one charge');
+    // And once it succeeded, the key replays the success without another call.
+    const calls = (await sandbox.requests(tenant, '/v1/charges')).length;
+    const again = await outbound('payments-sandbox/v1/charges', chargeBody(), { 'idempotency-key': key });
+    assert.equal(again.status, 200);
+    assert.equal(again.body.data.id, retry.body.data.id);
+    assert.equal((await sandbox.requests(tenant, '/v1/charges')).length, calls);
+  });
 });
