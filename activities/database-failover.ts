@@ -8,6 +8,7 @@ import type { Logger } from '../lib/logger';
 import { DB_APP_SECRET, DB_DR_SECRET } from '../lib/secrets';
 import { readCurrentSecretData } from '../lib/third-party/credentials';
 import type { VaultClient } from '../lib/vault';
+import { whileBeating } from './heartbeating';
 
 export type FailoverDeps = { vault: VaultClient; nats?: NatsConnection; logger: Logger; databaseUrl: string };
 type DbLogin = { username: string; password: string };
@@ -138,7 +139,8 @@ export function failoverActivities(deps: FailoverDeps) {
           'SELECT pg_is_in_recovery() AS recovering, pg_last_wal_receive_lsn()::text AS received, pg_last_wal_replay_lsn()::text AS replayed');
         const r = rows[0]!;
         if (r.recovering) {
-          const promoted = await c.query<{ ok: boolean }>('SELECT pg_promote(true, 60) AS ok');
+          // Heartbeats go on while PostgreSQL promotes (the activity's heartbeat timeout is 20 s).
+          const promoted = await whileBeating(() => c.query<{ ok: boolean }>('SELECT pg_promote(true, 60) AS ok'));
           if (!promoted.rows[0]!.ok) throw new Error(`${nodeAddress(plan.standby)} did not finish promotion within 60 s`);
         }
         // It was cloned from a primary that waited for a synchronous standby; it has none.

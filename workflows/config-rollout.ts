@@ -1,14 +1,15 @@
-import { ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities } from '@temporalio/workflow';
+import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
 import { Runbook } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
-const acts = proxyActivities<Activities>({
+const ACTIVITY_OPTIONS: ActivityOptions = {
   startToCloseTimeout: '2 minutes',
   heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '1 second', maximumAttempts: 3, nonRetryableErrorTypes: ['RolloutInvalid'] },
-});
+};
+const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
 
 export type RolloutParams = {
   workspace: string; to_version?: number; canary_group: string; bake_seconds: number;
@@ -46,7 +47,9 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
       await acts.pinVersion({ ...ws, group: p.canary_group, version: v.to });
       return acts.awaitServed({ ...ws, group: p.canary_group, version: v.to });
     }, (r) => `${r.instances.length} canary instance(s) serve ${v.to}`);
-    const baked = await rb.step('bake', () => acts.bakeCanary({ canary_group: p.canary_group, seconds: p.bake_seconds, workspace: p.workspace }),
+    // The bake lasts bake_seconds (up to an hour) and then scrapes: its own time limit follows it.
+    const bakeActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, startToCloseTimeout: `${p.bake_seconds + 60} seconds` });
+    const baked = await rb.step('bake', () => bakeActs.bakeCanary({ canary_group: p.canary_group, seconds: p.bake_seconds, workspace: p.workspace }),
       (r) => `canary ${r.canary.requests} req, ${(r.canary.error_rate * 100).toFixed(2)} % 5xx, p99 ${r.canary.p99_ms ?? '-'} ms; rest ${r.stable.requests} req, ${(r.stable.error_rate * 100).toFixed(2)} % 5xx, p99 ${r.stable.p99_ms ?? '-'} ms`);
     rb.figure('canary_error_rate', baked.canary.error_rate);
     rb.figure('stable_error_rate', baked.stable.error_rate);

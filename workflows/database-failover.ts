@@ -1,15 +1,16 @@
-import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
 import { Runbook } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const NON_RETRYABLE = ['PrimaryHealthy', 'TopologyChanged', 'FailoverInProgress', 'NoStandby', 'NoTopology'];
-const acts = proxyActivities<Activities>({
+const ACTIVITY_OPTIONS: ActivityOptions = {
   startToCloseTimeout: '90 seconds',
   heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '5 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
-});
+};
+const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
 
 export type FailoverParams = {
   cluster: string; automatic: boolean; probes: number; probe_interval_ms: number; approval_timeout_seconds: number;
@@ -39,7 +40,9 @@ export async function databaseFailover(input: RunbookInput<FailoverParams>): Pro
       ]) rb.skip(step!, `dry run: ${what}`);
       return rb.finish('COMPLETED');
     }
-    const plan = await rb.step('detect', () => acts.detectPrimaryDown({ cluster: p.cluster, probes: p.probes, interval_ms: p.probe_interval_ms, expected_epoch: p.expected_epoch }),
+    // Up to 30 probes 10 s apart: the detection's limit follows what it was asked to do.
+    const detectActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, startToCloseTimeout: `${Math.ceil((p.probes * (p.probe_interval_ms + 5000)) / 1000) + 30} seconds` });
+    const plan = await rb.step('detect', () => detectActs.detectPrimaryDown({ cluster: p.cluster, probes: p.probes, interval_ms: p.probe_interval_ms, expected_epoch: p.expected_epoch }),
       (r) => `${r.primary.host}:${r.primary.port} did not answer ${r.failed_probes} probes; standby ${r.standby.host}:${r.standby.port}`);
     const downSince = p.down_since ?? plan.down_since;
     const primaryAddress = `${plan.primary.host}:${plan.primary.port}`;

@@ -1,14 +1,20 @@
-import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, sleep } from '@temporalio/workflow';
+import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, proxyActivities, sleep } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
 import { Runbook } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const NON_RETRYABLE = ['RotationInProgress', 'RotationConflict', 'RotationTestFailed', 'UnknownSecret'];
-const acts = proxyActivities<Activities>({
+const ACTIVITY_OPTIONS: ActivityOptions = {
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE },
-});
+};
+const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
+/**
+ * Revoking the previous login waits up to 30 s for its busy sessions before it ends them: its
+ * limit leaves room for that last resort, and its heartbeats (every 250 ms) show it is alive.
+ */
+const revokeActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, startToCloseTimeout: '2 minutes', heartbeatTimeout: '20 seconds' });
 
 export type RotateSecretParams = { secret: string; grace_seconds: number; require_approval: boolean; approval_timeout_seconds: number };
 export const ROTATION_STEPS = ['inspect', 'approve', 'create-pending', 'set-on-target', 'test', 'finish', 'notify', 'revoke-previous'];
@@ -56,7 +62,7 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
       const previous = { ...ref, version: done.previous };
       await rb.step('revoke-previous', async () => {
         await sleep(p.grace_seconds * 1000);
-        return acts.revokePreviousSecret(previous);
+        return revokeActs.revokePreviousSecret(previous);
       }, (r) => r.detail);
     } else {
       rb.skip('revoke-previous', 'no previous version');

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { RunbookInput, RunRecord } from '../../lib/workflow-runbooks';
@@ -56,4 +56,51 @@ test('a promotion that fails after the fleet-wide pin puts every group back on t
       { group: '*', version: HELD }, { group: 'canary', version: null }, // restored
     ]);
   });
+});
+
+test('a bake of 10 minutes gets an activity time limit longer than 10 minutes', async () => {
+  let limitMs = 0;
+  const acts = { ...fakeRolloutActivities([]), awaitServed: async () => ({ instances: ['gw-1'] }) };
+  const worker = await testWorker(env, 'rollout2', {
+    ...acts,
+    bakeCanary: async () => {
+      limitMs = Context.current().info.startToCloseTimeoutMs;
+      return acts.bakeCanary();
+    },
+  });
+  const input: RunbookInput = {
+    params: { workspace: 'acme', canary_group: 'canary', bake_seconds: 600, max_error_rate: 0.05, max_p99_ms: 2000, min_requests: 5, require_approval: false, approval_timeout_seconds: 60 },
+    requested_by: 'alice', dry_run: false,
+  };
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('configRollout', { taskQueue: 'rollout2', workflowId: `rb-${randomUUID()}`, args: [input] });
+    await handle.result();
+  });
+  assert.ok(limitMs > 600_000, `bakeCanary's startToCloseTimeout ${limitMs} ms for a 600 s bake`);
+});
+
+test("revoking the previous login has time for its 30 s wait on busy sessions, and a heartbeat timeout", async () => {
+  let info: { startToCloseTimeoutMs: number; heartbeatTimeoutMs?: number } | undefined;
+  const worker = await testWorker(env, 'rotate1', {
+    inspectSecret: async () => ({ kind: 'db-login', labels: { current: '1' }, latest: 1, current_works: true, detail: '' }),
+    createPendingSecret: async () => ({ version: '2', previous: '1' }),
+    setPendingOnTarget: async () => ({ detail: 'set' }),
+    testPendingSecret: async () => ({ detail: 'works' }),
+    finishRotation: async () => ({ current: '2', previous: '1' }),
+    notifySecretRotated: async () => undefined,
+    revokePreviousSecret: async () => {
+      info = Context.current().info;
+      return { detail: 'revoked' };
+    },
+    rollbackPendingSecret: async () => ({ kept: false, detail: 'rolled back' }),
+    raiseRotationAlert: async () => undefined,
+    publishRunbookEvent: async () => undefined,
+  });
+  const input: RunbookInput = { params: { secret: 'db/app', grace_seconds: 0, require_approval: false, approval_timeout_seconds: 60 }, requested_by: 'alice', dry_run: false };
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('rotateSecret', { taskQueue: 'rotate1', workflowId: `rb-${randomUUID()}`, args: [input] });
+    await handle.result();
+  });
+  assert.ok(info && info.startToCloseTimeoutMs >= 30_000 + 30_000, `startToCloseTimeout ${info?.startToCloseTimeoutMs} ms`);
+  assert.ok(info.heartbeatTimeoutMs && info.heartbeatTimeoutMs <= 30_000, `heartbeatTimeout ${info.heartbeatTimeoutMs} ms`);
 });
