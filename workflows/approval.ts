@@ -1,4 +1,4 @@
-import { ApplicationFailure, condition, defineSignal, proxyActivities, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, condition, defineSignal, patched, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import { Progress } from './progress';
 
@@ -17,19 +17,24 @@ export type ApprovalResult = { decision: 'approved'; approver: string; message: 
  */
 export async function approvalRequest(input: ApprovalInput): Promise<ApprovalResult> {
   const progress = new Progress(['await-decision', 'notify']);
-  let decision: { kind: 'approve' | 'reject'; by: Decision } | undefined;
+  let decision: { kind: 'approve' | 'reject'; by: Decision; at: number } | undefined;
   const accept = (kind: 'approve' | 'reject') => (d: Decision) => {
     // Requester != approver; a decision once taken is final.
     if (decision || d.approver === input.requester) return;
-    decision = { kind, by: d };
+    decision = { kind, by: d, at: Date.now() }; // workflow time: when the run received it
   };
   setHandler(approveSignal, accept('approve'));
   setHandler(rejectSignal, accept('reject'));
 
+  const timeoutMs = (input.timeout_seconds ?? 86_400) * 1000;
+  const expiresAt = Date.now() + timeoutMs;
   const decided = await progress.step('await-decision', () =>
-    progress.waitingFor('approval', 'approve', () => condition(() => decision !== undefined, (input.timeout_seconds ?? 86_400) * 1000)),
+    progress.waitingFor('approval', 'approve', () => condition(() => decision !== undefined, timeoutMs)),
   );
-  if (!decided || !decision) throw ApplicationFailure.nonRetryable('approval expired before a decision', 'ApprovalExpired');
+  // Received at or after the deadline (with the timer, while the workers were away): too late.
+  // Histories recorded before this check replay as they ran.
+  const late = decided && decision !== undefined && decision.at >= expiresAt && patched('approval-deadline');
+  if (!decided || !decision || late) throw ApplicationFailure.nonRetryable('approval expired before a decision', 'ApprovalExpired');
   if (decision.kind === 'reject') {
     throw ApplicationFailure.nonRetryable(`rejected by ${decision.by.approver}`, 'ApprovalRejected', decision.by);
   }

@@ -43,7 +43,7 @@ const { notifyPayment } = proxyActivities<Activities>({
 });
 
 /** Changes to processPayment's commands, each kept for the runs that started before it (workflow.patched). */
-export const PATCHES = { approvalStateWithItsWait: 'approval-state-with-its-wait' } as const;
+export const PATCHES = { approvalStateWithItsWait: 'approval-state-with-its-wait', approvalDeadline: 'approval-deadline' } as const;
 
 export const PAYMENT_STEPS = ['validate', 'approval', 'charge', 'ledger', 'notify'];
 
@@ -78,10 +78,10 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
   progress.setState('PENDING');
 
   const requester = input.requested_by ?? input.payer.id;
-  let decision: { kind: 'approve' | 'reject'; by: Decision } | undefined;
+  let decision: { kind: 'approve' | 'reject'; by: Decision; at: number } | undefined;
   const decide = (kind: 'approve' | 'reject') => (d: Decision) => {
     if (decision || d.approver === requester) return;
-    decision = { kind, by: d };
+    decision = { kind, by: d, at: Date.now() }; // workflow time: when the run received it
   };
   setHandler(approveSignal, decide('approve'));
   setHandler(rejectSignal, decide('reject'));
@@ -112,8 +112,16 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
         progress.setState('AWAITING_APPROVAL');
         await awaiting();
       }
-      const decided = await progress.step('approval', () =>
+      const expiresAt = Date.now() + timeoutMs;
+      let decided = await progress.step('approval', () =>
         progress.waitingFor('approval', 'approve', () => condition(() => decision !== undefined, timeoutMs)));
+      // A decision that reached the run only at or after its deadline (the workers were away while
+      // both the timer and the signal came) is too late: the approval expired. Histories recorded
+      // before this check replay as they ran.
+      if (decided && decision!.at >= expiresAt && patched(PATCHES.approvalDeadline)) {
+        decided = false;
+        decision = undefined;
+      }
       if (!decided || decision?.kind !== 'approve') {
         const reason = decided ? 'rejected' : 'approval_expired';
         await publishPaymentEvent(ctx, `payment.${reason}`, { by: decision?.by.approver ?? null, comment: decision?.by.comment ?? null });

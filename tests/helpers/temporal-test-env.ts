@@ -21,12 +21,17 @@ let bundle: Promise<WorkflowBundle> | undefined;
 /** The workflow bundle, built once per test file. */
 export const sharedBundle = () => (bundle ??= bundleWorkflows());
 
-export async function testWorker(env: TestWorkflowEnvironment, taskQueue: string, activities?: object): Promise<Worker> {
+/**
+ * A worker on the test server. `cache: false` for a worker that stops while its runs go on: with
+ * no sticky queue, their next task goes to whichever worker polls the task queue next.
+ */
+export async function testWorker(env: TestWorkflowEnvironment, taskQueue: string, activities?: object, opts: { cache?: boolean } = {}): Promise<Worker> {
   return Worker.create({
     connection: env.nativeConnection,
     taskQueue,
     workflowBundle: await sharedBundle(),
     sinks: workflowSinks(),
     activities: activities ?? { composeGreeting },
+    ...(opts.cache === false ? { maxCachedWorkflows: 0 } : {}),
   });
 }

@@ -34,6 +34,25 @@ describe('approvalRequest (time skipping)', () => {
     });
   });
 
+  test('a decision that reaches the run only after its deadline is refused: the approval expired', async () => {
+    const queue = 'approval-late';
+    const handle = await env.client.workflow.start('approvalRequest', {
+      taskQueue: queue, workflowId: randomUUID(), args: [{ subject: 'x', requester: 'alice', timeout_seconds: 2 }],
+    });
+    await (await testWorker(env, queue, undefined, { cache: false })).runUntil(async () => {
+      for (let i = 0; i < 100 && (await handle.query(progressQuery)).waiting_for?.kind !== 'approval'; i++) await new Promise((r) => setTimeout(r, 50));
+    });
+    // No worker runs: the deadline passes on the server (its clock runs in real time while no
+    // result is awaited), then bob's approval arrives. The next worker gets both in one workflow task.
+    await new Promise((r) => setTimeout(r, 2500));
+    await handle.signal(approveSignal, { approver: 'bob' });
+    await (await testWorker(env, queue)).runUntil(assert.rejects(handle.result(), (err: unknown) => {
+      assert.ok(err instanceof WorkflowFailedError);
+      assert.equal((err.cause as { type?: string }).type, 'ApprovalExpired');
+      return true;
+    }));
+  });
+
   test('the requester cannot approve their own request; another approver can', async () => {
     const worker = await testWorker(env, 'approval2');
     await worker.runUntil(async () => {

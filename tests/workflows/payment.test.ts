@@ -189,6 +189,25 @@ describe('processPayment (time skipping)', () => {
     });
   });
 
+  test('an approval that reaches the run only after its deadline: CANCELLED, approval_expired, no charge', LIMIT, async () => {
+    const fakes = fakeActivities(env);
+    const taskQueue = `payment-${randomUUID()}`;
+    const handle = await env.client.workflow.start<typeof processPayment>('processPayment', {
+      taskQueue, workflowId: `pay-${randomUUID()}`, args: [input({ amount: 250_000, requested_by: 'alice', approval_timeout_seconds: 2 })], memo: MEMO,
+    });
+    await (await testWorker(env, taskQueue, fakes.activities, { cache: false })).runUntil(
+      until('the approval wait', async () => (await handle.query(progressQuery)).waiting_for?.kind === 'approval'));
+    // The workers are away while the deadline passes; then bob approves. The next worker gets both at once.
+    await sleep(2500);
+    await handle.signal(approveSignal, { approver: 'bob' });
+    await (await testWorker(env, taskQueue, fakes.activities)).runUntil(async () => {
+      const result = await handle.result();
+      assert.equal(result.state, 'CANCELLED');
+      assert.equal(result.reason, 'approval_expired');
+    });
+    assert.equal(fakes.count('chargePayment'), 0);
+  });
+
   test('a rejection: CANCELLED, rejected, no charge', LIMIT, async () => {
     const fakes = fakeActivities(env);
     await withPayment(fakes, input({ amount: 250_000, requested_by: 'alice' }), async (handle) => {
