@@ -1,14 +1,17 @@
-import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ActivityCancellationType, type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
-import { Runbook } from './runbook';
+import { ABORT_WAITS_FOR_STEP, Runbook } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
-const acts = proxyActivities<Activities>({
+const ACTIVITY_OPTIONS: ActivityOptions = {
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumAttempts: 3, nonRetryableErrorTypes: ['RestoreMismatch', 'NoPgPrograms', 'NoBackupDir'] },
-});
+};
+const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
+/** The steps as an abort sees them: teardown runs once the step under way (a scratch instance starting) has settled. */
+const settledActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
 
 export type BackupDrillParams = { keep_backup: boolean };
 export const BACKUP_DRILL_STEPS = ['backup', 'scratch', 'restore', 'verify', 'teardown'];
@@ -25,6 +28,8 @@ export async function backupDrill(input: RunbookInput<BackupDrillParams>): Promi
   const t0 = Date.now();
   let file: string | undefined;
   let scratchStarted = false;
+  // Runs started before an abort waited for its step replay as they ran.
+  const step = patched(ABORT_WAITS_FOR_STEP) ? settledActs : acts;
   try {
     if (input.dry_run) {
       await rb.step('backup', () => acts.planBackup(), (r) => `dry run: would dump ${r.tables} tables (${r.rows} rows) from ${r.primary} into ${r.target}`);
@@ -32,16 +37,16 @@ export async function backupDrill(input: RunbookInput<BackupDrillParams>): Promi
         ['verify', 'would compare every table\'s row count and checksum'], ['teardown', 'would remove the scratch instance']]) rb.skip(step!, `dry run: ${what}`);
       return rb.finish('COMPLETED');
     }
-    const backup = await rb.step('backup', () => acts.backupDatabase({ run_id: runId }),
+    const backup = await rb.step('backup', () => step.backupDatabase({ run_id: runId }),
       (r) => `${r.tables.length} tables, ${r.tables.reduce((n, t) => n + t.rows, 0)} rows, ${r.bytes} bytes in ${r.backup_ms} ms`);
     file = backup.file;
     rb.figure('backup_ms', backup.backup_ms);
     rb.figure('backup_bytes', backup.bytes);
     scratchStarted = true;
-    const scratch = await rb.step('scratch', () => acts.startScratchInstance({ run_id: runId }), (r) => `scratch instance on port ${r.port} in ${r.start_ms} ms`);
-    const restored = await rb.step('restore', () => acts.restoreBackup({ file: backup.file, scratch }), (r) => `restored in ${r.restore_ms} ms`);
+    const scratch = await rb.step('scratch', () => step.startScratchInstance({ run_id: runId }), (r) => `scratch instance on port ${r.port} in ${r.start_ms} ms`);
+    const restored = await rb.step('restore', () => step.restoreBackup({ file: backup.file, scratch }), (r) => `restored in ${r.restore_ms} ms`);
     rb.figure('restore_ms', restored.restore_ms);
-    const verified = await rb.step('verify', () => acts.verifyRestore({ scratch, expected: backup.tables }),
+    const verified = await rb.step('verify', () => step.verifyRestore({ scratch, expected: backup.tables }),
       (r) => `${r.tables} tables, ${r.rows} rows: counts and checksums match`);
     rb.figure('verify_ms', verified.verify_ms);
     rb.figure('tables', verified.tables);

@@ -1,7 +1,7 @@
-import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
-import { Runbook } from './runbook';
+import { ABORT_WAITS_FOR_STEP, Runbook } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const ACTIVITY_OPTIONS: ActivityOptions = {
@@ -10,6 +10,8 @@ const ACTIVITY_OPTIONS: ActivityOptions = {
   retry: { initialInterval: '1 second', maximumAttempts: 3, nonRetryableErrorTypes: ['RolloutInvalid'] },
 };
 const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
+/** The forward steps as an abort sees them: the undo pins only once the pin under way has settled. */
+const settledActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
 
 export type RolloutParams = {
   workspace: string; to_version?: number; canary_group: string; bake_seconds: number;
@@ -31,6 +33,9 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
   /** Set before the fleet-wide pin is asked for: it may take effect although the run does not see it (a lost answer, an abort). */
   let fleetPinned = false;
   let from = 0;
+  // Runs started before an abort waited for its step replay as they ran.
+  const waits = patched(ABORT_WAITS_FOR_STEP);
+  const step = waits ? settledActs : acts;
   try {
     const v = await rb.step('validate', () => acts.validateRollout({ ...ws, to_version: p.to_version }), (r) => `version ${r.from} → ${r.to}; ${r.routes} route(s) checked`);
     from = v.from;
@@ -44,11 +49,13 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
     }
     await rb.step('canary', async () => {
       canaryPinned = true;
-      await acts.pinVersion({ ...ws, group: p.canary_group, version: v.to });
-      return acts.awaitServed({ ...ws, group: p.canary_group, version: v.to });
+      await step.pinVersion({ ...ws, group: p.canary_group, version: v.to });
+      return step.awaitServed({ ...ws, group: p.canary_group, version: v.to });
     }, (r) => `${r.instances.length} canary instance(s) serve ${v.to}`);
     // The bake lasts bake_seconds (up to an hour) and then scrapes: its own time limit follows it.
-    const bakeActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, startToCloseTimeout: `${p.bake_seconds + 60} seconds` });
+    const bakeActs = proxyActivities<Activities>({
+      ...ACTIVITY_OPTIONS, startToCloseTimeout: `${p.bake_seconds + 60} seconds`, ...(waits ? { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } : {}),
+    });
     const baked = await rb.step('bake', () => bakeActs.bakeCanary({ canary_group: p.canary_group, seconds: p.bake_seconds, workspace: p.workspace }),
       (r) => `canary ${r.canary.requests} req, ${(r.canary.error_rate * 100).toFixed(2)} % 5xx, p99 ${r.canary.p99_ms ?? '-'} ms; rest ${r.stable.requests} req, ${(r.stable.error_rate * 100).toFixed(2)} % 5xx, p99 ${r.stable.p99_ms ?? '-'} ms`);
     rb.figure('canary_error_rate', baked.canary.error_rate);
@@ -64,10 +71,10 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
     else rb.skip('approve', 'no approval asked');
     await rb.step('promote', async () => {
       fleetPinned = true;
-      await acts.pinVersion({ ...ws, group: '*', version: v.to });
-      await acts.pinVersion({ ...ws, group: p.canary_group, version: null });
+      await step.pinVersion({ ...ws, group: '*', version: v.to });
+      await step.pinVersion({ ...ws, group: p.canary_group, version: null });
       canaryPinned = false;
-      return acts.awaitServed({ ...ws, group: '*', version: v.to });
+      return step.awaitServed({ ...ws, group: '*', version: v.to });
     }, (r) => `${r.instances.length} instance(s) serve ${v.to}`);
     return rb.finish('COMPLETED');
   } catch (err) {

@@ -1,7 +1,7 @@
-import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, proxyActivities, sleep } from '@temporalio/workflow';
+import { ActivityCancellationType, type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, sleep } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
-import { Runbook } from './runbook';
+import { ABORT_WAITS_FOR_STEP, Runbook } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const NON_RETRYABLE = ['RotationInProgress', 'RotationConflict', 'RotationTestFailed', 'UnknownSecret'];
@@ -15,6 +15,12 @@ const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
  * limit leaves room for that last resort, and its heartbeats (every 250 ms) show it is alive.
  */
 const revokeActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, startToCloseTimeout: '2 minutes', heartbeatTimeout: '20 seconds' });
+/**
+ * The forward steps as an abort sees them: it waits for the step under way to settle before the
+ * rollback runs, so the rollback never runs beside the step it undoes (a version written after
+ * the rollback looked, a finish landing on a destroyed version).
+ */
+const settledActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
 
 export type RotateSecretParams = { secret: string; grace_seconds: number; require_approval: boolean; approval_timeout_seconds: number };
 export const ROTATION_STEPS = ['inspect', 'approve', 'create-pending', 'set-on-target', 'test', 'finish', 'notify', 'revoke-previous'];
@@ -31,6 +37,8 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
   const ref = { secret: p.secret };
   let pending: string | undefined;
   let finished = false;
+  // Runs started before an abort waited for its step replay as they ran.
+  const step = patched(ABORT_WAITS_FOR_STEP) ? settledActs : acts;
   try {
     const seen = await rb.step('inspect', () => acts.inspectSecret(ref), (r) => `${r.kind}; labels ${JSON.stringify(r.labels)}; ${r.detail}`);
     if (input.dry_run) {
@@ -50,12 +58,12 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
     } else {
       rb.skip('approve', 'no approval asked');
     }
-    const created = await rb.step('create-pending', () => acts.createPendingSecret(ref), (r) => `version ${r.version} labelled pending`);
+    const created = await rb.step('create-pending', () => step.createPendingSecret(ref), (r) => `version ${r.version} labelled pending`);
     pending = created.version;
     const version = { ...ref, version: created.version };
-    await rb.step('set-on-target', () => acts.setPendingOnTarget(version), (r) => r.detail);
-    await rb.step('test', () => acts.testPendingSecret(version), (r) => r.detail);
-    const done = await rb.step('finish', () => acts.finishRotation(version), (r) => `current ${r.current}, previous ${r.previous ?? 'none'}`);
+    await rb.step('set-on-target', () => step.setPendingOnTarget(version), (r) => r.detail);
+    await rb.step('test', () => step.testPendingSecret(version), (r) => r.detail);
+    const done = await rb.step('finish', () => step.finishRotation(version), (r) => `current ${r.current}, previous ${r.previous ?? 'none'}`);
     finished = true;
     await rb.step('notify', () => acts.notifySecretRotated({ ...version, previous: done.previous }), () => 'secrets.rotated on NATS, secret.rotated on Kafka');
     if (done.previous) {

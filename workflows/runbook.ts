@@ -13,6 +13,12 @@ import {
 } from '@temporalio/workflow';
 import { RUNBOOK_MEMO_KEY, type RunbookInput, type RunRecord, type RunState, type StepDecision, type StepRecord } from '../lib/workflow-runbooks';
 
+/**
+ * patched() id of runbooks whose abort waits for the step under way to settle before undoing it
+ * (WAIT_CANCELLATION_COMPLETED); runs started before it replay as they ran.
+ */
+export const ABORT_WAITS_FOR_STEP = 'abort-waits-for-step';
+
 export const runbookQuery = defineQuery<RunRecord>('flowgate.runbook');
 /** Updates, not signals: the approver learns at once whether the decision was taken or refused, and why. */
 export const approveStepUpdate = defineUpdate<StepRecord, [StepDecision]>('approveStep');

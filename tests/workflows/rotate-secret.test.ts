@@ -1,0 +1,75 @@
+// The secret rotation runbook in workflow time, with fake activities (this is the workflow's
+// logic; tests/integration/runbooks.test.ts runs the real ones against OpenBao and PostgreSQL).
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { Context } from '@temporalio/activity';
+import { WorkflowFailedError } from '@temporalio/client';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { RunbookInput, RunRecord } from '../../lib/workflow-runbooks';
+import { testWorker, timeSkippingEnv } from '../helpers/temporal-test-env';
+
+let env: TestWorkflowEnvironment;
+before(async () => { env = await timeSkippingEnv(); });
+after(async () => { await env?.teardown(); });
+
+/** Fakes of the rotation's activities, each call recorded; `over` replaces single ones. */
+function rotationFakes(calls: string[], over: Record<string, (...args: never[]) => Promise<unknown>> = {}) {
+  return {
+    inspectSecret: async () => ({ kind: 'api-key', labels: { current: '1' }, latest: 1, current_works: true, detail: '' }),
+    createPendingSecret: async () => { calls.push('create'); return { version: '2', previous: '1' }; },
+    setPendingOnTarget: async () => { calls.push('set'); return { detail: 'set' }; },
+    testPendingSecret: async () => { calls.push('test'); return { detail: 'works' }; },
+    finishRotation: async () => { calls.push('finish'); return { current: '2', previous: '1' }; },
+    notifySecretRotated: async () => undefined,
+    revokePreviousSecret: async () => ({ detail: 'revoked' }),
+    rollbackPendingSecret: async (r: { version: string }) => { calls.push(`rollback:${r.version}`); return { kept: false, detail: 'rolled back' }; },
+    raiseRotationAlert: async () => undefined,
+    publishRunbookEvent: async () => undefined,
+    ...over,
+  };
+}
+const rotation = (over: Record<string, unknown> = {}): RunbookInput => ({ params: { secret: 'db/app', grace_seconds: 0, require_approval: false, approval_timeout_seconds: 60, ...over }, requested_by: 'alice', dry_run: false });
+
+test('an abort during create-pending waits for it, then rolls back the version it wrote', async () => {
+  const calls: string[] = [];
+  let release!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  let started!: () => void;
+  const createStarted = new Promise<void>((r) => { started = r; });
+  const worker = await testWorker(env, 'rotate-abort', rotationFakes(calls, {
+    createPendingSecret: async () => {
+      started();
+      await held;
+      calls.push('create-settled');
+      return { version: '2', previous: '1' };
+    },
+  }));
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('rotateSecret', { taskQueue: 'rotate-abort', workflowId: `rb-${randomUUID()}`, args: [rotation()] });
+    await createStarted;
+    await handle.cancel();
+    setTimeout(release, 300);
+    await assert.rejects(handle.result(), WorkflowFailedError);
+    const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
+    assert.equal(record.state, 'ROLLED_BACK');
+  });
+  assert.deepEqual(calls, ['create-settled', 'rollback:2'], 'the rollback after the step settled, of the version it wrote');
+});
+
+test("revoking the previous login has time for its 30 s wait on busy sessions, and a heartbeat timeout", async () => {
+  let info: { startToCloseTimeoutMs: number; heartbeatTimeoutMs?: number } | undefined;
+  const worker = await testWorker(env, 'rotate1', rotationFakes([], {
+    revokePreviousSecret: async () => {
+      info = Context.current().info;
+      return { detail: 'revoked' };
+    },
+  }));
+  const input = rotation();
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('rotateSecret', { taskQueue: 'rotate1', workflowId: `rb-${randomUUID()}`, args: [input] });
+    await handle.result();
+  });
+  assert.ok(info && info.startToCloseTimeoutMs >= 30_000 + 30_000, `startToCloseTimeout ${info?.startToCloseTimeoutMs} ms`);
+  assert.ok(info.heartbeatTimeoutMs && info.heartbeatTimeoutMs <= 30_000, `heartbeatTimeout ${info.heartbeatTimeoutMs} ms`);
+});
