@@ -1,7 +1,7 @@
-import { ActivityCancellationType, type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
-import { ABORT_WAITS_FOR_STEP, Runbook } from './runbook';
+import { ABORT_WAITS_FOR_STEP, causeMessage, Runbook, UNDO_FAILURE_REPORTED } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const ACTIVITY_OPTIONS: ActivityOptions = {
@@ -12,6 +12,8 @@ const ACTIVITY_OPTIONS: ActivityOptions = {
 const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
 /** The forward steps as an abort sees them: the undo pins only once the pin under way has settled. */
 const settledActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
+/** The undo outlasts a blip (a database restart): about five minutes of retries, not three seconds. */
+const undoActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 15, nonRetryableErrorTypes: ['RolloutInvalid'] } });
 
 export type RolloutParams = {
   workspace: string; to_version?: number; canary_group: string; bake_seconds: number;
@@ -78,20 +80,33 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
     }, (r) => `${r.instances.length} instance(s) serve ${v.to}`);
     return rb.finish('COMPLETED');
   } catch (err) {
+    const undo = patched(UNDO_FAILURE_REPORTED) ? undoActs : acts;
+    /** Runs an undo; if it fails for good, the run says so and an operator is told, instead of the run failing with no state. */
+    const undoing = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+      try {
+        await CancellationScope.nonCancellable(fn);
+      } catch (undoErr) {
+        if (!patched(UNDO_FAILURE_REPORTED)) throw undoErr;
+        const reason = `${causeMessage(err)}; then restoring version ${from} ${what} failed: ${causeMessage(undoErr)}`;
+        rb.finish('FAILED', undoErr);
+        await CancellationScope.nonCancellable(() => acts.publishRunbookEvent({ run_id: workflowInfo().workflowId, type: 'config.rollout_undo_failed', data: { workspace: p.workspace, canary_group: p.canary_group, from, reason } })).catch(() => undefined);
+        throw ApplicationFailure.nonRetryable(`rollout failed and was not restored: ${reason}`, 'RolloutFailed', { state: 'FAILED' });
+      }
+    };
     if (fleetPinned && patched('rollout-restores-fleet-pin')) {
       // The promotion started and did not finish: every group goes back to N, not the canary alone.
-      await CancellationScope.nonCancellable(async () => {
-        await acts.pinVersion({ ...ws, group: '*', version: from });
-        await acts.pinVersion({ ...ws, group: p.canary_group, version: null });
-        await acts.awaitServed({ ...ws, group: '*', version: from });
+      await undoing('on every group', async () => {
+        await undo.pinVersion({ ...ws, group: '*', version: from });
+        await undo.pinVersion({ ...ws, group: p.canary_group, version: null });
+        await undo.awaitServed({ ...ws, group: '*', version: from });
       });
       rb.rolledBack('promote', `restored version ${from} on every group`);
       rb.finish('ROLLED_BACK', err);
     } else if (canaryPinned) {
       // Restore N on the canary: the held version everyone else still serves.
-      await CancellationScope.nonCancellable(async () => {
-        await acts.pinVersion({ ...ws, group: p.canary_group, version: null });
-        await acts.awaitServed({ ...ws, group: p.canary_group, version: from });
+      await undoing(`on ${p.canary_group}`, async () => {
+        await undo.pinVersion({ ...ws, group: p.canary_group, version: null });
+        await undo.awaitServed({ ...ws, group: p.canary_group, version: from });
       });
       rb.rolledBack('canary', `restored version ${from} on ${p.canary_group}`);
       rb.finish('ROLLED_BACK', err);

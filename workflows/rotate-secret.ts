@@ -1,7 +1,7 @@
 import { ActivityCancellationType, type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, sleep } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
-import { ABORT_WAITS_FOR_STEP, Runbook } from './runbook';
+import { ABORT_WAITS_FOR_STEP, causeMessage, Runbook, UNDO_FAILURE_REPORTED } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const NON_RETRYABLE = ['RotationInProgress', 'RotationConflict', 'RotationTestFailed', 'UnknownSecret'];
@@ -21,6 +21,8 @@ const revokeActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, startToClo
  * the rollback looked, a finish landing on a destroyed version).
  */
 const settledActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
+/** The rollback outlasts a blip: about five minutes of retries. */
+const undoActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, retry: { ...ACTIVITY_OPTIONS.retry, maximumAttempts: 15 } });
 
 export type RotateSecretParams = { secret: string; grace_seconds: number; require_approval: boolean; approval_timeout_seconds: number };
 export const ROTATION_STEPS = ['inspect', 'approve', 'create-pending', 'set-on-target', 'test', 'finish', 'notify', 'revoke-previous'];
@@ -80,16 +82,28 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
     // Before the finish the current secret was never touched: undo the pending one and say so.
     // The rollback keeps a version the finish made current although the run did not see it (an
     // abort during the finish): then the rotation is done, and the run says how it ended instead.
-    const undone = pending && !finished
-      ? await CancellationScope.nonCancellable(async () => {
-        const r = await acts.rollbackPendingSecret({ ...ref, version: pending! });
-        if (!r.kept) {
-          for (const s of ['create-pending', 'set-on-target']) rb.rolledBack(s, r.detail);
-          await acts.raiseRotationAlert({ ...ref, reason: (err as Error).message });
-        }
-        return r;
-      })
-      : undefined;
+    const reported = patched(UNDO_FAILURE_REPORTED);
+    let undone;
+    try {
+      undone = pending && !finished
+        ? await CancellationScope.nonCancellable(async () => {
+          const r = await (reported ? undoActs : acts).rollbackPendingSecret({ ...ref, version: pending! });
+          if (!r.kept) {
+            for (const s of ['create-pending', 'set-on-target']) rb.rolledBack(s, r.detail);
+            await acts.raiseRotationAlert({ ...ref, reason: (err as Error).message });
+          }
+          return r;
+        })
+        : undefined;
+    } catch (undoErr) {
+      // The rollback failed for good: a pending version may be live. The run says so and an
+      // operator is told, instead of the run failing with no state.
+      if (!reported) throw undoErr;
+      const reason = `${causeMessage(err)}; then rolling back version ${pending} failed: ${causeMessage(undoErr)}`;
+      rb.finish('FAILED', undoErr);
+      await CancellationScope.nonCancellable(() => acts.raiseRotationAlert({ ...ref, reason })).catch(() => undefined);
+      throw ApplicationFailure.nonRetryable(`rotation of ${p.secret} failed and was not rolled back: ${reason}`, 'RotationFailed', { state: 'FAILED' });
+    }
     if (undone && !undone.kept) {
       rb.finish('ROLLED_BACK', err);
     } else {

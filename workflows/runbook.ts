@@ -18,6 +18,11 @@ import { RUNBOOK_MEMO_KEY, type RunbookInput, type RunRecord, type RunState, typ
  * (WAIT_CANCELLATION_COMPLETED); runs started before it replay as they ran.
  */
 export const ABORT_WAITS_FOR_STEP = 'abort-waits-for-step';
+/** patched() id of runbooks that report an undo that failed for good (state FAILED, an alert) instead of failing with no state. */
+export const UNDO_FAILURE_REPORTED = 'undo-failure-reported';
+
+/** What went wrong, as the activity said it ('Activity task failed' names only the wrapper). */
+export const causeMessage = (err: unknown): string => ((err as { cause?: Error }).cause ?? (err as Error)).message;
 
 export const runbookQuery = defineQuery<RunRecord>('flowgate.runbook');
 /** Updates, not signals: the approver learns at once whether the decision was taken or refused, and why. */

@@ -78,3 +78,24 @@ test('a bake of 10 minutes gets an activity time limit longer than 10 minutes', 
   });
   assert.ok(limitMs > 600_000, `bakeCanary's startToCloseTimeout ${limitMs} ms for a 600 s bake`);
 });
+
+test('an undo that fails for good ends the run FAILED with an alert, not with no state', async () => {
+  const events: string[] = [];
+  const worker = await testWorker(env, 'rollout3', {
+    ...fakeRolloutActivities([]),
+    // The canary group has nobody serving: neither the new version nor the restored one is ever seen.
+    awaitServed: async () => { throw ApplicationFailure.nonRetryable('0 instances in group canary', 'RolloutNotServed'); },
+    publishRunbookEvent: async (e: { type: string }) => { events.push(e.type); },
+  });
+  const input: RunbookInput = {
+    params: { workspace: 'acme', canary_group: 'canary', bake_seconds: 1, max_error_rate: 0.05, max_p99_ms: 2000, min_requests: 5, require_approval: false, approval_timeout_seconds: 60 },
+    requested_by: 'alice', dry_run: false,
+  };
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('configRollout', { taskQueue: 'rollout3', workflowId: `rb-${randomUUID()}`, args: [input] });
+    await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && (err.cause as { type?: string }).type === 'RolloutFailed' && /not restored/.test(String(err.cause?.message)));
+    const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
+    assert.equal(record.state, 'FAILED');
+  });
+  assert.ok(events.includes('config.rollout_undo_failed'), events.join(', '));
+});

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
-import { Context } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { RunbookInput, RunRecord } from '../../lib/workflow-runbooks';
@@ -72,4 +72,22 @@ test("revoking the previous login has time for its 30 s wait on busy sessions, a
   });
   assert.ok(info && info.startToCloseTimeoutMs >= 30_000 + 30_000, `startToCloseTimeout ${info?.startToCloseTimeoutMs} ms`);
   assert.ok(info.heartbeatTimeoutMs && info.heartbeatTimeoutMs <= 30_000, `heartbeatTimeout ${info.heartbeatTimeoutMs} ms`);
+});
+
+test('a rollback that fails for good ends the run FAILED with an alert, not with no state', async () => {
+  const calls: string[] = [];
+  const alerts: string[] = [];
+  const worker = await testWorker(env, 'rotate-undo', rotationFakes(calls, {
+    testPendingSecret: async () => { throw ApplicationFailure.nonRetryable('the new key is refused', 'RotationTestFailed'); },
+    rollbackPendingSecret: async () => { throw ApplicationFailure.nonRetryable('Vault refused the destroy', 'RotationConflict'); },
+    raiseRotationAlert: async (a: { reason: string }) => { alerts.push(a.reason); },
+  }));
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('rotateSecret', { taskQueue: 'rotate-undo', workflowId: `rb-${randomUUID()}`, args: [rotation()] });
+    await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && (err.cause as { type?: string }).type === 'RotationFailed' && /not rolled back/.test(String(err.cause?.message)));
+    const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
+    assert.equal(record.state, 'FAILED');
+  });
+  assert.equal(alerts.length, 1);
+  assert.match(alerts[0]!, /rolling back version 2 failed: Vault refused the destroy/);
 });
