@@ -11,7 +11,7 @@ import { compileRewrite } from '../lib/path-rewrite';
 import { requestTarget, type RequestTarget } from '../lib/request-target';
 import { traceHeaders } from '../lib/tracing';
 import { assertBodyWithinLimit, rawJsonOf } from './raw-body';
-import { maskJson, maskText, type PiiKind } from './pii';
+import { maskJson, maskJsonText, maskText, type PiiKind } from './pii';
 import { createTriggering, type Accepted } from './triggering';
 import { SENSITIVE_RESPONSE_HEADERS } from './security-headers';
 import { UpstreamError, type UpstreamResponse } from './upstreams';
@@ -259,7 +259,7 @@ function maskReturned(body: Buffer | string, contentType: string, kinds: PiiKind
   const text = String(body);
   if (/json/i.test(contentType)) {
     try {
-      return JSON.stringify(maskJson(JSON.parse(text), kinds));
+      return maskJsonText(text, kinds);
     } catch {
       return maskText(text, kinds);
     }

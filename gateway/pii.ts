@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 /**
  * PII masking for logged bodies and, where a route asks for it, returned bodies.
  *
@@ -194,15 +195,17 @@ export function maskText(text: string, kinds: readonly PiiKind[] = ALL_KINDS): s
  * themselves are kept as they are. Cycles become `[CIRCULAR]`; nesting deeper than 200 levels
  * becomes `[TOO_DEEP]`.
  */
-export function maskJson(value: unknown, kinds: readonly PiiKind[] = ALL_KINDS): unknown {
+export function maskJson(value: unknown, kinds: readonly PiiKind[] = ALL_KINDS, bigIntegerMark?: string): unknown {
   const ancestors = new Set<object>();
+  const maskNumber = (s: string) => (kinds.includes('card') && /^\d{13,19}$/.test(s) && luhnValid(s) ? maskCard(s) : undefined);
   const walk = (v: unknown, depth: number): unknown => {
-    if (typeof v === 'string') return maskText(v, kinds);
+    if (typeof v === 'string') {
+      // An integer too long for a double, carried as marked text (maskJsonText): masked as a number is.
+      if (bigIntegerMark !== undefined && v.startsWith(bigIntegerMark)) return maskNumber(v.slice(bigIntegerMark.length)) ?? v;
+      return maskText(v, kinds);
+    }
     if (typeof v === 'number') {
-      if (kinds.includes('card') && Number.isInteger(v) && v > 0) {
-        const s = String(v);
-        if (/^\d{13,19}$/.test(s) && luhnValid(s)) return maskCard(s);
-      }
+      if (Number.isInteger(v) && v > 0) return maskNumber(String(v)) ?? v;
       return v;
     }
     if (v === null || typeof v !== 'object') return v;
@@ -258,13 +261,11 @@ export function maskBody(body: Buffer | string, contentType: string | undefined,
   if (truncated) return maskText(dropTrailingPartialToken(text), kinds) + TRUNCATED_MARK;
   if (contentType && FORM_TYPE.test(contentType)) return maskForm(text, kinds);
   if (isJsonType(contentType)) {
-    let parsed: unknown;
     try {
-      parsed = JSON.parse(text);
+      return maskJsonText(text, kinds);
     } catch {
       return maskText(text, kinds);
     }
-    return JSON.stringify(maskJson(parsed, kinds));
   }
   return maskText(text, kinds);
 }
@@ -298,4 +299,49 @@ export function maskPath(path: string): string {
   }
   const masked = maskText(text, PATH_KINDS);
   return masked === text ? path : masked;
+}
+
+/**
+ * JSON text masked with `maskJson`, keeping integers beyond 2^53 exactly as written (JSON.parse
+ * would round an id 1234567890123456789 to …800): they go through the parse as marked strings,
+ * are masked as numbers are (a card number sent as a number still is), and are written back as
+ * the numbers they were. Throws as JSON.parse does.
+ */
+export function maskJsonText(text: string, kinds: readonly PiiKind[] = ALL_KINDS): string {
+  const big = bigIntegerTokens(text);
+  if (!big.length) return JSON.stringify(maskJson(JSON.parse(text), kinds));
+  const mark = `\u0000${randomBytes(6).toString('hex')}:`;
+  const escaped = JSON.stringify(mark).slice(1, -1); // NUL as \u0000
+  let marked = '';
+  let at = 0;
+  for (const [start, end] of big) {
+    marked += `${text.slice(at, start)}"${escaped}${text.slice(start, end)}"`;
+    at = end;
+  }
+  marked += text.slice(at);
+  const out = JSON.stringify(maskJson(JSON.parse(marked), kinds, mark));
+  const quoted = new RegExp(`"${escaped.replace(/[\\^$.*+?()[\]{}|]/g, '\\$&')}(-?\\d+)"`, 'g');
+  return out.replace(quoted, '$1');
+}
+
+/** [start, end) of each integer literal outside strings with 16 digits or more (past what a double holds exactly). */
+function bigIntegerTokens(text: string): [number, number][] {
+  const found: [number, number][] = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34) { // a string: on to its closing quote
+      for (i++; i < text.length && text.charCodeAt(i) !== 34; i++) if (text.charCodeAt(i) === 92) i++;
+      continue;
+    }
+    if (c !== 45 && (c < 48 || c > 57)) continue;
+    const start = i;
+    if (c === 45) i++;
+    let digits = 0;
+    while (i < text.length && text.charCodeAt(i) >= 48 && text.charCodeAt(i) <= 57) { i++; digits++; }
+    const next = text.charCodeAt(i);
+    if (digits >= 16 && next !== 46 && next !== 101 && next !== 69) found.push([start, i]); // not . e E
+    while (i < text.length && '0123456789.eE+-'.includes(text[i]!)) i++;
+    i--;
+  }
+  return found;
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { isSensitiveKey, luhnValid, maskBody, maskJson, maskPath, maskText, MAX_MASKED_BODY_BYTES } from '../../gateway/pii';
+import { isSensitiveKey, luhnValid, maskBody, maskJson, maskJsonText, maskPath, maskText, MAX_MASKED_BODY_BYTES } from '../../gateway/pii';
 
 /** A Luhn-valid 16-digit number: 15 random digits and the check digit that completes them. */
 const luhnCard = fc.array(fc.integer({ min: 0, max: 9 }), { minLength: 15, maxLength: 15 }).map((body) => {
@@ -157,4 +157,17 @@ test('audit paths: emails, cards and national ids masked, escaped or not; ordina
   assert.equal(maskPath('/v1/orders/4155551234'), '/v1/orders/4155551234');
   assert.equal(maskPath('/v1/orders/42'), '/v1/orders/42');
   assert.equal(maskPath('/v1/%FF'), '/v1/%FF');
+});
+
+test('masked JSON keeps integers beyond 2^53 as written; one that is a card number is masked', () => {
+  const text = '{"order_id":1234567890123456789,"neg":-9007199254740993,"small":42,"f":1.5e300,"s":"12345678901234567890","card":4111111111111111110,"list":[12345678901234567890]}';
+  const out = maskJsonText(text, ['card', 'email']);
+  assert.match(out, /"order_id":1234567890123456789,/);
+  assert.match(out, /"neg":-9007199254740993,/);
+  assert.match(out, /"small":42,/);
+  assert.match(out, /"list":\[12345678901234567890\]/);
+  assert.match(out, /"s":"12345678901234567890"/, 'a string of digits stays a string');
+  assert.doesNotMatch(out, /4111111111111111110/, 'a Luhn-valid card sent as a number is masked');
+  assert.deepEqual(Object.keys(JSON.parse(out)), ['order_id', 'neg', 'small', 'f', 's', 'card', 'list']);
+  assert.equal(maskBody(text, 'application/json').includes('1234567890123456789'), true);
 });
