@@ -43,6 +43,31 @@ export function userIdHeader(name: string): string {
   return /^[\x20-\x7e]*$/.test(name) ? name : encodeURIComponent(name);
 }
 
+/**
+ * An upstream's Location (or Content-Location) that points at the target itself, made to point
+ * at the gateway, as nginx's `proxy_redirect default` does: the target's origin dropped, its base
+ * path taken off, and with strip_path the route's prefix put back. A location elsewhere passes
+ * as it is; with a rewritten path (which cannot be undone) only the origin is dropped.
+ */
+export function publicLocation(location: string, target: string, pattern: string, stripPath: boolean, rewritten: boolean): string {
+  let loc: URL;
+  let base: URL;
+  try {
+    base = new URL(target);
+    loc = new URL(location, base);
+  } catch {
+    return location;
+  }
+  if (loc.origin !== base.origin) return location;
+  const tail = `${loc.search}${loc.hash}`;
+  const basePath = base.pathname.replace(/\/$/, '');
+  if (rewritten || (basePath && loc.pathname !== basePath && !loc.pathname.startsWith(`${basePath}/`))) return `${loc.pathname}${tail}`;
+  const rest = loc.pathname.slice(basePath.length) || '/';
+  if (!stripPath) return `${rest}${tail}`;
+  const prefix = pattern.split(/[:*]/)[0]!.replace(/\/$/, '');
+  return `${prefix}${rest === '/' && prefix ? '' : rest}${tail}`;
+}
+
 /** `/v1/orders/*` with strip_path drops `/v1/orders` (the pattern's static prefix) from the path. */
 export function upstreamPath(pattern: string, path: string, strip: boolean): string {
   if (!strip) return path;
@@ -187,6 +212,11 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     try {
       const res = await ctx.upstreams.request(service, { method: req.method, path: `${path}${url.search}`, headers, body });
       req.flowgate.upstream = `${service.name} ${res.target}`;
+      // The client is told where things are at the gateway, never the upstream's own address.
+      for (const h of ['location', 'content-location']) {
+        const v = res.headers[h];
+        if (typeof v === 'string') res.headers[h] = publicLocation(v, res.target, pattern, route.strip_path, t?.rewrite_path !== undefined);
+      }
       return answer(req, reply, res, route);
     } catch (err) {
       req.flowgate.upstream = service.name;

@@ -334,6 +334,23 @@ describe('transformations and the response pipeline', () => {
       } finally {
         await own.close();
       }
+      // A redirect the upstream makes to its own address points at the gateway instead.
+      const mover = await sandbox((req) => ({ status: 302, headers: { location: `http://127.0.0.1:${mover.port}/base/next?from=${encodeURIComponent(req.url ?? '')}` }, body: '{}' }));
+      try {
+        await t.admin('POST', '/services', { name: 'mover', url: `${mover.url}/base` });
+        await t.admin('POST', '/routes', { name: 'moved', service: 'mover', paths: ['/moved'], strip_path: true });
+        let res = await request(`${stack.gatewayUrl}/moved/old`, { headers: { authorization: `Bearer ${t.key}` } });
+        for (let i = 0; i < 50 && res.statusCode !== 302; i++) {
+          await res.body.dump();
+          await new Promise((r) => setTimeout(r, 20));
+          res = await request(`${stack.gatewayUrl}/moved/old`, { headers: { authorization: `Bearer ${t.key}` } });
+        }
+        await res.body.dump();
+        assert.equal(res.statusCode, 302);
+        assert.equal(res.headers.location, '/moved/next?from=%2Fbase%2Fold');
+      } finally {
+        await mover.close();
+      }
       // Errors are never cached and carry the same headers.
       const denied = await fetch(`${stack.gatewayUrl}/big`);
       assert.equal(denied.status, 401);

@@ -9,7 +9,7 @@ import { authorize, effectiveRoles, ipAllowed, pathForRules, type AuthorizationC
 import { requestTarget } from '../../lib/request-target';
 import { resolveTenant, tenantFromCertificate, tenantFromHost } from '../../gateway/tenant';
 import { WorkspaceView } from '../../gateway/workspace-view';
-import { userIdHeader } from '../../gateway/configured-routes';
+import { publicLocation, userIdHeader } from '../../gateway/configured-routes';
 
 describe('tenant', () => {
   test('all sources agree: the tenant; any disagreement: 403 naming the first source', () => {
@@ -145,4 +145,16 @@ test('X-User-ID carries a printable-ASCII name as it is, anything else percent-e
   assert.equal(userIdHeader('Łukasz'), '%C5%81ukasz');
   assert.equal(userIdHeader('山田'), '%E5%B1%B1%E7%94%B0');
   assert.equal(userIdHeader('a\r\nX-Admin: 1'), 'a%0D%0AX-Admin%3A%201');
+});
+
+test("an upstream's Location pointing at itself points at the gateway: origin dropped, base path mapped back", () => {
+  const target = 'http://10.0.3.7:8080/base';
+  assert.equal(publicLocation('http://10.0.3.7:8080/base/42?x=1#top', target, '/shop/orders/*', true, false), '/shop/orders/42?x=1#top');
+  assert.equal(publicLocation('http://10.0.3.7:8080/base', target, '/shop/orders/*', true, false), '/shop/orders');
+  assert.equal(publicLocation('/base/42', target, '/shop/orders/*', true, false), '/shop/orders/42', 'relative to the target');
+  assert.equal(publicLocation('http://10.0.3.7:8080/base/shop/orders/42', target, '/shop/orders/*', false, false), '/shop/orders/42');
+  assert.equal(publicLocation('http://10.0.3.7:8080/elsewhere', target, '/shop/orders/*', true, false), '/elsewhere', 'outside the base: origin dropped only');
+  assert.equal(publicLocation('http://10.0.3.7:8080/base/42', target, '/v2/*', true, true), '/base/42', 'a rewritten path cannot be undone');
+  assert.equal(publicLocation('https://cdn.example.com/img/1.png', target, '/shop/*', true, false), 'https://cdn.example.com/img/1.png');
+  assert.equal(publicLocation('http://10.0.3.7:9999/base/42', target, '/shop/*', true, false), 'http://10.0.3.7:9999/base/42', 'another port is another origin');
 });
