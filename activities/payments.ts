@@ -85,6 +85,21 @@ export function paymentActivities(deps: PaymentDeps) {
      * key gets the first charge back instead of a new one. A decline is a typed business failure.
      */
     async chargePayment(ctx: PaymentContext, input: PaymentInput): Promise<{ charge_id: string }> {
+      // The provider forgets a key after a day: the key's owner, and a charge this payment already
+      // booked, are kept here for good. Claimed before the call, so a crash after it changes nothing.
+      const key = chargeKeyOf(ctx, input);
+      const { owner, booked } = await inWorkspace(deps.pool, ctx.tenant, async (db) => {
+        await db.query('INSERT INTO payment_keys (workspace_id, charge_key, payment_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [ctx.tenant, key, ctx.payment_id]);
+        const o = (await db.query<{ payment_id: string }>('SELECT payment_id FROM payment_keys WHERE workspace_id = $1 AND charge_key = $2', [ctx.tenant, key])).rows[0]!.payment_id;
+        const b = (await db.query<{ charge_id: string }>('SELECT charge_id FROM payments WHERE workspace_id = $1 AND payment_id = $2', [ctx.tenant, o])).rows[0]?.charge_id;
+        return { owner: o, booked: b };
+      });
+      if (owner !== ctx.payment_id) {
+        const charge = booked ?? (await chargesUnder(ctx, key).catch(() => []))[0]?.id;
+        throw ApplicationFailure.nonRetryable(`idempotency key already used by payment ${owner}`, 'PaymentDuplicate', { charge_id: charge, payment_id: owner });
+      }
+      // Booked already (this execution id ran before, past the provider's memory): that charge stands.
+      if (booked) return { charge_id: booked };
       const res = await provider(ctx, 'POST', '/v1/charges', {
         amount: input.amount, currency: input.currency.toLowerCase(), source: input.payment_method, description: input.description,
         metadata: { payment_id: ctx.payment_id, tenant: ctx.tenant, payer: input.payer.id },

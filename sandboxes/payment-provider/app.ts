@@ -442,6 +442,19 @@ export function buildPaymentSandbox(opts: PaymentSandboxOptions = {}): { app: Fa
       return { data };
     });
 
+    // What the provider forgets after IDEMPOTENCY_TTL_MS (24 h), at once: the idempotency keys
+    // starting with `prefix` (a slot is `METHOD /path key`).
+    sandbox.delete('/idempotency', async (req) => {
+      const prefix = queryParams(req).get('prefix') ?? '';
+      let forgotten = 0;
+      for (const slot of [...state.idempotency.keys()]) {
+        if (slot.split(' ').slice(2).join(' ').startsWith(prefix)) {
+          state.idempotency.delete(slot);
+          forgotten += 1;
+        }
+      }
+      return { forgotten };
+    });
     sandbox.post('/reset', async () => {
       state.charges.clear();
       state.refunds.clear();

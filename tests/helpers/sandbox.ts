@@ -15,6 +15,8 @@ export function sandboxControl(baseUrl: string) {
     faults: (tenant: string, f: { latency_ms?: number; fail_next?: number; error_rate?: number; error_status?: number; decline_rate?: number; fail_after_commit_next?: number }) =>
       call('PUT', '/_sandbox/faults', { tenant, ...f }),
     clearFaults: (tenant: string) => call('DELETE', `/_sandbox/faults?tenant=${encodeURIComponent(tenant)}`),
+    /** The provider forgets the idempotency keys starting with `prefix`, as it does after 24 h. */
+    forgetKeys: (prefix: string) => call<{ forgotten: number }>('DELETE', `/_sandbox/idempotency?prefix=${encodeURIComponent(prefix)}`),
     charges: async (tenant: string) => (await call<{ data: Charge[] }>('GET', `/_sandbox/charges?tenant=${encodeURIComponent(tenant)}`)).data,
     refunds: async (tenant: string) => (await call<{ data: { id: string; charge: string; amount: number }[] }>('GET', `/_sandbox/refunds?tenant=${encodeURIComponent(tenant)}`)).data,
     /** Oldest first (the sandbox lists newest first). */

@@ -170,6 +170,19 @@ describe('a payment through the gateway', () => {
     assert.equal((await sandbox.charges(tenant)).length, 1);
   });
 
+  test('a business key is never charged twice, even once the provider has forgotten it (after 24 h)', async () => {
+    const { tenant, api } = await tenantApi();
+    const input = payment({ idempotency_key: `order-${randomUUID()}` });
+    const first = await finished(api, await pay(api, input));
+    assert.equal(first.result.state, 'CONFIRMED');
+    assert.ok((await sandbox.forgetKeys(`fg:${tenant}:`)).forgotten >= 1);
+    const second = await finished(api, await pay(api, input));
+    assert.equal(second.result.state, 'PAYMENT_FAILED');
+    assert.equal(second.result.reason, 'duplicate');
+    assert.equal(second.result.charge_id, first.result.charge_id);
+    assert.equal((await sandbox.charges(tenant)).length, 1);
+  });
+
   test('cancel before the charge cancels; cancel while the charge is in flight refunds it', async () => {
     const { tenant, api } = await tenantApi();
     const waiting = await pay(api, payment({ amount: 200_000 }));
