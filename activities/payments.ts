@@ -86,25 +86,29 @@ export function paymentActivities(deps: PaymentDeps) {
      */
     async chargePayment(ctx: PaymentContext, input: PaymentInput): Promise<{ charge_id: string }> {
       // The provider forgets a key after a day: the key's owner, and a charge this payment already
-      // booked, are kept here for good. Claimed before the call, so a crash after it changes nothing.
+      // booked, are kept here for good. Claimed before the call, so a crash after it changes nothing;
+      // given back when the provider charged nothing for good (a decline, a refusal), so the key can
+      // be paid with later, as the provider itself would allow.
       const key = chargeKeyOf(ctx, input);
-      const { owner, booked } = await inWorkspace(deps.pool, ctx.tenant, async (db) => {
-        await db.query('INSERT INTO payment_keys (workspace_id, charge_key, payment_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [ctx.tenant, key, ctx.payment_id]);
-        const o = (await db.query<{ payment_id: string }>('SELECT payment_id FROM payment_keys WHERE workspace_id = $1 AND charge_key = $2', [ctx.tenant, key])).rows[0]!.payment_id;
-        const b = (await db.query<{ charge_id: string }>('SELECT charge_id FROM payments WHERE workspace_id = $1 AND payment_id = $2', [ctx.tenant, o])).rows[0]?.charge_id;
-        return { owner: o, booked: b };
-      });
+      const { owner, booked } = await inWorkspace(deps.pool, ctx.tenant, async (db) => (await db.query<{ owner: string; booked: string | null }>(
+        `WITH claim AS (
+           INSERT INTO payment_keys (workspace_id, charge_key, payment_id) VALUES ($1, $2, $3)
+           ON CONFLICT (workspace_id, charge_key) DO UPDATE SET charge_key = EXCLUDED.charge_key RETURNING payment_id)
+         SELECT c.payment_id AS owner, p.charge_id AS booked FROM claim c LEFT JOIN payments p ON p.workspace_id = $1 AND p.payment_id = c.payment_id`,
+        [ctx.tenant, key, ctx.payment_id])).rows[0]!);
       if (owner !== ctx.payment_id) {
         const charge = booked ?? (await chargesUnder(ctx, key).catch(() => []))[0]?.id;
         throw ApplicationFailure.nonRetryable(`idempotency key already used by payment ${owner}`, 'PaymentDuplicate', { charge_id: charge, payment_id: owner });
       }
       // Booked already (this execution id ran before, past the provider's memory): that charge stands.
       if (booked) return { charge_id: booked };
+      const release = () => inWorkspace(deps.pool, ctx.tenant, (db) => db.query('DELETE FROM payment_keys WHERE workspace_id = $1 AND charge_key = $2 AND payment_id = $3', [ctx.tenant, key, ctx.payment_id]));
       const res = await provider(ctx, 'POST', '/v1/charges', {
         amount: input.amount, currency: input.currency.toLowerCase(), source: input.payment_method, description: input.description,
         metadata: { payment_id: ctx.payment_id, tenant: ctx.tenant, payer: input.payer.id },
-      }, chargeKeyOf(ctx, input));
+      }, key);
       if (res.status === 402) {
+        await release();
         const e = (res.body as ProviderError).error;
         outcomes?.inc({ outcome: 'declined' });
         await event(ctx, 'payment.declined', { decline_code: e?.decline_code ?? e?.code, charge_id: e?.charge });
@@ -112,15 +116,21 @@ export function paymentActivities(deps: PaymentDeps) {
       }
       if (res.status === 400 && (res.body as ProviderError).error?.code === 'idempotency_key_in_use') {
         // The business key charged another payment already (its parameters differ from ours).
-        const original = (await chargesUnder(ctx, chargeKeyOf(ctx, input)))[0];
+        await release();
+        const original = (await chargesUnder(ctx, key))[0];
         throw ApplicationFailure.nonRetryable(`idempotency key already used by payment ${original?.metadata?.payment_id ?? 'unknown'}`, 'PaymentDuplicate', {
           charge_id: original?.id, payment_id: original?.metadata?.payment_id,
         });
       }
-      if (res.status >= 400) throw refusal(res.status, res.body, 'the charge');
+      if (res.status >= 400) {
+        const refused = refusal(res.status, res.body, 'the charge');
+        if (refused.nonRetryable) await release();
+        throw refused;
+      }
       const charge = res.body as Charge;
       if (charge.metadata?.payment_id !== ctx.payment_id) {
         // The business key was used by another payment already: its charge is not ours to book.
+        await release();
         throw ApplicationFailure.nonRetryable(`idempotency key already used by payment ${charge.metadata?.payment_id}`, 'PaymentDuplicate', { charge_id: charge.id, payment_id: charge.metadata?.payment_id });
       }
       await event(ctx, 'payment.charged', { charge_id: charge.id, amount: charge.amount, currency: charge.currency, attempts: res.attempts });

@@ -183,6 +183,17 @@ describe('a payment through the gateway', () => {
     assert.equal((await sandbox.charges(tenant)).length, 1);
   });
 
+  test('a business key whose payment was declined can pay later, once the provider has forgotten the decline', async () => {
+    const { tenant, api } = await tenantApi();
+    const key = `order-${randomUUID()}`;
+    const declined = await finished(api, await pay(api, payment({ idempotency_key: key, payment_method: 'pm_card_insufficient_funds' })));
+    assert.equal(declined.result.reason, 'declined');
+    await sandbox.forgetKeys(`fg:${tenant}:`);
+    const paid = await finished(api, await pay(api, payment({ idempotency_key: key })));
+    assert.equal(paid.result.state, 'CONFIRMED', JSON.stringify(paid.result));
+    assert.equal((await sandbox.charges(tenant)).filter((c) => c.status === 'succeeded').length, 1);
+  });
+
   test('cancel before the charge cancels; cancel while the charge is in flight refunds it', async () => {
     const { tenant, api } = await tenantApi();
     const waiting = await pay(api, payment({ amount: 200_000 }));
