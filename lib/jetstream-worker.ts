@@ -198,8 +198,9 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
     const keepAlive = setInterval(() => m.working(), Math.max(ackWait / 3, 1000));
     try {
       await opts.handle(m);
-      forget(seq, deliveries > 1);
-      await m.ackAck().catch(() => undefined); // a lost ack means a redelivery, which the handler absorbs
+      // A lost ack means a redelivery, which the handler absorbs; the record stays for it, or
+      // its earlier answered deliveries would count as lost.
+      await m.ackAck().then(() => forget(seq, deliveries > 1), () => undefined);
     } catch (err) {
       const poison = err instanceof PoisonMessageError;
       if (err instanceof DependencyUnavailableError) {
