@@ -32,6 +32,7 @@ export class TriggerBacklog {
   private last?: { at: number; messages: number; lastSeq: number };
   private timer?: NodeJS.Timeout;
   private reading?: Promise<void>;
+  private stopped = false;
   private readonly gauge: prom.Gauge;
   readonly pushbacks: prom.Counter;
 
@@ -48,6 +49,7 @@ export class TriggerBacklog {
     const tick = () => {
       this.reading = this.read().finally(() => {
         this.reading = undefined;
+        if (this.stopped) return;
         this.timer = setTimeout(tick, this.opts.pollMs);
         this.timer.unref();
       });
@@ -56,6 +58,7 @@ export class TriggerBacklog {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearTimeout(this.timer);
     await this.reading;
   }
