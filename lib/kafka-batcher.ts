@@ -224,7 +224,16 @@ export class KafkaBatcher {
       else byTopic.set(p.topic, [p.message]);
     }
     try {
-      this.producer ??= await this.connect();
+      if (!this.producer) {
+        const connected = await this.connect();
+        // close() gave up on this flush while it connected: the batch is spooled or reported lost
+        // already, and nobody would close this connection.
+        if (this.closed) {
+          await connected.close().catch(() => undefined);
+          return;
+        }
+        this.producer = connected;
+      }
       await this.producer.send([...byTopic].map(([topic, messages]) => ({ topic, messages })));
       this.lastFailed = false;
       for (const p of batch) p.done(true);

@@ -172,3 +172,20 @@ test('a record dropped from a full queue is not reported as sent', async () => {
   assert.equal(await third, false, 'still queued after 300 ms: not acknowledged');
   await b.close(50);
 });
+
+test('a connection that comes up after close() gave up on it is closed, not left open', async () => {
+  let closed = 0;
+  let sent = 0;
+  const slow = async () => {
+    await new Promise((r) => setTimeout(r, 300));
+    return { send: async () => { sent += 1; }, close: async () => { closed += 1; } };
+  };
+  const b = new KafkaBatcher(slow, createLogger('test', 'silent'), { lingerMs: 5 });
+  const record = b.send('t', 'k', { n: 1 });
+  await new Promise((r) => setTimeout(r, 50)); // connecting
+  await b.close(100);
+  assert.equal(await record, false);
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(closed, 1, 'the late connection was closed');
+  assert.equal(sent, 0, 'and nothing was sent on it after close');
+});
