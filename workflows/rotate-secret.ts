@@ -83,26 +83,23 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
     // The rollback keeps a version the finish made current although the run did not see it (an
     // abort during the finish): then the rotation is done, and the run says how it ended instead.
     const reported = patched(UNDO_FAILURE_REPORTED);
-    let undone;
-    try {
-      undone = pending && !finished
-        ? await CancellationScope.nonCancellable(async () => {
-          const r = await (reported ? undoActs : acts).rollbackPendingSecret({ ...ref, version: pending! });
-          if (!r.kept) {
-            for (const s of ['create-pending', 'set-on-target']) rb.rolledBack(s, r.detail);
-            await acts.raiseRotationAlert({ ...ref, reason: (err as Error).message });
-          }
-          return r;
-        })
-        : undefined;
-    } catch (undoErr) {
-      // The rollback failed for good: a pending version may be live. The run says so and an
-      // operator is told, instead of the run failing with no state.
-      if (!reported) throw undoErr;
-      const reason = `${causeMessage(err)}; then rolling back version ${pending} failed: ${causeMessage(undoErr)}`;
-      rb.finish('FAILED', undoErr);
-      await CancellationScope.nonCancellable(() => acts.raiseRotationAlert({ ...ref, reason })).catch(() => undefined);
-      throw ApplicationFailure.nonRetryable(`rotation of ${p.secret} failed and was not rolled back: ${reason}`, 'RotationFailed', { state: 'FAILED' });
+    let undone: Awaited<ReturnType<Activities['rollbackPendingSecret']>> | undefined;
+    if (pending && !finished) {
+      try {
+        undone = await CancellationScope.nonCancellable(() => (reported ? undoActs : acts).rollbackPendingSecret({ ...ref, version: pending! }));
+      } catch (undoErr) {
+        // The rollback failed for good: a pending version may be live. The run says so and an
+        // operator is told, instead of the run failing with no state.
+        if (!reported) throw undoErr;
+        const reason = `${causeMessage(err)}; then rolling back version ${pending} failed: ${causeMessage(undoErr)}`;
+        rb.finish('FAILED', undoErr);
+        await CancellationScope.nonCancellable(() => acts.raiseRotationAlert({ ...ref, reason })).catch(() => undefined);
+        throw ApplicationFailure.nonRetryable(`rotation of ${p.secret} failed and was not rolled back: ${reason}`, 'RotationFailed', { state: 'FAILED' });
+      }
+      if (!undone.kept) {
+        for (const s of ['create-pending', 'set-on-target']) rb.rolledBack(s, undone.detail);
+        await CancellationScope.nonCancellable(() => acts.raiseRotationAlert({ ...ref, reason: (err as Error).message }));
+      }
     }
     if (undone && !undone.kept) {
       rb.finish('ROLLED_BACK', err);
