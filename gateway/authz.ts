@@ -69,11 +69,16 @@ export function pathForRules(path: string): string {
   return out;
 }
 
-/** Is `path` (already `pathForRules`) the rule's path or below it? */
-const under = (path: string, rulePath: string) => {
-  const p = pathForRules(rulePath);
-  return p === '/' || path === p || path.startsWith(`${p}/`);
-};
+/** A rule's paths as `pathForRules` gives them, worked out once per config object. */
+const rulePaths = new WeakMap<string[], string[]>();
+function normalizedPaths(paths: string[]): string[] {
+  let out = rulePaths.get(paths);
+  if (!out) rulePaths.set(paths, (out = paths.map(pathForRules)));
+  return out;
+}
+
+/** Is `path` (already `pathForRules`) one of the rule's paths or below one? */
+const underAny = (path: string, paths: string[]) => normalizedPaths(paths).some((p) => p === '/' || path === p || path.startsWith(`${p}/`));
 
 export function authorize(cfg: AuthorizationConfig, req: AccessRequest): AccessDecision {
   const roles = effectiveRoles(req.roles);
@@ -81,11 +86,7 @@ export function authorize(cfg: AuthorizationConfig, req: AccessRequest): AccessD
   for (const [i, rule] of cfg.rules.entries()) {
     if (rule.roles && !rule.roles.some((r) => roles.has(r))) continue;
     if (rule.methods && !(rule.methods as string[]).includes(req.method)) continue;
-    if (rule.paths) {
-      path ??= pathForRules(req.path);
-      const p = path;
-      if (!rule.paths.some((rp) => under(p, rp))) continue;
-    }
+    if (rule.paths && !underAny((path ??= pathForRules(req.path)), rule.paths)) continue;
     if (rule.claims && !Object.entries(rule.claims).every(([name, allowed]) => claimMatches(req.claims, name, allowed))) continue;
     if (rule.source_cidrs && !addressIn(req.ip, rule.source_cidrs)) continue;
     if (rule.hours_utc) {

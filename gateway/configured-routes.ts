@@ -31,9 +31,12 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'up
  * the client's own values of these are not passed on. The gateway is the edge: a client's
  * X-Forwarded-Host or X-Real-IP would otherwise poison links and addresses the upstream builds.
  */
-const GATEWAY_ASSERTED = new Set(['x-request-id', 'x-tenant-id', 'x-user-id', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server', 'x-real-ip', 'forwarded', 'authorization', 'x-api-key']);
-/** A header name some servers (CGI, WSGI, Rack) read as a gateway-asserted one once `_` becomes `-`: `X_User_ID`. */
-const spoofsAsserted = (name: string) => name.includes('_') && (GATEWAY_ASSERTED.has(name.replace(/_/g, '-')) || name.replace(/_/g, '-') === 'x-forwarded-for');
+const GATEWAY_ASSERTED = ['x-request-id', 'x-tenant-id', 'x-user-id', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server', 'x-real-ip', 'forwarded'];
+/** Client headers that do not reach the upstream as the client sent them (X-Forwarded-For is appended to). */
+const NOT_COPIED = new Set([...HOP_BY_HOP, ...GATEWAY_ASSERTED.filter((h) => h !== 'x-forwarded-for')]);
+const ASSERTED = new Set([...GATEWAY_ASSERTED, 'authorization', 'x-api-key']);
+/** Copied from the client: not hop-by-hop or asserted, nor a name some servers (CGI, WSGI, Rack) read as an asserted one once `_` becomes `-` (`X_User_ID`). */
+const copied = (name: string) => !NOT_COPIED.has(name) && !(name.includes('_') && ASSERTED.has(name.replace(/_/g, '-')));
 
 /**
  * A value for X-User-ID: the name as it is when it is printable ASCII, else percent-encoded
@@ -64,14 +67,17 @@ export function publicLocation(location: string, target: string, pattern: string
   if (rewritten || (basePath && loc.pathname !== basePath && !loc.pathname.startsWith(`${basePath}/`))) return `${loc.pathname}${tail}`;
   const rest = loc.pathname.slice(basePath.length) || '/';
   if (!stripPath) return `${rest}${tail}`;
-  const prefix = pattern.split(/[:*]/)[0]!.replace(/\/$/, '');
+  const prefix = staticPrefix(pattern);
   return `${prefix}${rest === '/' && prefix ? '' : rest}${tail}`;
 }
+
+/** A route pattern's static part, without a trailing slash: `/v1/orders/*` → `/v1/orders`. */
+const staticPrefix = (pattern: string) => pattern.split(/[:*]/)[0]!.replace(/\/$/, '');
 
 /** `/v1/orders/*` with strip_path drops `/v1/orders` (the pattern's static prefix) from the path. */
 export function upstreamPath(pattern: string, path: string, strip: boolean): string {
   if (!strip) return path;
-  const prefix = pattern.split(/[:*]/)[0]!.replace(/\/$/, '');
+  const prefix = staticPrefix(pattern);
   const rest = path.startsWith(prefix) ? path.slice(prefix.length) : path;
   return rest.startsWith('/') ? rest : `/${rest}`;
 }
@@ -123,7 +129,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
 
   function outboundHeaders(req: FastifyRequest, tenant: string, add?: Record<string, string>, remove?: string[]): Record<string, string> {
     const headers: Record<string, string> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && !HOP_BY_HOP.has(k) && !GATEWAY_ASSERTED.has(k) && !spoofsAsserted(k)) headers[k] = v;
+    for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && copied(k)) headers[k] = v;
     // Headers the client's Connection names are hop-by-hop too (RFC 9110 7.6.1).
     const connection = req.headers.connection;
     if (connection && connection !== 'keep-alive' && connection !== 'close') for (const name of connection.split(',')) delete headers[name.trim().toLowerCase()];
