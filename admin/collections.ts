@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { PoolClient } from 'pg';
 import { z } from 'zod';
-import { deleteEntity, ENTITIES, getEntity, insertEntity, listEntities, updateEntity, type Doc, type EntityDef, type EntityRow } from '../lib/control-plane/entities';
+import { deleteEntity, ENTITIES, getEntity, insertEntity, listEntities, updateEntity, UUID, type Doc, type EntityDef, type EntityRow } from '../lib/control-plane/entities';
 import { COLLECTIONS } from '../lib/control-plane/schemas';
 import { beginChange, finishChange, type ChangeAudit } from '../lib/control-plane/versions';
 import { newCredential } from '../lib/credentials';
@@ -20,7 +20,6 @@ const MAX_PAGE = 1000;
  * plugins share a name across scopes).
  */
 const encodeCursor = (key: string, id: string) => Buffer.from(JSON.stringify({ after: key, id })).toString('base64url');
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 function decodeCursor(cursor: string): { key: string; id?: string } {
   try {
     const v = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as { after?: unknown; id?: unknown };

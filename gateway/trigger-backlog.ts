@@ -2,7 +2,7 @@ import type { JetStreamManager } from 'nats';
 import prom, { type Registry } from 'prom-client';
 import { ApiError } from '../lib/errors';
 import type { Logger } from '../lib/logger';
-import { STREAMS } from '../lib/nats';
+import { STREAMS, subjects } from '../lib/nats';
 
 export type BacklogLimits = {
   /** Triggers waiting in JetStream (accepted, not yet started) past which every tenant is pushed back. */
@@ -11,7 +11,8 @@ export type BacklogLimits = {
   tenantMax: number;
 };
 
-const SUBJECT_PREFIX = 'workflow.triggers.';
+/** A trigger subject less its tenant (`workflow.triggers.`). */
+const SUBJECT_PREFIX = subjects.trigger('');
 
 /**
  * Pushback before the trigger backlog outgrows a bound (DESIGN.md, guarantee 12): JetStream
@@ -84,7 +85,7 @@ export class TriggerBacklog {
 
   private async read(): Promise<void> {
     try {
-      const info = await (await this.jsm()).streams.info(STREAMS.triggers, { subjects_filter: `${SUBJECT_PREFIX}*` });
+      const info = await (await this.jsm()).streams.info(STREAMS.triggers, { subjects_filter: subjects.trigger('*') });
       const perTenant = new Map<string, number>();
       for (const [subject, n] of Object.entries(info.state.subjects ?? {})) perTenant.set(subject.slice(SUBJECT_PREFIX.length), n);
       const now = Date.now();

@@ -1,4 +1,4 @@
-import { AckPolicy, DeliverPolicy, nanos, type JetStreamClient, type JetStreamManager, type JsMsg, type KV } from 'nats';
+import { AckPolicy, DeliverPolicy, nanos, type JetStreamClient, type JetStreamManager, type JsMsg, type KV, type KvEntry } from 'nats';
 import type { Logger } from './logger';
 
 /** A message that can never succeed: dead-letter it now instead of retrying. */
@@ -75,6 +75,9 @@ export class FailureCounts {
 /** What the processes have answered to a message's deliveries, kept by `DeliveryLedger`. */
 export type DeliveryRecord = { answered: number; failed: number };
 
+/** An entry's record; none (or a purged one) is a message nobody has answered yet. */
+const recordOf = (e: KvEntry | null): DeliveryRecord => (e && e.operation === 'PUT' && e.length ? (e.json() as DeliveryRecord) : { answered: 0, failed: 0 });
+
 /** NATS KV bucket of `DeliveryLedger`: one key per message that was ever retried. */
 export const DELIVERIES_BUCKET = 'flowgate_deliveries';
 
@@ -92,8 +95,7 @@ export class DeliveryLedger {
   }
 
   async read(seq: number): Promise<DeliveryRecord> {
-    const e = await this.kv.get(this.key(seq));
-    return e && e.operation === 'PUT' && e.length ? (e.json() as DeliveryRecord) : { answered: 0, failed: 0 };
+    return recordOf(await this.kv.get(this.key(seq)));
   }
 
   /** Adds one answered delivery (and a failure, if it failed); returns the record as written. */
@@ -102,7 +104,7 @@ export class DeliveryLedger {
     const key = this.key(seq);
     for (let attempt = 1; ; attempt++) {
       const e = await kv.get(key);
-      const before = e && e.operation === 'PUT' && e.length ? (e.json() as DeliveryRecord) : { answered: 0, failed: 0 };
+      const before = recordOf(e);
       const after = { answered: before.answered + 1, failed: before.failed + (failed ? 1 : 0) };
       try {
         if (e) await kv.update(key, JSON.stringify(after), e.revision);

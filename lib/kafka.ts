@@ -1,6 +1,7 @@
 import { Kafka, logLevel, type Admin, type ITopicConfig } from 'kafkajs';
 import type { Registry } from 'prom-client';
 import { prom } from './metrics';
+import { commitOffsetsAsAdmin } from './kafka-platformatic';
 
 /** Kafka topics (DESIGN.md, "Contracts"); every record is keyed by tenant. */
 export const TOPICS = {
@@ -95,22 +96,6 @@ async function pin(admin: Admin, brokers: string[], groupId: string, topic: stri
   // then proceeds as without the pin (a race only between replicas starting at the same moment).
   await commitOffsetsAsAdmin(brokers, groupId, topic, ends.map((p) => ({ partition: p.partition, offset: BigInt(p.high) })));
   return { pinned: ends.map((p) => p.partition).sort((a, b) => a - b), groupRunning: false };
-}
-
-/**
- * Commits offsets for a group with no members in one OffsetCommit request (generation -1, no
- * member id), as Kafka's own admin client does. kafkajs's `admin.setOffsets` instead joins the
- * group with a consumer and waits out a whole fetch (5 s) before leaving, at every process start.
- */
-async function commitOffsetsAsAdmin(brokers: string[], groupId: string, topic: string, partitionOffsets: { partition: number; offset: bigint }[]): Promise<void> {
-  // An ECMAScript module; this project compiles to CommonJS, which reaches it through import().
-  const { Admin } = await import('@platformatic/kafka');
-  const admin = new Admin({ clientId: `flowgate-pin-${groupId}`, bootstrapBrokers: brokers, retries: 2, retryDelay: 200, connectTimeout: 3000, timeout: 10_000 });
-  try {
-    await admin.alterConsumerGroupOffsets({ groupId, topics: [{ name: topic, partitionOffsets }] });
-  } finally {
-    await admin.close().catch(() => undefined);
-  }
 }
 
 /**

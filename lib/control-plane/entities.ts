@@ -193,7 +193,7 @@ function rowToEntity(row: { id: string; row_version: number; created_at: Date; u
   return { id: row.id, version: row.row_version, created_at: row.created_at, updated_at: row.updated_at, doc };
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export async function listEntities(
   db: PoolClient, def: EntityDef, opts: { filters?: Record<string, string>; limit?: number; after?: { key: string; id?: string } } = {},
