@@ -6,6 +6,8 @@ const { composeGreeting } = proxyActivities<ReturnType<typeof createActivities>>
 
 export type Decision = { approver: string; comment?: string };
 export const approveSignal = defineSignal<[Decision]>('approve');
+/** patched() id of the check that refuses a decision received at or after its deadline (approvals and payments). */
+export const APPROVAL_DEADLINE_PATCH = 'approval-deadline';
 export const rejectSignal = defineSignal<[Decision]>('reject');
 
 export type ApprovalInput = { subject: string; requester: string; timeout_seconds?: number };
@@ -33,7 +35,7 @@ export async function approvalRequest(input: ApprovalInput): Promise<ApprovalRes
   );
   // Received at or after the deadline (with the timer, while the workers were away): too late.
   // Histories recorded before this check replay as they ran.
-  const late = decided && decision !== undefined && decision.at >= expiresAt && patched('approval-deadline');
+  const late = decided && decision !== undefined && decision.at >= expiresAt && patched(APPROVAL_DEADLINE_PATCH);
   if (!decided || !decision || late) throw ApplicationFailure.nonRetryable('approval expired before a decision', 'ApprovalExpired');
   if (decision.kind === 'reject') {
     throw ApplicationFailure.nonRetryable(`rejected by ${decision.by.approver}`, 'ApprovalRejected', decision.by);

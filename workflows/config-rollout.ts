@@ -80,13 +80,14 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
     }, (r) => `${r.instances.length} instance(s) serve ${v.to}`);
     return rb.finish('COMPLETED');
   } catch (err) {
-    const undo = patched(UNDO_FAILURE_REPORTED) ? undoActs : acts;
+    const reported = patched(UNDO_FAILURE_REPORTED);
+    const undo = reported ? undoActs : acts;
     /** Runs an undo; if it fails for good, the run says so and an operator is told, instead of the run failing with no state. */
     const undoing = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
       try {
         await CancellationScope.nonCancellable(fn);
       } catch (undoErr) {
-        if (!patched(UNDO_FAILURE_REPORTED)) throw undoErr;
+        if (!reported) throw undoErr;
         const reason = `${causeMessage(err)}; then restoring version ${from} ${what} failed: ${causeMessage(undoErr)}`;
         rb.finish('FAILED', undoErr);
         await CancellationScope.nonCancellable(() => acts.publishRunbookEvent({ run_id: workflowInfo().workflowId, type: 'config.rollout_undo_failed', data: { workspace: p.workspace, canary_group: p.canary_group, from, reason } })).catch(() => undefined);

@@ -14,7 +14,7 @@ import {
 import type { createActivities } from '../activities';
 import type { PaymentContext, PaymentInput, PaymentResult, PaymentState } from '../lib/payments';
 import type { ExecutionMemo } from '../lib/trigger-message';
-import { approveSignal, rejectSignal, type Decision } from './approval';
+import { APPROVAL_DEADLINE_PATCH, approveSignal, rejectSignal, type Decision } from './approval';
 import { Progress } from './progress';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -43,7 +43,7 @@ const { notifyPayment } = proxyActivities<Activities>({
 });
 
 /** Changes to processPayment's commands, each kept for the runs that started before it (workflow.patched). */
-export const PATCHES = { approvalStateWithItsWait: 'approval-state-with-its-wait', approvalDeadline: 'approval-deadline' } as const;
+export const PATCHES = { approvalStateWithItsWait: 'approval-state-with-its-wait', approvalDeadline: APPROVAL_DEADLINE_PATCH } as const;
 
 export const PAYMENT_STEPS = ['validate', 'approval', 'charge', 'ledger', 'notify'];
 
