@@ -1,7 +1,7 @@
-import { ActivityCancellationType, type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
-import { ABORT_WAITS_FOR_STEP, Runbook } from './runbook';
+import { ABORT_WAITS_FOR_STEP, Runbook, runbookActivities } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const ACTIVITY_OPTIONS: ActivityOptions = {
@@ -9,9 +9,8 @@ const ACTIVITY_OPTIONS: ActivityOptions = {
   heartbeatTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumAttempts: 3, nonRetryableErrorTypes: ['RestoreMismatch', 'NoPgPrograms', 'NoBackupDir'] },
 };
-const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
-/** The steps as an abort sees them: teardown runs once the step under way (a scratch instance starting) has settled. */
-const settledActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
+/** The steps as an abort sees them (`settled`): teardown runs once the step under way (a scratch instance starting) has settled. */
+const { acts, settled: settledActs } = runbookActivities<Activities>(ACTIVITY_OPTIONS);
 
 export type BackupDrillParams = { keep_backup: boolean };
 export const BACKUP_DRILL_STEPS = ['backup', 'scratch', 'restore', 'verify', 'teardown'];

@@ -1,7 +1,7 @@
-import { ActivityCancellationType, type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
-import { ABORT_WAITS_FOR_STEP, causeMessage, Runbook, UNDO_FAILURE_REPORTED } from './runbook';
+import { ABORT_WAITS_FOR_STEP, causeMessage, Runbook, runbookActivities, SETTLED, UNDO_FAILURE_REPORTED } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const ACTIVITY_OPTIONS: ActivityOptions = {
@@ -9,11 +9,8 @@ const ACTIVITY_OPTIONS: ActivityOptions = {
   heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '1 second', maximumAttempts: 3, nonRetryableErrorTypes: ['RolloutInvalid'] },
 };
-const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
-/** The forward steps as an abort sees them: the undo pins only once the pin under way has settled. */
-const settledActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
-/** The undo outlasts a blip (a database restart): about five minutes of retries, not three seconds. */
-const undoActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 15, nonRetryableErrorTypes: ['RolloutInvalid'] } });
+/** Forward steps an abort waits for (`settled`); undos retried for minutes (`undo`). */
+const { acts, settled: settledActs, undo: undoActs } = runbookActivities<Activities>(ACTIVITY_OPTIONS);
 
 export type RolloutParams = {
   workspace: string; to_version?: number; canary_group: string; bake_seconds: number;
@@ -56,7 +53,7 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
     }, (r) => `${r.instances.length} canary instance(s) serve ${v.to}`);
     // The bake lasts bake_seconds (up to an hour) and then scrapes: its own time limit follows it.
     const bakeActs = proxyActivities<Activities>({
-      ...ACTIVITY_OPTIONS, startToCloseTimeout: `${p.bake_seconds + 60} seconds`, ...(waits ? { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } : {}),
+      ...ACTIVITY_OPTIONS, startToCloseTimeout: `${p.bake_seconds + 60} seconds`, ...(waits ? SETTLED : {}),
     });
     const baked = await rb.step('bake', () => bakeActs.bakeCanary({ canary_group: p.canary_group, seconds: p.bake_seconds, workspace: p.workspace }),
       (r) => `canary ${r.canary.requests} req, ${(r.canary.error_rate * 100).toFixed(2)} % 5xx, p99 ${r.canary.p99_ms ?? '-'} ms; rest ${r.stable.requests} req, ${(r.stable.error_rate * 100).toFixed(2)} % 5xx, p99 ${r.stable.p99_ms ?? '-'} ms`);

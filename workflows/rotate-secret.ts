@@ -1,7 +1,7 @@
-import { ActivityCancellationType, type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, sleep } from '@temporalio/workflow';
+import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, sleep } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
-import { ABORT_WAITS_FOR_STEP, causeMessage, Runbook, UNDO_FAILURE_REPORTED } from './runbook';
+import { ABORT_WAITS_FOR_STEP, causeMessage, Runbook, runbookActivities, UNDO_FAILURE_REPORTED } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const NON_RETRYABLE = ['RotationInProgress', 'RotationConflict', 'RotationTestFailed', 'UnknownSecret'];
@@ -9,20 +9,12 @@ const ACTIVITY_OPTIONS: ActivityOptions = {
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE },
 };
-const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
+const { acts, settled: settledActs, undo: undoActs } = runbookActivities<Activities>(ACTIVITY_OPTIONS);
 /**
  * Revoking the previous login waits up to 30 s for its busy sessions before it ends them: its
  * limit leaves room for that last resort, and its heartbeats (every 250 ms) show it is alive.
  */
 const revokeActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, startToCloseTimeout: '2 minutes', heartbeatTimeout: '20 seconds' });
-/**
- * The forward steps as an abort sees them: it waits for the step under way to settle before the
- * rollback runs, so the rollback never runs beside the step it undoes (a version written after
- * the rollback looked, a finish landing on a destroyed version).
- */
-const settledActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED });
-/** The rollback outlasts a blip: about five minutes of retries. */
-const undoActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, retry: { ...ACTIVITY_OPTIONS.retry, maximumAttempts: 15 } });
 
 export type RotateSecretParams = { secret: string; grace_seconds: number; require_approval: boolean; approval_timeout_seconds: number };
 export const ROTATION_STEPS = ['inspect', 'approve', 'create-pending', 'set-on-target', 'test', 'finish', 'notify', 'revoke-previous'];

@@ -1,4 +1,6 @@
 import {
+  ActivityCancellationType,
+  type ActivityOptions,
   ApplicationFailure,
   CancellationScope,
   condition,
@@ -20,6 +22,22 @@ import { RUNBOOK_MEMO_KEY, type RunbookInput, type RunRecord, type RunState, typ
 export const ABORT_WAITS_FOR_STEP = 'abort-waits-for-step';
 /** patched() id of runbooks that report an undo that failed for good (state FAILED, an alert) instead of failing with no state. */
 export const UNDO_FAILURE_REPORTED = 'undo-failure-reported';
+
+/** An activity an abort waits for: it is cancelled, and the workflow goes on once it has settled. */
+export const SETTLED: Pick<ActivityOptions, 'cancellationType'> = { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
+
+/**
+ * A runbook's activities under its options, three ways: `acts` as given; `settled`, which an abort
+ * waits for (ABORT_WAITS_FOR_STEP); `undo`, retried for about five minutes so an undo outlasts a
+ * blip (UNDO_FAILURE_REPORTED). Proxies only: no command until an activity is called.
+ */
+export function runbookActivities<A extends object>(options: ActivityOptions) {
+  return {
+    acts: proxyActivities<A>(options),
+    settled: proxyActivities<A>({ ...options, ...SETTLED }),
+    undo: proxyActivities<A>({ ...options, retry: { ...options.retry, initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 15 } }),
+  };
+}
 
 /** What went wrong, as the activity said it ('Activity task failed' names only the wrapper). */
 export const causeMessage = (err: unknown): string => ((err as { cause?: Error }).cause ?? (err as Error)).message;
