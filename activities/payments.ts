@@ -22,6 +22,7 @@ const REFUSED = 'PaymentRejected';
 const EVENT_WAIT_MS = 2000;
 
 type Charge = { id: string; status: string; amount: number; amount_refunded: number; refunded: boolean; currency: string; metadata?: Record<string, string> };
+type Refund = { id: string; amount: number };
 type ProviderError = { error?: { type?: string; code?: string; decline_code?: string; charge?: string; param?: string } };
 
 const invalid = (field: string, code: string, message: string) => ApplicationFailure.nonRetryable(message, 'PaymentInvalid', { field, code });
@@ -142,10 +143,19 @@ export function paymentActivities(deps: PaymentDeps) {
       const key = chargeKeyOf(ctx, input);
       const charge = (await chargesUnder(ctx, key)).find((c) => c.status === 'succeeded' && c.metadata?.payment_id === ctx.payment_id);
       if (!charge) return { refunded: false };
-      if (charge.refunded) return { refunded: true };
+      if (charge.refunded) {
+        // Refunded by an earlier attempt whose answer was lost (or the provider forgot its key): that refund is the answer.
+        // The event has the same id whoever sends it, so consumers see one.
+        const found = await provider(ctx, 'GET', `/v1/refunds?charge=${encodeURIComponent(charge.id)}`);
+        if (found.status >= 400) throw refusal(found.status, found.body, 'the refund lookup');
+        const refund = (found.body as { data?: Refund[] }).data?.[0];
+        if (!refund) return { refunded: true };
+        await event(ctx, 'payment.refunded', { charge_id: charge.id, refund_id: refund.id, amount: refund.amount });
+        return { refunded: true, refund_id: refund.id };
+      }
       const res = await provider(ctx, 'POST', '/v1/refunds', { charge: charge.id }, `${key}:refund`);
       if (res.status >= 400) throw refusal(res.status, res.body, 'the refund');
-      const refund = res.body as { id: string; amount: number };
+      const refund = res.body as Refund;
       await event(ctx, 'payment.refunded', { charge_id: charge.id, refund_id: refund.id, amount: refund.amount });
       return { refunded: true, refund_id: refund.id };
     },

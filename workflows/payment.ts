@@ -87,6 +87,7 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
   setHandler(rejectSignal, decide('reject'));
 
   const undo: { step: string; run: () => Promise<unknown> }[] = [];
+  let refunded = false;
   let refundId: string | undefined;
   try {
     let approvalRequired: boolean;
@@ -133,7 +134,7 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
 
     progress.setState('PAYMENT_PROCESSING');
     // Pushed before the charge: a charge whose answer was lost is still refunded (looked up by key).
-    undo.push({ step: 'refund', run: async () => { refundId = (await refundPayment(ctx, input)).refund_id; } });
+    undo.push({ step: 'refund', run: async () => { ({ refunded, refund_id: refundId } = await refundPayment(ctx, input)); } });
     let chargeId: string;
     try {
       ({ charge_id: chargeId } = await progress.step('charge', () => chargePayment(ctx, input)));
@@ -176,14 +177,14 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
         }
       }
     });
-    const state: PaymentState = refundId ? 'REFUNDED' : canceled ? 'CANCELLED' : 'PAYMENT_FAILED';
+    const state: PaymentState = refunded ? 'REFUNDED' : canceled ? 'CANCELLED' : 'PAYMENT_FAILED';
     progress.setState(state);
     if (canceled && !failed.length) {
       await CancellationScope.nonCancellable(() => publishPaymentEvent(ctx, 'payment.cancelled', { state, refund_id: refundId ?? null }));
       throw err;
     }
     const reason = failed.length ? 'compensation_failed' : failureType(err) ?? 'failed';
-    await CancellationScope.nonCancellable(() => raisePaymentAlert(ctx, { reason, state, error: String((err as Error).message ?? err), refunded: Boolean(refundId) }));
+    await CancellationScope.nonCancellable(() => raisePaymentAlert(ctx, { reason, state, error: String((err as Error).message ?? err), refunded }));
     if (canceled) throw err;
     throw ApplicationFailure.nonRetryable(`payment ${state === 'REFUNDED' ? 'refunded' : 'failed'}: ${(err as Error).message}`, 'PaymentFailed', {
       state, reason, refund_id: refundId ?? null, compensations_failed: failed,

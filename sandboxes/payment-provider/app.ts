@@ -176,6 +176,10 @@ const chargeListQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(100).default(10),
   idempotency_key: z.string().optional(),
 });
+const refundListQuery = z.strictObject({
+  limit: z.coerce.number().int().min(1).max(100).default(10),
+  charge: z.string().optional(),
+});
 
 function loggerOption(logger: PaymentSandboxOptions['logger']): false | LoggerOptions {
   if (!logger) return false;
@@ -370,6 +374,11 @@ export function buildPaymentSandbox(opts: PaymentSandboxOptions = {}): { app: Fa
       return { object: 'list', data: matching.slice(0, limit), has_more: matching.length > limit };
     });
 
+    v1.get('/refunds', async (req) => {
+      const { limit, charge } = parse(refundListQuery, req.query);
+      const matching = [...state.refunds.values()].reverse().filter((r) => charge === undefined || r.charge === charge);
+      return { object: 'list', data: matching.slice(0, limit), has_more: matching.length > limit };
+    });
     v1.post('/refunds', async (req, reply) =>
       mutation('POST /v1/refunds', req, reply, (ctx) => {
         const params = parse(refundParams, req.body);

@@ -241,39 +241,72 @@ describe("a tenant's payment limits (Admin API)", () => {
   });
 });
 
-describe('faults', () => {
-  test('a ledger failure after the capture refunds the charge and alerts the operator', async () => {
-    const { tenant, api } = await tenantApi();
-    const marker = `ledger-fault-${randomUUID()}`;
-    // A real refusal from PostgreSQL, for this payment only.
-    const owner = new pg.Client({ connectionString: stack.env.FLOWGATE_DATABASE_OWNER_URL });
-    await owner.connect();
-    const fn = `refuse_${randomBytes(4).toString('hex')}`;
-    await owner.query(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'ledger closed' USING ERRCODE = 'check_violation'; END $$`);
-    await owner.query(`CREATE TRIGGER ${fn} BEFORE INSERT ON payments FOR EACH ROW WHEN (NEW.description = '${marker}') EXECUTE FUNCTION ${fn}()`);
-    try {
-      const id = await pay(api, payment({ description: marker }));
-      const done = await finished(api, id);
-      assert.equal(done.status, 'FAILED');
-      assert.equal(done.error.type, 'PaymentFailed');
-      assert.equal(done.state, 'REFUNDED');
-      const [charge] = await sandbox.charges(tenant);
-      assert.equal(charge!.refunded, true);
-      assert.equal((await sandbox.refunds(tenant)).length, 1);
-      const events = await workflowEvents(tenant, (t) => t.includes('payment.alert'));
-      assert.ok(events.map((e) => e.type).indexOf('payment.refunded') < events.map((e) => e.type).indexOf('payment.alert'));
-      const alert = JSON.parse(events.find((e) => e.type === 'payment.alert')!.value);
-      assert.equal(alert.data.reason, 'LedgerRejected');
-      assert.equal(alert.data.refunded, true);
-      assert.ok(await metric(`http://127.0.0.1:${stack.layout.ports.workerStatus}`, 'payment_alerts_total', { reason: 'LedgerRejected' }) >= 1);
-      const booked = await asPlatform(pool, async (db) => (await db.query('SELECT count(*)::int AS n FROM ledger_entries WHERE payment_id = $1', [id])).rows[0].n);
-      assert.equal(booked, 0);
-    } finally {
-      await owner.query(`DROP TRIGGER ${fn} ON payments`);
-      await owner.query(`DROP FUNCTION ${fn}()`);
-      await owner.end();
+/**
+ * A real refusal from PostgreSQL after the charge, for this payment only: the charge is refunded
+ * and the operator alerted. With `answersLost`, the provider commits the charge and the refund but
+ * answers both with a 500, and a worker making one provider call per attempt retries each
+ * activity: the run still reports the refund it made.
+ */
+async function ledgerFailureRefunds(answersLost: boolean) {
+  const { tenant, api } = await tenantApi();
+  const marker = `ledger-fault-${randomUUID()}`;
+  const owner = new pg.Client({ connectionString: stack.env.FLOWGATE_DATABASE_OWNER_URL });
+  await owner.connect();
+  const fn = `refuse_${randomBytes(4).toString('hex')}`;
+  await owner.query(`CREATE FUNCTION ${fn}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'ledger closed' USING ERRCODE = 'check_violation'; END $$`);
+  await owner.query(`CREATE TRIGGER ${fn} BEFORE INSERT ON payments FOR EACH ROW WHEN (NEW.description = '${marker}') EXECUTE FUNCTION ${fn}()`);
+  // An answer replayed from the idempotency record takes no fault: the charge's retry gets its
+  // answer, and the second fault is the refund's.
+  let worker = `http://127.0.0.1:${stack.layout.ports.workerStatus}`;
+  let id: string;
+  let run: Awaited<ReturnType<typeof startOn>> | undefined;
+  if (answersLost) {
+    const queue = `pay-lost-${randomBytes(4).toString('hex')}`;
+    worker = (await privateWorker(queue, { FLOWGATE_THIRD_PARTIES: JSON.stringify([{ name: PAYMENTS_SERVICE, base_url: sandbox.url, retry_delays_ms: [] }]) })).statusUrl;
+    await sandbox.faults(tenant, { fail_after_commit_next: 2 });
+    run = await startOn(queue, tenant, payment({ description: marker }));
+    id = run.id;
+  } else {
+    id = await pay(api, payment({ description: marker }));
+  }
+  try {
+    const done = await finished(api, id);
+    assert.equal(done.status, 'FAILED');
+    assert.equal(done.error.type, 'PaymentFailed');
+    assert.equal(done.state, 'REFUNDED');
+    const charges = await sandbox.charges(tenant);
+    assert.equal(charges.length, 1);
+    assert.equal(charges[0]!.refunded, true);
+    const refunds = await sandbox.refunds(tenant);
+    assert.equal(refunds.length, 1);
+    assert.equal(done.error.details.refund_id, refunds[0]!.id, 'the run names the refund the provider made');
+    if (answersLost) {
+      assert.deepEqual((await sandbox.requests(tenant, '/v1/charges')).filter((r) => r.method === 'POST').map((r) => [r.status, r.replayed]), [[500, false], [200, true]]);
+      assert.deepEqual((await sandbox.requests(tenant, '/v1/refunds')).map((r) => [r.method, r.status]), [['POST', 500], ['GET', 200]]);
     }
-  });
+    const events = await workflowEvents(tenant, (t) => t.includes('payment.alert'));
+    const types = events.map((e) => e.type);
+    assert.equal(types.filter((t) => t === 'payment.refunded').length, 1, types.join());
+    assert.ok(types.indexOf('payment.refunded') < types.indexOf('payment.alert'));
+    const alert = JSON.parse(events.find((e) => e.type === 'payment.alert')!.value);
+    assert.equal(alert.data.reason, 'LedgerRejected');
+    assert.equal(alert.data.refunded, true);
+    assert.ok(await metric(worker, 'payment_alerts_total', { reason: 'LedgerRejected' }) >= 1);
+    const booked = await asPlatform(pool, async (db) => (await db.query('SELECT count(*)::int AS n FROM ledger_entries WHERE payment_id = $1', [id])).rows[0].n);
+    assert.equal(booked, 0);
+  } finally {
+    await run?.close();
+    await sandbox.clearFaults(tenant);
+    await owner.query(`DROP TRIGGER ${fn} ON payments`);
+    await owner.query(`DROP FUNCTION ${fn}()`);
+    await owner.end();
+  }
+}
+
+describe('faults', () => {
+  test('a ledger failure after the capture refunds the charge and alerts the operator', () => ledgerFailureRefunds(false));
+
+  test('the same, with the answers to both the charge and the refund lost after the provider committed them', () => ledgerFailureRefunds(true));
 
   test('a 5xx burst opens the breaker, the payment waits for it, and completes with one charge once the provider recovers', async () => {
     const { tenant, api } = await tenantApi();
