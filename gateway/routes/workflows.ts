@@ -28,6 +28,8 @@ const VISIBILITY_STATUS: Record<string, string> = {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const closedExecution = (s: ExecutionStatus) => new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
+
 function parse<T extends z.ZodType>(schema: T, value: unknown, where: 'body' | 'query' | 'params' | 'signal'): z.infer<T> {
   const r = schema.safeParse(value);
   if (!r.success) throw validationError(r.error, where);
@@ -43,9 +45,15 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
   const notStarted = (id: string, tenant: string) => async (): Promise<ExecutionStatus> => {
     // DB-less gateways have no dead-letter table to look in.
     const row = ctx.pool
-      ? await inWorkspace(ctx.pool, tenant, async (db) => (await db.query<{ reason: string; at: Date }>('SELECT reason, at FROM dead_letters WHERE execution_id = $1', [id])).rows[0])
+      ? await inWorkspace(ctx.pool, tenant, async (db) => (await db.query<{ reason: string; at: Date; workflow_type: string | null }>(
+        "SELECT reason, at, workflow_type FROM dead_letters WHERE execution_id = $1 AND kind = 'trigger'", [id])).rows[0])
       : undefined;
-    if (row) return { ...accepted(id, null), status: 'FAILED', last_update: row.at.toISOString(), error: { message: row.reason, type: 'TriggerDeadLettered' } };
+    if (row) {
+      return {
+        ...accepted(id, null), workflow_type: row.workflow_type, status: 'FAILED', last_update: row.at.toISOString(),
+        error: { message: row.reason, type: 'TriggerDeadLettered' },
+      };
+    }
     return accepted(id);
   };
 
@@ -75,7 +83,8 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       return accepted(id, { kind: 'start', name: 'temporal-unavailable' });
     }
     if (!s) throw notFound('execution');
-    if (['COMPLETED', 'FAILED', 'CANCELED', 'TERMINATED', 'TIMED_OUT'].includes(s.status) && s.workflow_type !== null) {
+    // Not a dead-lettered trigger's FAILED: an operator may replay it, and then it runs.
+    if (['COMPLETED', 'FAILED', 'CANCELED', 'TERMINATED', 'TIMED_OUT'].includes(s.status) && s.started_at !== undefined) {
       if (closed.size >= CLOSED_CACHE_MAX) closed.delete(closed.keys().next().value!);
       closed.set(id, s);
     }
@@ -136,10 +145,12 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     assertBodyWithinLimit(req); // before any call to Temporal
     const s = await statusOf(id, tenant, true);
     if (s.status === 'ACCEPTED') throw new ApiError(409, 'execution_not_started', 'the workflow has not started yet', undefined, { 'Retry-After': '1' });
+    // A trigger dead-lettered before its start (its type retired, say) has no run to signal.
+    if (s.error?.type === 'TriggerDeadLettered') throw closedExecution(s);
     const def = findWorkflowType(s.workflow_type ?? '');
     const schema = def && Object.hasOwn(def.signals, name) ? def.signals[name] : undefined;
     if (!schema) throw new ApiError(400, 'unknown_signal', `${s.workflow_type} has no signal named ${name}`, [{ field: 'params.name', message: `one of: ${Object.keys(def?.signals ?? {}).join(', ') || '(none)'}` }]);
-    if (s.status !== 'RUNNING') throw new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
+    if (s.status !== 'RUNNING') throw closedExecution(s);
     const payload = parse(schema, req.body ?? undefined, 'signal');
     const msg: SignalMessage = { execution_id: id, tenant, signal: name, payload, correlation_id: req.id };
     try {
@@ -161,7 +172,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     const { id } = parse(executionParams, req.params, 'params');
     const s = await statusOf(id, tenant, true);
     if (s.status === 'ACCEPTED') throw new ApiError(409, 'execution_not_started', 'the workflow has not started yet', undefined, { 'Retry-After': '1' });
-    if (s.status !== 'RUNNING') throw new ApiError(409, 'execution_closed', `the workflow is ${s.status}`);
+    if (s.status !== 'RUNNING') throw closedExecution(s);
     await callTemporal('cancel', () => temporal.workflow.getHandle(id).cancel());
     return reply.code(202).send({ execution_id: id, status: 'CANCEL_REQUESTED' });
   });

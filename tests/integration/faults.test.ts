@@ -232,6 +232,12 @@ describe('poison triggers', () => {
     const s = await api.status(id);
     assert.equal(s.body.error.type, 'TriggerDeadLettered');
     assert.match(s.body.error.message, /unknown workflow type retired-type/);
+    assert.equal(s.body.workflow_type, 'retired-type');
+    // No run to act on: closed, not an unknown signal.
+    for (const r of [await api.signal(id, 'approve', { approver: 'x' }), await api.cancel(id)]) {
+      assert.equal(r.status, 409, r.text);
+      assert.equal(r.body.error.code, 'execution_closed');
+    }
     const dl = await (await nc.jetstreamManager()).streams.getMessage('FLOWGATE_DEAD_LETTERS', { last_by_subj: subjects.deadLetter('triggers', tenant) });
     assert.match(dl.header.get('Flowgate-Dead-Letter-Reason') ?? '', /retired-type/);
     await nc.close();
