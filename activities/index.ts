@@ -3,6 +3,7 @@ import type { Pool } from 'pg';
 import type { Registry } from 'prom-client';
 import type { KafkaBatcher } from '../lib/kafka-batcher';
 import type { Logger } from '../lib/logger';
+import type { WebhookTargets } from '../lib/webhook-deliveries';
 import type { ThirdPartyClient } from '../lib/third-party/client';
 import type { ThirdPartyService } from '../lib/third-party/services';
 import type { VaultClient } from '../lib/vault';
@@ -37,6 +38,8 @@ export type ActivityDeps = {
   services: ThirdPartyService[];
   /** When the webhook retrier first retries a webhook the workflow could not deliver. */
   webhookFirstRetryMs?: number;
+  /** Where webhooks may go (FLOWGATE_WEBHOOK_ALLOW_PRIVATE). */
+  webhookTargets: WebhookTargets;
 };
 
 /** Every activity the worker registers, closed over its clients. */

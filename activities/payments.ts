@@ -1,5 +1,4 @@
 import { ApplicationFailure } from '@temporalio/activity';
-import type { Pool } from 'pg';
 import type { Registry } from 'prom-client';
 import { TOPICS } from '../lib/kafka';
 import type { KafkaBatcher } from '../lib/kafka-batcher';
@@ -10,9 +9,9 @@ import { inWorkspace } from '../lib/postgres';
 import type { ThirdPartyClient } from '../lib/third-party/client';
 import { PAYMENTS_SERVICE } from '../lib/third-party/services';
 import { callFromActivity } from './third-party';
-import { postSignedWebhook } from './webhooks';
+import { postSignedWebhook, type WebhookDeps } from './webhooks';
 
-export type PaymentDeps = { pool: Pool; thirdParty: ThirdPartyClient; events: KafkaBatcher; logger: Logger; registry?: Registry };
+export type PaymentDeps = WebhookDeps & { thirdParty: ThirdPartyClient; events: KafkaBatcher; logger: Logger; registry?: Registry };
 
 /** Defaults for a tenant without a payment_settings row (minor units). */
 const DEFAULT_SETTINGS = { approval_threshold: 100_000, max_amount: 10_000_000, currencies: null as string[] | null };

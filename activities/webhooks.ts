@@ -1,6 +1,6 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Pool } from 'pg';
-import { recordWebhook, sendSignedWebhook } from '../lib/webhook-deliveries';
+import { recordWebhook, sendSignedWebhook, type WebhookTargets } from '../lib/webhook-deliveries';
 
 export type WebhookEvent = {
   id: string;
@@ -19,7 +19,7 @@ export type WebhookEvent = {
 export const IN_WORKFLOW_ATTEMPTS = 3;
 
 /** When the retrier makes its first attempt after the workflow handed a webhook over (FLOWGATE_WEBHOOK_RETRY_BASE_MS). */
-export type WebhookDeps = { pool: Pool; webhookFirstRetryMs?: number };
+export type WebhookDeps = { pool: Pool; webhookFirstRetryMs?: number; webhookTargets: WebhookTargets };
 
 /**
  * Posts one signed webhook for `tenant`. Network errors, timeouts, 408, 429 and 5xx are retried
@@ -29,13 +29,13 @@ export type WebhookDeps = { pool: Pool; webhookFirstRetryMs?: number };
  * Any other 4xx means the receiver refuses it: recorded, and not retried.
  */
 export async function postSignedWebhook(deps: WebhookDeps, tenant: string, url: string, id: string, payload: unknown): Promise<{ status: number; queued?: true }> {
-  const r = await sendSignedWebhook(deps.pool, tenant, url, id, payload);
+  const r = await sendSignedWebhook(deps.pool, deps.webhookTargets, tenant, url, id, payload);
   if (r.ok) return { status: r.status };
   const { attempt } = Context.current().info;
   const row = { tenant, url, eventId: id, payload, attempts: attempt, status: r.status, error: r.error, firstRetryMs: deps.webhookFirstRetryMs ?? 60_000 };
   if (r.refused) {
     await recordWebhook(deps.pool, { ...row, state: 'refused' });
-    throw ApplicationFailure.nonRetryable(`receiver refused the webhook with ${r.status}`, 'WebhookRefused');
+    throw ApplicationFailure.nonRetryable(r.status ? `receiver refused the webhook with ${r.status}` : r.error, 'WebhookRefused');
   }
   if (attempt < IN_WORKFLOW_ATTEMPTS) throw ApplicationFailure.retryable(r.error, 'WebhookReceiverError');
   await recordWebhook(deps.pool, { ...row, state: 'pending' });

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { ApiError } from '../lib/errors';
 import { natsConnected, subjects } from '../lib/nats';
 import { traceHeaders } from '../lib/tracing';
+import { nonPublicHost } from '../lib/webhook-targets';
 import type { TriggerMessage } from '../lib/trigger-message';
 import type { WorkflowTypeDef } from '../lib/workflow-registry';
 import type { GatewayContext } from './app';
@@ -30,6 +31,20 @@ export function idempotencyKeyOf(req: FastifyRequest): string | undefined {
 }
 
 const RESERVED_KEY_PREFIXES = ['event:', 'outbound:'];
+
+/**
+ * The X-Callback-URL header, checked: an http(s) URL that, unless `allowNonPublic`, does not name
+ * a non-public address (400 naming the header). The addresses a name resolves to are checked
+ * where the webhook is sent (lib/webhook-targets.ts).
+ */
+export function callbackUrlOf(header: unknown, allowNonPublic: boolean): string {
+  const invalid = (message: string) => new ApiError(400, 'validation_failed', 'invalid X-Callback-URL', [{ field: 'headers.x-callback-url', message }]);
+  const r = callbackUrl.safeParse(header);
+  if (!r.success) throw invalid('must be an http(s) URL');
+  const named = allowNonPublic ? undefined : nonPublicHost(r.data);
+  if (named) throw invalid(`must name a public address, not ${named}`);
+  return r.data;
+}
 
 /** The headers and body of a 202 for an execution. */
 export function acceptedAnswer(executionId: string): Omit<Accepted, 'executionId'> {
@@ -99,11 +114,7 @@ export function createTriggering(ctx: GatewayContext) {
   async function accept(req: FastifyRequest, def: WorkflowTypeDef, tenant: string, input: unknown, source: TriggerMessage['source'], ruleCallback?: string | null): Promise<Accepted> {
     const key = idempotencyKeyOf(req);
     const cbHeader = req.headers['x-callback-url'];
-    const callback = cbHeader === undefined ? ruleCallback ?? undefined : (() => {
-      const r = callbackUrl.safeParse(cbHeader);
-      if (!r.success) throw new ApiError(400, 'validation_failed', 'invalid X-Callback-URL', [{ field: 'headers.x-callback-url', message: 'must be an http(s) URL' }]);
-      return r.data;
-    })();
+    const callback = cbHeader === undefined ? ruleCallback ?? undefined : callbackUrlOf(cbHeader, ctx.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE);
     // Pushed back (429) while the tenant's, or everyone's, triggers waiting to start are at their bound.
     ctx.backlog.admit(tenant);
     const executionId = ids.mint(tenant, key);

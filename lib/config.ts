@@ -126,6 +126,13 @@ export const configSchema = z.object({
   FLOWGATE_WEBHOOK_RETRY_BASE_MS: z.coerce.number().int().min(100).default(60_000),
   FLOWGATE_WEBHOOK_RETRY_FOR_S: z.coerce.number().int().min(1).default(3 * 86_400),
   FLOWGATE_WEBHOOK_RETRY_POLL_MS: z.coerce.number().int().min(50).default(5000),
+  /**
+   * Webhooks (X-Callback-URL, a rule's callback_url) go to public addresses only: a callback to
+   * loopback, a private network or link-local (a cloud's metadata endpoint) is refused, at accept
+   * time when the URL names one and when a name resolves to one. `true` allows them: a local
+   * stack, whose receivers run on the same machine.
+   */
+  FLOWGATE_WEBHOOK_ALLOW_PRIVATE: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   /** Third parties activities call (lib/third-party/services.ts), as a JSON array. */
   FLOWGATE_THIRD_PARTIES: z
     .string()

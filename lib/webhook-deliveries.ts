@@ -1,9 +1,11 @@
 import type { Pool } from 'pg';
+import { fetch } from 'undici';
 import type { Registry } from 'prom-client';
 import type { Logger } from './logger';
 import { prom } from './metrics';
 import { asPlatform, inWorkspace } from './postgres';
 import { signWebhook, WEBHOOK_HEADERS } from './webhook-signature';
+import { NonPublicTargetError, nonPublicHost, publicOnlyDispatcher } from './webhook-targets';
 
 /**
  * Signed webhooks, and the ones a receiver did not take in time. A workflow tries its webhook a
@@ -18,17 +20,25 @@ export type SendOutcome =
   | { ok: true; status: number }
   | { ok: false; refused: boolean; status?: number; error: string };
 
+/** Where webhooks may go: public addresses only unless `allowNonPublic` (FLOWGATE_WEBHOOK_ALLOW_PRIVATE). */
+export type WebhookTargets = { allowNonPublic: boolean };
+
+let publicOnly: ReturnType<typeof publicOnlyDispatcher> | undefined;
+
 /** One signed POST of `payload` for `tenant`. Never throws for what the receiver or the network did. */
-export async function sendSignedWebhook(pool: Pool, tenant: string, url: string, id: string, payload: unknown): Promise<SendOutcome> {
+export async function sendSignedWebhook(pool: Pool, targets: WebhookTargets, tenant: string, url: string, id: string, payload: unknown): Promise<SendOutcome> {
+  const named = targets.allowNonPublic ? undefined : nonPublicHost(url);
+  if (named) return { ok: false, refused: true, error: `the callback URL names ${named}, not a public address` };
   // Signed with the workspace's newest secret (rotation: add a new one, then delete the old).
   const secret = await inWorkspace(pool, tenant, async (db) =>
     (await db.query<{ secret: string }>('SELECT secret FROM webhook_secrets ORDER BY created_at DESC, id LIMIT 1')).rows[0]?.secret);
   if (!secret) return { ok: false, refused: false, error: `no webhook secret for tenant ${tenant}` };
   const body = JSON.stringify(payload);
   const timestamp = Math.floor(Date.now() / 1000);
-  let answer: Response;
+  let answer: Awaited<ReturnType<typeof fetch>>;
   try {
     answer = await fetch(url, {
+      dispatcher: targets.allowNonPublic ? undefined : (publicOnly ??= publicOnlyDispatcher()),
       method: 'POST',
       headers: {
         'content-type': 'application/json',
@@ -43,6 +53,9 @@ export async function sendSignedWebhook(pool: Pool, tenant: string, url: string,
     });
     await answer.arrayBuffer().catch(() => undefined);
   } catch (err) {
+    // The name resolved to a non-public address: refused for good, like a receiver's 4xx.
+    const cause = (err as Error).cause;
+    if (cause instanceof NonPublicTargetError) return { ok: false, refused: true, error: cause.message };
     return { ok: false, refused: false, error: (err as Error).message };
   }
   if (answer.ok) return { ok: true, status: answer.status };
@@ -95,8 +108,8 @@ const CLAIM_MS = BATCH * 15_000;
  * every worker; a row is claimed (its next attempt pushed past the post's timeout) in the same
  * statement that reads it, so two workers never post the same attempt.
  */
-export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry: Registry; policy: RetryPolicy }): () => Promise<void> {
-  const { pool, logger, policy } = deps;
+export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry: Registry; policy: RetryPolicy; targets: WebhookTargets }): () => Promise<void> {
+  const { pool, logger, policy, targets } = deps;
   const outcomes = new prom.Counter({ name: 'webhook_retries_total', help: 'Retries of webhooks the workflow could not deliver, by outcome', labelNames: ['outcome'], registers: [deps.registry] });
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -130,7 +143,7 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
     ))).rows;
     for (const row of due) {
       if (stopped) return;
-      const r = await sendSignedWebhook(pool, row.workspace_id, row.url, row.event_id, row.payload);
+      const r = await sendSignedWebhook(pool, targets, row.workspace_id, row.url, row.event_id, row.payload);
       if (r.ok) {
         if (!await settle(row, 'delivered', r.status, null)) continue;
         outcomes.inc({ outcome: 'delivered' });

@@ -417,6 +417,8 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
       name: PAYMENTS_SERVICE, base_url: `http://${localhost}:${p.paymentSandbox}`,
       ...(l.profile === 'test' ? { breaker: { reset_timeout_ms: 3000 } } : {}),
     }]),
+    // A local stack's webhook receivers run on this machine (loopback).
+    FLOWGATE_WEBHOOK_ALLOW_PRIVATE: 'true',
     // Tests see the webhook retrier take over within a second, not a minute.
     ...(l.profile === 'test' ? { FLOWGATE_WEBHOOK_RETRY_BASE_MS: '500', FLOWGATE_WEBHOOK_RETRY_POLL_MS: '200' } : {}),
     // Tests see a failed pull in seconds; invalidations make changes immediate either way.

@@ -72,6 +72,7 @@ if (require.main === module) {
     const breakers = new BreakerRegistry(config.FLOWGATE_THIRD_PARTIES, { instance: `worker@${hostname()}:${process.pid}`, nats, registry, logger });
     void breakers.followFleet();
     const vault = createVault(config.FLOWGATE_VAULT_ADDR, config.FLOWGATE_VAULT_TOKEN);
+    const webhookTargets = { allowNonPublic: config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE };
     const thirdParty = new ThirdPartyClient(config.FLOWGATE_THIRD_PARTIES, {
       credentials: new CredentialCache(vault),
       breakers, recorder: events, logger, registry,
@@ -90,7 +91,7 @@ if (require.main === module) {
       activities: createActivities({
         logger, pool, thirdParty, events, registry, vault, nats, databaseUrl: config.FLOWGATE_DATABASE_URL, databaseCluster: config.FLOWGATE_DATABASE_CLUSTER,
         pgBin: config.FLOWGATE_PG_BIN, backupDir: config.FLOWGATE_BACKUP_DIR, services: config.FLOWGATE_THIRD_PARTIES,
-        webhookFirstRetryMs: config.FLOWGATE_WEBHOOK_RETRY_BASE_MS,
+        webhookFirstRetryMs: config.FLOWGATE_WEBHOOK_RETRY_BASE_MS, webhookTargets,
       }),
       // In-flight activities get this long to finish on SIGTERM (the SDK's default is 0).
       shutdownGraceTime: config.FLOWGATE_SHUTDOWN_GRACE_MS,
@@ -99,7 +100,7 @@ if (require.main === module) {
     const stopWatchdog = startDbWatchdog({ config, nats, vault, temporal, logger, registry });
     const stopBeats = startHeartbeats(nats, config);
     const stopWebhookRetrier = startWebhookRetrier({
-      pool, logger, registry,
+      pool, logger, registry, targets: webhookTargets,
       policy: { baseMs: config.FLOWGATE_WEBHOOK_RETRY_BASE_MS, maxMs: 3_600_000, retryForMs: config.FLOWGATE_WEBHOOK_RETRY_FOR_S * 1000, pollMs: config.FLOWGATE_WEBHOOK_RETRY_POLL_MS },
     });
     const run = worker.run();

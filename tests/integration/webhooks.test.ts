@@ -4,6 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createPool, inWorkspace } from '../../lib/postgres';
+import { sendSignedWebhook } from '../../lib/webhook-deliveries';
 import { verifyWebhook, WEBHOOK_HEADERS } from '../../lib/webhook-signature';
 import { gatewayClient } from '../helpers/api';
 import { eventually, testStack } from '../helpers/stack';
@@ -120,6 +121,23 @@ describe('webhooks', () => {
     const row = await deliveryRow(`${id}:COMPLETED`);
     assert.equal(row!.attempts, 7);
     assert.equal(deliveries.filter((x) => x.event.execution_id === id).length, 1, 'delivered once');
+  });
+
+  test('outside a local stack, a webhook to a non-public address is refused without a connection', async () => {
+    const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
+    try {
+      const before = deliveries.length;
+      const publicOnly = { allowNonPublic: false };
+      const byAddress = await sendSignedWebhook(pool, publicOnly, tenant, url, 'ssrf-1', { probe: 1 });
+      assert.deepEqual(byAddress, { ok: false, refused: true, error: 'the callback URL names 127.0.0.1, not a public address' });
+      assert.equal(deliveries.length, before, 'the receiver saw nothing');
+      // (What a name resolves to is checked at connection time: tests/unit/webhook-targets.test.ts.)
+      // The local stack's setting: the same receiver takes it.
+      assert.deepEqual(await sendSignedWebhook(pool, { allowNonPublic: true }, tenant, url, 'ssrf-3', { probe: 3 }), { ok: true, status: 204 });
+      assert.equal(deliveries.length, before + 1);
+    } finally {
+      await pool.end();
+    }
   });
 
   test('a receiver that refuses (a 4xx) is not retried; the refusal is recorded', async () => {
