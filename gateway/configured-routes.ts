@@ -274,7 +274,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     });
     const parsed = def.input.safeParse(input);
     if (!parsed.success) throw validationError(parsed.error, 'body');
-    const accepted = await accept(req, def, principal.tenant, parsed.data, 'route', rule.callback_url);
+    const accepted = await accept(req, def, principal, parsed.data, 'route', rule.callback_url);
     if (!rule.upstream_url) return reply.code(202).headers(accepted.headers).send(accepted.body);
     const target = new URL(rule.upstream_url);
     const service = ctx.upstreams.adHoc(target.origin);

@@ -6,9 +6,10 @@ import { ApiError } from '../lib/errors';
 import { natsConnected, subjects } from '../lib/nats';
 import { traceHeaders } from '../lib/tracing';
 import { nonPublicHost } from '../lib/webhook-targets';
-import type { TriggerMessage } from '../lib/trigger-message';
+import type { Caller, TriggerMessage } from '../lib/trigger-message';
 import type { WorkflowTypeDef } from '../lib/workflow-registry';
 import type { GatewayContext } from './app';
+import type { Principal } from './auth';
 
 const idempotencyKey = z.string().min(1).max(255).regex(/^[\x21-\x7e]+$/);
 const callbackUrl = z.url({ protocol: /^https?$/ }).max(2000);
@@ -31,6 +32,9 @@ export function idempotencyKeyOf(req: FastifyRequest): string | undefined {
 }
 
 const RESERVED_KEY_PREFIXES = ['event:', 'outbound:'];
+
+/** The caller a trigger or a signal carries: the consumer the gateway authenticated. */
+export const callerOf = (p: Principal): Caller => ({ consumer_id: p.consumerId, username: p.username });
 
 /**
  * The X-Callback-URL header, checked: an http(s) URL that, unless `allowNonPublic`, does not name
@@ -111,7 +115,8 @@ export function createTriggering(ctx: GatewayContext) {
   }
 
   /** Accepts a start: validate, mint the id, make the trigger durable, answer 202. */
-  async function accept(req: FastifyRequest, def: WorkflowTypeDef, tenant: string, input: unknown, source: TriggerMessage['source'], ruleCallback?: string | null): Promise<Accepted> {
+  async function accept(req: FastifyRequest, def: WorkflowTypeDef, caller: Principal, input: unknown, source: TriggerMessage['source'], ruleCallback?: string | null): Promise<Accepted> {
+    const { tenant } = caller;
     const key = idempotencyKeyOf(req);
     const cbHeader = req.headers['x-callback-url'];
     const callback = cbHeader === undefined ? ruleCallback ?? undefined : callbackUrlOf(cbHeader, ctx.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE);
@@ -128,6 +133,7 @@ export function createTriggering(ctx: GatewayContext) {
       accepted_at: new Date().toISOString(),
       callback_url: callback,
       source,
+      requested_by: callerOf(caller),
     }, req.flowgate?.span);
     ctx.backlog.accepted(tenant);
     metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'accepted' });

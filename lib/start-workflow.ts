@@ -1,6 +1,6 @@
 import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
-import type { ExecutionMemo } from './trigger-message';
+import type { Caller, ExecutionMemo } from './trigger-message';
 import type { WorkflowTypeDef } from './workflow-registry';
 import { SA } from './workflow-search-attributes';
 
@@ -14,6 +14,8 @@ export type StartRequest = {
   input: unknown;
   taskQueue: string;
   callbackUrl?: string;
+  /** The authenticated caller of the start, kept in the memo. */
+  requestedBy?: Caller;
   /** Gives up after this long (while Temporal is away the SDK would otherwise keep retrying). */
   deadlineMs?: number;
   /**
@@ -35,6 +37,7 @@ export async function startWorkflow(client: Client, r: StartRequest): Promise<{ 
     correlation_id: r.correlationId,
     accepted_at: r.acceptedAt,
     ...(r.callbackUrl ? { callback_url: r.callbackUrl } : {}),
+    ...(r.requestedBy ? { requested_by: r.requestedBy } : {}),
   };
   try {
     const handle = await client.withDeadline(Date.now() + (r.deadlineMs ?? 5000), () => client.workflow.start(r.def.workflow, {

@@ -105,6 +105,8 @@ async function ensureDbCredentials(l: Layout, vault: VaultClient): Promise<'kept
 export type DemoCredentials = {
   FLOWGATE_TENANT: string;
   FLOWGATE_API_KEY: string;
+  /** Another consumer's key: approvals come from someone other than the requester. */
+  FLOWGATE_APPROVER_API_KEY: string;
   FLOWGATE_ADMIN_TOKEN: string;
   FLOWGATE_OPERATOR_TOKEN: string;
   FLOWGATE_GATEWAY_URL: string;
@@ -112,7 +114,8 @@ export type DemoCredentials = {
 };
 
 /**
- * The demo tenant of `make up`: workspace `demo`, an API key, an admin and an operator token.
+ * The demo tenant of `make up`: workspace `demo`, an API key, an approver's API key, an admin
+ * and an operator token.
  * Credentials are kept in the stack directory and reused while the database still knows them.
  */
 export async function ensureDemoTenant(l: Layout): Promise<DemoCredentials> {
@@ -122,7 +125,13 @@ export async function ensureDemoTenant(l: Layout): Promise<DemoCredentials> {
     if (existsSync(file)) {
       const creds = JSON.parse(await readFile(file, 'utf8')) as DemoCredentials;
       const known = await asPlatform(pool, (db) => db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL', [hashCredential(creds.FLOWGATE_API_KEY)]));
-      if (known.rowCount) return creds;
+      if (known.rowCount) {
+        if (creds.FLOWGATE_APPROVER_API_KEY) return creds;
+        // Kept from before the approver's key existed: add it.
+        creds.FLOWGATE_APPROVER_API_KEY = (await issueApiKey(pool, creds.FLOWGATE_TENANT, 'demo-approver')).key;
+        await writeFile(file, JSON.stringify(creds, null, 2), { mode: 0o600 });
+        return creds;
+      }
     }
     const tenant = 'demo';
     await ensureWorkspace(pool, tenant, 'Demo tenant');
@@ -130,6 +139,7 @@ export async function ensureDemoTenant(l: Layout): Promise<DemoCredentials> {
     const creds: DemoCredentials = {
       FLOWGATE_TENANT: tenant,
       FLOWGATE_API_KEY: key,
+      FLOWGATE_APPROVER_API_KEY: (await issueApiKey(pool, tenant, 'demo-approver')).key,
       FLOWGATE_ADMIN_TOKEN: (await issueAdminToken(pool, null, 'demo-admin', 'admin')).token,
       // Operators run runbooks, which act on the platform: their token is platform-wide.
       FLOWGATE_OPERATOR_TOKEN: (await issueAdminToken(pool, null, 'demo-operator', 'operator')).token,

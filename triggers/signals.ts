@@ -12,7 +12,8 @@ export async function deliverSignal(client: Client, msg: SignalMessage): Promise
     const d = await handle.describe();
     if (d.typedSearchAttributes.get(SA.tenant) !== msg.tenant) throw new PoisonMessageError('execution belongs to another tenant');
     if (d.status.name !== 'RUNNING') throw new PoisonMessageError(`execution is ${d.status.name}`);
-    await handle.signal(msg.signal, msg.payload);
+    // The caller as the gateway authenticated it, after the payload: approvals check it is not the requester.
+    await handle.signal(msg.signal, ...(msg.sent_by ? [msg.payload, msg.sent_by] : [msg.payload]));
   } catch (err) {
     if (err instanceof WorkflowNotFoundError) throw new PoisonMessageError('execution not found');
     if (isUnavailable(err)) throw new DependencyUnavailableError(`temporal unavailable: ${(err as Error).message}`);

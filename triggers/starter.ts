@@ -30,7 +30,7 @@ export async function startFromTrigger(client: Client, taskQueue: string, msg: T
   try {
     const { started } = await startWorkflow(client, {
       def, executionId: msg.execution_id, tenant: msg.tenant, correlationId: msg.correlation_id, acceptedAt: msg.accepted_at,
-      input: parsed.data, taskQueue, callbackUrl: msg.callback_url, deadlineMs: START_DEADLINE_MS,
+      input: parsed.data, taskQueue, callbackUrl: msg.callback_url, requestedBy: msg.requested_by, deadlineMs: START_DEADLINE_MS,
     });
     return started ? 'started' : 'already_started';
   } catch (err) {

@@ -1,14 +1,26 @@
-import { ApplicationFailure, condition, defineSignal, patched, proxyActivities, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, condition, defineSignal, patched, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
+import type { Caller, ExecutionMemo } from '../lib/trigger-message';
 import { Progress } from './progress';
 
 const { composeGreeting } = proxyActivities<ReturnType<typeof createActivities>>({ startToCloseTimeout: '10 seconds' });
 
 export type Decision = { approver: string; comment?: string };
-export const approveSignal = defineSignal<[Decision]>('approve');
+/** A decision, and its caller as the gateway authenticated it (absent when sent another way). */
+export const approveSignal = defineSignal<[Decision, Caller?]>('approve');
 /** patched() id of the check that refuses a decision received at or after its deadline (approvals and payments). */
 export const APPROVAL_DEADLINE_PATCH = 'approval-deadline';
-export const rejectSignal = defineSignal<[Decision]>('reject');
+export const rejectSignal = defineSignal<[Decision, Caller?]>('reject');
+
+/**
+ * Whether a decision comes from the one who asked: by name (what the input and the decision say)
+ * and, when the gateway authenticated both the start and the decision, by consumer, so a
+ * requester cannot approve their own request by writing another name.
+ */
+export function fromRequester(d: Decision, caller: Caller | undefined, requester: string): boolean {
+  const requestedBy = (workflowInfo().memo as Partial<ExecutionMemo> | undefined)?.requested_by;
+  return d.approver === requester || (caller !== undefined && requestedBy !== undefined && caller.consumer_id === requestedBy.consumer_id);
+}
 
 export type ApprovalInput = { subject: string; requester: string; timeout_seconds?: number };
 export type ApprovalResult = { decision: 'approved'; approver: string; message: string };
@@ -20,9 +32,9 @@ export type ApprovalResult = { decision: 'approved'; approver: string; message: 
 export async function approvalRequest(input: ApprovalInput): Promise<ApprovalResult> {
   const progress = new Progress(['await-decision', 'notify']);
   let decision: { kind: 'approve' | 'reject'; by: Decision; at: number } | undefined;
-  const accept = (kind: 'approve' | 'reject') => (d: Decision) => {
+  const accept = (kind: 'approve' | 'reject') => (d: Decision, caller?: Caller) => {
     // Requester != approver; a decision once taken is final.
-    if (decision || d.approver === input.requester) return;
+    if (decision || fromRequester(d, caller, input.requester)) return;
     decision = { kind, by: d, at: Date.now() }; // workflow time: when the run received it
   };
   setHandler(approveSignal, accept('approve'));

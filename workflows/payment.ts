@@ -13,8 +13,8 @@ import {
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { PaymentContext, PaymentInput, PaymentResult, PaymentState } from '../lib/payments';
-import type { ExecutionMemo } from '../lib/trigger-message';
-import { APPROVAL_DEADLINE_PATCH, approveSignal, rejectSignal, type Decision } from './approval';
+import type { Caller, ExecutionMemo } from '../lib/trigger-message';
+import { APPROVAL_DEADLINE_PATCH, approveSignal, fromRequester, rejectSignal, type Decision } from './approval';
 import { Progress } from './progress';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -79,8 +79,8 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
 
   const requester = input.requested_by ?? input.payer.id;
   let decision: { kind: 'approve' | 'reject'; by: Decision; at: number } | undefined;
-  const decide = (kind: 'approve' | 'reject') => (d: Decision) => {
-    if (decision || d.approver === requester) return;
+  const decide = (kind: 'approve' | 'reject') => (d: Decision, caller?: Caller) => {
+    if (decision || fromRequester(d, caller, requester)) return;
     decision = { kind, by: d, at: Date.now() }; // workflow time: when the run received it
   };
   setHandler(approveSignal, decide('approve'));

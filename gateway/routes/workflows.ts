@@ -10,7 +10,7 @@ import { describeWorkflowTypes, findWorkflowType } from '../../lib/workflow-regi
 import type { SignalMessage } from '../../lib/trigger-message';
 import { accepted, describeExecution, summarize, tenantOf, type ExecutionStatus } from '../status';
 import type { GatewayContext } from '../app';
-import { createTriggering } from '../triggering';
+import { callerOf, createTriggering } from '../triggering';
 import { assertBodyWithinLimit } from '../raw-body';
 
 const executionParams = z.object({ id: z.string().min(1).max(200) });
@@ -94,7 +94,8 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
   app.get('/api/workflow-types', async () => ({ workflow_types: describeWorkflowTypes() }));
 
   app.post('/api/workflows/:workflowType', async (req, reply) => {
-    const { tenant } = await auth.authenticate(req);
+    const principal = await auth.authenticate(req);
+    const { tenant } = principal;
     const { workflowType } = req.params as { workflowType: string };
     const def = findWorkflowType(workflowType);
     if (!def) {
@@ -107,7 +108,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       metrics.triggers.inc({ tenant, workflow: def.name, outcome: 'invalid' });
       throw validationError(r.error, 'body');
     }
-    const accepted = await accept(req, def, tenant, r.data, 'api');
+    const accepted = await accept(req, def, principal, r.data, 'api');
     return reply.code(202).headers(accepted.headers).send(accepted.body);
   });
 
@@ -140,7 +141,8 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
   });
 
   app.post('/api/workflows/:id/signals/:name', async (req, reply) => {
-    const { tenant } = await auth.authenticate(req);
+    const principal = await auth.authenticate(req);
+    const { tenant } = principal;
     const { id, name } = parse(z.object({ id: z.string().min(1).max(200), name: z.string().min(1).max(100) }), req.params, 'params');
     assertBodyWithinLimit(req); // before any call to Temporal
     const s = await statusOf(id, tenant, true);
@@ -152,13 +154,13 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
     if (!schema) throw new ApiError(400, 'unknown_signal', `${s.workflow_type} has no signal named ${name}`, [{ field: 'params.name', message: `one of: ${Object.keys(def?.signals ?? {}).join(', ') || '(none)'}` }]);
     if (s.status !== 'RUNNING') throw closedExecution(s);
     const payload = parse(schema, req.body ?? undefined, 'signal');
-    const msg: SignalMessage = { execution_id: id, tenant, signal: name, payload, correlation_id: req.id };
+    const msg: SignalMessage = { execution_id: id, tenant, signal: name, payload, correlation_id: req.id, sent_by: callerOf(principal) };
     try {
       if (!natsConnected(ctx.nc)) throw new Error('nats disconnected');
-      // Deduplicated on what the signal says, not on the caller's X-Request-ID (one correlation id
-      // may carry a whole flow: A's approve then B's); a resend of the same signal within JetStream's
-      // window is stored once.
-      const digest = createHash('sha256').update(JSON.stringify(payload ?? null)).digest('base64url').slice(0, 22);
+      // Deduplicated on what the signal says and who sent it, not on the caller's X-Request-ID (one
+      // correlation id may carry a whole flow: A's approve then B's); a resend of the same signal by
+      // the same caller within JetStream's window is stored once.
+      const digest = createHash('sha256').update(`${principal.consumerId}\n${JSON.stringify(payload ?? null)}`).digest('base64url').slice(0, 22);
       await ctx.js.publish(subjects.signal(tenant), JSON.stringify(msg), { msgID: `${id}:${name}:${digest}`, timeout: 3000 });
     } catch (err) {
       ctx.logger.warn({ err, execution_id: id }, 'signal publish failed');

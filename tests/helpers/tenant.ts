@@ -14,3 +14,13 @@ export async function newTenant(databaseUrl: string, prefix = 't'): Promise<{ te
     await pool.end();
   }
 }
+
+/** An API key of another consumer of `tenant` (someone other than the one who started a run: an approver). */
+export async function consumerKey(databaseUrl: string, tenant: string, username: string): Promise<string> {
+  const pool = createPool(databaseUrl, 1);
+  try {
+    return (await issueApiKey(pool, tenant, username)).key;
+  } finally {
+    await pool.end();
+  }
+}

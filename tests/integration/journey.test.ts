@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { before, describe, test } from 'node:test';
 import { gatewayClient } from '../helpers/api';
 import { eventually, testStack } from '../helpers/stack';
-import { newTenant } from '../helpers/tenant';
+import { consumerKey, newTenant } from '../helpers/tenant';
 
 const stack = testStack();
 type Client = ReturnType<typeof gatewayClient>;
@@ -22,6 +22,7 @@ async function untilStatus(api: Client, id: string, wanted: string | ((b: any) =
 
 describe('core journey', () => {
   let a: Client; // tenant A
+  let a2: Client; // tenant A, another consumer (an approver)
   let b: Client; // tenant B
   let tenantA: string;
   before(async () => {
@@ -29,6 +30,7 @@ describe('core journey', () => {
     const tb = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'jb');
     tenantA = ta.tenant;
     a = gatewayClient(stack.gatewayUrl, ta.apiKey);
+    a2 = gatewayClient(stack.gatewayUrl, await consumerKey(stack.env.FLOWGATE_DATABASE_URL!, ta.tenant, 'approver'));
     b = gatewayClient(stack.gatewayUrl, tb.apiKey);
   });
 
@@ -101,10 +103,10 @@ describe('core journey', () => {
 
       assert.equal((await b.signal(id, 'approve', { approver: 'mallory' })).status, 404, "another tenant can't signal");
       // One correlation id through the whole flow: the requester's own approve (ignored by the
-      // workflow), then bob's. Each is its own signal, not a duplicate of the other.
+      // workflow), then bob's from another consumer's key. Each is its own signal, not a duplicate of the other.
       const flow = { 'x-request-id': `flow-${id}` };
       assert.equal((await a.call('POST', `/api/workflows/${id}/signals/approve`, { approver: 'alice' }, flow)).status, 202);
-      const ok = await a.call('POST', `/api/workflows/${id}/signals/approve`, { approver: 'bob' }, flow);
+      const ok = await a2.call('POST', `/api/workflows/${id}/signals/approve`, { approver: 'bob' }, flow);
       assert.equal(ok.status, 202);
       const done = await untilStatus(a, id, 'COMPLETED');
       assert.equal(done.result.approver, 'bob');
@@ -129,7 +131,7 @@ describe('core journey', () => {
       const start = await a.start('approval-request', { subject: 'r', requester: 'alice' });
       const id = start.body.execution_id;
       await untilStatus(a, id, 'RUNNING');
-      await a.signal(id, 'reject', { approver: 'carol', comment: 'no' });
+      await a2.signal(id, 'reject', { approver: 'carol', comment: 'no' });
       const failed = await untilStatus(a, id, 'FAILED');
       assert.equal(failed.error.type, 'ApprovalRejected');
       assert.match(failed.error.message, /carol/);

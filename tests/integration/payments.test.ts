@@ -23,7 +23,7 @@ import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
 import { sandboxControl } from '../helpers/sandbox';
 import { eventually, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
-import { newTenant } from '../helpers/tenant';
+import { consumerKey, newTenant } from '../helpers/tenant';
 
 const stack = testStack();
 const sandbox = sandboxControl(`http://127.0.0.1:${stack.layout.ports.paymentSandbox}`);
@@ -128,17 +128,21 @@ describe('a payment through the gateway', () => {
     await assert.rejects(insert('DELETE FROM ledger_entries WHERE workspace_id = $1 AND payment_id = $2'), /permission denied/);
   });
 
-  test('above the threshold: waits for an approval the requester cannot give; someone else approves', async () => {
+  test('above the threshold: waits for an approval the requester cannot give, under any name; someone else approves', async () => {
     const { tenant, api } = await tenantApi();
+    const approver = gatewayClient(stack.gatewayUrl, await consumerKey(stack.env.FLOWGATE_DATABASE_URL!, tenant, 'bob'));
     const id = await pay(api, payment({ amount: 150_000, requested_by: 'alice' }));
     await eventually('awaiting approval', async () => (await api.status(id)).body.state === 'AWAITING_APPROVAL', 20_000, 200);
     const waiting = (await api.status(id)).body;
     assert.equal(waiting.waiting_for.kind, 'approval');
-    assert.equal((await api.signal(id, 'approve', { approver: 'alice' })).status, 202);
-    await new Promise((r) => setTimeout(r, 1500));
-    assert.equal((await api.status(id)).body.state, 'AWAITING_APPROVAL', "the requester's own approval is ignored");
-    assert.equal((await sandbox.charges(tenant)).length, 0);
+    // The requester by name, then the requester's own key writing someone else's name.
+    assert.equal((await approver.signal(id, 'approve', { approver: 'alice' })).status, 202);
     assert.equal((await api.signal(id, 'approve', { approver: 'bob', comment: 'ok' })).status, 202);
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal((await api.status(id)).body.state, 'AWAITING_APPROVAL', "the requester's own approvals are ignored");
+    assert.equal((await sandbox.charges(tenant)).length, 0);
+    // The same payload from the approver's key is a signal of its own (not deduplicated away).
+    assert.equal((await approver.signal(id, 'approve', { approver: 'bob', comment: 'ok' })).status, 202);
     const done = await finished(api, id);
     assert.equal(done.result.state, 'CONFIRMED');
     assert.equal(done.result.approved_by, 'bob');
@@ -231,7 +235,8 @@ describe("a tenant's payment limits (Admin API)", () => {
     assert.equal(big.result.field, 'amount', 'over max_amount');
     const gated = await pay(api, payment({ amount: 2000 }));
     await eventually('over the new threshold: awaiting approval', async () => (await api.status(gated)).body.state === 'AWAITING_APPROVAL', 20_000, 200);
-    assert.equal((await api.signal(gated, 'reject', { approver: 'carol' })).status, 202);
+    const carol = gatewayClient(stack.gatewayUrl, (await issueApiKey(pool, t.tenant, 'carol')).key);
+    assert.equal((await carol.signal(gated, 'reject', { approver: 'carol' })).status, 202);
     const rejected = await finished(api, gated);
     assert.equal(rejected.result.state, 'CANCELLED');
     assert.equal(rejected.result.reason, 'rejected');

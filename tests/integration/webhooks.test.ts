@@ -8,7 +8,7 @@ import { sendSignedWebhook } from '../../lib/webhook-deliveries';
 import { verifyWebhook, WEBHOOK_HEADERS } from '../../lib/webhook-signature';
 import { gatewayClient } from '../helpers/api';
 import { eventually, testStack } from '../helpers/stack';
-import { newTenant } from '../helpers/tenant';
+import { consumerKey, newTenant } from '../helpers/tenant';
 
 const stack = testStack();
 type Delivery = { headers: Record<string, string>; body: string; event: Record<string, unknown> };
@@ -20,6 +20,7 @@ describe('webhooks', () => {
   const gone: string[] = [];
   let failFirst = 0;
   let api: ReturnType<typeof gatewayClient>;
+  let approver: ReturnType<typeof gatewayClient>; // another consumer of the tenant
   let secret: string;
   let tenant: string;
   const deliveryRow = async (eventId: string) => {
@@ -60,6 +61,7 @@ describe('webhooks', () => {
     const t = await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'wh');
     tenant = t.tenant;
     api = gatewayClient(stack.gatewayUrl, t.apiKey);
+    approver = gatewayClient(stack.gatewayUrl, await consumerKey(stack.env.FLOWGATE_DATABASE_URL!, t.tenant, 'approver'));
     const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
     secret = await inWorkspace(pool, t.tenant, async (db) => (await db.query<{ secret: string }>('SELECT secret FROM webhook_secrets')).rows[0]!.secret);
     await pool.end();
@@ -91,7 +93,7 @@ describe('webhooks', () => {
   test('failure and cancellation are posted too', async () => {
     const rejected = await api.start('approval-request', { subject: 'x', requester: 'alice' }, { 'x-callback-url': url });
     await eventually('running', async () => (await api.status(rejected.body.execution_id)).body.status === 'RUNNING');
-    await api.signal(rejected.body.execution_id, 'reject', { approver: 'bob' });
+    await approver.signal(rejected.body.execution_id, 'reject', { approver: 'bob' });
     const failed = await deliveryFor(rejected.body.execution_id);
     assert.equal(failed.event.type, 'workflow.failed');
     assert.equal((failed.event.error as { type: string }).type, 'ApprovalRejected');
