@@ -53,44 +53,83 @@ async function tenant() {
   return { ...t, key, gw };
 }
 
-type AuditEntry = { request_id: string; tenant: string; method: string; route: string; path: string; status: number; latency_ms: number; user: string; at: string };
+type AuditEntry = {
+  request_id: string; tenant?: string; method: string; route: string; path: string; status: number; latency_ms: number; user?: string; at: string; error_code?: string;
+};
+type SeenEntry = AuditEntry & { key: string; partition: number };
 
-async function collect(tenantId: string) {
+/**
+ * The tenant's entries on the audit trail, and those of the given request ids whatever their
+ * key (a refused request has no tenant: it is keyed `_platform`). Every record is kept, so an
+ * entry sent twice shows as two.
+ */
+async function collect(tenantId: string, requestIds: Iterable<string> = []) {
+  const wanted = new Set(requestIds);
   const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'audit-test');
   const consumer = kafka.consumer({ groupId: `gw-audit-${tenantId}-${randomUUID()}` });
-  const seen = new Map<string, AuditEntry & { key: string; partition: number }>();
+  const records = new Map<string, SeenEntry[]>();
   await consumer.connect();
   await consumer.subscribe({ topic: TOPICS.auditTrail, fromBeginning: true });
   await consumer.run({
     eachMessage: async ({ message, partition }) => {
       const v = JSON.parse(message.value!.toString()) as AuditEntry;
-      if (v.tenant === tenantId) seen.set(v.request_id, { ...v, key: message.key!.toString(), partition });
+      if (v.tenant !== tenantId && !wanted.has(v.request_id)) return;
+      const list = records.get(v.request_id) ?? [];
+      list.push({ ...v, key: message.key!.toString(), partition });
+      records.set(v.request_id, list);
     },
   });
-  return { seen, stop: () => consumer.disconnect() };
+  return {
+    /** Whether a request has an entry. */
+    seen: { has: (id: string) => records.has(id) },
+    /** A request's one entry; fails when it has none or more than one. */
+    one(id: string): SeenEntry {
+      const list = records.get(id) ?? [];
+      assert.equal(list.length, 1, `request ${id}: exactly one audit entry, got ${list.length}`);
+      return list[0]!;
+    },
+    stop: () => consumer.disconnect(),
+  };
 }
 
 describe('audit trail on Kafka', () => {
   test('every request has one entry, keyed by tenant on one partition, with the route pattern and correlation id', async () => {
     const t = await tenant();
-    const trail = await collect(t.tenant);
+    const ids = Array.from({ length: 20 }, (_, i) => `aud-${i}-${randomUUID()}`);
+    const deniedId = `aud-denied-${randomUUID()}`;
+    const trail = await collect(t.tenant, [deniedId]);
     try {
-      const ids = Array.from({ length: 20 }, (_, i) => `aud-${i}-${randomUUID()}`);
       for (const [i, id] of ids.entries()) await t.gw('GET', `/items/${i}`, undefined, { 'x-request-id': id });
+      // A refused request is audited too: it names no tenant, so its entry is the platform's.
+      const denied = await fetch(`${stack.gatewayUrl}/items/1`, { headers: { authorization: 'Bearer fgk_00000000_nope', 'x-request-id': deniedId } });
+      assert.equal(denied.status, 401);
+      const deniedCode = ((await denied.json()) as { error: { code: string } }).error.code;
+      assert.equal(deniedCode, 'invalid_credential');
       await eventually('all entries on Kafka', () => ids.every((id) => trail.seen.has(id)), 30_000, 200);
-      const entries = ids.map((id) => trail.seen.get(id)!);
+      await eventually('the refused request\'s entry on Kafka', () => trail.seen.has(deniedId), 10_000, 200);
+      // An entry sent twice would come within the producer's 100 ms of buffering: give it time to show.
+      await new Promise((r) => setTimeout(r, 1500));
+      const entries = ids.map((id) => trail.one(id));
       assert.equal(new Set(entries.map((e) => e.partition)).size, 1, 'one tenant, one partition');
-      for (const e of entries) {
+      for (const [i, e] of entries.entries()) {
+        assert.equal(e.request_id, ids[i]);
         assert.equal(e.key, t.tenant);
+        assert.equal(e.tenant, t.tenant);
         assert.equal(e.route, '/items/:id');
+        assert.equal(e.path, `/items/${i}`);
         assert.equal(e.method, 'GET');
         assert.equal(e.status, 200);
         assert.equal(e.user, 'client');
         assert.ok(e.latency_ms > 0 && e.latency_ms < 5000);
       }
-      // A refused request is audited too.
-      const denied = await fetch(`${stack.gatewayUrl}/items/1`, { headers: { authorization: 'Bearer fgk_00000000_nope', 'x-request-id': `aud-denied-${randomUUID()}` } });
-      assert.equal(denied.status, 401);
+      const refused = trail.one(deniedId);
+      assert.equal(refused.key, '_platform', 'a request without a tenant is keyed _platform');
+      assert.equal(refused.tenant, undefined);
+      assert.equal(refused.status, 401);
+      assert.equal(refused.error_code, deniedCode);
+      assert.equal(refused.method, 'GET');
+      assert.equal(refused.path, '/items/1');
+      assert.equal(refused.user, undefined);
     } finally {
       await trail.stop();
     }

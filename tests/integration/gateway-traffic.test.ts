@@ -227,12 +227,15 @@ describe('answers without a single upstream', () => {
 
 describe('transformations and the response pipeline', () => {
   test('path rewrite, added and removed headers, JSON to XML to the upstream and back, PII masked where the route asks', async () => {
-    const xmlUpstream = await sandbox((req, body) => {
+    const xmlUpstream = await sandbox((req, body): { status?: number; headers?: Record<string, string>; body: string } => {
       if (req.headers['if-none-match'] === '"v1"') return { status: 304, body: '' };
       if (req.url?.includes('missing')) return { status: 404, headers: { 'content-type': 'text/html' }, body: '<html>no such account</html>' };
       return {
-        headers: { 'content-type': 'application/xml' },
-        body: `<?xml version="1.0"?><reply><path>${req.url}</path><got>${body.length > 0 ? 'xml' : 'none'}</got><user>${String(req.headers['x-user-id'])}</user><range>${String(req.headers.range)}</range><card>4111 1111 1111 1111</card></reply>`,
+        headers: { 'content-type': 'application/xml', 'x-legacy-session': 'php-42' },
+        // What the upstream received, echoed: the body's format and the headers the route adds and removes.
+        body: `<?xml version="1.0"?><reply><path>${req.url}</path><got>${body.length > 0 ? 'xml' : 'none'}</got><type>${String(req.headers['content-type'])}</type>`
+          + `<user>${String(req.headers['x-user-id'])}</user><range>${String(req.headers.range)}</range><debug>${String(req.headers['x-debug'])}</debug>`
+          + `<version>${String(req.headers['x-api-version'])}</version><card>4111 1111 1111 1111</card></reply>`,
       };
     });
     try {
@@ -241,8 +244,11 @@ describe('transformations and the response pipeline', () => {
       const created = await t.admin('POST', '/routes', {
         name: 'legacy', service: 'legacy', paths: ['/v2/accounts'],
         transformations: {
-          request: { rewrite_path: { pattern: '^/v2/accounts/(\\d+)$', replacement: '/legacy/account.php?id=$1' }, body: 'json-to-xml', remove_headers: ['X-Debug'] },
-          response: { body: 'xml-to-json', mask_pii: ['card'] },
+          request: {
+            rewrite_path: { pattern: '^/v2/accounts/(\\d+)$', replacement: '/legacy/account.php?id=$1' }, body: 'json-to-xml',
+            remove_headers: ['X-Debug'], add_headers: { 'X-Api-Version': 'legacy-2' },
+          },
+          response: { body: 'xml-to-json', mask_pii: ['card'], remove_headers: ['X-Legacy-Session'], add_headers: { 'X-Converted-By': 'flowgate' } },
         },
       });
       assert.equal(created.status, 201, created.text);
@@ -252,7 +258,13 @@ describe('transformations and the response pipeline', () => {
       assert.match(r.headers.get('content-type') ?? '', /json/);
       assert.equal(r.body.path, '/legacy/account.php?id=42');
       assert.equal(r.body.got, 'xml');
+      assert.match(r.body.type, /xml/);
       assert.equal(r.body.user, 'client');
+      // The request's header edits reached the upstream with the converted body; the answer's came back with the converted one.
+      assert.equal(r.body.debug, 'undefined', 'X-Debug is removed before the upstream');
+      assert.equal(r.body.version, 'legacy-2', 'X-Api-Version is added for the upstream');
+      assert.equal(r.headers.get('x-legacy-session'), null, 'the upstream\'s X-Legacy-Session is removed');
+      assert.equal(r.headers.get('x-converted-by'), 'flowgate', 'X-Converted-By is added to the answer');
       assert.match(String(r.body.card), /1111$/);
       assert.doesNotMatch(String(r.body.card), /4111/);
       // A masked route reads whole bodies: a Range would have the upstream send fragments masked one by one.

@@ -60,6 +60,17 @@ async function until(call: ReturnType<typeof gatewayClient>['call'], id: string,
 }
 const closed = (r: Run) => !['RUNNING'].includes(r.status);
 
+/** The worker's `secret_rotations_total` for one secret and outcome (0 before the first). */
+async function rotationCount(secret: string, outcome: string): Promise<number> {
+  const metrics = await (await fetch(`http://127.0.0.1:${stack.layout.ports.workerStatus}/metrics`)).text();
+  let n = 0;
+  for (const m of metrics.matchAll(/^secret_rotations_total\{([^}]*)\} (\S+)$/gm)) {
+    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    if (labels.secret === secret && labels.outcome === outcome) n += Number(m[2]);
+  }
+  return n;
+}
+
 describe('who may run runbooks', () => {
   test('platform-wide operators and admins; developers, viewers and workspace tokens get 403', async () => {
     const t = await tokens();
@@ -324,7 +335,21 @@ describe("rotating the processes' PostgreSQL login", () => {
     const su = new pg.Client({ connectionString: pgSuperuserUrl(stack.layout, 'flowgate') });
     await su.connect();
     await su.query(`ALTER ROLE ${next} CONNECTION LIMIT 0`);
+    // The alert (raiseRotationAlert): the worker's failed-rotation counter, and `secret.rotation_failed` on Kafka.
+    const failedBefore = await rotationCount(DB_APP_SECRET, 'failed');
+    const startedAt = new Date().toISOString();
+    const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'runbook-test');
+    const consumer = kafka.consumer({ groupId: `rb-alert-${randomBytes(4).toString('hex')}` });
+    const alerts: { type: string; at: string; path: string; reason?: string }[] = [];
     try {
+      await consumer.connect();
+      await consumer.subscribe({ topic: TOPICS.configChanges, fromBeginning: true });
+      await consumer.run({
+        eachMessage: async ({ message }) => {
+          const v = JSON.parse(message.value!.toString()) as (typeof alerts)[number];
+          if (v.type === 'secret.rotation_failed' && v.path === DB_APP_SECRET && v.at >= startedAt) alerts.push(v);
+        },
+      });
       const r = await t.as(t.alice)('POST', '/runbooks/rotate-secret/runs', { params: { secret: DB_APP_SECRET, grace_seconds: 1 } });
       const run = await until(t.as(t.alice), r.body.id, 'the rotation ends', closed);
       assert.equal(run.status, 'FAILED');
@@ -340,7 +365,13 @@ describe("rotating the processes' PostgreSQL login", () => {
       assert.equal(role.rolcanlogin, false, 'the pending login is disabled again');
       const metrics = await (await fetch(`http://127.0.0.1:${stack.layout.ports.workerStatus}/metrics`)).text();
       assert.match(metrics, /secret_rotations_total\{[^}]*outcome="rolled_back"[^}]*\} [1-9]/);
+      // The alert itself, once (not the rollback's own counter): the event on Kafka and the failed-rotation counter.
+      await eventually('secret.rotation_failed on Kafka', () => alerts.length > 0, 30_000, 200).catch(() => undefined);
+      assert.equal(alerts.length, 1, `one secret.rotation_failed event for this run: ${JSON.stringify(alerts)}`);
+      assert.match(alerts[0]!.reason ?? '', /\S/, 'the alert says why');
+      assert.equal(await rotationCount(DB_APP_SECRET, 'failed'), failedBefore + 1, 'secret_rotations_total{outcome="failed"} counts the alert');
     } finally {
+      await consumer.disconnect();
       await su.query(`ALTER ROLE ${next} CONNECTION LIMIT -1`);
       await su.end();
     }
