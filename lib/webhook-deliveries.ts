@@ -98,15 +98,22 @@ export const retryDelayMs = (policy: Pick<RetryPolicy, 'baseMs' | 'maxMs'>, fail
 
 type Due = { workspace_id: string; event_id: string; url: string; payload: unknown; attempts: number; failing_ms: number; expired: boolean; claimed_until: string };
 
-/** A pass's rows, posted one after another (10 s each at most). */
-const BATCH = 10;
-/** While one retrier posts a batch, no other one takes its rows: longer than the whole batch can take. */
-const CLAIM_MS = BATCH * 15_000;
+/** Posts in flight at once, per worker. */
+const MAX_IN_FLIGHT = 20;
+/**
+ * A tenant's posts taken per pass, and the in-flight count past which its rows wait: a tenant
+ * whose receivers hang (each post waits out its 10 s) cannot hold every slot, so the others'
+ * webhooks go out on the next pass.
+ */
+const PER_TENANT = 4;
+/** While one retrier posts a row, no other one takes it: longer than a post can take. */
+const CLAIM_MS = 30_000;
 
 /**
  * Posts the pending webhooks that are due, forever, until the returned stop is called. Runs in
  * every worker; a row is claimed (its next attempt pushed past the post's timeout) in the same
- * statement that reads it, so two workers never post the same attempt.
+ * statement that reads it, so two workers never post the same attempt. Posts run side by side
+ * (MAX_IN_FLIGHT) and a pass does not wait for them; tenants share the slots (PER_TENANT).
  */
 export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry: Registry; policy: RetryPolicy; targets: WebhookTargets }): () => Promise<void> {
   const { pool, logger, policy, targets } = deps;
@@ -114,6 +121,8 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let pass: Promise<void> = Promise.resolve();
+  const inFlight = new Set<Promise<void>>();
+  const perTenant = new Map<string, number>();
 
   // Only while the claim is this retrier's (its next_attempt_at as claimed): a row another worker
   // took over after a stall is not settled twice, nor a delivered row set back to pending.
@@ -129,36 +138,57 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
     return false;
   };
 
+  const post = async (row: Due): Promise<void> => {
+    const r = await sendSignedWebhook(pool, targets, row.workspace_id, row.url, row.event_id, row.payload);
+    if (r.ok) {
+      if (!await settle(row, 'delivered', r.status, null)) return;
+      outcomes.inc({ outcome: 'delivered' });
+      logger.info({ tenant: row.workspace_id, event_id: row.event_id, attempts: row.attempts + 1 }, 'webhook delivered by the retrier');
+    } else if (r.refused) {
+      if (!await settle(row, 'refused', r.status ?? null, r.error)) return;
+      outcomes.inc({ outcome: 'refused' });
+      logger.warn({ tenant: row.workspace_id, event_id: row.event_id, status: r.status }, 'webhook refused by its receiver');
+    } else if (row.expired) {
+      if (!await settle(row, 'abandoned', r.status ?? null, r.error)) return;
+      outcomes.inc({ outcome: 'abandoned' });
+      logger.error({ tenant: row.workspace_id, event_id: row.event_id, attempts: row.attempts + 1, err: r.error }, 'webhook abandoned: the retry window is over');
+    } else if (await settle(row, 'pending', r.status ?? null, r.error, retryDelayMs(policy, row.failing_ms))) {
+      outcomes.inc({ outcome: 'retry' });
+    }
+  };
+
   const runOnce = async (): Promise<void> => {
+    const free = MAX_IN_FLIGHT - inFlight.size;
+    if (free <= 0) return;
+    const busy = [...perTenant].filter(([, n]) => n >= PER_TENANT).map(([t]) => t);
     const due = (await asPlatform(pool, (db) => db.query<Due>(
       `UPDATE webhook_deliveries d SET next_attempt_at = now() + $1 * interval '1 millisecond', updated_at = now()
          FROM (SELECT workspace_id, event_id FROM webhook_deliveries
-                WHERE state = 'pending' AND next_attempt_at <= now()
-                ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+                WHERE (workspace_id, event_id) IN (
+                        SELECT workspace_id, event_id FROM (
+                          SELECT workspace_id, event_id, next_attempt_at,
+                                 row_number() OVER (PARTITION BY workspace_id ORDER BY next_attempt_at) AS nth
+                            FROM webhook_deliveries
+                           WHERE state = 'pending' AND next_attempt_at <= now() AND workspace_id <> ALL($4::text[])) c
+                         WHERE nth <= $5 ORDER BY next_attempt_at LIMIT $2)
+                FOR UPDATE SKIP LOCKED) due
         WHERE d.workspace_id = due.workspace_id AND d.event_id = due.event_id
       RETURNING d.workspace_id, d.event_id, d.url, d.payload, d.attempts, d.next_attempt_at::text AS claimed_until,
                 (extract(epoch FROM now() - d.created_at) * 1000)::float8 AS failing_ms,
                 d.created_at < now() - $3 * interval '1 millisecond' AS expired`,
-      [CLAIM_MS, BATCH, policy.retryForMs],
+      [CLAIM_MS, free, policy.retryForMs, busy, PER_TENANT],
     ))).rows;
     for (const row of due) {
-      if (stopped) return;
-      const r = await sendSignedWebhook(pool, targets, row.workspace_id, row.url, row.event_id, row.payload);
-      if (r.ok) {
-        if (!await settle(row, 'delivered', r.status, null)) continue;
-        outcomes.inc({ outcome: 'delivered' });
-        logger.info({ tenant: row.workspace_id, event_id: row.event_id, attempts: row.attempts + 1 }, 'webhook delivered by the retrier');
-      } else if (r.refused) {
-        if (!await settle(row, 'refused', r.status ?? null, r.error)) continue;
-        outcomes.inc({ outcome: 'refused' });
-        logger.warn({ tenant: row.workspace_id, event_id: row.event_id, status: r.status }, 'webhook refused by its receiver');
-      } else if (row.expired) {
-        if (!await settle(row, 'abandoned', r.status ?? null, r.error)) continue;
-        outcomes.inc({ outcome: 'abandoned' });
-        logger.error({ tenant: row.workspace_id, event_id: row.event_id, attempts: row.attempts + 1, err: r.error }, 'webhook abandoned: the retry window is over');
-      } else if (await settle(row, 'pending', r.status ?? null, r.error, retryDelayMs(policy, row.failing_ms))) {
-        outcomes.inc({ outcome: 'retry' });
-      }
+      perTenant.set(row.workspace_id, (perTenant.get(row.workspace_id) ?? 0) + 1);
+      const p: Promise<void> = post(row)
+        .catch((err: unknown) => logger.warn({ tenant: row.workspace_id, event_id: row.event_id, err: (err as Error).message }, 'webhook retry not recorded; the claim runs out and it is retried'))
+        .finally(() => {
+          inFlight.delete(p);
+          const n = (perTenant.get(row.workspace_id) ?? 1) - 1;
+          if (n > 0) perTenant.set(row.workspace_id, n);
+          else perTenant.delete(row.workspace_id);
+        });
+      inFlight.add(p);
     }
   };
 
@@ -173,5 +203,6 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
     stopped = true;
     clearTimeout(timer);
     await pass;
+    await Promise.all(inFlight); // each post ends within its 10 s timeout
   };
 }

@@ -1,7 +1,7 @@
 // Signed webhooks on completion, failure and cancellation, retried until the receiver takes them.
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createPool, inWorkspace } from '../../lib/postgres';
 import { sendSignedWebhook } from '../../lib/webhook-deliveries';
@@ -169,6 +169,35 @@ describe('webhooks', () => {
     const row = await deliveryRow(eventId);
     assert.equal(row!.attempts, 4);
     assert.equal(row!.last_status, 503);
+  });
+
+  test("a tenant whose receivers hang does not hold back another tenant's webhooks", async () => {
+    // Accepts connections and never answers: each post to it waits out its 10 s timeout.
+    const sockets = new Set<net.Socket>();
+    const hang = net.createServer((s) => { sockets.add(s); });
+    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
+    const slow = (await newTenant(stack.env.FLOWGATE_DATABASE_URL!, 'whslow')).tenant;
+    const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 1);
+    const eventId = `fair-${Date.now()}`;
+    try {
+      // 30 of the slow tenant's webhooks, due before ours.
+      await inWorkspace(pool, slow, (db) => db.query(
+        `INSERT INTO webhook_deliveries (workspace_id, event_id, url, payload, attempts, next_attempt_at)
+         SELECT $1, 'hang-' || i, $2, '{"id":"x"}', 3, now() - interval '1 minute' FROM generate_series(1, 30) i`,
+        [slow, `http://127.0.0.1:${(hang.address() as AddressInfo).port}/hooks`]));
+      await eventually('the slow tenant\'s posts are hanging', () => sockets.size > 0, 10_000, 50);
+      await inWorkspace(pool, tenant, (db) => db.query(
+        `INSERT INTO webhook_deliveries (workspace_id, event_id, url, payload, attempts) VALUES ($1, $2, $3, '{"id":"fair"}', 3)`, [tenant, eventId, url]));
+      const t0 = Date.now();
+      await eventually('ours is delivered', async () => (await deliveryRow(eventId))?.state === 'delivered', 8000, 100);
+      assert.ok(Date.now() - t0 < 8000);
+      assert.ok(sockets.size <= 8, `the slow tenant holds at most a bounded number of posts: ${sockets.size}`);
+    } finally {
+      await inWorkspace(pool, slow, (db) => db.query("UPDATE webhook_deliveries SET state = 'abandoned' WHERE workspace_id = $1", [slow]));
+      await pool.end();
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => hang.close(() => r()));
+    }
   });
 
   test('a callback URL that is not http(s) is refused with the field named', async () => {
