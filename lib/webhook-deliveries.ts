@@ -69,17 +69,18 @@ export type DeliveryState = 'pending' | 'delivered' | 'refused' | 'abandoned';
 /**
  * Hands a webhook the workflow could not deliver to the retrier (state `pending`, first retry
  * `firstRetryMs` from now), or records a refusal (`refused`). Idempotent by tenant and event id:
- * an activity retried after it wrote the row writes nothing more.
+ * an activity retried after it wrote the row writes nothing more (false then).
  */
 export async function recordWebhook(pool: Pool, w: {
   tenant: string; url: string; eventId: string; payload: unknown; state: 'pending' | 'refused'; attempts: number; status?: number; error: string; firstRetryMs: number;
-}): Promise<void> {
-  await inWorkspace(pool, w.tenant, (db) => db.query(
+}): Promise<boolean> {
+  const res = await inWorkspace(pool, w.tenant, (db) => db.query(
     `INSERT INTO webhook_deliveries (workspace_id, event_id, url, payload, state, attempts, last_status, last_error, next_attempt_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9 * interval '1 millisecond')
      ON CONFLICT (workspace_id, event_id) DO NOTHING`,
     [w.tenant, w.eventId, w.url, JSON.stringify(w.payload), w.state, w.attempts, w.status ?? null, w.error, w.firstRetryMs],
   ));
+  return res.rowCount === 1;
 }
 
 export type RetryPolicy = {

@@ -20,6 +20,7 @@ import { createVault } from '../lib/vault';
 import { connectTemporal, temporalHealthy } from '../lib/temporal';
 import { startDbWatchdog } from '../lib/db-watchdog';
 import { startWebhookRetrier } from '../lib/webhook-deliveries';
+import { startClosureWebhooks } from './closure-webhooks';
 import { runProcess } from '../lib/process-runtime';
 
 /** The workflow code's modules: ours, and Temporal's OpenTelemetry interceptors (spans for workflows and the activities they schedule). */
@@ -103,6 +104,10 @@ if (require.main === module) {
       pool, logger, registry, targets: webhookTargets,
       policy: { baseMs: config.FLOWGATE_WEBHOOK_RETRY_BASE_MS, maxMs: 3_600_000, retryForMs: config.FLOWGATE_WEBHOOK_RETRY_FOR_S * 1000, pollMs: config.FLOWGATE_WEBHOOK_RETRY_POLL_MS },
     });
+    // Terminated and timed-out runs cannot send their own webhook: found in visibility, sent by the retrier.
+    const stopClosureWebhooks = startClosureWebhooks({
+      temporal, pool, logger, registry, pollMs: Math.max(1000, config.FLOWGATE_WEBHOOK_RETRY_POLL_MS), lookBackMs: 86_400_000,
+    });
     const run = worker.run();
     run.catch((err: unknown) => {
       logger.fatal({ err }, 'worker stopped unexpectedly');
@@ -120,6 +125,7 @@ if (require.main === module) {
         ['worker', async () => { if (worker.getState() === 'RUNNING') worker.shutdown(); await run; }],
         ['db-watchdog', stopWatchdog],
         ['webhook-retrier', stopWebhookRetrier],
+        ['closure-webhooks', stopClosureWebhooks],
         ['temporal', async () => { await temporal.connection.close(); await connection.close(); }],
         ['kafka', () => events.close()],
         ['nats', async () => { stopBeats(); breakers.shutdown(); await nats.drain(); }],

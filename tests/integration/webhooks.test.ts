@@ -4,6 +4,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createPool, inWorkspace } from '../../lib/postgres';
+import { connectTemporal } from '../../lib/temporal';
 import { sendSignedWebhook } from '../../lib/webhook-deliveries';
 import { verifyWebhook, WEBHOOK_HEADERS } from '../../lib/webhook-signature';
 import { gatewayClient } from '../helpers/api';
@@ -104,6 +105,26 @@ describe('webhooks', () => {
     const c = await deliveryFor(canceled.body.execution_id);
     assert.equal(c.event.type, 'workflow.canceled');
     assert.ok(verifyWebhook(secret, c.headers, c.body));
+  });
+
+  test('a run terminated by an operator (its code never runs again) still sends its signed webhook', async () => {
+    const r = await api.start('approval-request', { subject: 'z', requester: 'alice' }, { 'x-callback-url': url });
+    const id = r.body.execution_id as string;
+    await eventually('running', async () => (await api.status(id)).body.status === 'RUNNING');
+    const temporal = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, 'default');
+    try {
+      await temporal.workflow.getHandle(id).terminate('stopped by an operator');
+    } finally {
+      await temporal.connection.close();
+    }
+    const d = await deliveryFor(id);
+    assert.equal(d.event.type, 'workflow.terminated');
+    assert.equal(d.event.status, 'TERMINATED');
+    assert.equal(d.event.workflow_type, 'approval-request');
+    assert.equal(d.headers[WEBHOOK_HEADERS.id], `${id}:TERMINATED`);
+    assert.ok(verifyWebhook(secret, d.headers, d.body));
+    await new Promise((res) => setTimeout(res, 1500)); // another look at visibility finds it again
+    assert.equal(deliveries.filter((x) => x.event.execution_id === id).length, 1, 'sent once');
   });
 
   test('a receiver down for longer than the workflow waits: the workflow ends, and the retrier delivers later', async () => {

@@ -1,0 +1,74 @@
+import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
+import type { Pool } from 'pg';
+import type { Registry } from 'prom-client';
+import type { WebhookEvent } from '../activities/webhooks';
+import type { Logger } from '../lib/logger';
+import { prom } from '../lib/metrics';
+import type { ExecutionMemo } from '../lib/trigger-message';
+import { recordWebhook } from '../lib/webhook-deliveries';
+
+/** Visibility is eventually consistent: each look goes back this far behind the last one. */
+const OVERLAP_MS = 60_000;
+
+const ENDED: Record<string, Pick<WebhookEvent, 'type' | 'status'>> = {
+  TERMINATED: { type: 'workflow.terminated', status: 'TERMINATED' },
+  TIMED_OUT: { type: 'workflow.timed_out', status: 'TIMED_OUT' },
+};
+
+/** The webhook of a run that ended without its own code running again, or undefined when it has no callback. */
+export function closureEvent(w: Pick<WorkflowExecutionInfo, 'workflowId' | 'type' | 'status' | 'closeTime' | 'memo'>): { url: string; event: WebhookEvent } | undefined {
+  const memo = w.memo as Partial<ExecutionMemo> | undefined;
+  const ended = ENDED[w.status.name];
+  if (!ended || !memo?.callback_url || !memo.tenant) return undefined;
+  return {
+    url: memo.callback_url,
+    event: {
+      id: `${w.workflowId}:${ended.status}`, ...ended, execution_id: w.workflowId, workflow_type: memo.workflow_type ?? w.type,
+      tenant: memo.tenant, occurred_at: (w.closeTime ?? new Date()).toISOString(), correlation_id: memo.correlation_id,
+    },
+  };
+}
+
+/**
+ * Terminated and timed-out runs end without their code running again, so they cannot send
+ * their webhook as the others do (workflows/interceptors.ts). Every worker looks for them in
+ * Temporal's visibility every `pollMs` (from `lookBackMs` before its start at first) and hands
+ * each one with a callback URL to the webhook retrier's table, keyed by its event id: a run
+ * found twice, or by two workers, is queued once.
+ */
+export function startClosureWebhooks(deps: { temporal: Client; pool: Pool; logger: Logger; registry: Registry; pollMs: number; lookBackMs: number }): () => Promise<void> {
+  const { temporal, pool, logger } = deps;
+  const queued = new prom.Counter({ name: 'webhook_closures_queued_total', help: 'Webhooks of terminated and timed-out runs handed to the retrier', registers: [deps.registry] });
+  let since = Date.now() - deps.lookBackMs;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let pass: Promise<void> = Promise.resolve();
+
+  const runOnce = async () => {
+    const started = Date.now();
+    const query = `ExecutionStatus IN ('Terminated', 'TimedOut') AND CloseTime >= '${new Date(since - OVERLAP_MS).toISOString()}'`;
+    for await (const w of temporal.workflow.list({ query })) {
+      if (stopped) return;
+      const found = closureEvent(w);
+      if (!found) continue;
+      const added = await recordWebhook(pool, {
+        tenant: found.event.tenant, url: found.url, eventId: found.event.id, payload: found.event, state: 'pending', attempts: 0, error: 'not sent yet', firstRetryMs: 0,
+      });
+      if (added) queued.inc();
+    }
+    since = started;
+  };
+
+  const schedule = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      pass = runOnce().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'closure webhooks: visibility look failed; trying again')).finally(schedule);
+    }, deps.pollMs);
+  };
+  schedule();
+  return async () => {
+    stopped = true;
+    clearTimeout(timer);
+    await pass;
+  };
+}
