@@ -3,6 +3,7 @@ import { fetch } from 'undici';
 import type { Registry } from 'prom-client';
 import type { Logger } from './logger';
 import { prom } from './metrics';
+import { pollLoop } from './poll-loop';
 import { asPlatform, inWorkspace } from './postgres';
 import { signWebhook, WEBHOOK_HEADERS } from './webhook-signature';
 import { NonPublicTargetError, nonPublicHost, publicOnlyDispatcher } from './webhook-targets';
@@ -119,9 +120,6 @@ const CLAIM_MS = 30_000;
 export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry: Registry; policy: RetryPolicy; targets: WebhookTargets }): () => Promise<void> {
   const { pool, logger, policy, targets } = deps;
   const outcomes = new prom.Counter({ name: 'webhook_retries_total', help: 'Retries of webhooks the workflow could not deliver, by outcome', labelNames: ['outcome'], registers: [deps.registry] });
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let pass: Promise<void> = Promise.resolve();
   const inFlight = new Set<Promise<void>>();
   const perTenant = new Map<string, number>();
 
@@ -161,23 +159,27 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
   const runOnce = async (): Promise<void> => {
     const free = MAX_IN_FLIGHT - inFlight.size;
     if (free <= 0) return;
-    const busy = [...perTenant].filter(([, n]) => n >= PER_TENANT).map(([t]) => t);
+    // A tenant gets what it has left of PER_TENANT; the row is locked only while still due (a
+    // row another retrier claimed meanwhile is re-checked on the locked version and skipped).
+    const tenants = [...perTenant.keys()];
     const due = (await asPlatform(pool, (db) => db.query<Due>(
       `UPDATE webhook_deliveries d SET next_attempt_at = now() + $1 * interval '1 millisecond', updated_at = now()
          FROM (SELECT workspace_id, event_id FROM webhook_deliveries
                 WHERE (workspace_id, event_id) IN (
                         SELECT workspace_id, event_id FROM (
-                          SELECT workspace_id, event_id, next_attempt_at,
-                                 row_number() OVER (PARTITION BY workspace_id ORDER BY next_attempt_at) AS nth
-                            FROM webhook_deliveries
-                           WHERE state = 'pending' AND next_attempt_at <= now() AND workspace_id <> ALL($4::text[])) c
-                         WHERE nth <= $5 ORDER BY next_attempt_at LIMIT $2)
+                          SELECT w.workspace_id, w.event_id, w.next_attempt_at, f.n AS in_flight,
+                                 row_number() OVER (PARTITION BY w.workspace_id ORDER BY w.next_attempt_at) AS nth
+                            FROM webhook_deliveries w
+                            LEFT JOIN unnest($4::text[], $6::int[]) AS f(workspace_id, n) ON f.workspace_id = w.workspace_id
+                           WHERE w.state = 'pending' AND w.next_attempt_at <= now()) c
+                         WHERE nth <= $5 - coalesce(in_flight, 0) ORDER BY next_attempt_at LIMIT $2)
+                  AND state = 'pending' AND next_attempt_at <= now()
                 FOR UPDATE SKIP LOCKED) due
         WHERE d.workspace_id = due.workspace_id AND d.event_id = due.event_id
       RETURNING d.workspace_id, d.event_id, d.url, d.payload, d.attempts, d.next_attempt_at::text AS claimed_until,
                 (extract(epoch FROM now() - d.created_at) * 1000)::float8 AS failing_ms,
                 d.created_at < now() - $3 * interval '1 millisecond' AS expired`,
-      [CLAIM_MS, free, policy.retryForMs, busy, PER_TENANT],
+      [CLAIM_MS, free, policy.retryForMs, tenants, PER_TENANT, tenants.map((t) => perTenant.get(t)!)],
     ))).rows;
     for (const row of due) {
       perTenant.set(row.workspace_id, (perTenant.get(row.workspace_id) ?? 0) + 1);
@@ -193,17 +195,9 @@ export function startWebhookRetrier(deps: { pool: Pool; logger: Logger; registry
     }
   };
 
-  const schedule = () => {
-    if (stopped) return;
-    timer = setTimeout(() => {
-      pass = runOnce().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'webhook retrier pass failed; trying again')).finally(schedule);
-    }, policy.pollMs);
-  };
-  schedule();
+  const loop = pollLoop(policy.pollMs, runOnce, (err) => logger.warn({ err: (err as Error).message }, 'webhook retrier pass failed; trying again'));
   return async () => {
-    stopped = true;
-    clearTimeout(timer);
-    await pass;
+    await loop.stop();
     await Promise.all(inFlight); // each post ends within its 10 s timeout
   };
 }
