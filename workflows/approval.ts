@@ -12,14 +12,19 @@ export const approveSignal = defineSignal<[Decision, Caller?]>('approve');
 export const APPROVAL_DEADLINE_PATCH = 'approval-deadline';
 export const rejectSignal = defineSignal<[Decision, Caller?]>('reject');
 
+/** patched() id of the requester check by consumer (approvals and payments). */
+export const APPROVAL_BY_CONSUMER_PATCH = 'approval-by-consumer';
+
 /**
- * Whether a decision comes from the one who asked: by name (what the input and the decision say)
- * and, when the gateway authenticated both the start and the decision, by consumer, so a
- * requester cannot approve their own request by writing another name.
+ * The test of whether a decision comes from the one who asked: by name (what the input and the
+ * decision say) and, when the gateway authenticated both the start and the decision, by
+ * consumer, so a requester cannot approve their own request by writing another name. Made once,
+ * at the run's start: a run begun on a worker without the consumer check keeps the name check
+ * alone, so what that worker accepted replays the same.
  */
-export function fromRequester(d: Decision, caller: Caller | undefined, requester: string): boolean {
-  const requestedBy = (workflowInfo().memo as Partial<ExecutionMemo> | undefined)?.requested_by;
-  return d.approver === requester || (caller !== undefined && requestedBy !== undefined && caller.consumer_id === requestedBy.consumer_id);
+export function requesterTest(requester: string): (d: Decision, caller?: Caller) => boolean {
+  const requestedBy = patched(APPROVAL_BY_CONSUMER_PATCH) ? (workflowInfo().memo as Partial<ExecutionMemo> | undefined)?.requested_by : undefined;
+  return (d, caller) => d.approver === requester || (caller !== undefined && requestedBy !== undefined && caller.consumer_id === requestedBy.consumer_id);
 }
 
 export type ApprovalInput = { subject: string; requester: string; timeout_seconds?: number };
@@ -32,9 +37,10 @@ export type ApprovalResult = { decision: 'approved'; approver: string; message: 
 export async function approvalRequest(input: ApprovalInput): Promise<ApprovalResult> {
   const progress = new Progress(['await-decision', 'notify']);
   let decision: { kind: 'approve' | 'reject'; by: Decision; at: number } | undefined;
+  const fromRequester = requesterTest(input.requester);
   const accept = (kind: 'approve' | 'reject') => (d: Decision, caller?: Caller) => {
     // Requester != approver; a decision once taken is final.
-    if (decision || fromRequester(d, caller, input.requester)) return;
+    if (decision || fromRequester(d, caller)) return;
     decision = { kind, by: d, at: Date.now() }; // workflow time: when the run received it
   };
   setHandler(approveSignal, accept('approve'));

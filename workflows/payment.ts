@@ -14,7 +14,7 @@ import {
 import type { createActivities } from '../activities';
 import type { PaymentContext, PaymentInput, PaymentResult, PaymentState } from '../lib/payments';
 import type { Caller, ExecutionMemo } from '../lib/trigger-message';
-import { APPROVAL_DEADLINE_PATCH, approveSignal, fromRequester, rejectSignal, type Decision } from './approval';
+import { APPROVAL_BY_CONSUMER_PATCH, APPROVAL_DEADLINE_PATCH, approveSignal, rejectSignal, requesterTest, type Decision } from './approval';
 import { Progress } from './progress';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -43,7 +43,9 @@ const { notifyPayment } = proxyActivities<Activities>({
 });
 
 /** Changes to processPayment's commands, each kept for the runs that started before it (workflow.patched). */
-export const PATCHES = { approvalStateWithItsWait: 'approval-state-with-its-wait', approvalDeadline: APPROVAL_DEADLINE_PATCH } as const;
+export const PATCHES = {
+  approvalStateWithItsWait: 'approval-state-with-its-wait', approvalDeadline: APPROVAL_DEADLINE_PATCH, approvalByConsumer: APPROVAL_BY_CONSUMER_PATCH,
+} as const;
 
 export const PAYMENT_STEPS = ['validate', 'approval', 'charge', 'ledger', 'notify'];
 
@@ -79,8 +81,9 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
 
   const requester = input.requested_by ?? input.payer.id;
   let decision: { kind: 'approve' | 'reject'; by: Decision; at: number } | undefined;
+  const fromRequester = requesterTest(requester);
   const decide = (kind: 'approve' | 'reject') => (d: Decision, caller?: Caller) => {
-    if (decision || fromRequester(d, caller, requester)) return;
+    if (decision || fromRequester(d, caller)) return;
     decision = { kind, by: d, at: Date.now() }; // workflow time: when the run received it
   };
   setHandler(approveSignal, decide('approve'));

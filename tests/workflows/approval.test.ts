@@ -70,6 +70,25 @@ describe('approvalRequest (time skipping)', () => {
     });
   });
 
+  test("the requester's consumer cannot decide under another name; another consumer can; the check is a patch", async () => {
+    const worker = await testWorker(env, 'approval4');
+    await worker.runUntil(async () => {
+      const alice = { consumer_id: 'consumer-1', username: 'alice-app' };
+      const handle = await env.client.workflow.start('approvalRequest', {
+        taskQueue: 'approval4', workflowId: randomUUID(), args: [{ subject: 'deploy', requester: 'alice', timeout_seconds: 86_400 }],
+        memo: { tenant: 't', workflow_type: 'approval-request', correlation_id: 'c', accepted_at: new Date().toISOString(), requested_by: alice },
+      });
+      // The gateway passes the authenticated caller as the signal's second argument.
+      await handle.signal(approveSignal, { approver: 'bob' }, alice);
+      await handle.signal(rejectSignal, { approver: 'carol' }, alice);
+      assert.equal((await handle.query(progressQuery)).waiting_for?.kind, 'approval', "the requester's consumer is ignored, whatever name it writes");
+      await handle.signal(approveSignal, { approver: 'bob' }, { consumer_id: 'consumer-2', username: 'bob-app' });
+      assert.equal((await handle.result()).approver, 'bob');
+      const markers = (await handle.fetchHistory()).events!.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch');
+      assert.equal(markers.length, 1, 'recorded at the start: runs begun without it keep the name check alone');
+    });
+  });
+
   test('a rejection fails the run with the approver in its details', async () => {
     const worker = await testWorker(env, 'approval3');
     await worker.runUntil(async () => {
