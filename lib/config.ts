@@ -128,9 +128,9 @@ export const configSchema = z.object({
   FLOWGATE_WEBHOOK_RETRY_POLL_MS: z.coerce.number().int().min(50).default(5000),
   /**
    * Webhooks (X-Callback-URL, a rule's callback_url) go to public addresses only: a callback to
-   * loopback, a private network or link-local (a cloud's metadata endpoint) is refused, at accept
-   * time when the URL names one and when a name resolves to one. `true` allows them: a local
-   * stack, whose receivers run on the same machine.
+   * loopback, a private network or link-local (a cloud's metadata endpoint) is refused when sent,
+   * whether the URL names one or a name resolves to one, and an X-Callback-URL naming one is a
+   * 400 at accept time. `true` allows them: a local stack, whose receivers run on the same machine.
    */
   FLOWGATE_WEBHOOK_ALLOW_PRIVATE: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   /** Third parties activities call (lib/third-party/services.ts), as a JSON array. */

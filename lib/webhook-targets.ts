@@ -10,14 +10,20 @@ import { Agent } from 'undici';
  * whose receivers run on the same machine).
  */
 
-/** Loopback, private, shared (CGNAT), link-local, unspecified, benchmark, multicast and reserved ranges. */
+/**
+ * Loopback, private, shared (CGNAT), link-local, unspecified, benchmark, multicast and reserved
+ * ranges; in IPv6 also the forms that carry an IPv4 address a gateway may translate (NAT64,
+ * 6to4, IPv4-compatible), whatever address they carry.
+ */
 const NOT_PUBLIC = new BlockList();
 for (const [network, prefix] of [
   ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
   ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 4], ['240.0.0.0', 4],
 ] as const) NOT_PUBLIC.addSubnet(network, prefix, 'ipv4');
 // IPv4-mapped IPv6 addresses (::ffff:127.0.0.1) are checked against the IPv4 ranges by BlockList itself.
-for (const [network, prefix] of [['::', 127], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8]] as const) NOT_PUBLIC.addSubnet(network, prefix, 'ipv6');
+for (const [network, prefix] of [
+  ['::', 96], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['100::', 64], ['2002::', 16], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8],
+] as const) NOT_PUBLIC.addSubnet(network, prefix, 'ipv6');
 
 /** True for an IP address outside the public internet. */
 export function isNonPublicAddress(address: string): boolean {

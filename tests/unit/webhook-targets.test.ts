@@ -10,7 +10,9 @@ import { isNonPublicAddress, NonPublicTargetError, nonPublicHost, publicOnlyDisp
 
 test('non-public addresses: loopback, private, CGNAT, link-local (cloud metadata), unspecified, multicast, IPv4-mapped', () => {
   for (const a of ['127.0.0.1', '127.9.9.9', '10.1.2.3', '172.16.0.1', '172.31.255.255', '192.168.1.1', '100.64.0.1', '169.254.169.254',
-    '0.0.0.0', '224.0.0.1', '255.255.255.255', '::1', '::', 'fd00::1', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '::ffff:a9fe:a9fe']) {
+    '0.0.0.0', '224.0.0.1', '255.255.255.255', '::1', '::', 'fd00::1', 'fe80::1', 'ff02::1', '::ffff:127.0.0.1', '::ffff:a9fe:a9fe',
+    // IPv4 inside IPv6: IPv4-compatible, NAT64 (well-known and local-use prefixes), 6to4.
+    '::a00:1', '64:ff9b::a00:1', '64:ff9b:1::a00:1', '2002:a00:1::1']) {
     assert.equal(isNonPublicAddress(a), true, a);
   }
   for (const a of ['8.8.8.8', '1.1.1.1', '172.32.0.1', '192.169.0.1', '100.128.0.1', '2606:4700:4700::1111', '::ffff:8.8.8.8']) {
