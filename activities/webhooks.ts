@@ -1,24 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Pool } from 'pg';
 import { recordWebhook, sendSignedWebhook, type WebhookTargets } from '../lib/webhook-deliveries';
-
-/**
- * The webhook a run sends when it ends. Completed, failed and canceled runs send it themselves
- * (workflows/interceptors.ts); terminated and timed-out ones, whose code does not run again, are
- * found by the worker's closure watcher (worker/closure-webhooks.ts).
- */
-export type WebhookEvent = {
-  id: string;
-  type: 'workflow.completed' | 'workflow.failed' | 'workflow.canceled' | 'workflow.terminated' | 'workflow.timed_out';
-  execution_id: string;
-  workflow_type: string;
-  tenant: string;
-  status: 'COMPLETED' | 'FAILED' | 'CANCELED' | 'TERMINATED' | 'TIMED_OUT';
-  occurred_at: string;
-  correlation_id?: string;
-  result?: unknown;
-  error?: { message: string; type?: string };
-};
+import type { WebhookEvent } from '../lib/workflow-webhooks';
 
 /** Attempts made while the workflow ends (Temporal retries the activity); after them the webhook goes to the retrier. */
 export const IN_WORKFLOW_ATTEMPTS = 3;

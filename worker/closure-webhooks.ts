@@ -1,32 +1,25 @@
 import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import type { Pool } from 'pg';
 import type { Registry } from 'prom-client';
-import type { WebhookEvent } from '../activities/webhooks';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
 import type { ExecutionMemo } from '../lib/trigger-message';
+import { pollLoop } from '../lib/poll-loop';
 import { recordWebhook } from '../lib/webhook-deliveries';
+import { webhookEvent, type WebhookEvent, type WebhookStatus } from '../lib/workflow-webhooks';
 
 /** Visibility is eventually consistent: each look goes back this far behind the last one. */
 const OVERLAP_MS = 60_000;
 
-const ENDED: Record<string, Pick<WebhookEvent, 'type' | 'status'>> = {
-  TERMINATED: { type: 'workflow.terminated', status: 'TERMINATED' },
-  TIMED_OUT: { type: 'workflow.timed_out', status: 'TIMED_OUT' },
-};
+/** Temporal's status names of the runs whose code does not send their webhook. */
+const ENDED: Record<string, WebhookStatus> = { TERMINATED: 'TERMINATED', TIMED_OUT: 'TIMED_OUT' };
 
 /** The webhook of a run that ended without its own code running again, or undefined when it has no callback. */
 export function closureEvent(w: Pick<WorkflowExecutionInfo, 'workflowId' | 'type' | 'status' | 'closeTime' | 'memo'>): { url: string; event: WebhookEvent } | undefined {
   const memo = w.memo as Partial<ExecutionMemo> | undefined;
-  const ended = ENDED[w.status.name];
-  if (!ended || !memo?.callback_url || !memo.tenant) return undefined;
-  return {
-    url: memo.callback_url,
-    event: {
-      id: `${w.workflowId}:${ended.status}`, ...ended, execution_id: w.workflowId, workflow_type: memo.workflow_type ?? w.type,
-      tenant: memo.tenant, occurred_at: (w.closeTime ?? new Date()).toISOString(), correlation_id: memo.correlation_id,
-    },
-  };
+  const status = ENDED[w.status.name];
+  if (!status || !memo?.callback_url || !memo.tenant) return undefined;
+  return { url: memo.callback_url, event: webhookEvent({ workflowId: w.workflowId, workflowType: w.type, memo }, status, w.closeTime ?? new Date()) };
 }
 
 /**
@@ -40,15 +33,12 @@ export function startClosureWebhooks(deps: { temporal: Client; pool: Pool; logge
   const { temporal, pool, logger } = deps;
   const queued = new prom.Counter({ name: 'webhook_closures_queued_total', help: 'Webhooks of terminated and timed-out runs handed to the retrier', registers: [deps.registry] });
   let since = Date.now() - deps.lookBackMs;
-  let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
-  let pass: Promise<void> = Promise.resolve();
 
   const runOnce = async () => {
     const started = Date.now();
     const query = `ExecutionStatus IN ('Terminated', 'TimedOut') AND CloseTime >= '${new Date(since - OVERLAP_MS).toISOString()}'`;
     for await (const w of temporal.workflow.list({ query })) {
-      if (stopped) return;
+      if (loop.stopped()) return;
       const found = closureEvent(w);
       if (!found) continue;
       const added = await recordWebhook(pool, {
@@ -59,16 +49,6 @@ export function startClosureWebhooks(deps: { temporal: Client; pool: Pool; logge
     since = started;
   };
 
-  const schedule = () => {
-    if (stopped) return;
-    timer = setTimeout(() => {
-      pass = runOnce().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'closure webhooks: visibility look failed; trying again')).finally(schedule);
-    }, deps.pollMs);
-  };
-  schedule();
-  return async () => {
-    stopped = true;
-    clearTimeout(timer);
-    await pass;
-  };
+  const loop = pollLoop(deps.pollMs, runOnce, (err) => logger.warn({ err: (err as Error).message }, 'closure webhooks: visibility look failed; trying again'));
+  return loop.stop;
 }

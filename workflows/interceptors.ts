@@ -10,8 +10,8 @@ import {
   type WorkflowInterceptors,
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
-import type { WebhookEvent } from '../activities/webhooks';
 import type { ExecutionMemo } from '../lib/trigger-message';
+import { webhookEvent, type WebhookEvent, type WebhookStatus } from '../lib/workflow-webhooks';
 
 const { deliverWebhook } = proxyActivities<ReturnType<typeof createActivities>>({
   startToCloseTimeout: '15 seconds',
@@ -26,19 +26,8 @@ class WebhookInterceptor implements WorkflowInboundCallsInterceptor {
   async execute(input: WorkflowExecuteInput, next: Next<WorkflowInboundCallsInterceptor, 'execute'>): Promise<unknown> {
     const memo = workflowInfo().memo as Partial<ExecutionMemo> | undefined;
     if (!memo?.callback_url) return next(input);
-    const notify = async (status: WebhookEvent['status'], extra: Pick<WebhookEvent, 'result' | 'error'>) => {
-      const info = workflowInfo();
-      const event: WebhookEvent = {
-        id: `${info.workflowId}:${status}`,
-        type: `workflow.${status.toLowerCase()}` as WebhookEvent['type'],
-        execution_id: info.workflowId,
-        workflow_type: memo.workflow_type ?? info.workflowType,
-        tenant: memo.tenant ?? '',
-        status,
-        occurred_at: new Date().toISOString(),
-        correlation_id: memo.correlation_id,
-        ...extra,
-      };
+    const notify = async (status: WebhookStatus, extra: Pick<WebhookEvent, 'result' | 'error'>) => {
+      const event = webhookEvent({ ...workflowInfo(), memo }, status, new Date(), extra);
       try {
         // Runs even when the workflow itself is being canceled.
         await CancellationScope.nonCancellable(() => deliverWebhook(memo.callback_url!, event));
