@@ -142,21 +142,21 @@ export function paymentActivities(deps: PaymentDeps) {
       const key = chargeKeyOf(ctx, input);
       const charge = (await chargesUnder(ctx, key)).find((c) => c.status === 'succeeded' && c.metadata?.payment_id === ctx.payment_id);
       if (!charge) return { refunded: false };
+      // The event has the same id whoever sends it, so consumers see one.
+      const refunded = async (refund: Refund) => {
+        await event(ctx, 'payment.refunded', { charge_id: charge.id, refund_id: refund.id, amount: refund.amount });
+        return { refunded: true, refund_id: refund.id };
+      };
       if (charge.refunded) {
         // Refunded by an earlier attempt whose answer was lost (or the provider forgot its key): that refund is the answer.
-        // The event has the same id whoever sends it, so consumers see one.
         const found = await provider(ctx, 'GET', `/v1/refunds?charge=${encodeURIComponent(charge.id)}`);
         if (found.status >= 400) throw refusal(found.status, found.body, 'the refund lookup');
         const refund = (found.body as { data?: Refund[] }).data?.[0];
-        if (!refund) return { refunded: true };
-        await event(ctx, 'payment.refunded', { charge_id: charge.id, refund_id: refund.id, amount: refund.amount });
-        return { refunded: true, refund_id: refund.id };
+        return refund ? refunded(refund) : { refunded: true };
       }
       const res = await provider(ctx, 'POST', '/v1/refunds', { charge: charge.id }, `${key}:refund`);
       if (res.status >= 400) throw refusal(res.status, res.body, 'the refund');
-      const refund = res.body as Refund;
-      await event(ctx, 'payment.refunded', { charge_id: charge.id, refund_id: refund.id, amount: refund.amount });
-      return { refunded: true, refund_id: refund.id };
+      return refunded(res.body as Refund);
     },
 
     /** Books the charge: one payments row and a balanced debit/credit pair, idempotent per payment. */
