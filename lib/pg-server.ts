@@ -1,10 +1,13 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, openSync, closeSync } from 'node:fs';
 import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { freeLoopbackPort } from './free-port';
+
+const execFileAsync = promisify(execFile);
 
 /** As root, PostgreSQL runs as the `postgres` user (it refuses to run as root). */
 export function postgresUid(): { uid: number; gid: number } | undefined {
@@ -69,7 +72,8 @@ export async function startScratchPostgres(pgBin: string, root: string): Promise
   if (owner) await chown(pwfile, owner.uid, owner.gid);
   await freshPgDir(dir);
   try {
-    execFileSync(path.join(pgBin, 'initdb'), ['-D', dir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C'], { stdio: 'pipe', ...(owner ?? {}) });
+    // Not execFileSync: this runs in the worker, whose event loop (heartbeats, other activities) must not stop for seconds.
+    await execFileAsync(path.join(pgBin, 'initdb'), ['-D', dir, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '-E', 'UTF8', '--locale=C'], { ...(owner ?? {}) });
   } finally {
     await rm(pwfile, { force: true });
   }

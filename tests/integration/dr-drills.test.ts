@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, describe, test } from 'node:test';
+import { removeScratchPostgres, startScratchPostgres } from '../../lib/pg-server';
 import { createPool } from '../../lib/postgres';
 import { issueAdminToken } from '../../lib/tenants';
 import { gatewayClient } from '../helpers/api';
@@ -17,6 +19,25 @@ const procs: RunningProcess[] = [];
 after(async () => {
   for (const p of procs) p.child.kill('SIGKILL');
   await pool.end();
+});
+
+describe('the scratch PostgreSQL of the backup drill', () => {
+  test("starts without stopping the worker's event loop for the seconds initdb takes", async () => {
+    const root = path.join(stack.layout.dir, `scratch-probe-${randomBytes(3).toString('hex')}`);
+    const delay = monitorEventLoopDelay({ resolution: 10 });
+    delay.enable();
+    const t0 = Date.now();
+    try {
+      const s = await startScratchPostgres(stack.env.FLOWGATE_PG_BIN!, root);
+      assert.ok(s.port > 0);
+    } finally {
+      delay.disable();
+      await removeScratchPostgres(root);
+    }
+    const took = Date.now() - t0;
+    const maxMs = delay.max / 1e6;
+    assert.ok(maxMs < 500, `the event loop stood still for ${Math.round(maxMs)} ms of ${took} ms`);
+  });
 });
 
 type Run = { id: string; status: string; state: string; steps: { name: string; state: string; output?: string }[]; figures: Record<string, number>; error: string | null };
