@@ -58,6 +58,26 @@ describe('runbook approval gates (time skipping)', () => {
     });
   });
 
+  test("an approval that reaches the run after the gate's deadline is refused as expired, though the run has not seen its timer yet", async () => {
+    const events: Event[] = [];
+    const queue = 'gates-late';
+    const handle = await env.client.workflow.start('databaseFailover', { taskQueue: queue, workflowId: `rb-${randomUUID()}`, args: [input({ approval_timeout_seconds: 2 })] });
+    await (await testWorker(env, queue, fakeFailoverActivities(events), { cache: false })).runUntil(async () => {
+      for (let i = 0; i < 100 && (await handle.query<RunRecord>('flowgate.runbook')).state !== 'AWAITING_APPROVAL'; i++) await new Promise((r) => setTimeout(r, 50));
+    });
+    // No worker runs while the deadline passes (the server's clock runs in real time meanwhile);
+    // the next worker gets the approval with the gate still open in the run's state.
+    await new Promise((r) => setTimeout(r, 2500));
+    await (await testWorker(env, queue, fakeFailoverActivities(events))).runUntil(async () => {
+      await assert.rejects(handle.executeUpdate('approveStep', { args: [decision({ payload: { confirm_primary: '127.0.0.1:5432' } })] }), (err: unknown) => {
+        assert.ok(err instanceof WorkflowUpdateFailedError, String(err));
+        assert.match(String(err.cause?.message), /the approval of approve expired at/);
+        return true;
+      });
+      await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && /expired/.test(String(err.cause?.message)));
+    });
+  });
+
   test('the failover approval needs the primary confirmed in its payload, from someone other than the requester', async () => {
     const events: Event[] = [];
     const worker = await testWorker(env, 'gates2', fakeFailoverActivities(events));
