@@ -42,6 +42,10 @@ const runOfActivity = (): string | undefined => {
   }
 };
 
+/** Whether a version read back holds exactly the fields written (a write whose answer was lost). */
+const sameFields = (read: Record<string, string>, written: Record<string, string>): boolean =>
+  Object.keys(written).length === Object.keys(read).length && Object.entries(written).every(([k, v]) => read[k] === v);
+
 const secretOf = (path: string): SecretDef => {
   const def = findSecret(path);
   if (!def) throw ApplicationFailure.nonRetryable(`no rotatable secret at ${path}`, 'UnknownSecret');
@@ -157,8 +161,19 @@ export function secretActivities(deps: SecretDeps) {
       try {
         version = await writeVersion(deps.vault, secret, next, meta.latest);
       } catch (err) {
-        if (def.kind === 'api-key') await provider(def, current.value!, 'DELETE', `/v1/api_keys/${next.key_id}`).catch(() => undefined);
-        throw ApplicationFailure.nonRetryable(`another writer changed ${secret} first (check-and-set): ${(err as Error).message}`, 'RotationConflict');
+        // Vault may have written it and the answer been lost: the version after ours, holding
+        // exactly what we wrote, is ours. Otherwise the minted key goes (never a live orphan).
+        const landed = await readMeta(deps.vault, secret)
+          .then(async (m) => m.latest === meta.latest + 1 && sameFields(await readVersion(deps.vault, secret, m.latest), next) ? m.latest : undefined)
+          .catch(() => undefined);
+        if (landed === undefined) {
+          if (def.kind === 'api-key') await provider(def, current.value!, 'DELETE', `/v1/api_keys/${next.key_id}`).catch(() => undefined);
+          if (/check-and-set/i.test((err as Error).message)) {
+            throw ApplicationFailure.nonRetryable(`another writer changed ${secret} first (check-and-set): ${(err as Error).message}`, 'RotationConflict');
+          }
+          throw ApplicationFailure.retryable(`writing the pending version of ${secret} failed: ${(err as Error).message}`, 'VaultUnavailable');
+        }
+        version = landed;
       }
       await writeLabels(deps.vault, secret, { ...meta.labels, current: currentVersion, pending: String(version) });
       return { version: String(version), previous: currentVersion };

@@ -130,11 +130,29 @@ describe('rotation schedules', () => {
 });
 
 /** The rotation's activities on their own, on the stack's Vault and sandbox provider (as Temporal would run them). */
-function rotationActivities() {
+function rotationActivities(vaultClient = vault) {
   const logger = createLogger('rotation-retry-test', 'error');
   const events = new KafkaBatcher(createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'rotation-retry-test'), logger);
   cleanup.push(() => events.close());
-  return secretActivities({ vault, events, logger, databaseUrl: stack.env.FLOWGATE_DATABASE_URL!, services: loadConfig('worker', stack.env).FLOWGATE_THIRD_PARTIES });
+  return secretActivities({ vault: vaultClient, events, logger, databaseUrl: stack.env.FLOWGATE_DATABASE_URL!, services: loadConfig('worker', stack.env).FLOWGATE_THIRD_PARTIES });
+}
+
+/** The real OpenBao, whose answer to the next write of `path`'s data is lost after it wrote it. */
+function answerLostOnce(path: string): typeof vault {
+  let lose = true;
+  return new Proxy(vault, {
+    get(target, prop, receiver) {
+      if (prop !== 'write') return Reflect.get(target, prop, receiver);
+      return async (at: string, data: unknown) => {
+        const res = await target.write(at, data);
+        if (lose && at === `secret/data/${path}`) {
+          lose = false;
+          throw new Error('socket hang up');
+        }
+        return res;
+      };
+    },
+  });
 }
 
 describe('rotating the payment provider key', () => {
@@ -279,6 +297,24 @@ describe('rotating the payment provider key', () => {
     await assert.rejects(other.run(acts.createPendingSecret, ref), /in progress/, 'another run is still refused');
     // Another run's attempt would not take it over: undo it the way the run would.
     const undone = await acts.rollbackPendingSecret({ ...ref, version: first.version });
+    assert.equal(undone.kept, undefined);
+    assert.equal((await readMeta(vault, API_KEY)).labels.pending, undefined);
+  });
+});
+
+describe('rotating, when Vault wrote the pending version but its answer was lost', () => {
+  test('the version is kept as pending, with its key, not taken for another writer', async () => {
+    const ref = { secret: API_KEY };
+    const before = await readMeta(vault, API_KEY);
+    const attempt = new MockActivityEnvironment({ workflowExecution: { workflowId: `rb-rotate-secret-test-${randomBytes(3).toString('hex')}`, runId: 'r1' } });
+    const created = await attempt.run(rotationActivities(answerLostOnce(API_KEY)).createPendingSecret, ref) as { version: string; previous: string };
+    const after = await readMeta(vault, API_KEY);
+    assert.equal(after.latest, before.latest + 1, 'one version written');
+    assert.equal(created.version, String(after.latest));
+    assert.equal(after.labels.pending, created.version, 'labelled pending');
+    const key = await readVersion<{ value: string }>(vault, API_KEY, created.version);
+    assert.equal((await sandbox.account(key.value)).status, 200, 'its key was not deleted at the provider');
+    const undone = await rotationActivities().rollbackPendingSecret({ ...ref, version: created.version });
     assert.equal(undone.kept, undefined);
     assert.equal((await readMeta(vault, API_KEY)).labels.pending, undefined);
   });
