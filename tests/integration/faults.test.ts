@@ -116,8 +116,9 @@ describe('Temporal down', () => {
       assert.equal(r.status, 202, r.text);
       accepted.push(r.body.execution_id);
     }
-    // Long enough for several deliveries of each trigger while Temporal is away.
-    await new Promise((r) => setTimeout(r, 8000));
+    // Several deliveries while Temporal is away: more than the budget of 2 (checked below).
+    await eventually('triggers redelivered while Temporal is away', async () =>
+      metricValue(await (await fetch(`${triggers.statusUrl}/metrics`)).text(), 'workflow_consumer_redeliveries_total', { stream: 'FLOWGATE_TRIGGERS' }) >= 3, 20_000, 250);
     // Without Temporal, status answers from what the gateway knows, once its call to Temporal has
     // timed out (the SDK alone would retry for about 20 s); list and cancel are 503 with Retry-After.
     for (const id of accepted) {
