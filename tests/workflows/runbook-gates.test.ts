@@ -65,11 +65,15 @@ describe('runbook approval gates (time skipping)', () => {
     await (await testWorker(env, queue, fakeFailoverActivities(events), { cache: false })).runUntil(async () => {
       for (let i = 0; i < 100 && (await handle.query<RunRecord>('flowgate.runbook')).state !== 'AWAITING_APPROVAL'; i++) await new Promise((r) => setTimeout(r, 50));
     });
-    // No worker runs while the deadline passes (the server's clock runs in real time meanwhile);
-    // the next worker gets the approval with the gate still open in the run's state.
+    // No worker runs while the deadline passes (the server's clock runs in real time meanwhile),
+    // then the approval is sent: the next worker gets it in one workflow task with the timer,
+    // the gate still open in the run's state.
     await new Promise((r) => setTimeout(r, 2500));
+    const late = handle.executeUpdate('approveStep', { args: [decision({ payload: { confirm_primary: '127.0.0.1:5432' } })] });
+    late.catch(() => undefined); // asserted below, once a worker runs
+    await new Promise((r) => setTimeout(r, 300));
     await (await testWorker(env, queue, fakeFailoverActivities(events))).runUntil(async () => {
-      await assert.rejects(handle.executeUpdate('approveStep', { args: [decision({ payload: { confirm_primary: '127.0.0.1:5432' } })] }), (err: unknown) => {
+      await assert.rejects(late, (err: unknown) => {
         assert.ok(err instanceof WorkflowUpdateFailedError, String(err));
         assert.match(String(err.cause?.message), /the approval of approve expired at/);
         return true;
