@@ -161,19 +161,22 @@ export function secretActivities(deps: SecretDeps) {
       try {
         version = await writeVersion(deps.vault, secret, next, meta.latest);
       } catch (err) {
-        // Vault may have written it and the answer been lost: the version after ours, holding
-        // exactly what we wrote, is ours. Otherwise the minted key goes (never a live orphan).
+        // Vault may have written it and the answer been lost: the version after the one we saw,
+        // holding exactly what we wrote, is ours. Read back, it is either ours or not there (the
+        // minted key then goes); when Vault cannot even be read, the key stays and the retry
+        // takes over the version if it was written (above).
+        const ours = meta.latest + 1;
         const landed = await readMeta(deps.vault, secret)
-          .then(async (m) => m.latest === meta.latest + 1 && sameFields(await readVersion(deps.vault, secret, m.latest), next) ? m.latest : undefined)
+          .then(async (m) => m.latest >= ours && sameFields(await readVersion(deps.vault, secret, ours), next))
           .catch(() => undefined);
-        if (landed === undefined) {
+        const failure = (err as Error).message;
+        if (landed === undefined) throw ApplicationFailure.retryable(`writing the pending version of ${secret} failed, and Vault could not be read back: ${failure}`, 'VaultUnavailable');
+        if (!landed) {
           if (def.kind === 'api-key') await provider(def, current.value!, 'DELETE', `/v1/api_keys/${next.key_id}`).catch(() => undefined);
-          if (/check-and-set/i.test((err as Error).message)) {
-            throw ApplicationFailure.nonRetryable(`another writer changed ${secret} first (check-and-set): ${(err as Error).message}`, 'RotationConflict');
-          }
-          throw ApplicationFailure.retryable(`writing the pending version of ${secret} failed: ${(err as Error).message}`, 'VaultUnavailable');
+          if (/check-and-set/i.test(failure)) throw ApplicationFailure.nonRetryable(`another writer changed ${secret} first (check-and-set): ${failure}`, 'RotationConflict');
+          throw ApplicationFailure.retryable(`writing the pending version of ${secret} failed: ${failure}`, 'VaultUnavailable');
         }
-        version = landed;
+        version = ours;
       }
       await writeLabels(deps.vault, secret, { ...meta.labels, current: currentVersion, pending: String(version) });
       return { version: String(version), previous: currentVersion };
