@@ -15,7 +15,7 @@ import autocannon from 'autocannon';
 import { Client } from 'undici';
 import { adminTenant } from '../tests/helpers/admin';
 import { testStack } from '../tests/helpers/stack';
-import { requirePid } from '../stack/stack';
+import { readPid, requirePid } from '../stack/stack';
 import { writeSection } from './results';
 
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 15);
@@ -25,7 +25,7 @@ const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 2000);
 /** Every target is measured once per round; each round starts one target later (no target always first or last). */
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 /** The stack's servers a target's requests may use (Flowgate's: rate limits, audit, api_calls): their CPU is reported beside each row. */
-const SERVICES = ['redis', 'kafka', 'postgres'];
+const SERVICES = ['redis', 'kafka', 'postgres', 'postgres-replica'];
 const PEERS_DIR = path.join(__dirname, 'peers');
 const CACHE = path.join(process.env.FLOWGATE_CACHE ?? path.join(os.homedir(), '.cache', 'flowgate'), 'bench');
 const REQUEST_PATH = '/bench/item';
@@ -232,7 +232,7 @@ type Row = Target & { load: Load; idleRss: number; peakRss: number; cores: numbe
 
 /** The CPU cores the stack's SERVICES used together between start and stop. */
 function servicesSampler() {
-  const pids = SERVICES.map((name) => requirePid(stack.layout, name));
+  const pids = SERVICES.map((name) => readPid(stack.layout, name)).filter((p): p is number => p !== undefined);
   const t0 = process.hrtime.bigint();
   const ticks0 = pids.reduce((sum, p) => sum + cpuTicks(p), 0);
   return () => (pids.reduce((sum, p) => sum + cpuTicks(p), 0) - ticks0) / TICKS_PER_S / (Number(process.hrtime.bigint() - t0) / 1e9);
@@ -448,6 +448,8 @@ function report(targets: Target[], rounds: Row[][], v: {
   const added = (fgOne.p50 - fgOne.directP50) / 1000;
   const fg = each('flowgate');
   const [load0, load1] = [v.loadBefore, os.loadavg()[0]!];
+  const directRps = median(each('direct').map((r) => r.load.rps));
+  const nearLoadLimit = ['nginx-1', 'nginx-auto'].some((k) => median(each(k).map((r) => r.load.rps)) > 0.9 * directRps);
   const cores = os.cpus().length;
   const yes = (ok: boolean) => (ok ? 'met' : '**not met**');
   const row = (t: Target) => {
@@ -471,7 +473,7 @@ median (and range) is given. The upstream is nginx ${v.nginxVersion} with one wo
 memory (a node:http upstream would take a whole core of the ${cores} and leave less to the target).
 Latencies are from every response's own time (autocannon's histogram keeps whole milliseconds).
 CPU is the target's process tree (cores used over the run); "services" is the stack's Redis, Kafka and
-PostgreSQL together over the same run (what Flowgate's rate limit, audit trail and \`api_calls\` cost them;
+PostgreSQL servers (primary and standby) together over the same run (what Flowgate's rate limit, audit trail and \`api_calls\` cost them;
 for the other targets, their background). RSS is the target's resident memory, idle before the first
 warm-up and the peak sampled every 200 ms over all rounds.
 
@@ -488,11 +490,11 @@ ${targets.map(oneRow).join('\n')}
 
 - Flowgate / bare @fastify/http-proxy throughput: ${shown(tput)} (goal ≥ 1.0×: ${yes(median(tput) >= 1)}); p99: ${shown(p99)} (goal ≤ 1.2×: ${yes(median(p99) <= 1.2)}).
   At a fixed ${CONNECTIONS} connections the p99 ratio mostly follows the throughput ratio (a saturated target queues); it is not latency at equal load.
-- Flowgate / nginx (1 worker) throughput: ${shown(ratio((r) => of(r, 'flowgate').load.rps / of(r, 'nginx-1').load.rps))}; / nginx (workers auto): ${shown(ratio((r) => of(r, 'flowgate').load.rps / of(r, 'nginx-auto').load.rps))} (recorded, no goal;
-  the nginx rows are near what one autocannon process can send here: direct to the upstream ${median(each('direct').map((r) => r.load.rps)).toFixed(0)} req/s).
+- Flowgate / nginx (1 worker) throughput: ${shown(ratio((r) => of(r, 'flowgate').load.rps / of(r, 'nginx-1').load.rps))}; / nginx (workers auto): ${shown(ratio((r) => of(r, 'flowgate').load.rps / of(r, 'nginx-auto').load.rps))} (recorded, no goal)${nearLoadLimit ? `;
+  the nginx rows are within 10 % of what one autocannon process sends straight to the upstream (${directRps.toFixed(0)} req/s), so they may be the load's limit, not nginx's` : ''}.
 - Flowgate / ${v.peerName} with JWT and rate limit: ${shown(vsPeer)} throughput, p99 ${shown(ratio((r) => of(r, 'flowgate').load.p99 / of(r, 'peer').load.p99))}.${vsNative ? `
   ${v.peerName}'s native credential check instead of the JWT plugin: Flowgate / it ${shown(vsNative)}.` : ''}
-  Goal, match the peer (≥ 1.0×), judged against its faster row: ${yes(median(vsBest) >= 1)}. Flowgate authenticates with an API key (hashed once, then cached), the JWT row's plugin checks an HMAC on every request.
+  Goal, match the peer (≥ 1.0×), judged against its faster row: ${yes(median(vsBest) >= 1)}. Flowgate authenticates with an API key (a SHA-256 of it per request, looked up in memory); the JWT row's plugin checks an HMAC per request.
 - Latency Flowgate adds at one connection, p50: **${added.toFixed(3)} ms** (goal < 0.5 ms: ${yes(added < 0.5)}); the bare http-proxy adds ${((hpOne.p50 - hpOne.directP50) / 1000).toFixed(3)} ms, nginx (1 worker) ${((ngOne.p50 - ngOne.directP50) / 1000).toFixed(3)} ms.
   The direct p50 in Flowgate's loop (${fgOne.directP50.toFixed(0)} µs, against ${first('direct').one!.p50.toFixed(0)} µs for the direct row) includes the gateway's after-answer work (audit, metrics) running meanwhile; against the direct row Flowgate adds ${((fgOne.p50 - first('direct').one!.p50) / 1000).toFixed(3)} ms.
 - Flowgate gateway memory: ${mib(first('flowgate').idleRss)} MiB idle, ${mib(Math.max(...fg.map((r) => r.peakRss)))} MiB peak under load (RSS of the stack's gateway process).
@@ -505,7 +507,7 @@ ${targets.map(oneRow).join('\n')}
   Both Traefik rows have Prometheus metrics and a buffered access log on; the rate limit (\`rateLimit\`, 10⁸/s) never refuses.` : 'KrakenD validates an HS256 JWT against a local JWKS file and rate-limits with `qos/ratelimit/router` set far above the load.'}
   Flowgate's workspace policy allows 10⁹ requests per 60 s.
 - The load generator, the upstream, the target and the Flowgate stack share the ${cores} cores: the ratios are from one run.
-  Load average (1 min) before the run ${load0.toFixed(1)}, after it ${load1.toFixed(1)}${Math.max(load0, load1) > cores / 2 ? `: above half the cores, so the machine was not idle and the figures are noisy` : ''}.
+  Load average (1 min) before the run ${load0.toFixed(1)}${load0 > cores / 2 ? ' (above half the cores: the machine was not idle when the run began, and the figures are noisier)' : ''}, after it ${load1.toFixed(1)} (the bench's own load).
 - Reproduce: \`bash bench/peers/install.sh\`, a test stack (\`node bin/flowgate.js stack up --test --dir DIR\`), then
   \`FLOWGATE_STACK_DIR=DIR BENCH_ROUNDS=${ROUNDS} BENCH_DURATION_S=${DURATION_S} BENCH_CONNECTIONS=${CONNECTIONS} node --import tsx bench/gateway.ts\`
   (part of \`make bench\`). Versions: nginx ${v.nginxVersion}, ${v.peerName}, @fastify/http-proxy ${v.versions.httpProxy}, autocannon ${v.versions.autocannon}, Node ${process.version}.
