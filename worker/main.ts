@@ -106,7 +106,7 @@ if (require.main === module) {
     });
     // Terminated and timed-out runs cannot send their own webhook: found in visibility, sent by the retrier.
     const stopClosureWebhooks = startClosureWebhooks({
-      temporal, pool, logger, registry, pollMs: Math.max(1000, config.FLOWGATE_WEBHOOK_RETRY_POLL_MS), lookBackMs: 86_400_000,
+      temporal, pool, logger, registry, pollMs: Math.max(1000, config.FLOWGATE_WEBHOOK_RETRY_POLL_MS),
     });
     const run = worker.run();
     run.catch((err: unknown) => {
