@@ -3,18 +3,16 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
-  condition,
   isCancellation,
   log,
   patched,
   proxyActivities,
-  setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { PaymentContext, PaymentInput, PaymentResult, PaymentState } from '../lib/payments';
-import type { Caller, ExecutionMemo } from '../lib/trigger-message';
-import { APPROVAL_BY_CONSUMER_PATCH, APPROVAL_DEADLINE_PATCH, approveSignal, rejectSignal, requesterTest, type Decision } from './approval';
+import type { ExecutionMemo } from '../lib/trigger-message';
+import { APPROVAL_BY_CONSUMER_PATCH, APPROVAL_DEADLINE_PATCH, Decisions } from './approval';
 import { Progress } from './progress';
 
 type Activities = ReturnType<typeof createActivities>;
@@ -80,14 +78,7 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
   progress.setState('PENDING');
 
   const requester = input.requested_by ?? input.payer.id;
-  let decision: { kind: 'approve' | 'reject'; by: Decision; at: number } | undefined;
-  const fromRequester = requesterTest(requester);
-  const decide = (kind: 'approve' | 'reject') => (d: Decision, caller?: Caller) => {
-    if (decision || fromRequester(d, caller)) return;
-    decision = { kind, by: d, at: Date.now() }; // workflow time: when the run received it
-  };
-  setHandler(approveSignal, decide('approve'));
-  setHandler(rejectSignal, decide('reject'));
+  const decisions = new Decisions(requester);
 
   const undo: { step: string; run: () => Promise<unknown> }[] = [];
   let refunded = false;
@@ -116,18 +107,9 @@ export async function processPayment(input: PaymentInput): Promise<PaymentResult
         progress.setState('AWAITING_APPROVAL');
         await awaiting();
       }
-      const expiresAt = Date.now() + timeoutMs;
-      let decided = await progress.step('approval', () =>
-        progress.waitingFor('approval', 'approve', () => condition(() => decision !== undefined, timeoutMs)));
-      // A decision that reached the run only at or after its deadline (the workers were away while
-      // both the timer and the signal came) is too late: the approval expired. Histories recorded
-      // before this check replay as they ran.
-      if (decided && decision!.at >= expiresAt && patched(PATCHES.approvalDeadline)) {
-        decided = false;
-        decision = undefined;
-      }
-      if (!decided || decision?.kind !== 'approve') {
-        const reason = decided ? 'rejected' : 'approval_expired';
+      const decision = await progress.step('approval', () => progress.waitingFor('approval', 'approve', () => decisions.wait(timeoutMs)));
+      if (decision?.kind !== 'approve') {
+        const reason = decision ? 'rejected' : 'approval_expired';
         await publishPaymentEvent(ctx, `payment.${reason}`, { by: decision?.by.approver ?? null, comment: decision?.by.comment ?? null });
         return end('CANCELLED', { reason, approved_by: undefined });
       }
