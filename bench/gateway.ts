@@ -16,7 +16,7 @@ import { Client } from 'undici';
 import { adminTenant } from '../tests/helpers/admin';
 import { testStack } from '../tests/helpers/stack';
 import { readPid, requirePid } from '../stack/stack';
-import { writeSection } from './results';
+import { median, writeSection } from './results';
 
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 15);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -147,17 +147,23 @@ function cpuTicks(pid: number): number {
   }, 0);
 }
 
+/** The CPU cores the trees of `pids` used together between this call and the returned one's. */
+function coresUsed(pids: number[]): () => number {
+  const t0 = process.hrtime.bigint();
+  const ticks = () => pids.reduce((sum, p) => sum + cpuTicks(p), 0);
+  const ticks0 = ticks();
+  return () => (ticks() - ticks0) / TICKS_PER_S / (Number(process.hrtime.bigint() - t0) / 1e9);
+}
+
 /** Samples the tree's RSS every 200 ms until stopped; returns the peak and the CPU cores used. */
 function sampler(pid: number) {
-  const t0 = process.hrtime.bigint();
-  const ticks0 = cpuTicks(pid);
+  const cores = coresUsed([pid]);
   let peak = rssBytes(pid);
   const timer = setInterval(() => { peak = Math.max(peak, rssBytes(pid)); }, 200);
   return () => {
     clearInterval(timer);
     peak = Math.max(peak, rssBytes(pid));
-    const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    return { peakRss: peak, cores: (cpuTicks(pid) - ticks0) / TICKS_PER_S / seconds };
+    return { peakRss: peak, cores: cores() };
   };
 }
 
@@ -231,12 +237,7 @@ type Target = {
 type Row = Target & { load: Load; idleRss: number; peakRss: number; cores: number; serviceCores: number; one?: OneConnection };
 
 /** The CPU cores the stack's SERVICES used together between start and stop. */
-function servicesSampler() {
-  const pids = SERVICES.map((name) => readPid(stack.layout, name)).filter((p): p is number => p !== undefined);
-  const t0 = process.hrtime.bigint();
-  const ticks0 = pids.reduce((sum, p) => sum + cpuTicks(p), 0);
-  return () => (pids.reduce((sum, p) => sum + cpuTicks(p), 0) - ticks0) / TICKS_PER_S / (Number(process.hrtime.bigint() - t0) / 1e9);
-}
+const servicesSampler = () => coresUsed(SERVICES.map((name) => readPid(stack.layout, name)).filter((p): p is number => p !== undefined));
 
 async function measure(t: Target, directUrl: string, withOneConnection: boolean): Promise<Row> {
   const { url, pid, proc } = await t.start();
@@ -421,10 +422,6 @@ async function main() {
   }
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const spread = (xs: number[], digits: number) => (xs.length > 1 ? ` (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})` : '');
 
 function report(targets: Target[], rounds: Row[][], v: {

@@ -18,7 +18,7 @@ import type { PgServer } from '../stack/servers';
 import { readStack, requirePid, serverSpec, startServer } from '../stack/stack';
 import { adminTenant } from '../tests/helpers/admin';
 import { eventually, readyStatus, spawnProcess, testStack, type RunningProcess } from '../tests/helpers/stack';
-import { writeSection } from './results';
+import { median, writeSection } from './results';
 
 const GATEWAYS = Number(process.env.BENCH_OPS_GATEWAYS ?? 4);
 const CHANGES = Number(process.env.BENCH_OPS_CHANGES ?? 30);
@@ -37,11 +37,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
 const pct = (xs: number[], p: number) => { const s = sorted(xs); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN; };
-const median = (xs: number[]) => {
-  const s = sorted(xs);
-  const m = Math.floor(s.length / 2);
-  return s.length === 0 ? NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const max = (xs: number[]) => (xs.length ? Math.max(...xs) : NaN);
 const secs = (ms: number) => (Number.isFinite(ms) ? (ms / 1000).toFixed(1) : '—');
 

@@ -7,6 +7,13 @@ import path from 'node:path';
 
 export const RESULTS_FILE = path.join(__dirname, 'RESULTS.md');
 
+/** The median of `xs` (the mean of the middle two for an even count); NaN for none. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length === 0 ? NaN : s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
 /**
  * The command that produced the figures, with the BENCH_* variables it ran with: `make bench`
  * (bench/run.sh sets FLOWGATE_BENCH_VIA_MAKE) or the one bench script run alone.
