@@ -101,3 +101,10 @@ export async function readyStatus(statusUrl: string): Promise<{ code: number; bo
     return { code: 0, body: null };
   }
 }
+
+/** A process's metric from its status port's /metrics: the first line of `name` with `labels` (0 when none). */
+export async function metric(statusUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await fetch(`${statusUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(name) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
+  return line ? Number(line.split(' ').at(-1)) : 0;
+}

@@ -22,7 +22,7 @@ import { logPath } from '../../stack/stack';
 import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
 import { sandboxControl } from '../helpers/sandbox';
-import { eventually, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
+import { eventually, metric, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
 import { consumerKey, newTenant } from '../helpers/tenant';
 
 const stack = testStack();
@@ -54,12 +54,6 @@ async function finished(api: ReturnType<typeof gatewayClient>, id: string, waitS
   assert.equal(r.status, 200, `still running: ${r.text}`);
   return r.body;
 }
-
-const metric = async (statusUrl: string, name: string, labels: Record<string, string> = {}) => {
-  const text = await (await fetch(`${statusUrl}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(name) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
-  return line ? Number(line.split(' ').at(-1)) : 0;
-};
 
 /** A worker of its own on a task queue of its own; payments started there run only on it. */
 async function privateWorker(queue: string, overrides: Record<string, string> = {}) {

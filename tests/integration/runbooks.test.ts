@@ -21,7 +21,7 @@ import { createVault } from '../../lib/vault';
 import { pgSuperuserUrl } from '../../stack/servers';
 import { gatewayClient } from '../helpers/api';
 import { sandboxControl } from '../helpers/sandbox';
-import { eventually, testStack } from '../helpers/stack';
+import { eventually, metric, testStack } from '../helpers/stack';
 import { newTenant } from '../helpers/tenant';
 
 const stack = testStack();
@@ -61,15 +61,7 @@ async function until(call: ReturnType<typeof gatewayClient>['call'], id: string,
 const closed = (r: Run) => !['RUNNING'].includes(r.status);
 
 /** The worker's `secret_rotations_total` for one secret and outcome (0 before the first). */
-async function rotationCount(secret: string, outcome: string): Promise<number> {
-  const metrics = await (await fetch(`http://127.0.0.1:${stack.layout.ports.workerStatus}/metrics`)).text();
-  let n = 0;
-  for (const m of metrics.matchAll(/^secret_rotations_total\{([^}]*)\} (\S+)$/gm)) {
-    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    if (labels.secret === secret && labels.outcome === outcome) n += Number(m[2]);
-  }
-  return n;
-}
+const rotationCount = (secret: string, outcome: string) => metric(`http://127.0.0.1:${stack.layout.ports.workerStatus}`, 'secret_rotations_total', { secret, outcome });
 
 describe('who may run runbooks', () => {
   test('platform-wide operators and admins; developers, viewers and workspace tokens get 403', async () => {

@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { WorkflowFailedError, WorkflowUpdateFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { RunbookInput, RunRecord, StepDecision } from '../../lib/workflow-runbooks';
+import { eventually } from '../helpers/stack';
 import { testWorker, timeSkippingEnv } from '../helpers/temporal-test-env';
 
 const node = (port: number) => ({ name: `pg-${port}`, host: '127.0.0.1', port });
@@ -62,9 +63,8 @@ describe('runbook approval gates (time skipping)', () => {
     const events: Event[] = [];
     const queue = 'gates-late';
     const handle = await env.client.workflow.start('databaseFailover', { taskQueue: queue, workflowId: `rb-${randomUUID()}`, args: [input({ approval_timeout_seconds: 2 })] });
-    await (await testWorker(env, queue, fakeFailoverActivities(events), { cache: false })).runUntil(async () => {
-      for (let i = 0; i < 100 && (await handle.query<RunRecord>('flowgate.runbook')).state !== 'AWAITING_APPROVAL'; i++) await new Promise((r) => setTimeout(r, 50));
-    });
+    await (await testWorker(env, queue, fakeFailoverActivities(events), { cache: false })).runUntil(
+      eventually('the gate is open', async () => (await handle.query<RunRecord>('flowgate.runbook')).state === 'AWAITING_APPROVAL', 5000, 50));
     // No worker runs while the deadline passes (the server's clock runs in real time meanwhile),
     // then the approval is sent: the next worker gets it in one workflow task with the timer,
     // the gate still open in the run's state.
