@@ -60,6 +60,17 @@ async function until(call: ReturnType<typeof gatewayClient>['call'], id: string,
 }
 const closed = (r: Run) => !['RUNNING'].includes(r.status);
 
+/** Every record on Kafka's config-changes topic from its beginning, as text, as it arrives; `stop` disconnects. */
+async function configChanges(): Promise<{ seen: string[]; stop: () => Promise<void> }> {
+  const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'runbook-test');
+  const consumer = kafka.consumer({ groupId: `rb-test-${randomBytes(4).toString('hex')}` });
+  const seen: string[] = [];
+  await consumer.connect();
+  await consumer.subscribe({ topic: TOPICS.configChanges, fromBeginning: true });
+  await consumer.run({ eachMessage: async ({ message }) => { seen.push(message.value!.toString()); } });
+  return { seen, stop: () => consumer.disconnect() };
+}
+
 /** The worker's `secret_rotations_total` for one secret and outcome (0 before the first). */
 const rotationCount = (secret: string, outcome: string) => metric(`http://127.0.0.1:${stack.layout.ports.workerStatus}`, 'secret_rotations_total', { secret, outcome });
 
@@ -212,16 +223,11 @@ describe('rotating the payment provider key', () => {
     assert.equal(audit.at(-1)!.actor, `token:${t.names.bob}`);
     assert.ok(!JSON.stringify(audit).includes(newKey) && !JSON.stringify(audit).includes(oldKey), 'no key in the audit log');
 
-    const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'runbook-test');
-    const consumer = kafka.consumer({ groupId: `rb-test-${randomBytes(4).toString('hex')}` });
-    const seen: string[] = [];
-    await consumer.connect();
-    await consumer.subscribe({ topic: TOPICS.configChanges, fromBeginning: true });
-    await consumer.run({ eachMessage: async ({ message }) => { seen.push(message.value!.toString()); } });
+    const { seen, stop } = await configChanges();
     try {
       await eventually('secret.rotated on Kafka', () => seen.some((v) => v.includes('"secret.rotated"') && v.includes(API_KEY)), 30_000, 200);
     } finally {
-      await consumer.disconnect();
+      await stop();
     }
     assert.ok(!seen.some((v) => v.includes(newKey) || v.includes(oldKey)), 'no key on Kafka');
   });
@@ -366,18 +372,10 @@ describe("rotating the processes' PostgreSQL login", () => {
     // The alert (raiseRotationAlert): the worker's failed-rotation counter, and `secret.rotation_failed` on Kafka.
     const failedBefore = await rotationCount(DB_APP_SECRET, 'failed');
     const startedAt = new Date().toISOString();
-    const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'runbook-test');
-    const consumer = kafka.consumer({ groupId: `rb-alert-${randomBytes(4).toString('hex')}` });
-    const alerts: { type: string; at: string; path: string; reason?: string }[] = [];
+    const changes = await configChanges();
+    type Alert = { type: string; at: string; path: string; reason?: string };
+    const alerts = () => changes.seen.map((v) => JSON.parse(v) as Alert).filter((v) => v.type === 'secret.rotation_failed' && v.path === DB_APP_SECRET && v.at >= startedAt);
     try {
-      await consumer.connect();
-      await consumer.subscribe({ topic: TOPICS.configChanges, fromBeginning: true });
-      await consumer.run({
-        eachMessage: async ({ message }) => {
-          const v = JSON.parse(message.value!.toString()) as (typeof alerts)[number];
-          if (v.type === 'secret.rotation_failed' && v.path === DB_APP_SECRET && v.at >= startedAt) alerts.push(v);
-        },
-      });
       const r = await t.as(t.alice)('POST', '/runbooks/rotate-secret/runs', { params: { secret: DB_APP_SECRET, grace_seconds: 1 } });
       const run = await until(t.as(t.alice), r.body.id, 'the rotation ends', closed);
       assert.equal(run.status, 'FAILED');
@@ -394,12 +392,12 @@ describe("rotating the processes' PostgreSQL login", () => {
       const metrics = await (await fetch(`http://127.0.0.1:${stack.layout.ports.workerStatus}/metrics`)).text();
       assert.match(metrics, /secret_rotations_total\{[^}]*outcome="rolled_back"[^}]*\} [1-9]/);
       // The alert itself, once (not the rollback's own counter): the event on Kafka and the failed-rotation counter.
-      await eventually('secret.rotation_failed on Kafka', () => alerts.length > 0, 30_000, 200).catch(() => undefined);
-      assert.equal(alerts.length, 1, `one secret.rotation_failed event for this run: ${JSON.stringify(alerts)}`);
-      assert.match(alerts[0]!.reason ?? '', /\S/, 'the alert says why');
+      await eventually('secret.rotation_failed on Kafka', () => alerts().length > 0, 30_000, 200).catch(() => undefined);
+      assert.equal(alerts().length, 1, `one secret.rotation_failed event for this run: ${JSON.stringify(alerts())}`);
+      assert.match(alerts()[0]!.reason ?? '', /\S/, 'the alert says why');
       assert.equal(await rotationCount(DB_APP_SECRET, 'failed'), failedBefore + 1, 'secret_rotations_total{outcome="failed"} counts the alert');
     } finally {
-      await consumer.disconnect();
+      await changes.stop();
       await su.query(`ALTER ROLE ${next} CONNECTION LIMIT -1`);
       await su.end();
     }
