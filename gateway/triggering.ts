@@ -96,21 +96,29 @@ export function createTriggering(ctx: GatewayContext) {
     return new ApiError(503, 'trigger_unavailable', 'the trigger could not be stored durably; retry with the same Idempotency-Key', undefined, { 'Retry-After': '2' });
   };
 
-  /** Refuses a reused Idempotency-Key whose request differs (JetStream KV, first writer wins). */
-  async function checkIdempotency(tenant: string, key: string, print: string, executionId: string): Promise<void> {
+  /**
+   * Remembers an Idempotency-Key with its request's fingerprint for 24 hours (JetStream KV, first
+   * writer wins) and returns the execution id to answer with: the one stored with the key, which is
+   * `executionId` unless the key was first used under an older way of deriving ids. A reused key
+   * whose request differs is refused (422). Once the key is forgotten, the id, derived from the key
+   * and the fingerprint, still names the first execution for the same request and a new one for
+   * another: a reused key is never answered with an execution that dropped its request.
+   */
+  async function checkIdempotency(tenant: string, key: string, print: string, executionId: string): Promise<string> {
     if (!natsConnected(ctx.nc)) throw storeUnavailable(new Error('nats disconnected'));
     const kv = await ctx.idempotencyKv().catch((err) => { throw storeUnavailable(err); });
     const entryKey = `${tenant}.${createHash('sha256').update(key).digest('hex')}`;
     try {
       await kv.create(entryKey, JSON.stringify({ fingerprint: print, execution_id: executionId }));
-      return;
+      return executionId;
     } catch (createErr) {
       const existing = await kv.get(entryKey).catch(() => null);
       if (!existing) throw storeUnavailable(createErr);
-      const stored = existing.json<{ fingerprint: string }>();
+      const stored = existing.json<{ fingerprint: string; execution_id: string }>();
       if (stored.fingerprint !== print) {
         throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request', [{ field: 'headers.idempotency-key', message: 'already used with another body or workflow type' }]);
       }
+      return stored.execution_id;
     }
   }
 
@@ -122,8 +130,7 @@ export function createTriggering(ctx: GatewayContext) {
     const callback = cbHeader === undefined ? ruleCallback ?? undefined : callbackUrlOf(cbHeader, ctx.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE);
     // Pushed back (429) while the tenant's, or everyone's, triggers waiting to start are at their bound.
     ctx.backlog.admit(tenant);
-    const executionId = ids.mint(tenant, key);
-    if (key !== undefined) await checkIdempotency(tenant, key, fingerprint(def.name, input), executionId);
+    const executionId = key === undefined ? ids.mint(tenant) : await idempotentId(tenant, key, def.name, input);
     await publishTrigger({
       execution_id: executionId,
       tenant,
@@ -141,5 +148,11 @@ export function createTriggering(ctx: GatewayContext) {
     return { executionId, ...acceptedAnswer(executionId) };
   }
 
-  return { accept, checkIdempotency: (tenant: string, key: string, type: string, input: unknown, executionId: string) => checkIdempotency(tenant, key, fingerprint(type, input), executionId) };
+  /** The execution id for a request with this Idempotency-Key (see checkIdempotency). */
+  async function idempotentId(tenant: string, key: string, type: string, input: unknown): Promise<string> {
+    const print = fingerprint(type, input);
+    return checkIdempotency(tenant, key, print, ids.mint(tenant, key, print));
+  }
+
+  return { accept, idempotentId };
 }

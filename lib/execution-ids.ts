@@ -2,7 +2,9 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
  * Execution ids are `fgx_<body>_<mac>`. The body is random, or derived from the tenant and
- * its Idempotency-Key; the mac binds the id to its tenant. Only the gateway can mint one, so
+ * its Idempotency-Key (and, for a client's key, the request's fingerprint: a key reused with
+ * another body once the gateway has forgotten it, after 24 hours, names a new execution rather
+ * than the old one); the mac binds the id to its tenant. Only the gateway can mint one, so
  * the status API can answer ACCEPTED for an id that Temporal does not know yet (the trigger is
  * durable in JetStream, not started) and 404 for anything else. The id is the workflow id.
  */
@@ -17,11 +19,12 @@ export class ExecutionIds {
     return createHmac('sha256', this.secret).update(`id|${tenant}|${body}`).digest('base64url').slice(0, 16);
   }
 
-  /** A fresh id, or with a key the same id for the same tenant and key, always. */
-  mint(tenant: string, idempotencyKey?: string): string {
+  /** A fresh id, or with a key the same id for the same tenant, key and fingerprint, always. */
+  mint(tenant: string, idempotencyKey?: string, fingerprint?: string): string {
+    const derivedFrom = `idem|${tenant}|${idempotencyKey}${fingerprint === undefined ? '' : `|${fingerprint}`}`;
     const body = idempotencyKey === undefined
       ? randomBytes(16).toString('base64url')
-      : createHmac('sha256', this.secret).update(`idem|${tenant}|${idempotencyKey}`).digest('base64url').slice(0, 22);
+      : createHmac('sha256', this.secret).update(derivedFrom).digest('base64url').slice(0, 22);
     return `${PREFIX}${body}_${this.mac(tenant, body)}`;
   }
 

@@ -35,7 +35,7 @@ const UNAVAILABLE_RETRY_AFTER_S = 5;
 export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext): void {
   const services = new Map(ctx.config.FLOWGATE_THIRD_PARTIES.map((s) => [s.name, s]));
   const def = registeredWorkflowType('third-party-call')!;
-  const { checkIdempotency } = createTriggering(ctx);
+  const { idempotentId } = createTriggering(ctx);
 
   app.post('/outbound/3rdparty/:service/*', async (req, reply) => {
     const { tenant } = await ctx.auth.authenticate(req);
@@ -64,8 +64,7 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
     }
     const key = idempotencyKeyOf(req);
     const input = { service, method: body.data.method, path: `/${path}`, body: body.data.request_body, ...(key ? { idempotency_key: key } : {}) };
-    const executionId = ctx.ids.mint(tenant, key === undefined ? undefined : `outbound:${key}`);
-    if (key !== undefined) await checkIdempotency(tenant, `outbound:${key}`, def.name, input, executionId);
+    const executionId = key === undefined ? ctx.ids.mint(tenant) : await idempotentId(tenant, `outbound:${key}`, def.name, input);
 
     let handle;
     try {

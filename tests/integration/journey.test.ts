@@ -1,7 +1,8 @@
 // The core journey against the real stack: start, idempotency, track, steer, isolation, bad input.
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { before, describe, test } from 'node:test';
+import { connect } from 'nats';
 import { gatewayClient } from '../helpers/api';
 import { eventually, testStack } from '../helpers/stack';
 import { consumerKey, newTenant } from '../helpers/tenant';
@@ -57,6 +58,29 @@ describe('core journey', () => {
       assert.equal(other.status, 422);
       assert.equal(other.body.error.code, 'idempotency_key_reused');
       assert.equal(other.body.error.details[0].field, 'headers.idempotency-key');
+    });
+
+    test('once the key is forgotten (after 24 h), the same key with another body is a new execution; with the same body, the first', async () => {
+      const key = randomUUID();
+      // What the key store's 24-hour TTL does: the gateway's entry for the key goes.
+      const forget = async () => {
+        const nc = await connect({ servers: stack.env.FLOWGATE_NATS_URL });
+        try {
+          await (await nc.jetstream().views.kv('flowgate_idempotency')).purge(`${tenantA}.${createHash('sha256').update(key).digest('hex')}`);
+        } finally { await nc.close(); }
+      };
+      const first = await a.start('hello', { name: 'one' }, { 'idempotency-key': key });
+      assert.equal(first.status, 202, first.text);
+      assert.deepEqual((await untilStatus(a, first.body.execution_id, 'COMPLETED')).result, { greeting: 'Hello, one!' });
+      await forget();
+      const other = await a.start('hello', { name: 'two' }, { 'idempotency-key': key });
+      assert.equal(other.status, 202, other.text);
+      assert.notEqual(other.body.execution_id, first.body.execution_id, 'another body is another execution, not the old one with the body dropped');
+      assert.deepEqual((await untilStatus(a, other.body.execution_id, 'COMPLETED')).result, { greeting: 'Hello, two!' });
+      assert.equal((await a.start('hello', { name: 'one' }, { 'idempotency-key': key })).status, 422, 'remembered again, with the new body');
+      await forget();
+      const again = await a.start('hello', { name: 'one' }, { 'idempotency-key': key });
+      assert.equal(again.body.execution_id, first.body.execution_id, 'the first body still names the first execution');
     });
 
     test("a key in the platform's own namespaces (an event rule's, the outbound proxy's) is refused", async () => {

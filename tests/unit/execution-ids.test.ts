@@ -18,6 +18,13 @@ test('the same tenant and Idempotency-Key always give the same id; other tenants
   assert.notEqual(ids.mint('acme', 'order-42'), ids.mint('globex', 'order-42'));
 });
 
+test("with a request's fingerprint, the same key names one id per request", () => {
+  assert.equal(ids.mint('acme', 'order-42', 'f1'), ids.mint('acme', 'order-42', 'f1'));
+  assert.notEqual(ids.mint('acme', 'order-42', 'f1'), ids.mint('acme', 'order-42', 'f2'));
+  assert.notEqual(ids.mint('acme', 'order-42', 'f1'), ids.mint('acme', 'order-42'));
+  assert.equal(ids.belongsTo(ids.mint('acme', 'order-42', 'f1'), 'acme'), true);
+});
+
 test('made-up, altered or foreign-secret ids are refused', () => {
   const id = ids.mint('acme');
   assert.equal(ids.belongsTo(id.slice(0, -1) + (id.endsWith('A') ? 'B' : 'A'), 'acme'), false);
