@@ -7,6 +7,7 @@ import { beginChange, finishChange, type ChangeAudit } from '../lib/control-plan
 import { newCredential } from '../lib/credentials';
 import { ApiError, validationError } from '../lib/errors';
 import { inWorkspace } from '../lib/postgres';
+import { callbackRefusal } from '../lib/webhook-targets';
 import type { AdminDeps } from './app';
 import { workspaceParam, type AdminApi, type Call } from './endpoint';
 
@@ -28,6 +29,19 @@ function decodeCursor(cursor: string): { key: string; id?: string } {
     }
   } catch { /* fall through */ }
   throw new ApiError(400, 'validation_failed', 'invalid cursor', [{ field: 'query.cursor', message: 'use the `next` value of the previous page' }]);
+}
+
+/**
+ * A trigger rule's callback_url where webhooks may not go to non-public addresses
+ * (FLOWGATE_WEBHOOK_ALLOW_PRIVATE unset): refused when the rule is saved (400 naming `field`),
+ * not only when its webhooks are sent. The schema cannot say it: the setting is the process's.
+ */
+export function checkCallbackUrls(docs: readonly Doc[], allowNonPublic: boolean, fieldOf: (i: number) => string): void {
+  const details = docs.flatMap((d, i) => {
+    const refused = typeof d.callback_url === 'string' ? callbackRefusal(d.callback_url, allowNonPublic) : undefined;
+    return refused ? [{ field: fieldOf(i), message: refused }] : [];
+  });
+  if (details.length) throw new ApiError(400, 'validation_failed', `invalid callback_url: ${details.map((d) => d.field).join(', ')}`, details);
 }
 
 /** What the API shows of an entity: its document with id, version and times. */
@@ -110,6 +124,7 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
       method: 'POST', url: `/${c}`, summary: `Create one of ${c}`, tag, resource, action: 'write', query: scopedQuery, body: def.schema,
       responses: { 201: 'created', 409: 'a name taken, a reference to a missing entity, or a colliding route' },
       handler: async (call) => {
+        if (c === 'triggers') checkCallbackUrls([call.body as Doc], deps.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE, () => 'body.callback_url');
         const e = await change(call, (r: EntityRow) => `${def.type} ${String(r.doc[def.keyColumn])} created`, async (db, audits) => {
           const created = await insertEntity(db, call.ws, def, call.body as Doc);
           audits.push({ action: 'create', entityType: def.type, entityId: created.id, after: auditView(def, created.doc) });
@@ -138,6 +153,7 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
             if (!parsed.success) throw validationError(parsed.error, 'body');
             doc = parsed.data;
           }
+          if (c === 'triggers') checkCallbackUrls([doc], deps.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE, () => 'body.callback_url');
           const updated = await updateEntity(db, call.ws, def, existing.id, doc);
           audits.push({ action: 'update', entityType: def.type, entityId: existing.id, before: auditView(def, existing.doc), after: auditView(def, updated.doc) });
           return updated;

@@ -5,6 +5,7 @@ import { writeAudit } from '../lib/audit';
 import { ApiError } from '../lib/errors';
 import { inWorkspace } from '../lib/postgres';
 import type { AdminDeps } from './app';
+import { checkCallbackUrls } from './collections';
 import { workspaceParam, type AdminApi } from './endpoint';
 
 /** Versioned and declarative config: GET /config and its versions, diffs, export and sync. */
@@ -105,6 +106,7 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     const text = typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString('utf8') : JSON.stringify(body ?? '');
     const docs = parseConfigDocuments(text);
     if (docs.length !== 1) throw new ApiError(400, 'validation_failed', 'send one workspace document', [{ field: 'body', message: `${docs.length} documents` }]);
+    checkCallbackUrls(docs[0]!.triggers, deps.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE, (i) => `body.triggers.${i}.callback_url`);
     return docs[0]!;
   };
   api.add({

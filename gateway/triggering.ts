@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { ApiError } from '../lib/errors';
 import { natsConnected, subjects } from '../lib/nats';
 import { traceHeaders } from '../lib/tracing';
-import { nonPublicHost } from '../lib/webhook-targets';
+import { callbackRefusal } from '../lib/webhook-targets';
 import type { Caller, TriggerMessage } from '../lib/trigger-message';
 import type { WorkflowTypeDef } from '../lib/workflow-registry';
 import type { GatewayContext } from './app';
@@ -45,8 +45,8 @@ export function callbackUrlOf(header: unknown, allowNonPublic: boolean): string 
   const invalid = (message: string) => new ApiError(400, 'validation_failed', 'invalid X-Callback-URL', [{ field: 'headers.x-callback-url', message }]);
   const r = callbackUrl.safeParse(header);
   if (!r.success) throw invalid('must be an http(s) URL');
-  const named = allowNonPublic ? undefined : nonPublicHost(r.data);
-  if (named) throw invalid(`must name a public address, not ${named}`);
+  const refused = callbackRefusal(r.data, allowNonPublic);
+  if (refused) throw invalid(refused);
   return r.data;
 }
 

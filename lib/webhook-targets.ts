@@ -49,6 +49,16 @@ export function nonPublicHost(url: string): string | undefined {
 }
 
 /**
+ * Why a callback URL may not be used where non-public addresses are not allowed (a message for
+ * the offending field), or undefined when it may: checked where a URL is accepted (a request's
+ * X-Callback-URL, a trigger rule's callback_url), and again where the webhook is sent.
+ */
+export function callbackRefusal(url: string, allowNonPublic: boolean): string | undefined {
+  const named = allowNonPublic ? undefined : nonPublicHost(url);
+  return named === undefined ? undefined : `must name a public address, not ${named}`;
+}
+
+/**
  * A dispatcher whose connections go to public addresses only: every address a name resolves to
  * is checked when it is resolved for the connection, so a name that later resolves elsewhere
  * (DNS rebinding) is caught on the connection it would be used for.

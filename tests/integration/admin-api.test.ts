@@ -8,7 +8,7 @@ import { parse, stringify } from 'yaml';
 import { createKafka, TOPICS } from '../../lib/kafka';
 import { asPlatform, createPool, inWorkspace } from '../../lib/postgres';
 import { adminTenant, type HttpCall } from '../helpers/admin';
-import { eventually, testStack } from '../helpers/stack';
+import { eventually, readyStatus, spawnProcess, testStack } from '../helpers/stack';
 
 const stack = testStack();
 const pool = createPool(stack.env.FLOWGATE_DATABASE_URL!, 2);
@@ -222,6 +222,37 @@ describe('CRUD of every entity', () => {
       assert.equal(r.status, 400, `${method} ${path}: ${JSON.stringify(r.body)}`);
       assert.equal(r.body.error.code, 'validation_failed');
       assert.equal(r.body.error.details[0].field, field, `${method} ${path}`);
+    }
+  });
+});
+
+describe("a trigger rule's callback_url", () => {
+  test('where webhooks go to public addresses only, a rule naming a non-public one is refused when saved, by every way in', async () => {
+    // The stack allows loopback receivers (FLOWGATE_WEBHOOK_ALLOW_PRIVATE=true); a production admin does not.
+    const admin = await spawnProcess('admin', stack.env, { FLOWGATE_WEBHOOK_ALLOW_PRIVATE: 'false' });
+    try {
+      await eventually('the admin process ready', async () => (await readyStatus(admin.statusUrl)).code === 200, 60_000);
+      const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, admin.publicUrl!, 'cb');
+      const refused = (r: Awaited<ReturnType<typeof t.admin>>, field: string) => {
+        assert.equal(r.status, 400, r.text);
+        assert.equal(r.body.error.code, 'validation_failed');
+        assert.equal(r.body.error.details[0].field, field);
+        assert.match(r.body.error.details[0].message, /public address/);
+      };
+      for (const url of ['http://127.0.0.1:8200/v1/sys/health', 'http://169.254.169.254/latest/meta-data', 'http://localhost:8081/workspaces', 'http://[::ffff:10.0.0.1]/']) {
+        refused(await t.admin('POST', '/triggers', { name: 'r', event_type: 'order.created', workflow_type: 'hello', callback_url: url }), 'body.callback_url');
+      }
+      const ok = await t.admin('POST', '/triggers', { name: 'r', event_type: 'order.created', workflow_type: 'hello', callback_url: 'https://hooks.example.com/flowgate' });
+      assert.equal(ok.status, 201, ok.text);
+      refused(await t.admin('PATCH', '/triggers/r', { callback_url: 'http://10.1.2.3/hook' }), 'body.callback_url');
+      refused(await t.admin('PUT', '/triggers/r', { name: 'r', event_type: 'order.created', workflow_type: 'hello', callback_url: 'http://192.168.0.1/' }), 'body.callback_url');
+      const doc = (await t.admin('GET', '/config/export?format=json')).body;
+      doc.triggers[0].callback_url = 'http://127.0.0.1:8081/';
+      refused(await t.admin('POST', '/config/sync', doc), 'body.triggers.0.callback_url');
+      assert.equal((await t.admin('GET', '/triggers/r')).body.callback_url, 'https://hooks.example.com/flowgate', 'nothing changed');
+    } finally {
+      admin.child.kill('SIGTERM');
+      await admin.exited;
     }
   });
 });
