@@ -12,7 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
-import { Client } from 'undici';
+import { Client, Pool } from 'undici';
 import { adminTenant } from '../tests/helpers/admin';
 import { testStack } from '../tests/helpers/stack';
 import { readPid, requirePid } from '../stack/stack';
@@ -24,6 +24,10 @@ const WARMUP_S = Math.min(3, DURATION_S);
 const LATENCY_REQUESTS = Number(process.env.BENCH_LATENCY_REQUESTS ?? 2000);
 /** Every target is measured once per round; each round starts one target later (no target always first or last). */
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
+/** The equal-load runs' rate, as a share of Flowgate's median saturated throughput: every target below its capacity. */
+const EQUAL_LOAD_SHARE = Number(process.env.BENCH_EQUAL_LOAD_SHARE ?? 0.5);
+/** The targets measured again at one fixed rate: the comparisons the issue sets goals for, and the direct row (the load's own floor). */
+const EQUAL_LOAD_TARGETS = ['direct', 'http-proxy', 'peer', 'peer-native', 'flowgate'];
 /** The stack's servers a target's requests may use (Flowgate's: rate limits, audit, api_calls): their CPU is reported beside each row. */
 const SERVICES = ['redis', 'kafka', 'postgres', 'postgres-replica'];
 const PEERS_DIR = path.join(__dirname, 'peers');
@@ -138,9 +142,11 @@ function rssBytes(pid: number): number {
 function cpuTicks(pid: number): number {
   return tree(pid).reduce((sum, p) => {
     try {
-      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+      // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th,
+      // then cutime and cstime, the time of its children that have exited (a PostgreSQL backend whose
+      // connection closed): without them a tree's time would drop when a child exits.
       const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      return sum + Number(f[11]) + Number(f[12]);
+      return sum + Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
     } catch {
       return sum;
     }
@@ -186,6 +192,42 @@ function load(url: string, headers: Record<string, string>, connections: number,
     });
     instance.on('response', (_client, _status, _bytes, ms) => { times.push(ms); });
   });
+}
+
+type Paced = { rate: number; achieved: number; p50: number; p99: number; bad: number };
+
+/**
+ * An open-loop load at a fixed rate, the same for every target: each request has its due time
+ * (evenly spaced) and is sent then on one of `connections` keep-alive connections, or queued
+ * until one is free; its latency runs from the due time, so a target that falls behind is charged
+ * for the wait (no coordinated omission). autocannon's `overallRate` sends each second's quota
+ * in a burst at the start of the second, which measures bursts, not a steady load.
+ */
+async function paced(pool: Pool, url: string, headers: Record<string, string>, rate: number, seconds: number): Promise<Paced> {
+  const u = new URL(url);
+  const total = Math.round(rate * seconds);
+  const intervalNs = 1e9 / rate;
+  const times: number[] = [];
+  let bad = 0;
+  let sent = 0;
+  const inFlight: Promise<void>[] = [];
+  const t0 = process.hrtime.bigint();
+  const send = (due: bigint) => pool.request({ path: u.pathname, method: 'GET', headers }).then(async (res) => {
+    await res.body.text();
+    times.push(Number(process.hrtime.bigint() - due) / 1e6);
+    if (res.statusCode !== 200) bad++;
+  }, () => { bad++; });
+  while (sent < total) {
+    const now = process.hrtime.bigint();
+    const due = Math.min(total, Math.floor(Number(now - t0) / intervalNs) + 1);
+    for (; sent < due; sent++) inFlight.push(send(t0 + BigInt(Math.round(sent * intervalNs))));
+    await sleep(1);
+  }
+  await Promise.all(inFlight);
+  const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
+  times.sort((a, b) => a - b);
+  const pct = (q: number) => times[Math.min(times.length - 1, Math.floor((q / 100) * times.length))] ?? NaN;
+  return { rate, achieved: times.length / elapsedS, p50: pct(50), p99: pct(99), bad };
 }
 
 type OneConnection = { p50: number; p99: number; directP50: number; bad: number };
@@ -258,6 +300,27 @@ async function measure(t: Target, directUrl: string, withOneConnection: boolean)
       + (one ? `; one connection p50 ${one.p50.toFixed(0)} µs (direct ${one.directP50.toFixed(0)} µs)` : ''));
     return { ...t, load: l, idleRss, peakRss, cores, serviceCores, one };
   } finally {
+    if (proc) await stopProc(proc);
+  }
+}
+
+type RateRow = { key: string; paced: Paced; cores: number };
+
+/** A target at a fixed rate (warm-up at the same rate first), with the CPU its process tree used. */
+async function measureAtRate(t: Target, rate: number): Promise<RateRow> {
+  const { url, pid, proc } = await t.start();
+  // One pool for the warm-up and the run: the run does not pay for opening its connections.
+  const pool = new Pool(new URL(url).origin, { connections: CONNECTIONS, pipelining: 1 });
+  try {
+    console.log(`${t.label}: ${rate} req/s paced, ${WARMUP_S}s warm-up, then ${DURATION_S}s`);
+    await paced(pool, url, t.headers, rate, WARMUP_S);
+    const stop = sampler(pid);
+    const p = await paced(pool, url, t.headers, rate, DURATION_S);
+    const { cores } = stop();
+    console.log(`  achieved ${p.achieved.toFixed(0)} req/s, p50 ${p.p50.toFixed(2)} ms, p99 ${p.p99.toFixed(2)} ms, bad ${p.bad}, ${((cores / p.achieved) * 1e6).toFixed(0)} µs CPU per request`);
+    return { key: t.key, paced: p, cores };
+  } finally {
+    await pool.close();
     if (proc) await stopProc(proc);
   }
 }
@@ -413,7 +476,17 @@ async function main() {
       for (let i = 0; i < targets.length; i++) rows.push(await measure(targets[(i + r) % targets.length]!, `${upstreamOrigin}${REQUEST_PATH}`, r === 0));
       rounds.push(rows);
     }
-    const md = report(targets, rounds, { nginxVersion, peerName, peer: peer.peer, loadBefore, versions, krakendFailure });
+    // The same targets again at one rate that none is saturated by: latency at equal load.
+    const rate = Math.round(EQUAL_LOAD_SHARE * median(rounds.map((round) => round.find((x) => x.key === 'flowgate')!.load.rps)));
+    const atRate = targets.filter((x) => EQUAL_LOAD_TARGETS.includes(x.key));
+    const equalRounds: RateRow[][] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      console.log(`== equal load, round ${r + 1} of ${ROUNDS}`);
+      const rows: RateRow[] = [];
+      for (let i = 0; i < atRate.length; i++) rows.push(await measureAtRate(atRate[(i + r) % atRate.length]!, rate));
+      equalRounds.push(rows);
+    }
+    const md = report(targets, rounds, { nginxVersion, peerName, peer: peer.peer, loadBefore, versions, krakendFailure, rate, equalRounds });
     await writeSection('gateway', md);
     console.log(md);
   } finally {
@@ -426,6 +499,7 @@ const spread = (xs: number[], digits: number) => (xs.length > 1 ? ` (${Math.min(
 
 function report(targets: Target[], rounds: Row[][], v: {
   nginxVersion: string; peerName: string; peer: string; loadBefore: number; versions: { httpProxy: string; autocannon: string }; krakendFailure?: string;
+  rate: number; equalRounds: RateRow[][];
 }): string {
   const of = (round: Row[], k: string) => round.find((r) => r.key === k)!;
   const each = (k: string) => rounds.map((round) => of(round, k));
@@ -456,6 +530,16 @@ function report(targets: Target[], rounds: Row[][], v: {
       + `${rs.reduce((n, r) => n + r.load.errors, 0)} | ${rs.reduce((n, r) => n + r.load.non2xx, 0)} | ${median(rs.map((r) => r.cores)).toFixed(2)} | `
       + `${median(rs.map((r) => r.serviceCores)).toFixed(2)} | ${mib(first(t.key).idleRss)} → ${mib(Math.max(...rs.map((r) => r.peakRss)))} |`;
   };
+  const eq = (round: RateRow[], k: string) => round.find((r) => r.key === k)!;
+  const eqEach = (k: string) => v.equalRounds.map((round) => eq(round, k));
+  const eqP99 = v.equalRounds.map((round) => eq(round, 'flowgate').paced.p99 / eq(round, 'http-proxy').paced.p99);
+  const cpuPerRequest = (r: RateRow) => (r.cores / r.paced.achieved) * 1e6;
+  const eqCpu = v.equalRounds.map((round) => cpuPerRequest(eq(round, 'flowgate')) / cpuPerRequest(eq(round, 'http-proxy')));
+  const equalRow = (t: Target) => {
+    const rs = eqEach(t.key);
+    return `| ${t.label} | ${median(rs.map((r) => r.paced.achieved)).toFixed(0)} | ${ms(median(rs.map((r) => r.paced.p50)))} | ${ms(median(rs.map((r) => r.paced.p99)))} | `
+      + `${rs.reduce((n, r) => n + r.paced.bad, 0)} | ${median(rs.map((r) => r.cores)).toFixed(2)} | ${median(rs.map(cpuPerRequest)).toFixed(0)} |`;
+  };
   const oneRow = (t: Target) => {
     const o = first(t.key).one!;
     return `| ${t.label} | ${o.p50.toFixed(0)} | ${o.p99.toFixed(0)} | ${o.directP50.toFixed(0)} | ${t.key === 'direct' ? '—' : (o.p50 - o.directP50).toFixed(0)} | ${o.bad} |`;
@@ -485,8 +569,19 @@ turns with as many straight to the upstream on a connection of their own, so tha
 | --- | ---: | ---: | ---: | ---: | ---: |
 ${targets.map(oneRow).join('\n')}
 
-- Flowgate / bare @fastify/http-proxy throughput: ${shown(tput)} (goal ≥ 1.0×: ${yes(median(tput) >= 1)}); p99: ${shown(p99)} (goal ≤ 1.2×: ${yes(median(p99) <= 1.2)}).
-  At a fixed ${CONNECTIONS} connections the p99 ratio mostly follows the throughput ratio (a saturated target queues); it is not latency at equal load.
+At equal load (${ROUNDS} round(s) after the ones above, rotated the same way): every target at **${v.rate} req/s**, ${(EQUAL_LOAD_SHARE * 100).toFixed(0)} % of Flowgate's
+median throughput above, so none is saturated; an open loop (requests due at even intervals, sent on up to ${CONNECTIONS} keep-alive
+connections with undici, each latency counted from its due time), ${DURATION_S}s after a ${WARMUP_S}s warm-up at the same rate on the same connections.
+The loop sends every millisecond or so what has come due, so the direct row's latency is the load's own floor, in every row.
+CPU per request is the target's process tree's CPU over the run divided by the answers.
+
+| target | answered req/s | p50 ms | p99 ms | errors or non-200 | CPU cores | CPU per request, µs |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+${targets.filter((t) => EQUAL_LOAD_TARGETS.includes(t.key)).map(equalRow).join('\n')}
+
+- Flowgate / bare @fastify/http-proxy throughput: ${shown(tput)} (goal ≥ 1.0×: ${yes(median(tput) >= 1)}); p99 at ${CONNECTIONS} connections, each target saturated: ${shown(p99)} (goal ≤ 1.2×: ${yes(median(p99) <= 1.2)});
+  p99 at equal load (${v.rate} req/s): ${shown(eqP99)} (≤ 1.2×: ${yes(median(eqP99) <= 1.2)}). A saturated target queues, so the first p99 ratio mostly follows the throughput ratio; the second compares latency under the same load.
+  CPU per request, Flowgate / bare http-proxy, at equal load: ${shown(eqCpu)}: the throughput gap is this work per request, on a machine whose other core runs the load generator and the upstream.
 - Flowgate / nginx (1 worker) throughput: ${shown(ratio((r) => of(r, 'flowgate').load.rps / of(r, 'nginx-1').load.rps))}; / nginx (workers auto): ${shown(ratio((r) => of(r, 'flowgate').load.rps / of(r, 'nginx-auto').load.rps))} (recorded, no goal)${nearLoadLimit ? `;
   the nginx rows are within 10 % of what one autocannon process sends straight to the upstream (${directRps.toFixed(0)} req/s), so they may be the load's limit, not nginx's` : ''}.
 - Flowgate / ${v.peerName} with JWT and rate limit: ${shown(vsPeer)} throughput, p99 ${shown(ratio((r) => of(r, 'flowgate').load.p99 / of(r, 'peer').load.p99))}.${vsNative ? `
