@@ -19,8 +19,10 @@ export function instanceLossActivities(deps: { nats?: NatsConnection }) {
     /** The instance to stop (named, or the first of the group) and the ones that must keep serving. */
     async gatewayInventory(p: { instance?: string; group?: string }): Promise<{ target: GatewayRef; survivors: GatewayRef[] }> {
       const all = (await findGateways(nats(), 1000)).map(refOf).filter((g): g is GatewayRef => !!g).sort((a, b) => a.instance.localeCompare(b.instance));
-      const target = p.instance ? all.find((g) => g.instance === p.instance) : all.find((g) => !p.group || g.group === p.group);
-      if (!target) throw ApplicationFailure.nonRetryable(`no gateway instance ${p.instance ?? `in group ${p.group ?? 'any'}`} answers on gateway.instances`, 'NoSuchInstance');
+      // Named and in a group: the instance must be in that group, whose members are the survivors.
+      const target = all.find((g) => (!p.instance || g.instance === p.instance) && (!p.group || g.group === p.group));
+      const which = [p.instance, p.group && `in group ${p.group}`].filter(Boolean).join(' ') || 'at all';
+      if (!target) throw ApplicationFailure.nonRetryable(`no gateway instance ${which} answers on gateway.instances`, 'NoSuchInstance');
       const survivors = all.filter((g) => g.instance !== target.instance && (!p.group || g.group === p.group));
       if (!survivors.length) throw ApplicationFailure.nonRetryable(`stopping ${target.instance} would leave no instance${p.group ? ` in group ${p.group}` : ''} serving`, 'NoSurvivors');
       return { target, survivors };

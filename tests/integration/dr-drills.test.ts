@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, describe, test } from 'node:test';
@@ -124,5 +125,13 @@ describe('data-plane instance loss', () => {
     assert.equal(run.status, 'FAILED');
     assert.match(run.error!, /would leave no instance in group/);
     assert.equal(p.child.exitCode, null, 'the lone instance still runs');
+    // Named with a group it is not in (the stack's gateway is in `stable`): refused, not stopped
+    // while the other group is probed as if it had lost an instance.
+    const instance = `gateway@${hostname()}:${p.child.pid}`;
+    const named = await runToEnd(await operator(), 'gateway-instance-loss', { params: { instance, group: 'stable' } });
+    assert.equal(named.status, 'FAILED', JSON.stringify(named.steps));
+    assert.match(named.error!, /no gateway instance gateway@\S+ in group stable/);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(p.child.exitCode, null, 'the named instance still runs');
   });
 });
