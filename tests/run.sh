@@ -23,6 +23,13 @@ stop_stack() {
 
 run_on_stack() {
   trap stop_stack EXIT
+  # The workflow bundle the workers tests spawn start from (FLOWGATE_TEST_WORKFLOW_BUNDLE, read by
+  # tests/helpers/stack.ts): built once from this tree while the stack starts, instead of by each
+  # such worker (a few seconds of webpack each). Without it, each worker bundles for itself.
+  local bundle_dir bundle_pid
+  bundle_dir="$(mktemp -d "${TMPDIR:-/tmp}/flowgate-bundle.XXXXXX")"
+  node --import tsx worker/bundle.ts "$bundle_dir/workflows.js" >"$bundle_dir/out.log" 2>&1 &
+  bundle_pid=$!
   # A server that fails at start-up gets one more try on fresh ports and a fresh directory; the
   # reason is printed last, after the logs, so it is what a CI log's tail shows.
   local attempt
@@ -34,11 +41,15 @@ run_on_stack() {
     echo "the test stack did not start (attempt $attempt); logs:"; tail -n 30 "$stack_dir"/logs/*.log
     echo "--- why the test stack did not start (attempt $attempt) ---"; tail -n 20 "$stack_dir/up.out"
     stop_stack
-    [ "$attempt" -eq 2 ] && return 1
+    [ "$attempt" -eq 2 ] && { wait "$bundle_pid"; rm -rf "$bundle_dir"; return 1; }
   done
+  if wait "$bundle_pid"; then export FLOWGATE_TEST_WORKFLOW_BUNDLE="$bundle_dir/workflows.js"
+  else echo "the workflow bundle was not built (each test worker bundles for itself):"; tail -n 5 "$bundle_dir/out.log"; fi
   # One file at a time: some tests stop and restart servers of their own.
   FLOWGATE_STACK_DIR="$stack_dir" "${node_test[@]}" --test-concurrency=1 "$@"
   local rc=$?
+  unset FLOWGATE_TEST_WORKFLOW_BUNDLE
+  rm -rf "$bundle_dir"
   if [ $rc -ne 0 ]; then
     echo "--- last lines of the test stack's logs ---"; tail -n 15 "$stack_dir"/logs/*.log
     echo "--- errors and warnings of the stack's processes (last 4 each) ---"

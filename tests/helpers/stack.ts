@@ -57,6 +57,8 @@ export async function spawnProcess(name: 'gateway' | 'admin' | 'triggers' | 'wor
     FLOWGATE_EVENT_RULES_GROUP: `test-${name}-${randomUUID()}`,
     FLOWGATE_GATEWAY_PORT: String(ports.gateway),
     FLOWGATE_ADMIN_PORT: String(ports.admin),
+    // A worker starts from the bundle tests/run.sh built from this tree once, if there is one.
+    ...(name === 'worker' && process.env.FLOWGATE_TEST_WORKFLOW_BUNDLE ? { FLOWGATE_WORKFLOW_BUNDLE: process.env.FLOWGATE_TEST_WORKFLOW_BUNDLE } : {}),
     ...overrides,
   };
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, name === 'worker' ? 'worker/main.ts' : `${name}/main.ts`)], {
