@@ -79,13 +79,14 @@ function pendingActivity(d: WorkflowExecutionDescription): WaitingFor | null {
 
 /**
  * Status of one execution for `tenant`, or null when it is not the tenant's (the caller answers
- * 404). `notStarted` decides what an id unknown to Temporal means (ACCEPTED or dead-lettered).
+ * 404). `notStarted` decides what an id unknown to Temporal means (ACCEPTED, dead-lettered, or
+ * null: gone).
  */
 export async function describeExecution(
   client: Client,
   id: string,
   tenant: string,
-  notStarted: () => Promise<ExecutionStatus>,
+  notStarted: () => Promise<ExecutionStatus | null>,
 ): Promise<ExecutionStatus | null> {
   const handle = client.workflow.getHandle(id);
   let d: WorkflowExecutionDescription;

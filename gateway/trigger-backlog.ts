@@ -77,6 +77,16 @@ export class TriggerBacklog {
       : `${this.total} workflow starts are waiting (the bound is ${this.limits.max}); retry later`, undefined, { 'Retry-After': String(retryAfter) });
   }
 
+  /**
+   * How many of `tenant`'s triggers wait in JetStream now (a read of the stream, not the figures
+   * kept for pushback): accepted and neither started nor dead-lettered yet.
+   */
+  async waiting(tenant: string): Promise<number> {
+    const subject = subjects.trigger(tenant);
+    const info = await (await this.jsm()).streams.info(STREAMS.triggers, { subjects_filter: subject });
+    return info.state.subjects?.[subject] ?? 0;
+  }
+
   /** Counts a trigger this gateway made durable, until the next read sees it. */
   accepted(tenant: string): void {
     this.total += 1;

@@ -41,20 +41,35 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
 
   const { accept } = createTriggering(ctx);
 
-  /** What an id unknown to Temporal means: never 404 for an id we accepted. */
-  const notStarted = (id: string, tenant: string) => async (): Promise<ExecutionStatus> => {
-    // DB-less gateways have no dead-letter table to look in.
+  /** A dead-lettered trigger's status, or undefined (DB-less gateways have no dead-letter table to look in). */
+  const deadLettered = async (id: string, tenant: string): Promise<ExecutionStatus | undefined> => {
     const row = ctx.pool
       ? await inWorkspace(ctx.pool, tenant, async (db) => (await db.query<{ reason: string; at: Date; workflow_type: string | null }>(
         "SELECT reason, at, workflow_type FROM dead_letters WHERE execution_id = $1 AND kind = 'trigger'", [id])).rows[0])
       : undefined;
-    if (row) {
-      return {
-        ...accepted(id, null), workflow_type: row.workflow_type, status: 'FAILED', last_update: row.at.toISOString(),
-        error: { message: row.reason, type: 'TriggerDeadLettered' },
-      };
-    }
-    return accepted(id);
+    return row && {
+      ...accepted(id, null), workflow_type: row.workflow_type, status: 'FAILED', last_update: row.at.toISOString(),
+      error: { message: row.reason, type: 'TriggerDeadLettered' },
+    };
+  };
+
+  /**
+   * What an id unknown to Temporal means. Dead-lettered: FAILED. While any trigger of the tenant
+   * waits in JetStream (or that cannot be read): ACCEPTED, never 404 for an id we accepted. With
+   * none waiting, every trigger accepted before that read has been started (Temporal has it) or
+   * dead-lettered (the consumer acks only after either), so Temporal and the dead letters are
+   * asked again: an id neither knows is gone (Temporal's retention has passed): null, 404.
+   */
+  const notStarted = (id: string, tenant: string) => async (): Promise<ExecutionStatus | null> => {
+    const dead = await deadLettered(id, tenant);
+    if (dead) return dead;
+    if (!ctx.pool) return accepted(id);
+    const waiting = await ctx.backlog.waiting(tenant).catch((err: unknown) => {
+      ctx.logger.warn({ err, execution_id: id }, 'status: trigger backlog not read');
+      return undefined;
+    });
+    if (waiting !== 0) return accepted(id);
+    return describeExecution(temporal, id, tenant, async () => (await deadLettered(id, tenant)) ?? null);
   };
 
   /** A call to Temporal for a waiting client, bounded (FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS). */
