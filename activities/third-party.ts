@@ -46,6 +46,9 @@ export async function callFromActivity(client: ThirdPartyClient, req: Omit<Third
 export type OutboundCall = { tenant: string; correlation_id: string; service: string; method: ThirdPartyRequest['method']; path: string; body?: unknown; idempotency_key?: string };
 export type OutboundResult = { status: number; data: unknown; attempts: number; latency_ms: number };
 
+/** The Idempotency-Key an outbound call sends for a client's key (payments' keys are `fg:<tenant>:key:…` and `fg:<tenant>:run:…`). */
+export const outboundKeyOf = (tenant: string, key: string) => `fg:${tenant}:outbound:${key}`;
+
 /** The activities behind `POST /outbound/3rdparty/{service}/{path}`. */
 export function thirdPartyActivities(deps: { thirdParty: ThirdPartyClient }) {
   return {
@@ -53,7 +56,9 @@ export function thirdPartyActivities(deps: { thirdParty: ThirdPartyClient }) {
     async callThirdParty(call: OutboundCall): Promise<OutboundResult> {
       const res = await callFromActivity(deps.thirdParty, {
         tenant: call.tenant, service: call.service, method: call.method, path: call.path, body: call.body,
-        correlationId: call.correlation_id, idempotencyKey: call.idempotency_key,
+        // The provider keeps one key space for the platform's account: a client's key is scoped to
+        // its tenant, so two tenants' `order-42` are two charges, and no key names another's payment.
+        correlationId: call.correlation_id, idempotencyKey: call.idempotency_key === undefined ? undefined : outboundKeyOf(call.tenant, call.idempotency_key),
       });
       return { status: res.status, data: res.body, attempts: res.attempts, latency_ms: Math.round(res.latencyMs) };
     },

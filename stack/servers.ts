@@ -412,9 +412,10 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
     FLOWGATE_EXECUTION_ID_SECRET: l.executionIdSecret,
     // `acme.gw.localhost:8000` names tenant acme (*.localhost resolves to the loopback address).
     FLOWGATE_TENANT_HOST_SUFFIX: 'gw.localhost',
-    // Tests see a breaker probe again after 3 s instead of seed 000's 60 s.
+    // Tests see a breaker probe again after 3 s instead of seed 000's 60 s. The outbound proxy may
+    // make charges with the platform's key, nothing else (not list or refund every tenant's).
     FLOWGATE_THIRD_PARTIES: JSON.stringify([{
-      name: PAYMENTS_SERVICE, base_url: `http://${localhost}:${p.paymentSandbox}`,
+      name: PAYMENTS_SERVICE, base_url: `http://${localhost}:${p.paymentSandbox}`, outbound: [{ method: 'POST', path: '/v1/charges' }],
       ...(l.profile === 'test' ? { breaker: { reset_timeout_ms: 3000 } } : {}),
     }]),
     // A local stack's webhook receivers run on this machine (loopback).

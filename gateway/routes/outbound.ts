@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { OutboundResult } from '../../activities/third-party';
 import { ApiError, validationError } from '../../lib/errors';
 import { startWorkflow } from '../../lib/start-workflow';
-import { PathOutsideService, serviceUrl } from '../../lib/third-party/services';
+import { outboundAllows, PathOutsideService, servicePath, serviceUrl } from '../../lib/third-party/services';
 import { registeredWorkflowType } from '../../lib/workflow-registry';
 import type { GatewayContext } from '../app';
 import { assertBodyWithinLimit } from '../raw-body';
@@ -61,6 +61,11 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
     if (!query.success) throw validationError(query.error, 'query');
     if (body.data.tenant_id !== undefined && body.data.tenant_id !== tenant) {
       throw new ApiError(403, 'tenant_mismatch', 'tenant_id is not the tenant of the credential', [{ field: 'body.tenant_id', message: 'must be your own tenant' }]);
+    }
+    const called = servicePath(services.get(service)!, path);
+    if (!outboundAllows(services.get(service)!, body.data.method, called)) {
+      throw new ApiError(403, 'outbound_not_allowed', `${body.data.method} ${called} is not open to the outbound proxy for ${service}`,
+        [{ field: 'params.path', message: `allowed: ${services.get(service)!.outbound.map((e) => `${e.method} ${e.path}`).join(', ') || 'nothing'}` }]);
     }
     const key = idempotencyKeyOf(req);
     const input = { service, method: body.data.method, path: `/${path}`, body: body.data.request_body, ...(key ? { idempotency_key: key } : {}) };

@@ -8,7 +8,7 @@ import { prom } from '../metrics';
 import type { Registry } from 'prom-client';
 import { BreakerOpenError, type BreakerRegistry, type BreakerState } from './breakers';
 import type { CredentialCache } from './credentials';
-import { serviceUrl, type ThirdPartyService } from './services';
+import { servicePath, serviceUrl, type ThirdPartyService } from './services';
 
 export type ThirdPartyRequest = {
   tenant: string;
@@ -70,6 +70,9 @@ class AttemptFailed extends Error {
   }
 }
 
+/** Methods a server may receive twice to the same effect (RFC 9110, 9.2.2), or any with an Idempotency-Key. */
+const retriable = (req: ThirdPartyRequest) => req.method === 'GET' || req.method === 'PUT' || req.method === 'DELETE' || req.idempotencyKey !== undefined;
+
 const BREAKER_STATE_NAME: Record<BreakerState, string> = { closed: 'CLOSED', open: 'OPEN', half_open: 'HALF_OPEN' };
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
@@ -80,7 +83,8 @@ const sleep = (ms: number, signal?: AbortSignal) =>
 /**
  * The one way activities call a third party: the credential from Vault (cached, re-read once on
  * a 401), the service's breaker around every attempt, in-call retries on 5xx and timeouts (never
- * on 4xx), the contract headers, and a Kafka record per attempt. No credential reaches a log,
+ * on 4xx; a POST or PATCH only with an Idempotency-Key), the contract headers, and a Kafka record
+ * per attempt. No credential reaches a log,
  * a record or an error message.
  */
 export class ThirdPartyClient {
@@ -124,7 +128,12 @@ export class ThirdPartyClient {
     for (let retry = 0; ; ) {
       attempt += 1;
       try {
-        const res = await this.deps.breakers.fire(svc.name, () => this.attempt(svc, req, body, attempt, records));
+        // Read outside the breaker: Vault being away is not the third party failing.
+        const { value: key } = await this.deps.credentials.get(svc.name);
+        const outcome = await this.deps.breakers.fire(svc.name, () => this.attempt(svc, req, key, body, attempt, records));
+        // Cancelled by the caller: neither a failure nor a success of the third party.
+        if ('canceled' in outcome) throw outcome.canceled;
+        const res = outcome;
         if (res.status === 401 && !refreshed) {
           // The key may have been rotated since it was cached: read it again, once.
           refreshed = true;
@@ -140,7 +149,9 @@ export class ThirdPartyClient {
           throw err;
         }
         if (!(err instanceof AttemptFailed)) throw err;
-        const delay = svc.retry_delays_ms[retry++];
+        // A POST or PATCH that failed may have taken effect (a 5xx after the charge, a timeout):
+        // sent again only with an Idempotency-Key, which makes the repeat the same request.
+        const delay = retriable(req) ? svc.retry_delays_ms[retry++] : undefined;
         if (delay === undefined || req.signal?.aborted) {
           this.calls?.inc({ service: svc.name, outcome: 'unavailable' });
           throw new ThirdPartyUnavailable(svc.name, err.errorCode, err.status, attempt);
@@ -150,9 +161,11 @@ export class ThirdPartyClient {
     }
   }
 
-  /** One HTTP exchange; rejects (a breaker failure) on 5xx, timeout or a network error. */
-  private async attempt(svc: ThirdPartyService, req: ThirdPartyRequest, body: string | undefined, attempt: number, records: Promise<unknown>[]): Promise<{ status: number; body: unknown }> {
-    const { value: key } = await this.deps.credentials.get(svc.name);
+  /**
+   * One HTTP exchange; rejects (a breaker failure) on 5xx, timeout or a network error, and
+   * resolves with `canceled` when the caller's signal ended it.
+   */
+  private async attempt(svc: ThirdPartyService, req: ThirdPartyRequest, key: string, body: string | undefined, attempt: number, records: Promise<unknown>[]): Promise<{ status: number; body: unknown } | { canceled: unknown }> {
     const headers: Record<string, string> = {
       accept: 'application/json',
       'x-correlation-id': req.correlationId,
@@ -190,7 +203,7 @@ export class ThirdPartyClient {
     } catch (err) {
       const code = timeout.aborted ? 'timeout' : req.signal?.aborted ? 'canceled' : 'network_error';
       done(null, 0, code);
-      if (code === 'canceled') throw err;
+      if (code === 'canceled') return { canceled: err };
       throw new AttemptFailed(code, null);
     }
     const size = Buffer.byteLength(text);
@@ -209,7 +222,8 @@ export class ThirdPartyClient {
       tenant_id: req.tenant,
       service: svc.name,
       method: req.method,
-      endpoint: new URL(req.path, 'http://x').pathname,
+      // The path called under the service's base (call() refused any other before the first attempt).
+      endpoint: servicePath(svc, req.path),
       request_id: req.correlationId,
       trace_id: r.traceId,
       attempt,

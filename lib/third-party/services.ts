@@ -30,6 +30,16 @@ export const thirdPartyService = z
     timeout_ms: z.number().int().min(50).max(120_000).default(5000),
     retry_delays_ms: z.array(z.number().int().min(0).max(60_000)).max(10).default([100, 200, 400]),
     breaker: breakerSettings.default(breakerSettings.parse({})),
+    /**
+     * What `POST /outbound/3rdparty/{service}/{path}` may call with the platform's credential:
+     * a method and a path (`:name` matches one segment, a final `*` the rest). None by default: the
+     * credential is the platform's, and a path that lists or changes every tenant's data at the
+     * third party must not be open to any API key. Activities are not limited by this list.
+     */
+    outbound: z.array(z.object({
+      method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
+      path: z.string().regex(/^\/[A-Za-z0-9._~:@/*-]*$/, 'a path starting with /'),
+    }).strict()).max(100).default([]),
   })
   .strict();
 
@@ -58,10 +68,33 @@ export function serviceUrl(svc: ThirdPartyService, path: string): URL {
   return url;
 }
 
+/** The path `serviceUrl` calls, under the service's base path (what an outbound list is matched against). */
+export function servicePath(svc: ThirdPartyService, path: string): string {
+  const url = serviceUrl(svc, path);
+  const base = new URL(svc.base_url.endsWith('/') ? svc.base_url : `${svc.base_url}/`).pathname;
+  return `/${url.pathname.slice(base.length)}`;
+}
+
+/** True when the service's outbound list allows `method` on `path` (resolved by servicePath; no query). */
+export function outboundAllows(svc: ThirdPartyService, method: string, path: string): boolean {
+  // Exact segments: `/v1/charges/` (a trailing slash, as `/v1/charges/x/..` resolves) is another path.
+  const segments = (p: string) => p.split('?')[0]!.split('/').slice(1);
+  const asked = segments(path);
+  return svc.outbound.some((e) => {
+    if (e.method !== method) return false;
+    const pattern = segments(e.path);
+    for (let i = 0; i < pattern.length; i++) {
+      if (pattern[i] === '*' && i === pattern.length - 1) return asked.length >= pattern.length;
+      if (i >= asked.length || (!pattern[i]!.startsWith(':') && pattern[i] !== asked[i])) return false;
+    }
+    return asked.length === pattern.length;
+  });
+}
+
 export const thirdPartyServices = z
   .array(thirdPartyService)
   .refine((list) => new Set(list.map((s) => s.name)).size === list.length, 'service names must be unique');
 
 /** The local stack's sandbox payment provider: what FLOWGATE_THIRD_PARTIES defaults to. */
 export const PAYMENTS_SERVICE = 'payments-sandbox';
-export const DEFAULT_THIRD_PARTIES = JSON.stringify([{ name: PAYMENTS_SERVICE, base_url: 'http://127.0.0.1:8300' }]);
+export const DEFAULT_THIRD_PARTIES = JSON.stringify([{ name: PAYMENTS_SERVICE, base_url: 'http://127.0.0.1:8300', outbound: [{ method: 'POST', path: '/v1/charges' }] }]);

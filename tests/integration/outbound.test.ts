@@ -66,6 +66,27 @@ describe('outbound proxy', () => {
     assert.equal(anonymous.status, 401);
   });
 
+  test("only the service's outbound list is open: no listing, refunding or revoking with the platform's key", async () => {
+    const { outbound } = await caller();
+    for (const [method, path] of [['GET', 'v1/charges'], ['POST', 'v1/refunds'], ['DELETE', 'v1/api_keys/key_1'], ['POST', 'v1/charges/x/..'], ['GET', 'v1/x/../charges']]) {
+      const r = await outbound(`payments-sandbox/${path}`, { method, request_body: { charge: 'ch_someone_elses' } });
+      assert.equal(r.status, 403, `${method} ${path}: ${r.text}`);
+      assert.equal(r.body.error.code, 'outbound_not_allowed');
+      assert.equal(r.body.error.details[0].field, 'params.path');
+    }
+  });
+
+  test("the same Idempotency-Key from two tenants makes two charges: a client's key is its tenant's at the provider", async () => {
+    const [a, b] = [await caller(), await caller()];
+    const key = randomUUID();
+    const ra = await a.outbound('payments-sandbox/v1/charges', chargeBody(), { 'idempotency-key': key });
+    const rb = await b.outbound('payments-sandbox/v1/charges', chargeBody(), { 'idempotency-key': key });
+    assert.equal(ra.status, 200, ra.text);
+    assert.equal(rb.status, 200, rb.text);
+    assert.notEqual(rb.body.data.id, ra.body.data.id, "not the other tenant's charge");
+    assert.equal((await sandbox.charges(b.tenant)).length, 1, 'the second tenant was charged');
+  });
+
   test("a URL in the path cannot take the call, and the platform's credential, to another host", async () => {
     const { outbound } = await caller();
     const seen: string[] = [];
@@ -122,11 +143,15 @@ describe('outbound proxy', () => {
     const { tenant, outbound } = await caller();
     await sandbox.faults(tenant, { fail_next: 10_000 });
     try {
-      const first = await outbound('payments-sandbox/v1/charges', chargeBody());
+      const first = await outbound('payments-sandbox/v1/charges', chargeBody(), { 'idempotency-key': randomUUID() });
       assert.equal(first.status, 502, first.text);
       assert.equal(first.body.error.code, 'third_party_failed');
       assert.equal(first.body.retry_after, 5);
-      assert.equal((await sandbox.requests(tenant, '/v1/charges')).length, 4, 'the first try and three in-call retries');
+      assert.equal((await sandbox.requests(tenant, '/v1/charges')).length, 4, 'the first try and three in-call retries (a charge with an Idempotency-Key)');
+      // Without a key a failed POST is not sent again: it may have been made.
+      const unkeyed = await outbound('payments-sandbox/v1/charges', chargeBody());
+      assert.equal(unkeyed.status, 502, unkeyed.text);
+      assert.equal((await sandbox.requests(tenant, '/v1/charges')).length, 5, 'one try');
       let open = first;
       for (let i = 0; i < 5 && open.status !== 503; i++) open = await outbound('payments-sandbox/v1/charges', chargeBody());
       assert.equal(open.status, 503, open.text);

@@ -42,8 +42,12 @@ async function service(settings: Record<string, unknown> = {}, baseUrl = sandbox
   return { name, key, svc, breakers, client, tenant: `tenant-${name}` };
 }
 
-const charge = (s: Awaited<ReturnType<typeof service>>, body: Record<string, unknown> = { amount: 100, currency: 'eur', source: 'pm_card_visa' }) =>
-  s.client.call({ tenant: s.tenant, service: s.name, method: 'POST', path: '/v1/charges', body, correlationId: randomUUID() });
+/** A charge as payments make one: with an Idempotency-Key, so a failed attempt may be sent again. */
+const charge = (s: Awaited<ReturnType<typeof service>>, body: Record<string, unknown> = { amount: 100, currency: 'eur', source: 'pm_card_visa' }, opts: { key?: string | null; signal?: AbortSignal; path?: string } = {}) =>
+  s.client.call({
+    tenant: s.tenant, service: s.name, method: 'POST', path: opts.path ?? '/v1/charges', body, correlationId: randomUUID(), signal: opts.signal,
+    ...(opts.key === null ? {} : { idempotencyKey: opts.key ?? `test-${randomUUID()}` }),
+  });
 
 describe('in-call retries', () => {
   test('5xx is retried after 100/200 ms and the third attempt succeeds', async () => {
@@ -78,9 +82,49 @@ describe('in-call retries', () => {
       return true;
     });
   });
+
+  test('a POST without an Idempotency-Key is not sent again: the failed attempt may have taken effect', async () => {
+    const s = await service();
+    // The provider commits the charge, then answers 500.
+    await sandbox.faults(s.tenant, { fail_after_commit_next: 1 });
+    await assert.rejects(charge(s, undefined, { key: null }), (err: unknown) => {
+      assert.ok(err instanceof ThirdPartyUnavailable);
+      assert.equal(err.attempts, 1);
+      return true;
+    });
+    assert.equal((await sandbox.charges(s.tenant)).length, 1, 'one charge, not a second one from a retry');
+    // With a key the retry is the same request, answered from the provider's idempotency record.
+    await sandbox.faults(s.tenant, { fail_after_commit_next: 1 });
+    const keyed = await charge(s);
+    assert.equal(keyed.status, 200);
+    assert.equal(keyed.attempts, 2);
+    assert.equal((await sandbox.charges(s.tenant)).length, 2);
+  });
+
+  test("a path the URL parser would read as a host (//x:y/..) is called, and recorded, under the service's base", async () => {
+    const s = await service();
+    const res = await charge(s, undefined, { path: '//x:y/../v1/charges' });
+    assert.equal(res.status, 200);
+    assert.equal(s.breakers.state(s.name), 'closed');
+  });
 });
 
 describe('breaker', () => {
+  test('what is not the third party failing does not count: Vault away, a cancelled call', async () => {
+    const s = await service({ breaker: { volume_threshold: 3 } });
+    const noVault = new ThirdPartyClient([s.svc], { credentials: new CredentialCache(createVault('http://127.0.0.1:1', 'no-token')), breakers: s.breakers, recorder });
+    for (let i = 0; i < 5; i++) {
+      await assert.rejects(noVault.call({ tenant: s.tenant, service: s.name, method: 'GET', path: '/v1/charges', correlationId: randomUUID() }), { name: 'CredentialUnavailable' });
+    }
+    assert.equal(s.breakers.state(s.name), 'closed', 'Vault away is not the service failing');
+    await sandbox.faults(s.tenant, { latency_ms: 2000 });
+    for (let i = 0; i < 5; i++) {
+      await assert.rejects(charge(s, undefined, { signal: AbortSignal.timeout(50) }));
+    }
+    assert.equal(s.breakers.state(s.name), 'closed', 'a call its caller cancelled is not the service failing');
+    await sandbox.clearFaults(s.tenant);
+  });
+
   test('opens above 50 % failures once the volume is reached, fails fast while open, closes after a good probe', async () => {
     const s = await service({ retry_delays_ms: [], breaker: { volume_threshold: 4, reset_timeout_ms: 1500 } });
     await sandbox.faults(s.tenant, { fail_next: 1000 });

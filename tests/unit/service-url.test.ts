@@ -3,7 +3,7 @@
 // above the base path.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { PathOutsideService, serviceUrl, type ThirdPartyService } from '../../lib/third-party/services';
+import { outboundAllows, PathOutsideService, servicePath, serviceUrl, thirdPartyService, type ThirdPartyService } from '../../lib/third-party/services';
 
 const svc = (base_url: string) => ({ name: 'provider', base_url }) as ThirdPartyService;
 
@@ -32,4 +32,19 @@ test('a path that climbs above the base path is refused, in any spelling', () =>
   }
   // Within the base, dot segments are fine.
   assert.equal(serviceUrl(svc('https://api.example/v2'), 'a/../b').href, 'https://api.example/v2/b');
+});
+
+test("an outbound list matches a method and the path's exact segments; `:name` is one segment, a final `*` the rest", () => {
+  const svc = thirdPartyService.parse({
+    name: 's', base_url: 'http://h/api',
+    outbound: [{ method: 'POST', path: '/v1/charges' }, { method: 'GET', path: '/v1/charges/:id' }, { method: 'GET', path: '/v2/*' }],
+  });
+  for (const [method, path, allowed] of [
+    ['POST', '/v1/charges', true], ['POST', '/v1/charges?expand=x', true], ['POST', '/v1/charges/', false], ['GET', '/v1/charges', false],
+    ['GET', '/v1/charges/ch_1', true], ['GET', '/v1/charges/ch_1/refunds', false], ['GET', '/v2/a/b', true], ['GET', '/v2', false],
+  ] as const) assert.equal(outboundAllows(svc, method, path), allowed, `${method} ${path}`);
+  // Matched on the path as called: `..` is folded first, so it cannot reach an unlisted endpoint.
+  assert.equal(servicePath(svc, 'v1/charges/x/..'), '/v1/charges/');
+  assert.equal(servicePath(svc, '/v1/x/../charges'), '/v1/charges');
+  assert.equal(outboundAllows(thirdPartyService.parse({ name: 'n', base_url: 'http://h' }), 'POST', '/v1/charges'), false, 'nothing is open by default');
 });
