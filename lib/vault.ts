@@ -10,8 +10,39 @@ export const vaultPaths = {
   dbCredentials: (environment: string, role: string) => `secret/data/db/${environment}/${role}`,
 } as const;
 
+/**
+ * A failed Vault call, with nothing of the request in it: node-vault passes axios's errors on
+ * as they are (a refused connection, a timeout), and those carry the request's headers, the
+ * Vault token among them, into whatever logs or serializes the error. Vault's own refusals keep
+ * their status (`response.statusCode`) and message.
+ */
+export class VaultRequestError extends Error {
+  constructor(message: string, readonly code?: string, readonly response?: { statusCode: number }) {
+    super(message);
+    this.name = 'VaultRequestError';
+  }
+}
+
+const cleanError = (err: unknown): VaultRequestError => {
+  const e = (err ?? {}) as { message?: unknown; code?: unknown; response?: { statusCode?: unknown } };
+  const status = e.response?.statusCode;
+  return new VaultRequestError(typeof e.message === 'string' ? e.message : 'vault request failed', typeof e.code === 'string' ? e.code : undefined,
+    typeof status === 'number' ? { statusCode: status } : undefined);
+};
+
+/** A node-vault client whose calls reject with VaultRequestError only. */
 export function createVault(endpoint: string, token: string | undefined): VaultClient {
-  return vaultFactory({ apiVersion: 'v1', endpoint, token, requestOptions: { timeout: 5000 } });
+  const client = vaultFactory({ apiVersion: 'v1', endpoint, token, requestOptions: { timeout: 5000 } });
+  return new Proxy(client, {
+    get(target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        const out: unknown = (value as (...a: unknown[]) => unknown).apply(target, args);
+        return out instanceof Promise ? out.catch((err: unknown) => { throw cleanError(err); }) : out;
+      };
+    },
+  });
 }
 
 /** Mounts KV v2 at `secret/` unless it is there already (dev mode mounts it itself). */
