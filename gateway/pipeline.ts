@@ -35,6 +35,8 @@ export type RequestState = {
   /** Set by the stage that refused the request, for the audit entry. */
   errorCode?: string;
   rateLimited?: boolean;
+  /** Set once its metrics and audit entry are written (an answer, or the client gone first). */
+  recorded?: boolean;
   upstream?: string;
   /** A body the audit may keep (masked) when the answer is an error. */
   responseBody?: Buffer | string;
@@ -62,6 +64,9 @@ export function pipelineMetrics(registry: Registry) {
   };
 }
 
+/** The status a request is recorded with when its client closed the connection before the answer (nginx's). */
+const CLIENT_CLOSED = 499;
+
 /** The route pattern for metrics and audit: bounded, never a raw path. */
 function routeLabel(req: FastifyRequest): string {
   const m = req.flowgate?.match;
@@ -81,6 +86,11 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     req.flowgate = { plugins: {} };
     if (SKIP.has(req.routeOptions.url ?? '')) return done();
     const state = req.flowgate;
+    // A client that goes away before its answer ends no response, so Fastify runs no onResponse:
+    // the request is recorded when its connection closes, as 499 (a trigger it sent may be running).
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) responded(req, reply, CLIENT_CLOSED);
+    });
     state.span = startSpan(ctx.tracer, `${req.method} gateway`, SpanKind.SERVER, extractContext(req.headers, httpHeaderGetter));
     const refuse = (err: unknown) => {
       state.errorCode = (err as ApiError).code;
@@ -192,11 +202,13 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     done();
   });
 
-  /** Metrics, the span's end, the audit entry and the api_calls row of a request that was answered. */
-  function responded(req: FastifyRequest, reply: FastifyReply): void {
+  /** Metrics, the span's end, the audit entry and the api_calls row of a request, once: answered, or its client gone. */
+  function responded(req: FastifyRequest, reply: FastifyReply, closedEarly?: number): void {
     const state = req.flowgate;
+    if (state?.recorded) return;
+    if (state) state.recorded = true;
     const path = routeLabel(req);
-    const status = reply.statusCode;
+    const status = closedEarly ?? reply.statusCode;
     const tenant = state?.principal?.tenant;
     ctx.metrics.pipeline.requests.inc({ method: req.method, path, status, tenant: tenant ?? 'unknown' });
     ctx.metrics.http.observe({ method: req.method, path, status, tenant: tenant ?? 'unknown' }, reply.elapsedTime / 1000);
@@ -225,7 +237,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       latency_ms: Math.round(reply.elapsedTime * 1000) / 1000,
       client_ip: req.ip,
       upstream: state?.upstream,
-      error_code: state?.errorCode ?? (error ? errorCodeOf(state?.responseBody) : undefined),
+      error_code: closedEarly ? 'client_closed_request' : state?.errorCode ?? (error ? errorCodeOf(state?.responseBody) : undefined),
       rate_limited: state?.rateLimited,
       request_body: error && req.body !== undefined ? maskBody(bodyText(req.body), req.headers['content-type']).slice(0, AUDIT_BODY_LIMIT) : undefined,
       response_body: error && state?.responseBody !== undefined ? maskBody(state.responseBody, String(reply.getHeader('content-type') ?? '')).slice(0, AUDIT_BODY_LIMIT) : undefined,

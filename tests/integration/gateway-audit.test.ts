@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { createKafka, TOPICS } from '../../lib/kafka';
 import { Registry } from 'prom-client';
@@ -27,6 +27,10 @@ let upstreamUrl: string;
 before(async () => {
   upstream = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
+    if (req.url?.includes('slow')) {
+      setTimeout(() => res.end('{"ok":"late"}'), 1500);
+      return;
+    }
     if (req.url?.includes('fail')) {
       res.statusCode = 500;
       res.end(JSON.stringify({ error: 'failed for jane.doe@example.com' }));
@@ -130,6 +134,30 @@ describe('audit trail on Kafka', () => {
       assert.equal(refused.method, 'GET');
       assert.equal(refused.path, '/items/1');
       assert.equal(refused.user, undefined);
+    } finally {
+      await trail.stop();
+    }
+  });
+
+  test('a client that goes away before its answer is audited too, once, as 499', async () => {
+    const t = await tenant();
+    const id = `aud-gone-${randomUUID()}`;
+    const trail = await collect(t.tenant);
+    try {
+      const { port } = new URL(stack.gatewayUrl);
+      const socket = connect(Number(port), '127.0.0.1');
+      await new Promise<void>((r) => socket.once('connect', () => r()));
+      socket.write(`GET /items/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${t.key}\r\nX-Request-ID: ${id}\r\n\r\n`);
+      await new Promise((r) => setTimeout(r, 300));
+      socket.destroy();
+      await eventually("the gone client's entry on Kafka", () => trail.seen.has(id), 15_000, 200);
+      // The upstream answers after 1.5 s: that must not write a second entry.
+      await new Promise((r) => setTimeout(r, 2500));
+      const e = trail.one(id);
+      assert.equal(e.status, 499);
+      assert.equal(e.error_code, 'client_closed_request');
+      assert.equal(e.route, '/items/:id');
+      assert.equal(e.tenant, t.tenant);
     } finally {
       await trail.stop();
     }
