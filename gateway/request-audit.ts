@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import type { Registry } from 'prom-client';
 import { TOPICS } from '../lib/kafka';
@@ -46,7 +47,7 @@ const pgText = (s: string | undefined): string | null => (s === undefined ? null
 const isDataError = (err: unknown): boolean => /^22/.test(String((err as { code?: unknown }).code ?? ''));
 
 /** Where audit entries go: lib/kafka-thread.ts in the gateway, or a KafkaBatcher. Fire and forget. */
-export type AuditProducer = { send(topic: string, key: string, value: unknown): unknown; readonly queued: number };
+export type AuditProducer = { send(topic: string, key: string, value: unknown): unknown; readonly queued: number; readonly dropped?: number };
 
 export class RequestAudit {
   private rows: RequestRecord[] = [];
@@ -64,6 +65,15 @@ export class RequestAudit {
       name: 'gateway_audit_queued', help: 'Audit entries waiting for Kafka', registers: [opts.registry],
       collect() { this.set(opts.kafka?.queued ?? 0); },
     });
+    let droppedSeen = 0;
+    new prom.Counter({
+      name: 'gateway_audit_dropped_total', help: 'Audit entries dropped before Kafka had them (the memory queue full through a long outage)', registers: [opts.registry],
+      collect() {
+        const now = opts.kafka?.dropped ?? 0;
+        if (now > droppedSeen) this.inc(now - droppedSeen);
+        droppedSeen = Math.max(droppedSeen, now);
+      },
+    });
     this.timer = setInterval(() => void this.flushRows(), opts.flushMs ?? 1000);
     this.timer.unref();
   }
@@ -71,7 +81,9 @@ export class RequestAudit {
   record(r: RequestRecord): void {
     if (this.opts.kafka) {
       const { request_body: _req, response_body: _res, ...entry } = r;
-      this.opts.kafka.send(TOPICS.auditTrail, r.tenant ?? '_platform', { type: 'api.request', ...entry });
+      // audit_id: the entry's own id, for consumers to drop a repeat (delivery is at least once);
+      // request_id is the client's X-Request-ID when it sent one, and a client may reuse it.
+      this.opts.kafka.send(TOPICS.auditTrail, r.tenant ?? '_platform', { type: 'api.request', audit_id: randomUUID(), ...entry });
       this.recorded.inc();
     }
     if (this.opts.pool && (r.status >= 400 || Math.random() < this.opts.successSample)) {

@@ -40,7 +40,7 @@ export function kafkajsTransport(kafka: Kafka): TransportFactory {
  * left, and the oldest record waiting is younger than a second, as before the spell began. Under
  * steady traffic the queue is never quite empty, so "until the queue is empty" would never come.
  * That is at least once: a record acknowledged just before a crash may be sent twice, so
- * consumers deduplicate by the id inside it (the audit trail's `request_id`).
+ * consumers deduplicate by the id inside it (the audit trail's `audit_id`).
  */
 export class KafkaBatcher {
   private queue: Pending[] = [];

@@ -58,7 +58,7 @@ async function tenant() {
 }
 
 type AuditEntry = {
-  request_id: string; tenant?: string; method: string; route: string; path: string; status: number; latency_ms: number; user?: string; at: string; error_code?: string;
+  audit_id: string; request_id: string; tenant?: string; method: string; route: string; path: string; status: number; latency_ms: number; user?: string; at: string; error_code?: string;
 };
 type SeenEntry = AuditEntry & { key: string; partition: number };
 
@@ -86,6 +86,8 @@ async function collect(tenantId: string, requestIds: Iterable<string> = []) {
   return {
     /** Whether a request has an entry. */
     seen: { has: (id: string) => records.has(id) },
+    /** Every entry of a request id. */
+    all: (id: string): SeenEntry[] => records.get(id) ?? [],
     /** A request's one entry; fails when it has none or more than one. */
     one(id: string): SeenEntry {
       const list = records.get(id) ?? [];
@@ -105,6 +107,9 @@ describe('audit trail on Kafka', () => {
     try {
       for (const [i, id] of ids.entries()) await t.gw('GET', `/items/${i}`, undefined, { 'x-request-id': id });
       // A refused request is audited too: it names no tenant, so its entry is the platform's.
+      // A client may send one X-Request-ID twice: two entries, each with an id of its own.
+      const reused = `aud-reused-${randomUUID()}`;
+      for (let i = 0; i < 2; i++) await t.gw('GET', `/items/r${i}`, undefined, { 'x-request-id': reused });
       const denied = await fetch(`${stack.gatewayUrl}/items/1`, { headers: { authorization: 'Bearer fgk_00000000_nope', 'x-request-id': deniedId } });
       assert.equal(denied.status, 401);
       const deniedCode = ((await denied.json()) as { error: { code: string } }).error.code;
@@ -114,6 +119,12 @@ describe('audit trail on Kafka', () => {
       // An entry sent twice would come within the producer's 100 ms of buffering: give it time to show.
       await new Promise((r) => setTimeout(r, 1500));
       const entries = ids.map((id) => trail.one(id));
+      await eventually('both entries of the reused request id', () => trail.all(reused).length === 2, 10_000, 200);
+      const twice = trail.all(reused);
+      assert.deepEqual(twice.map((e) => e.path).sort(), ['/items/r0', '/items/r1']);
+      const auditIds = [...entries, ...twice].map((e) => e.audit_id);
+      assert.ok(auditIds.every((a) => /^[0-9a-f-]{36}$/.test(a)), 'each entry has an audit_id');
+      assert.equal(new Set(auditIds).size, auditIds.length, 'no two entries share one');
       assert.equal(new Set(entries.map((e) => e.partition)).size, 1, 'one tenant, one partition');
       for (const [i, e] of entries.entries()) {
         assert.equal(e.request_id, ids[i]);
