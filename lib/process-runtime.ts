@@ -37,7 +37,7 @@ export async function runProcess(name: ProcessName, start: (ctx: ProcessContext)
   const logger = createLogger(name, config.FLOWGATE_LOG_LEVEL);
   const registry = createMetricsRegistry(name);
   // The gateway passes its spans by hand; the others' libraries (Temporal's interceptors) need the active context.
-  const tracing = initTracing({ service: `flowgate-${name}`, endpoint: config.FLOWGATE_OTLP_ENDPOINT, share: config.FLOWGATE_TRACE_SAMPLE, activeContext: name !== 'gateway', logger });
+  const tracing = initTracing({ service: `flowgate-${name}`, endpoint: config.FLOWGATE_OTLP_ENDPOINT, share: config.FLOWGATE_TRACE_SAMPLE, activeContext: name !== 'gateway', edge: name === 'gateway', logger });
   let running: RunningProcess;
   try {
     running = await start({ config, logger, registry, tracing });

@@ -17,20 +17,25 @@ import type { Logger } from './logger';
  * Head sampling that keeps errors: a root is sampled for `share` of trace ids; a child follows its
  * parent. Spans that are not sampled are still recorded, so that ErrorKeepingProcessor can export
  * the ones that end in error. (Seed 000: "1-10 % + 100 % on errors".)
+ *
+ * `edge` (the gateway): a parent from another process is the client's `traceparent`, whose
+ * sampled flag anyone can set; there the trace id is kept but the decision is the share's, taken
+ * on the trace id as every process takes it, so a client cannot have all its requests traced
+ * (and crowd error spans out of the export queue).
  */
 export class ShareSampler implements Sampler {
-  constructor(private readonly share: number) {}
+  constructor(private readonly share: number, private readonly opts: { edge?: boolean } = {}) {}
 
   shouldSample(ctx: Context, traceId: string): SamplingResult {
     const parent = trace.getSpanContext(ctx);
-    if (parent && isSpanContextValid(parent)) {
+    if (parent && isSpanContextValid(parent) && !(this.opts.edge && parent.isRemote)) {
       return { decision: parent.traceFlags & TraceFlags.SAMPLED ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.RECORD };
     }
     return { decision: traceIdRatio(traceId) < this.share ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.RECORD };
   }
 
   toString(): string {
-    return `ShareSampler{${this.share}}`;
+    return `ShareSampler{${this.share}${this.opts.edge ? ', edge' : ''}}`;
   }
 }
 
@@ -119,7 +124,7 @@ export type Tracing = {
  * the parent span in the active context (Temporal's interceptors). The gateway passes spans
  * explicitly and does without: AsyncLocalStorage costs every request's promises.
  */
-export function initTracing(opts: { service: string; endpoint?: string; share: number; activeContext: boolean; logger?: Logger; flushMs?: number }): Tracing {
+export function initTracing(opts: { service: string; endpoint?: string; share: number; activeContext: boolean; edge?: boolean; logger?: Logger; flushMs?: number }): Tracing {
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   if (opts.activeContext) context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   const resource = new Resource({ 'service.name': opts.service, 'service.namespace': 'flowgate' });
@@ -128,7 +133,7 @@ export function initTracing(opts: { service: string; endpoint?: string; share: n
   }
   const exporter = new OTLPTraceExporter({ url: `${opts.endpoint.replace(/\/$/, '')}/v1/traces`, timeoutMillis: 5000 });
   const processor = new ErrorKeepingProcessor(exporter, { logger: opts.logger, flushMs: opts.flushMs });
-  const provider = new BasicTracerProvider({ resource, sampler: new ShareSampler(opts.share), spanProcessors: [processor] });
+  const provider = new BasicTracerProvider({ resource, sampler: new ShareSampler(opts.share, { edge: opts.edge }), spanProcessors: [processor] });
   trace.setGlobalTracerProvider(provider);
   return { tracer: provider.getTracer(opts.service), processor, resource, enabled: true, shutdown: () => provider.shutdown() };
 }

@@ -55,6 +55,22 @@ test('a child follows its parent\'s decision, whatever the share', () => {
   assert.equal(sampler.shouldSample(parent(TraceFlags.NONE), 'a'.repeat(32)).decision, SamplingDecision.RECORD);
 });
 
+test("at the edge (the gateway) a client's sampled flag decides nothing: the share does, on the trace id", () => {
+  const edge = new ShareSampler(0.1, { edge: true });
+  const client = (traceId: string, flags: TraceFlags) => trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: 'b'.repeat(16), traceFlags: flags, isRemote: true });
+  let kept = 0;
+  for (let i = 0; i < 5000; i++) {
+    const id = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(32, '0');
+    const d = edge.shouldSample(client(id, TraceFlags.SAMPLED), id).decision;
+    assert.equal(d, new ShareSampler(0.1).shouldSample(ROOT_CONTEXT, id).decision, 'as if it were a root');
+    if (d === SamplingDecision.RECORD_AND_SAMPLED) kept += 1;
+  }
+  assert.ok(kept < 700, `a client asking for every trace got ${kept} of 5000 at 10 %`);
+  // A parent in the same process (the gateway's own spans) is still followed.
+  const local = trace.setSpanContext(ROOT_CONTEXT, { traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), traceFlags: TraceFlags.SAMPLED, isRemote: false });
+  assert.equal(new ShareSampler(0, { edge: true }).shouldSample(local, 'a'.repeat(32)).decision, SamplingDecision.RECORD_AND_SAMPLED);
+});
+
 test('without an exporter, a span still has a trace id, continues an incoming traceparent and passes it on', () => {
   const noop = trace.getTracer('none');
   const fresh = startSpan(noop, 'x', SpanKind.SERVER, ROOT_CONTEXT);
