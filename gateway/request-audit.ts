@@ -67,7 +67,7 @@ export class RequestAudit {
     });
     let droppedSeen = 0;
     new prom.Counter({
-      name: 'gateway_audit_dropped_total', help: 'Audit entries dropped before Kafka had them (the memory queue full through a long outage)', registers: [opts.registry],
+      name: 'gateway_audit_dropped_total', help: 'Audit entries lost before Kafka had them (a spool file not written or not read back)', registers: [opts.registry],
       collect() {
         const now = opts.kafka?.dropped ?? 0;
         if (now > droppedSeen) this.inc(now - droppedSeen);

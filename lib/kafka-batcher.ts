@@ -1,5 +1,5 @@
-import { appendFileSync, existsSync, readFileSync } from 'node:fs';
-import { appendFile, unlink } from 'node:fs/promises';
+import { appendFileSync, existsSync, readFileSync, statSync } from 'node:fs';
+import { appendFile, open, unlink } from 'node:fs/promises';
 import type { Kafka, Message } from 'kafkajs';
 import type { Logger } from './logger';
 
@@ -31,13 +31,16 @@ export function kafkajsTransport(kafka: Kafka): TransportFactory {
  * Sends records to Kafka in small batches (one linger interval at a time). `send` resolves when
  * Kafka acknowledged the record, so a caller that must not lose it can wait; a caller on a hot
  * path waits with a bound (`sendWithin`). While Kafka is down records stay queued in memory (up
- * to `maxQueued`, oldest dropped and counted) and are retried every interval.
+ * to `maxQueued`; without a spool file the oldest are then dropped and counted) and are retried
+ * every interval.
  *
  * With a `spoolFile`, records also survive the process dying while Kafka is away: once a record
  * has waited a second (or a send failed), every queued record is appended to the file (within
  * 100 ms), and `recover()` at the next start queues the file's records again. Spooling ends (the
  * file is removed) once a send is acknowledged and Kafka keeps up again: nothing recovered is
- * left, and the oldest record waiting is younger than a second, as before the spell began. Under
+ * left, and the oldest record waiting is younger than a second, as before the spell began.
+ * Past `maxQueued`, records are kept in the spool file only, and read back from it in order as
+ * the queue drains (and at the next start): an outage longer than the memory bound loses none. Under
  * steady traffic the queue is never quite empty, so "until the queue is empty" would never come.
  * That is at least once: a record acknowledged just before a crash may be sent twice, so
  * consumers deduplicate by the id inside it (the audit trail's `audit_id`).
@@ -57,17 +60,27 @@ export class KafkaBatcher {
     private readonly opts: { lingerMs?: number; maxBatch?: number; maxQueued?: number; spoolFile?: string } = {},
   ) {
     this.connect = typeof kafka === 'function' ? kafka : kafkajsTransport(kafka);
+    if (opts.spoolFile && existsSync(opts.spoolFile)) this.spoolBytes = statSync(opts.spoolFile).size;
   }
 
   private spooling = false;
   private spoolLines: string[] = [];
+  /** Bytes of spoolLines, not yet handed to the file. */
+  private spoolPendingBytes = 0;
+  /** Bytes handed to the spool file (written, or on their way in spoolChain): where the next write starts. */
+  private spoolBytes = 0;
+  /**
+   * While set, the newest records are in the spool file only, from byte `offset` on (`count` of
+   * them): the queue was full. They are read back in order as it drains.
+   */
+  private overflow?: { offset: number; count: number };
   private spoolTimer?: NodeJS.Timeout;
   /** Every file operation, in order: appends never race the unlink that ends a spell of spooling. */
   private spoolChain: Promise<void> = Promise.resolve();
 
   /**
-   * Queues again what a previous process left in the spool file (the newest `maxQueued` of it,
-   * as the queue itself keeps); returns how many records.
+   * Queues again what a previous process left in the spool file: up to `maxQueued` records, and
+   * the rest is read back from the file as the queue drains. Returns how many records it holds.
    */
   recover(): number {
     const file = this.opts.spoolFile;
@@ -75,37 +88,30 @@ export class KafkaBatcher {
     // Read as bytes and split here: a spool of more than 512 MB is more than one string can hold.
     const bytes = readFileSync(file);
     const max = this.opts.maxQueued ?? 100_000;
-    let lines = 0;
-    for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines += 1;
-    if (bytes.length && bytes[bytes.length - 1] !== 10) lines += 1;
-    // The oldest beyond maxQueued are dropped (and counted), as the queue drops them.
-    let skip = Math.max(lines - max, 0);
-    this.dropped += skip;
     const records: Pending[] = [];
+    let rest = 0;
+    let restOffset = -1;
     for (let start = 0; start < bytes.length;) {
       let end = bytes.indexOf(10, start);
       if (end === -1) end = bytes.length;
-      if (skip > 0) skip -= 1;
-      else if (end > start) {
-        try {
-          const r = JSON.parse(bytes.toString('utf8', start, end)) as { t: string; k: string; v: string; h?: Record<string, string> };
-          // at 0: a recovered record counts as old, so spooling lasts until it is acknowledged.
-          records.push({ topic: r.t, message: { key: r.k, value: r.v, headers: r.h }, done: () => undefined, at: 0 });
-        } catch {
-          // The last line may have been cut by the crash.
-        }
+      const record = end > start ? parseSpoolLine(bytes.toString('utf8', start, end)) : undefined; // the last line may have been cut by the crash
+      if (record && records.length < max) records.push(record);
+      else if (record) {
+        if (restOffset === -1) restOffset = start;
+        rest += 1;
       }
       start = end + 1;
     }
     // A line the crash cut short is ended, so the next append starts a line of its own.
     if (bytes.length && bytes[bytes.length - 1] !== 10) appendFileSync(file, '\n', { mode: 0o600 });
+    this.spoolBytes = statSync(file).size;
     this.queue.push(...records);
-    const n = records.length;
+    if (rest) this.overflow = { offset: restOffset, count: rest };
     // The file stays until all of it is acknowledged: a second crash before that loses nothing either.
     this.spooling = true;
-    if (n) this.schedule();
+    if (records.length) this.schedule();
     else this.stopSpooling();
-    return n;
+    return records.length + rest;
   }
 
   private spoolLine(p: Pending): string {
@@ -114,6 +120,7 @@ export class KafkaBatcher {
 
   private spoolWrite(data: string): void {
     const file = this.opts.spoolFile!;
+    this.spoolBytes += Buffer.byteLength(data);
     this.spoolChain = this.spoolChain.then(() => appendFile(file, data, { mode: 0o600 })).catch((err: Error) => {
       this.logger.error({ err: err.message, file }, 'kafka spool not written');
     });
@@ -127,9 +134,12 @@ export class KafkaBatcher {
   }
 
   private stopSpooling(): void {
-    if (!this.spooling) return;
+    // Records in the file only are still to be read back from it.
+    if (!this.spooling || this.overflow) return;
     this.spooling = false;
     this.spoolLines = [];
+    this.spoolPendingBytes = 0;
+    this.spoolBytes = 0; // the unlink comes first in spoolChain: the next spell writes a new file
     clearTimeout(this.spoolTimer);
     this.spoolTimer = undefined;
     const file = this.opts.spoolFile!;
@@ -148,24 +158,90 @@ export class KafkaBatcher {
   /** send() for a value already serialized as JSON (the producer thread's records come so). */
   sendJson(topic: string, key: string, json: string, headers?: Record<string, string>): Promise<boolean> {
     return new Promise((resolve) => {
-      if (this.queue.length >= (this.opts.maxQueued ?? 100_000)) {
+      const pending = { topic, message: { key, value: json, headers }, done: resolve, at: Date.now() };
+      const full = this.queue.length >= (this.opts.maxQueued ?? 100_000);
+      if (this.opts.spoolFile && !this.closed && (full || this.overflow)) {
+        // The queue is full: the record goes to the spool file only, after every record already
+        // there, and is read back from it in its turn. Not acknowledged by then: false.
+        this.startSpooling();
+        this.overflow ??= { offset: this.spoolBytes + this.spoolPendingBytes, count: 0 };
+        this.overflow.count += 1;
+        this.spoolAppend(this.spoolLine(pending));
+        resolve(false);
+        this.schedule();
+        return;
+      }
+      if (full) {
         this.queue.shift()?.done(false);
         this.dropped += 1;
       }
-      const pending = { topic, message: { key, value: json, headers }, done: resolve, at: Date.now() };
       this.queue.push(pending);
       if (this.opts.spoolFile && !this.spooling) this.armSpoolCheck();
-      if (this.spooling) {
-        this.spoolLines.push(this.spoolLine(pending));
-        this.spoolTimer ??= setTimeout(() => {
-          this.spoolTimer = undefined;
-          const data = this.spoolLines.join('');
-          this.spoolLines = [];
-          this.spoolWrite(data);
-        }, 100);
-      }
+      if (this.spooling) this.spoolAppend(this.spoolLine(pending));
       this.schedule();
     });
+  }
+
+  /** Appends a line to the spool within 100 ms (lines are written together). */
+  private spoolAppend(line: string): void {
+    this.spoolLines.push(line);
+    this.spoolPendingBytes += Buffer.byteLength(line);
+    this.spoolTimer ??= setTimeout(() => this.spoolFlushLines(), 100);
+  }
+
+  private spoolFlushLines(): void {
+    clearTimeout(this.spoolTimer);
+    this.spoolTimer = undefined;
+    if (!this.spoolLines.length) return;
+    const data = this.spoolLines.join('');
+    this.spoolLines = [];
+    this.spoolPendingBytes = 0;
+    this.spoolWrite(data);
+  }
+
+  /**
+   * Reads records kept in the spool file only back into the queue, oldest first, up to the room
+   * the queue has; once none is left, new records go to the queue again.
+   */
+  private async refill(): Promise<void> {
+    const o = this.overflow!;
+    const room = (this.opts.maxQueued ?? 100_000) - this.queue.length;
+    if (room <= 0) return;
+    this.spoolFlushLines();
+    await this.spoolChain;
+    let fh;
+    try {
+      fh = await open(this.opts.spoolFile!, 'r');
+      const buf = Buffer.alloc(REFILL_BYTES);
+      const { bytesRead } = await fh.read(buf, 0, buf.length, o.offset);
+      if (bytesRead === 0) throw new Error(`the spool file ends before the ${o.count} record(s) written to it`);
+      let start = 0;
+      let read = 0;
+      for (let end = buf.indexOf(10); end !== -1 && end < bytesRead && read < room; end = buf.indexOf(10, start)) {
+        const record = parseSpoolLine(buf.toString('utf8', start, end));
+        if (record) {
+          this.queue.push(record);
+          read += 1;
+        }
+        start = end + 1;
+      }
+      // A line longer than the buffer cannot be read back: skipped, counted as dropped.
+      if (start === 0 && bytesRead === buf.length) {
+        start = bytesRead;
+        this.dropped += 1;
+        o.count -= 1;
+      }
+      o.offset += start;
+      o.count = Math.max(0, o.count - read);
+    } catch (err) {
+      this.logger.error({ err: (err as Error).message, lost: o.count }, 'kafka spool not read back');
+      this.dropped += o.count;
+      o.count = 0;
+      o.offset = this.spoolBytes;
+    } finally {
+      await fh?.close();
+    }
+    if (o.offset >= this.spoolBytes && !this.spoolLines.length) this.overflow = undefined;
   }
 
   /** Sends, waiting at most `ms` for the acknowledgement (true); the record stays queued after that. */
@@ -181,7 +257,7 @@ export class KafkaBatcher {
 
   /** Records not yet acknowledged by Kafka: waiting, and in the batch being sent. */
   get queued(): number {
-    return this.queue.length + this.inFlightBatch.length;
+    return this.queue.length + this.inFlightBatch.length + (this.overflow?.count ?? 0);
   }
 
   private inFlightBatch: Pending[] = [];
@@ -206,7 +282,7 @@ export class KafkaBatcher {
       this.timer = undefined;
       this.flushing = this.flush().finally(() => {
         this.flushing = undefined;
-        if (this.queue.length) this.schedule(this.lastFailed ? 1000 : undefined);
+        if (this.queue.length || this.overflow) this.schedule(this.lastFailed ? 1000 : undefined);
       });
     }, delay);
   }
@@ -214,6 +290,8 @@ export class KafkaBatcher {
   private lastFailed = false;
 
   private async flush(): Promise<void> {
+    // Records kept in the file only come back once half the queue is free.
+    if (this.overflow && this.queue.length <= (this.opts.maxQueued ?? 100_000) / 2) await this.refill();
     const batch = this.queue.splice(0, this.opts.maxBatch ?? 500);
     if (!batch.length) return;
     this.inFlightBatch = batch;
@@ -263,7 +341,7 @@ export class KafkaBatcher {
     this.timer = undefined;
     while (Date.now() < deadline) {
       if (!(await this.within(this.flushing, deadline))) break;
-      if (!this.queue.length) break;
+      if (!this.queue.length && !this.overflow) break;
       this.flushing = this.flush();
       if (!(await this.within(this.flushing, deadline))) break;
       if (this.lastFailed) await this.within(new Promise((r) => setTimeout(r, 200)), deadline);
@@ -278,9 +356,7 @@ export class KafkaBatcher {
     if (this.queue.length && this.opts.spoolFile) {
       // Everything still queued is on disk before the process ends; the next start sends it.
       this.startSpooling();
-      clearTimeout(this.spoolTimer);
-      this.spoolWrite(this.spoolLines.join(''));
-      this.spoolLines = [];
+      this.spoolFlushLines();
       this.logger.warn({ spooled: this.queue.length, file: this.opts.spoolFile }, 'kafka records kept in the spool for the next start');
     } else if (this.queue.length) {
       this.logger.error({ lost: this.queue.length }, 'kafka records not sent at shutdown');
@@ -300,5 +376,19 @@ export class KafkaBatcher {
     } finally {
       clearTimeout(timer);
     }
+  }
+}
+
+/** How much of the spool file one read-back takes at most. */
+const REFILL_BYTES = 4 * 1024 * 1024;
+
+/** A spool file's line as a queued record, or undefined for a line that is not one (cut by a crash). */
+function parseSpoolLine(line: string): Pending | undefined {
+  try {
+    const r = JSON.parse(line) as { t: string; k: string; v: string; h?: Record<string, string> };
+    // at 0: a record read back counts as old, so spooling lasts until it is acknowledged.
+    return { topic: r.t, message: { key: r.k, value: r.v, headers: r.h }, done: () => undefined, at: 0 };
+  } catch {
+    return undefined;
   }
 }

@@ -126,17 +126,47 @@ test('recovery: a line the crash cut short is skipped, and what is appended afte
   }
 });
 
-test('recovery keeps the newest maxQueued records and counts the rest as dropped', async () => {
+test('recovery queues up to maxQueued records and reads the rest back from the file as the queue drains', async () => {
   const { dir, spoolFile } = spoolDir();
   try {
     writeFileSync(spoolFile, Array.from({ length: 10 }, (_, n) => `${JSON.stringify({ t: 't', k: 'k', v: String(n) })}\n`).join(''));
     const t = transport(1, () => false);
     const b = new KafkaBatcher(t.connect, createLogger('test', 'silent'), { lingerMs: 5, spoolFile, maxQueued: 4 });
-    assert.equal(b.recover(), 4);
-    assert.equal(b.dropped, 6);
-    await b.close(1000);
-    assert.deepEqual(t.acked, ['6', '7', '8', '9']);
+    assert.equal(b.recover(), 10);
+    assert.equal(b.queued, 10);
+    await b.close(2000);
+    assert.deepEqual(t.acked, ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']);
+    assert.equal(b.dropped, 0);
+    assert.equal(existsSync(spoolFile), false, 'all acknowledged: the spool is gone');
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an outage longer than the memory bound loses nothing: past maxQueued records wait in the spool file only, and come back in order', async () => {
+  const { dir, spoolFile } = spoolDir();
+  let down = true;
+  const t = transport(2, () => down);
+  const b = new KafkaBatcher(t.connect, createLogger('test', 'silent'), { lingerMs: 5, spoolFile, maxQueued: 5 });
+  try {
+    const sent = [];
+    for (let n = 0; n < 40; n++) {
+      sent.push(b.send('t', 'k', n));
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(b.queued, 40, 'five in memory, the rest in the file');
+    assert.equal(b.dropped, 0);
+    assert.equal(readFileSync(spoolFile, 'utf8').trim().split('\n').length, 40, 'every record is in the spool');
+    down = false;
+    for (let w = 0; w < 100 && (b.queued > 0 || existsSync(spoolFile)); w++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(t.acked, Array.from({ length: 40 }, (_, n) => String(n)), 'each record once, in order');
+    assert.equal(existsSync(spoolFile), false, 'the spool is gone once all of it was acknowledged');
+    assert.deepEqual((await Promise.all(sent)).slice(0, 5), [true, true, true, true, true], 'those held in memory are reported acknowledged');
+    // New records go to memory again.
+    assert.equal(await b.send('t', 'k', 'after'), true);
+  } finally {
+    await b.close(500);
     rmSync(dir, { recursive: true, force: true });
   }
 });
