@@ -83,12 +83,23 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
       req.log.warn({ err }, 'outbound: temporal unavailable');
       throw new ApiError(503, 'temporal_unavailable', 'the call could not be started; retry', undefined, { 'Retry-After': '2' });
     }
+    /** 502/503 with Retry-After: the third party, or the platform's access to it, is what failed. */
+    const unavailable = (status: number, code: string, reason: string, retryAfter: number) =>
+      reply.code(status).header('Retry-After', String(retryAfter)).header('X-Workflow-Execution-ID', executionId).send({
+        error: { code, message: '3rd-party service unavailable', details: { service, reason } },
+        correlation_id: req.id,
+        retry_after: retryAfter,
+      });
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), query.data.wait * 1000);
     try {
       const result = (await ctx.temporal.withAbortSignal(abort.signal, () => handle.result())) as OutboundResult;
       reply.header('X-Workflow-Execution-ID', executionId);
-      if (result.status < 400) return reply.code(result.status).send({ status: 'success', data: result.data, correlation_id: req.id });
+      if (result.status < 300) return reply.code(result.status).send({ status: 'success', data: result.data, correlation_id: req.id });
+      // The platform's own credential refused (after one re-read from Vault), or a redirect (never
+      // followed, so the key goes nowhere else): not the caller's to fix, and not its 401 or 302.
+      if (result.status === 401) return unavailable(503, 'credentials_unavailable', 'CredentialRejected', UNAVAILABLE_RETRY_AFTER_S);
+      if (result.status < 400) return unavailable(502, 'third_party_failed', `redirect_${result.status}`, UNAVAILABLE_RETRY_AFTER_S);
       // The third party refused the request itself (4xx): the caller's to fix, passed through.
       return reply.code(result.status).send({
         status: 'error', error: { code: 'third_party_rejected', message: `${service} answered ${result.status}` }, data: result.data, correlation_id: req.id,
@@ -104,15 +115,8 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
       const breakerOpen = cause?.type === 'BreakerOpen';
       const retryAfter = breakerOpen ? Math.ceil((details.retry_after_ms ?? 60_000) / 1000) : UNAVAILABLE_RETRY_AFTER_S;
       const status = breakerOpen || cause?.type === 'CredentialUnavailable' ? 503 : 502;
-      return reply.code(status).header('Retry-After', String(retryAfter)).header('X-Workflow-Execution-ID', executionId).send({
-        error: {
-          code: breakerOpen ? 'third_party_unavailable' : cause?.type === 'CredentialUnavailable' ? 'credentials_unavailable' : 'third_party_failed',
-          message: '3rd-party service unavailable',
-          details: { service, reason: cause?.type ?? 'failed' },
-        },
-        correlation_id: req.id,
-        retry_after: retryAfter,
-      });
+      return unavailable(status, breakerOpen ? 'third_party_unavailable' : cause?.type === 'CredentialUnavailable' ? 'credentials_unavailable' : 'third_party_failed',
+        cause?.type ?? 'failed', retryAfter);
     } finally {
       clearTimeout(timer);
     }

@@ -70,6 +70,8 @@ const faultsSchema = z.strictObject({
   fail_next: z.number().int().min(0).default(0),
   decline_rate: z.number().min(0).max(1).default(0),
   fail_after_commit_next: z.number().int().min(0).default(0),
+  /** The next N requests are refused 401 as if the API key had been revoked (other tenants' are not). */
+  reject_key_next: z.number().int().min(0).default(0),
 });
 export type Faults = Omit<z.output<typeof faultsSchema>, 'tenant'>;
 
@@ -309,7 +311,9 @@ export function buildPaymentSandbox(opts: PaymentSandboxOptions = {}): { app: Fa
       }
       const auth = /^Bearer (\S+)$/i.exec(header(req, 'authorization') ?? '');
       const key = auth?.[1] ? state.keysByHash.get(hashSecret(auth[1])) : undefined;
-      if (!key || !usable(key)) {
+      const rejected = !!faults && faults.reject_key_next > 0;
+      if (faults && rejected) faults.reject_key_next -= 1;
+      if (!key || !usable(key) || rejected) {
         const message = auth ? 'Invalid API key provided.' : 'No API key provided; send Authorization: Bearer <secret>.';
         return reply.code(401).header('WWW-Authenticate', 'Bearer realm="payment-sandbox"').send(errorBody('authentication_error', 'invalid_api_key', message));
       }

@@ -169,6 +169,20 @@ describe('outbound proxy', () => {
     }
   });
 
+  test("the provider refusing the platform's own key is 503 credentials_unavailable, not a 401 to a caller whose key is fine", async () => {
+    const { tenant, outbound } = await caller();
+    await sandbox.faults(tenant, { reject_key_next: 2 });
+    try {
+      const r = await outbound('payments-sandbox/v1/charges', chargeBody());
+      assert.equal(r.status, 503, r.text);
+      assert.equal(r.body.error.code, 'credentials_unavailable');
+      assert.ok(Number(r.headers.get('retry-after')) > 0);
+      assert.deepEqual((await sandbox.requests(tenant, '/v1/charges')).map((x) => x.status), [401, 401], 'the key was read again once');
+    } finally {
+      await sandbox.clearFaults(tenant);
+    }
+  });
+
   test('a call that failed can be retried with the same Idempotency-Key: the retry calls the third party again', async () => {
     const { tenant, outbound } = await caller();
     const key = randomUUID();
