@@ -17,8 +17,9 @@ type Scoped = PluginDoc & { id: string };
 type Policy = PolicyDoc & { id: string };
 
 /**
- * Kong's precedence, most specific first: a plugin on consumer+route beats one on the route,
- * which beats one on the service, then the consumer alone, then the workspace-wide one.
+ * Kong's precedence, most specific first: consumer+route, consumer+service, the consumer alone,
+ * the route, the service, then the workspace-wide one. A consumer's own plugin (bob's IP
+ * allow-list) is not overridden by a route's or a service's of the same name.
  */
 function rank(p: Scoped): number {
   const c = p.consumer !== undefined;
@@ -26,9 +27,9 @@ function rank(p: Scoped): number {
   const s = p.service !== undefined;
   if (c && r) return 0;
   if (c && s) return 1;
-  if (r) return 2;
-  if (s) return 3;
-  if (c) return 4;
+  if (c) return 2;
+  if (r) return 3;
+  if (s) return 4;
   return 5;
 }
 

@@ -105,7 +105,7 @@ describe('authorization', () => {
 describe('workspace view', () => {
   const snapshot = {
     _format_version: '1', workspace: 'acme', services: [], routes: [], triggers: [], roles: [],
-    consumers: [{ id: 'c1', username: 'alice', roles: ['developer'] }, { id: 'c2', username: 'bob' }],
+    consumers: [{ id: 'c1', username: 'alice', roles: ['developer'] }, { id: 'c2', username: 'bob' }, { id: 'c3', username: 'carol' }],
     plugins: [
       { id: 'p1', name: 'cache-headers', config: { directive: 'global' }, enabled: true },
       { id: 'p2', name: 'cache-headers', service: 'orders', config: { directive: 'service' }, enabled: true },
@@ -113,6 +113,8 @@ describe('workspace view', () => {
       { id: 'p4', name: 'cache-headers', route: 'list', consumer: 'alice', config: { directive: 'route+consumer' }, enabled: true },
       { id: 'p5', name: 'ip-restriction', consumer: 'bob', config: { allow: ['10.0.0.1'], deny: [] }, enabled: true },
       { id: 'p6', name: 'cors', config: {}, enabled: false },
+      { id: 'p7', name: 'cache-headers', consumer: 'carol', config: { directive: 'consumer' }, enabled: true },
+      { id: 'p8', name: 'ip-restriction', route: 'list', config: { allow: ['10.0.0.9'], deny: [] }, enabled: true },
     ],
     policies: [
       { id: 'q1', name: 'quota', scope: 'workspace', limit: 100, window_seconds: 60, algorithm: 'sliding-window', enabled: true },
@@ -123,12 +125,16 @@ describe('workspace view', () => {
   } as unknown as Snapshot;
   const view = new WorkspaceView(snapshot);
 
-  test('the most specific plugin wins (consumer+route, route, service, consumer, workspace); disabled ones never apply', () => {
+  test("Kong's precedence: consumer+route, consumer+service, consumer, route, service, workspace; disabled ones never apply", () => {
     const directive = (route: { name: string; service?: string } | undefined, consumer?: string) => view.pluginsFor(route, consumer)['cache-headers']?.directive;
     assert.equal(directive({ name: 'list', service: 'orders' }, 'alice'), 'route+consumer');
     assert.equal(directive({ name: 'list', service: 'orders' }, 'bob'), 'route');
     assert.equal(directive({ name: 'get', service: 'orders' }, 'alice'), 'service');
     assert.equal(directive({ name: 'other', service: 'billing' }, 'alice'), 'global');
+    assert.equal(directive({ name: 'list', service: 'orders' }, 'carol'), 'consumer', "a consumer's own plugin beats the route's");
+    assert.equal(directive({ name: 'get', service: 'orders' }, 'carol'), 'consumer', "and the service's");
+    assert.deepEqual(view.pluginsFor({ name: 'list', service: 'orders' }, 'bob')['ip-restriction']?.allow, ['10.0.0.1'], "bob's allow-list, not the route's");
+    assert.deepEqual(view.pluginsFor({ name: 'list', service: 'orders' }, 'alice')['ip-restriction']?.allow, ['10.0.0.9']);
     assert.ok(view.pluginsFor(undefined, 'bob')['ip-restriction']);
     assert.equal(view.pluginsFor(undefined, 'alice')['ip-restriction'], undefined);
     assert.equal(view.pluginsFor(undefined, 'alice').cors, undefined);
