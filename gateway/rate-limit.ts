@@ -447,11 +447,23 @@ export class RateLimiter {
     }
   }
 
-  private async checkRedis(redis: WithScript, checks: LimitCheck[]): Promise<LimitDecision[]> {
+  private async checkRedis(redis: WithScript, all: LimitCheck[]): Promise<LimitDecision[]> {
     const now = performance.now();
+    const allKeys = all.map((c) => this.leaseKey(c));
+    // A policy whose lease still has tokens is not asked again: Redis counted those tokens when it
+    // leased them. Redis decides the others; if they allow, the leased ones spend a token each.
+    // Held here: the map may drop an entry while Redis answers. A lease live when the request came
+    // decides for its policy, even if it ends during the call (as a lease decides on arrival).
+    const held = allKeys.map((k) => {
+      const l = this.rates.get(k)?.lease;
+      return l !== undefined && l.tokens >= 1 && l.until > now ? l : undefined;
+    });
+    let ask = all.map((_, i) => i).filter((i) => held[i] === undefined);
+    if (ask.length === 0) ask = all.map((_, i) => i);
+    const checks = ask.map((i) => all[i]!);
     const keys = checks.map((c) => baseKey(this.prefix, c));
-    const leaseKeys = checks.map((c) => this.leaseKey(c));
-    // A lease for each key sized to its recent traffic; none for a key whose lease still has tokens.
+    const leaseKeys = ask.map((i) => allKeys[i]!);
+    // A lease for each key asked, sized to its recent traffic.
     const wants = leaseKeys.map((k) => {
       const r = this.rateOf(k, now);
       const live = r.lease && r.lease.tokens >= 1 && r.lease.until > now;
@@ -471,15 +483,30 @@ export class RateLimiter {
     }
     const reply = await call;
     const at = performance.now();
-    return checks.map(({ policy }, i) => {
-      const [allowed, remaining, resetMs, retryMs, extra] = reply[i]!;
+    const asked = new Map<number, LimitDecision>();
+    checks.forEach(({ policy }, j) => {
+      const [allowed, remaining, resetMs, retryMs, extra] = reply[j]!;
       if (extra > 0) {
-        const r = this.rateOf(leaseKeys[i]!, at);
+        const r = this.rateOf(leaseKeys[j]!, at);
         // A bucket's reset is when it is full again, no bound on spending what was taken from it.
         const ttl = policy.algorithm === 'token-bucket' ? LEASE_TTL_MS : Math.min(LEASE_TTL_MS, resetMs);
-        r.lease = { tokens: extra, until: at + ttl, remaining, resetAt: at + resetMs };
+        // Tokens of a lease still live (one that came back with a request sent alongside) are
+        // counted in Redis already: kept, not replaced; in the same object, which a request
+        // waiting on Redis may hold and spend from.
+        const fresh = { until: at + ttl, remaining, resetAt: at + resetMs };
+        if (r.lease && r.lease.until > at) Object.assign(r.lease, fresh, { tokens: r.lease.tokens + extra });
+        else r.lease = { ...fresh, tokens: extra };
       }
-      return decision(policy, 'redis', allowed === 1, remaining + extra, resetMs, retryMs);
+      asked.set(ask[j]!, decision(policy, 'redis', allowed === 1, remaining + extra, resetMs, retryMs));
+    });
+    const admitted = [...asked.values()].every((d) => d.allowed);
+    return all.map((c, i) => {
+      const d = asked.get(i);
+      if (d) return d;
+      // Not asked: it has a live lease. Spent only when the request is admitted (a refused request counts against none).
+      const lease = held[i]!;
+      if (admitted) lease.tokens = Math.max(0, lease.tokens - 1);
+      return decision(c.policy, 'lease', true, lease.remaining + lease.tokens, Math.max(0, lease.resetAt - at), 0);
     });
   }
 

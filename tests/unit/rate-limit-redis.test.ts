@@ -107,6 +107,31 @@ test('a burst past the limit from one gateway: no leased token is left unspent w
   await a.close();
 });
 
+test('requests under two policies, concurrent: leased tokens are neither overwritten nor left unspent, so the limit is the limit', async () => {
+  const [a] = gatewayPair();
+  await eventually('limiter connected', () => a.redisHealthy, 10_000, 20);
+  const wide = (name: string, limit: number): LimitPolicy => ({ name, limit, windowSeconds: 30 * 86_400, algorithm: 'fixed-window' });
+  // Both policies lease: without merging, a lease that came back replaced the one before it.
+  let allowed = 0;
+  for (let round = 0; round < 40; round++) {
+    const ds = await Promise.all(Array.from({ length: 50 }, () => a.checkAll([{ key: 'two:route', policy: wide('route', 1000) }, { key: 'two:consumer', policy: wide('consumer', 1000) }])));
+    allowed += ds.filter((d) => d.every((x) => x.allowed)).length;
+  }
+  assert.equal(allowed, 1000, 'both policies allow 1000');
+  // A route policy shared by a consumer whose own limit is too small to lease (each of its
+  // requests asks Redis) and one with a large limit: the route's leased tokens are spent, not left
+  // to expire while Redis counts the route again for every request.
+  const route = wide('route2', 300);
+  const ok = (ds: LimitDecision[][]) => ds.filter((d) => d.every((x) => x.allowed)).length;
+  let small = 0;
+  for (let round = 0; round < 4; round++) small += ok(await Promise.all(Array.from({ length: 25 }, async () => a.checkAll([{ key: 'mix:route', policy: route }, { key: 'mix:small', policy: wide('small', 50) }]))));
+  let large = 0;
+  for (let round = 0; round < 8; round++) large += ok(await Promise.all(Array.from({ length: 50 }, async () => a.checkAll([{ key: 'mix:route', policy: route }, { key: 'mix:large', policy: wide('large', 100_000) }]))));
+  assert.equal(small, 50);
+  assert.equal(small + large, 300, `the route allowed ${small} + ${large}`);
+  await a.close();
+});
+
 test('checkAll in Redis: a request one policy refuses is counted against none', async () => {
   const [a, b] = gatewayPair();
   await eventually('both limiters connected', () => a.redisHealthy && b.redisHealthy, 10_000, 20);
