@@ -93,7 +93,8 @@ async function lookupToken(pool: Pool, token: string): Promise<AdminPrincipal> {
     );
     const row = res.rows[0];
     if (!row) throw new ApiError(401, 'invalid_credential', 'the token is not valid', undefined, { 'WWW-Authenticate': 'Bearer' });
-    let grants = BUILT_IN_GRANTS[row.role as keyof typeof BUILT_IN_GRANTS];
+    // Own keys only: a custom role may be named `constructor` or `toString`.
+    let grants = Object.hasOwn(BUILT_IN_GRANTS, row.role) ? BUILT_IN_GRANTS[row.role as keyof typeof BUILT_IN_GRANTS] : undefined;
     if (!grants && row.workspace_id) {
       const custom = await db.query<{ grants: string[] }>('SELECT grants FROM rbac_roles WHERE workspace_id = $1 AND name = $2', [row.workspace_id, row.role]);
       grants = custom.rows[0]?.grants ?? [];

@@ -5,6 +5,7 @@ import { writeAudit } from '../lib/audit';
 import { ApiError } from '../lib/errors';
 import { inWorkspace } from '../lib/postgres';
 import type { AdminDeps } from './app';
+import { authorize } from './auth';
 import { checkCallbackUrls } from './collections';
 import { workspaceParam, type AdminApi } from './endpoint';
 
@@ -124,7 +125,10 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     responses: { 200: '{diff, version}', 400: 'invalid document: nothing changed', 409: 'a reference or route conflict: nothing changed' },
     handler: async ({ ws, body, who, req, query }) => {
       const doc = documentOf(body);
-      const out = await inWorkspace(pool, ws, (db) => syncDocument(db, ws, doc, { actor: `token:${who.name}`, correlationId: req.id }, query.dry_run === 'true'));
+      // config:write lets a sync run; what it changes needs the grant of each collection too, or a
+      // role could give itself any grant (roles) or issue keys (consumers) through a document.
+      const out = await inWorkspace(pool, ws, (db) => syncDocument(db, ws, doc, { actor: `token:${who.name}`, correlationId: req.id }, query.dry_run === 'true',
+        (c) => authorize(who, c, 'write')));
       if (out.version !== undefined) deps.announce(ws, out.version);
       return out;
     },

@@ -46,12 +46,20 @@ const CREATE_ORDER: Collection[] = ['roles', 'services', 'consumers', 'routes', 
  * audit row per entity and one new config version, in the caller's transaction (which the
  * caller rolls back on any error, so a failed sync changes nothing).
  */
-export async function syncDocument(db: PoolClient, ws: string, doc: ConfigDocument, ctx: ChangeContext, dryRun: boolean): Promise<{ diff: ConfigDiff; version?: number }> {
+export async function syncDocument(
+  db: PoolClient, ws: string, doc: ConfigDocument, ctx: ChangeContext, dryRun: boolean,
+  /** Throws for a collection the caller may not change (a sync changes what its grants cover, and nothing else). */
+  mayWrite: (collection: Collection) => void = () => undefined,
+): Promise<{ diff: ConfigDiff; version?: number }> {
   if (doc.workspace !== ws) throw new ApiError(400, 'validation_failed', `the document is for workspace ${doc.workspace}`, [{ field: 'body.workspace', message: `must be ${ws}` }]);
   await beginChange(db, ws);
   const live = await buildSnapshot(db, ws);
   const wanted = doc as unknown as Record<Collection, Doc[]>;
   const diff = diffDocuments(live, wanted);
+  for (const c of CREATE_ORDER) {
+    const d = diff[c];
+    if (d && d.created.length + d.updated.length + d.deleted.length > 0) mayWrite(c);
+  }
   if (dryRun || diff.changes === 0) return { diff };
 
   const audits: ChangeAudit[] = [];

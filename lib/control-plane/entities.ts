@@ -113,17 +113,21 @@ export const ENTITIES: Record<Collection, EntityDef> = {
       const liveHex = new Set(live.rows.map((r) => r.key_hash.toString('hex')));
       const wantedHex = new Set(wanted.map((w) => w.hash.toString('hex')));
       for (const row of live.rows) if (!wantedHex.has(row.key_hash.toString('hex'))) await db.query('UPDATE api_keys SET revoked_at = now() WHERE id = $1', [row.id]);
-      for (const w of wanted) {
+      for (const [i, w] of wanted.entries()) {
         if (liveHex.has(w.hash.toString('hex'))) continue;
-        // A key revoked from this consumer comes back; one that belongs to anybody else is refused.
+        // A revoked key never comes back (re-applying a document written before a leaked key was
+        // revoked must not revive it): issue a new one. One that belongs to anybody else is refused.
         await db.query('SAVEPOINT consumer_key');
         const res = await db.query(
           `INSERT INTO api_keys (workspace_id, consumer_id, key_prefix, key_hash) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (key_hash) DO UPDATE SET revoked_at = NULL WHERE api_keys.consumer_id = EXCLUDED.consumer_id RETURNING id`,
+           ON CONFLICT (key_hash) DO NOTHING RETURNING id`,
           [ws, id, w.prefix, w.hash],
         ).catch(() => undefined);
         await db.query(res ? 'RELEASE SAVEPOINT consumer_key' : 'ROLLBACK TO SAVEPOINT consumer_key');
-        if (!res?.rowCount) throw new ApiError(409, 'conflict', 'a key of this consumer belongs to another consumer', [{ field: 'body.keys', message: 'already in use' }]);
+        if (res?.rowCount) continue;
+        const revoked = (await db.query('SELECT 1 FROM api_keys WHERE key_hash = $1 AND revoked_at IS NOT NULL', [w.hash]).catch(() => undefined))?.rowCount;
+        if (revoked) throw new ApiError(409, 'key_revoked', 'a revoked key does not come back; issue a new one', [{ field: `body.keys.${i}`, message: 'revoked' }]);
+        throw new ApiError(409, 'conflict', 'a key of this consumer belongs to another consumer', [{ field: 'body.keys', message: 'already in use' }]);
       }
     },
   },

@@ -108,6 +108,17 @@ describe('CRUD of every entity', () => {
     const stale = await t.admin('PUT', '/consumers/svc-account', { username, roles, tags, keys: readKeys }, { 'if-match': etag });
     assert.equal(stale.status, 412, stale.text);
     assert.ok((await t.admin('GET', `/consumers/svc-account/keys`)).body.data.find((k: { id: string }) => k.id === k2.body.id).revoked_at, 'still revoked');
+    // Nor without If-Match, nor by syncing a document exported before the revocation: 409, still revoked.
+    const replace = await t.admin('PUT', '/consumers/svc-account', { username, roles, tags, keys: readKeys });
+    assert.equal(replace.status, 409, replace.text);
+    assert.equal(replace.body.error.code, 'key_revoked');
+    assert.equal(replace.body.error.details[0].field, 'body.keys.0');
+    const exported = (await t.admin('GET', '/config/export?format=json')).body;
+    exported.consumers.find((c: { username: string }) => c.username === 'svc-account').keys = readKeys;
+    const resync = await t.admin('POST', '/config/sync', exported);
+    assert.equal(resync.status, 409, resync.text);
+    assert.equal(resync.body.error.code, 'key_revoked');
+    assert.ok((await t.admin('GET', `/consumers/svc-account/keys`)).body.data.find((k: { id: string }) => k.id === k2.body.id).revoked_at, 'still revoked');
     const k3 = await t.admin('POST', `/consumers/svc-account/keys`);
     assert.notEqual((await t.admin('GET', '/consumers/svc-account')).headers.get('etag'), etag, 'a new key moves it too');
     assert.equal((await t.admin('DELETE', `/consumers/svc-account/keys/${k3.body.id}`)).status, 204);
@@ -300,6 +311,37 @@ describe('who may call what', () => {
     assert.equal((await auditor('GET', '/config')).status, 200);
     assert.equal((await auditor('GET', '/routes')).status, 403);
     assert.equal((await auditor('POST', '/services', { name: 'x', url: 'http://127.0.0.1:9' })).status, 403);
+    // A custom role may carry any name, `constructor` too: its own grants, not a 500.
+    assert.equal((await t.admin('POST', '/roles', { name: 'constructor', grants: ['routes:read'] })).status, 201);
+    const odd = t.as((await t.admin('POST', '/admin-tokens', { name: 'odd', role: 'constructor' })).body.token);
+    assert.equal((await odd('GET', '/routes')).status, 200);
+    assert.equal((await odd('GET', '/services')).status, 403);
+  });
+
+  test('config:write syncs only what the role may write: no granting itself more through a document', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    assert.equal((await t.admin('POST', '/roles', { name: 'deployer', grants: ['config:read', 'config:write', 'services:write', 'routes:write'] })).status, 201);
+    const deployer = t.as((await t.admin('POST', '/admin-tokens', { name: 'dep', role: 'deployer' })).body.token);
+    const doc = (await deployer('GET', '/config/export?format=json')).body;
+    // Its own role with every grant, and a consumer (API keys): neither is the role's to write.
+    for (const edit of [
+      (d: any) => { d.roles.find((r: { name: string }) => r.name === 'deployer').grants = ['*:*']; }, // eslint-disable-line @typescript-eslint/no-explicit-any
+      (d: any) => { d.consumers.push({ username: 'backdoor', keys: [{ key: 'a-key-the-deployer-chose-1234' }] }); }, // eslint-disable-line @typescript-eslint/no-explicit-any
+    ]) {
+      const edited = structuredClone(doc);
+      edit(edited);
+      const r = await deployer('POST', '/config/sync', edited);
+      assert.equal(r.status, 403, r.text);
+      assert.equal(r.body.error.code, 'forbidden');
+    }
+    assert.deepEqual((await t.admin('GET', '/roles/deployer')).body.grants, ['config:read', 'config:write', 'services:write', 'routes:write'], 'unchanged');
+    assert.equal((await t.admin('GET', '/consumers/backdoor')).status, 404);
+    // What it may write, it syncs.
+    const ok = structuredClone(doc);
+    ok.services.push({ name: 'synced', url: 'http://127.0.0.1:9' });
+    const r = await deployer('POST', '/config/sync', ok);
+    assert.equal(r.status, 200, r.text);
+    assert.equal((await t.admin('GET', '/services/synced')).status, 200);
   });
 
   test("a workspace's token never reaches another workspace, on any endpoint", async () => {
