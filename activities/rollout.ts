@@ -12,7 +12,11 @@ import { subjects } from '../lib/nats';
 import { asPlatform } from '../lib/postgres';
 
 export type RolloutRef = { workspace: string };
-export type GroupStats = { instances: number; requests: number; errors: number; error_rate: number; p99_ms: number | null };
+/**
+ * A gateway group's traffic over a bake. `p99_over_top_bucket`: more than 1 % of its requests took
+ * longer than the histogram's highest finite bucket, and `p99_ms` is that bound, a lower bound.
+ */
+export type GroupStats = { instances: number; requests: number; errors: number; error_rate: number; p99_ms: number | null; p99_over_top_bucket?: boolean };
 
 /**
  * Sums `http_request_duration_seconds` over the label sets of `tenant` (all of them without
@@ -39,14 +43,21 @@ export function readHistogram(text: string, tenant?: string): { count: number; e
   return { count, errors, buckets };
 }
 
-/** p99 from the bucket deltas of a window: the upper bound of the bucket holding the 99th percentile. */
-function p99(before: Map<number, number>, after: Map<number, number>, total: number): number | null {
-  if (total <= 0) return null;
+/**
+ * p99 from the bucket deltas of a window: the upper bound of the bucket holding the 99th
+ * percentile, in ms. In `+Inf` (over the highest finite bound) it is the highest finite bound,
+ * flagged `overTop`: a tail slower than the histogram can show is not "no p99".
+ */
+export function windowP99(before: Map<number, number>, after: Map<number, number>, total: number): { ms: number | null; overTop: boolean } {
+  if (total <= 0) return { ms: null, overTop: false };
   const bounds = [...after.keys()].sort((a, b) => a - b);
   for (const b of bounds) {
-    if ((after.get(b)! - (before.get(b) ?? 0)) >= total * 0.99) return b === Infinity ? null : b * 1000;
+    if ((after.get(b)! - (before.get(b) ?? 0)) < total * 0.99) continue;
+    if (b !== Infinity) return { ms: b * 1000, overTop: false };
+    const top = bounds.filter((x) => x !== Infinity).at(-1);
+    return { ms: top === undefined ? null : top * 1000, overTop: true };
   }
-  return null;
+  return { ms: null, overTop: false };
 }
 
 /** The steps of the config-rollout runbook: check, diff, pin versions per gateway group, read real gateway metrics. */
@@ -143,7 +154,8 @@ export function rolloutActivities(deps: { pool: Pool; nats?: NatsConnection; eve
           for (const p of pairs) for (const [k, v] of p[side].h.buckets) m.set(k, (m.get(k) ?? 0) + v);
           return m;
         };
-        return { instances: pairs.length, requests, errors, error_rate: requests ? errors / requests : 0, p99_ms: p99(sum('b'), sum('a'), requests) };
+        const p = windowP99(sum('b'), sum('a'), requests);
+        return { instances: pairs.length, requests, errors, error_rate: requests ? errors / requests : 0, p99_ms: p.ms, ...(p.overTop ? { p99_over_top_bucket: true } : {}) };
       };
       return { canary: stats(true), stable: stats(false) };
     },

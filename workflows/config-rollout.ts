@@ -64,7 +64,8 @@ export async function configRollout(input: RunbookInput<RolloutParams>): Promise
     const breach = baked.canary.requests < p.min_requests
       ? `the canary saw ${baked.canary.requests} request(s), fewer than ${p.min_requests}`
       : baked.canary.error_rate > p.max_error_rate ? `canary 5xx rate ${(baked.canary.error_rate * 100).toFixed(2)} % over ${(p.max_error_rate * 100).toFixed(2)} %`
-        : baked.canary.p99_ms !== null && baked.canary.p99_ms > p.max_p99_ms ? `canary p99 ${baked.canary.p99_ms} ms over ${p.max_p99_ms} ms` : undefined;
+        : baked.canary.p99_over_top_bucket ? `canary p99 over ${baked.canary.p99_ms ?? '?'} ms, the histogram's highest bucket: not shown to be under ${p.max_p99_ms} ms`
+          : baked.canary.p99_ms !== null && baked.canary.p99_ms > p.max_p99_ms ? `canary p99 ${baked.canary.p99_ms} ms over ${p.max_p99_ms} ms` : undefined;
     if (breach) throw ApplicationFailure.nonRetryable(breach, 'CanaryBreached');
     if (p.require_approval) await rb.approval('approve', { roles: ['operator', 'admin'], timeoutMs: p.approval_timeout_seconds * 1000 });
     else rb.skip('approve', 'no approval asked');

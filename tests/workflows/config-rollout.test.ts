@@ -99,3 +99,23 @@ test('an undo that fails for good ends the run FAILED with an alert, not with no
   });
   assert.ok(events.includes('config.rollout_undo_failed'), events.join(', '));
 });
+
+test('a canary whose p99 is past the highest histogram bucket is a breach, not "no p99"', async () => {
+  const pins: { group: string; version: number | null }[] = [];
+  const worker = await testWorker(env, 'rollout4', {
+    ...fakeRolloutActivities(pins),
+    awaitServed: async () => ({ instances: ['gw-1'] }),
+    bakeCanary: async () => ({ canary: { requests: 100, error_rate: 0, p99_ms: 2500, p99_over_top_bucket: true }, stable: { requests: 100, error_rate: 0, p99_ms: 11 } }),
+  });
+  const input: RunbookInput = {
+    params: { workspace: 'acme', canary_group: 'canary', bake_seconds: 1, max_error_rate: 0.05, max_p99_ms: 3000, min_requests: 5, require_approval: false, approval_timeout_seconds: 60 },
+    requested_by: 'alice', dry_run: false,
+  };
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('configRollout', { taskQueue: 'rollout4', workflowId: `rb-${randomUUID()}`, args: [input] });
+    await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && /highest bucket/.test(String(err.cause?.message)));
+    const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
+    assert.equal(record.state, 'ROLLED_BACK');
+  });
+  assert.deepEqual(pins.at(-1), { group: 'canary', version: null }, 'the canary is released');
+});
