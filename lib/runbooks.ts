@@ -108,7 +108,9 @@ const definitions: RunbookDef[] = [
     steps: ['inventory', 'probe-before', 'stop-instance', 'confirm-gone', 'probe-after', 'report'],
     approverRoles: APPROVERS,
     approvalPayload: z.object({}).strict(),
-    exclusiveKey: (p) => `group-${String(p.group ?? 'all')}`,
+    // One drill at a time in the whole fleet: two drills (a group and an instance in it, say) could
+    // each see a survivor in the other's target and together stop the last gateways.
+    exclusiveKey: () => 'fleet',
   },
 ];
 
