@@ -40,10 +40,31 @@ const invalidKey = () => new ApiError(401, 'invalid_credential', 'the API key is
  */
 export class Authenticator {
   private cache = new Map<string, { principal: Principal | null; until: number }>();
+  /** Lookups left for keys the served config does not know (refilled at `unknownKeyLookupsPerS`). */
+  private lookups: { tokens: number; at: number };
 
   constructor(private readonly opts: {
     store: ConfigStore; pool?: Pool; jwt: JwtVerifier; tenantHostSuffix?: string; latency?: Histogram; maxEntries?: number;
-  }) {}
+    /**
+     * PostgreSQL lookups per second for keys the served config does not know (a key issued since
+     * the last pull): a client sending random keys would otherwise cost a query each, before any
+     * rate limit, and could use up the pool. Past it such a key is refused as unknown. Default 200.
+     */
+    unknownKeyLookupsPerS?: number;
+  }) {
+    this.lookups = { tokens: opts.unknownKeyLookupsPerS ?? 200, at: Date.now() };
+  }
+
+  /** One lookup from the budget, or false when it is spent for now. */
+  private takeLookup(): boolean {
+    const rate = this.opts.unknownKeyLookupsPerS ?? 200;
+    const now = Date.now();
+    this.lookups.tokens = Math.min(rate, this.lookups.tokens + ((now - this.lookups.at) / 1000) * rate);
+    this.lookups.at = now;
+    if (this.lookups.tokens < 1) return false;
+    this.lookups.tokens -= 1;
+    return true;
+  }
 
   /**
    * Once per request: the pipeline's hook keeps the answer on the request, and route handlers
@@ -107,6 +128,7 @@ export class Authenticator {
     const hit = this.cache.get(cacheKey);
     let principal = hit && hit.until > Date.now() ? hit.principal : undefined;
     if (principal === undefined) {
+      if (!this.takeLookup()) throw invalidKey();
       const row = await asPlatform(pool, async (db) => (await db.query<{ id: string; workspace_id: string; consumer_id: string; username: string; roles: string[] }>(
         `SELECT k.id, k.workspace_id, k.consumer_id, c.username, c.roles FROM api_keys k JOIN consumers c ON c.id = k.consumer_id
           WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,

@@ -1,0 +1,41 @@
+// Keys the served config does not know are looked up in PostgreSQL (one issued since the last
+// pull), within a budget: random keys must not cost a query each and drain the pool.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { test } from 'node:test';
+import type { FastifyRequest } from 'fastify';
+import type { Pool } from 'pg';
+import { Authenticator } from '../../gateway/auth';
+import type { ConfigStore } from '../../gateway/config-store';
+import type { JwtVerifier } from '../../gateway/jwt';
+
+/** A pool whose every key lookup finds nothing, counting them. */
+function countingPool() {
+  const counts = { lookups: 0 };
+  const client = {
+    query: async (sql: string) => {
+      if (sql.includes('api_keys')) counts.lookups += 1;
+      return { rows: [], rowCount: 0 };
+    },
+    release: () => undefined,
+  };
+  return { counts, pool: { connect: async () => client } as unknown as Pool };
+}
+
+const request = (key: string) => ({ headers: { authorization: `Bearer ${key}` }, raw: { socket: {} } }) as unknown as FastifyRequest;
+
+test('unknown keys cost at most the lookup budget in PostgreSQL, however many a client sends', async () => {
+  const { counts, pool } = countingPool();
+  const store = { keyOwner: () => undefined, view: () => undefined } as unknown as ConfigStore;
+  const auth = new Authenticator({ store, pool, jwt: {} as JwtVerifier, unknownKeyLookupsPerS: 20 });
+  let refused = 0;
+  for (let i = 0; i < 1000; i++) {
+    await Promise.resolve(auth.authenticate(request(`fgk_${randomBytes(4).toString('hex')}_${randomBytes(16).toString('hex')}`))).catch((err: { statusCode?: number }) => {
+      assert.equal(err.statusCode, 401);
+      refused += 1;
+    });
+  }
+  assert.equal(refused, 1000);
+  assert.ok(counts.lookups <= 25, `${counts.lookups} lookups for 1000 unknown keys (budget 20 per second)`);
+  assert.ok(counts.lookups >= 20, 'the budget is used: a key issued since the last pull is still found');
+});
