@@ -44,6 +44,8 @@ export type LimitDecision = {
 export type LimitCheck = { key: string; policy: LimitPolicy };
 
 const ALG_CODE: Record<RateAlgorithm, string> = { 'fixed-window': 'f', 'sliding-window': 's', 'token-bucket': 't' };
+/** How long requests are decided locally after a Redis call failed, before one asks Redis again. */
+const REDIS_COOL_DOWN_MS = 2000;
 const COMMAND_TIMEOUT_MS = 50;
 /** Leases: sized to this much of a key's recent traffic, never more than LEASE_MAX tokens, valid at most LEASE_TTL_MS. */
 const LEASE_SPAN_MS = 100;
@@ -375,7 +377,7 @@ export class RateLimiter {
 
   private async decideShared(checks: LimitCheck[], started: number): Promise<LimitDecision[]> {
     let decisions: LimitDecision[] | undefined;
-    if (this.redis?.status === 'ready') {
+    if (this.redis?.status === 'ready' && this.mayAskRedis()) {
       // Requests that find the lease spent while another is fetching the next one wait for it.
       const flight = checks.length === 1 ? this.inFlight.get(this.leaseKey(checks[0]!)) : undefined;
       if (flight) {
@@ -385,6 +387,7 @@ export class RateLimiter {
       }
       try {
         decisions = await this.checkRedis(this.redis, checks);
+        this.failing = false;
         this.markUp();
         // Refused while this instance holds leased tokens (a lease that came back with a request
         // sent alongside this one): they are counted in Redis already and a refusal counted
@@ -392,6 +395,9 @@ export class RateLimiter {
         if (decisions.some((d) => !d.allowed)) decisions = this.fromLeases(checks, performance.now(), false) ?? decisions;
       } catch (err) {
         this.markDown(err as Error);
+        this.failed(err as Error);
+      } finally {
+        this.probing = false;
       }
     }
     decisions ??= this.local.checkAll(checks);
@@ -508,6 +514,35 @@ export class RateLimiter {
       if (admitted) lease.tokens = Math.max(0, lease.tokens - 1);
       return decision(c.policy, 'lease', true, lease.remaining + lease.tokens, Math.max(0, lease.resetAt - at), 0);
     });
+  }
+
+  /**
+   * Redis that answers nothing (paused, a stuck host, packets dropped) keeps its connection
+   * `ready`: after a call timed out, requests are decided locally for REDIS_COOL_DOWN_MS, then one
+   * request at a time asks Redis again until one is answered, instead of each waiting out the
+   * timeout.
+   */
+  private mayAskRedis(): boolean {
+    if (!this.failing) return true;
+    if (Date.now() < this.coolUntil || this.probing) return false;
+    this.probing = true;
+    return true;
+  }
+
+  /** The last call to Redis failed, and none has been answered since. */
+  private failing = false;
+  private coolUntil = 0;
+  private probing = false;
+
+  /**
+   * A call failed: requests are decided locally for a while. One that timed out is still queued
+   * in Redis, and would count its request once Redis resumes although it was decided locally: the
+   * connection is dropped (and made again), which drops what it had sent and not yet run.
+   */
+  private failed(err: Error): void {
+    this.failing = true;
+    this.coolUntil = Date.now() + REDIS_COOL_DOWN_MS;
+    if (/timed? ?out/i.test(err.message) && this.redis && !this.closed) this.redis.disconnect(true);
   }
 
   private markUp(): void {

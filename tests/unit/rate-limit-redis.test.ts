@@ -132,6 +132,31 @@ test('requests under two policies, concurrent: leased tokens are neither overwri
   await a.close();
 });
 
+test('a Redis that answers nothing (paused): one call waits out the timeout, the next are local, and none is counted later', async () => {
+  const keyPrefix = `test:${randomUUID()}:`;
+  const limiter = new RateLimiter({ redisUrl: redis.env.FLOWGATE_REDIS_URL, logger, keyPrefix, commandTimeoutMs: 300 });
+  limiters.push(limiter);
+  await eventually('limiter connected', () => limiter.redisHealthy, 10_000, 20);
+  const p = policy('fixed-window', 50); // too small to lease: every request asks Redis
+  const admin = new Redis(redis.env.FLOWGATE_REDIS_URL!);
+  try {
+    await admin.call('CLIENT', 'PAUSE', '2500', 'ALL');
+    const t0 = performance.now();
+    const ds: LimitDecision[] = [];
+    for (let i = 0; i < 20; i++) ds.push(await limiter.check('paused', p));
+    const took = performance.now() - t0;
+    assert.ok(took < 1500, `20 decisions took ${Math.round(took)} ms with a 300 ms timeout`);
+    assert.ok(ds.every((d) => d.source === 'local' && d.allowed));
+    // Resumed: what was decided locally was not counted in Redis as well.
+    await new Promise((r) => setTimeout(r, 3500));
+    let shared: LimitDecision | undefined;
+    await eventually('decided in Redis again', async () => (shared = await limiter.check('paused', p)).source === 'redis', 10_000, 100);
+    assert.ok(shared!.remaining >= 47, `Redis counted ${50 - shared!.remaining} request(s)`);
+  } finally {
+    admin.disconnect();
+  }
+});
+
 test('checkAll in Redis: a request one policy refuses is counted against none', async () => {
   const [a, b] = gatewayPair();
   await eventually('both limiters connected', () => a.redisHealthy && b.redisHealthy, 10_000, 20);
