@@ -458,14 +458,18 @@ export class RateLimiter {
     const allKeys = all.map((c) => this.leaseKey(c));
     // A policy whose lease still has tokens is not asked again: Redis counted those tokens when it
     // leased them. Redis decides the others; if they allow, the leased ones spend a token each.
-    // Held here: the map may drop an entry while Redis answers. A lease live when the request came
-    // decides for its policy, even if it ends during the call (as a lease decides on arrival).
-    const held = allKeys.map((k) => {
+    // A token of each live lease is reserved now, before the call: a request sent alongside must not
+    // count on the same token. Given back if the request is not admitted. Held here: the map may
+    // drop an entry while Redis answers. A lease live when the request came decides for its
+    // policy, even if it ends during the call (as a lease decides on arrival).
+    let held = allKeys.map((k) => {
       const l = this.rates.get(k)?.lease;
       return l !== undefined && l.tokens >= 1 && l.until > now ? l : undefined;
     });
-    let ask = all.map((_, i) => i).filter((i) => held[i] === undefined);
-    if (ask.length === 0) ask = all.map((_, i) => i);
+    if (held.every((l) => l !== undefined)) held = held.map(() => undefined); // nothing else to ask: Redis decides all
+    for (const l of held) if (l) l.tokens -= 1;
+    const giveBack = () => { for (const l of held) if (l) l.tokens += 1; };
+    const ask = all.map((_, i) => i).filter((i) => held[i] === undefined);
     const checks = ask.map((i) => all[i]!);
     const keys = checks.map((c) => baseKey(this.prefix, c));
     const leaseKeys = ask.map((i) => allKeys[i]!);
@@ -487,7 +491,13 @@ export class RateLimiter {
       this.inFlight.set(k, call);
       void call.catch(() => undefined).finally(() => { if (this.inFlight.get(k) === call) this.inFlight.delete(k); });
     }
-    const reply = await call;
+    let reply: ScriptReply;
+    try {
+      reply = await call;
+    } catch (err) {
+      giveBack();
+      throw err;
+    }
     const at = performance.now();
     const asked = new Map<number, LimitDecision>();
     checks.forEach(({ policy }, j) => {
@@ -506,12 +516,12 @@ export class RateLimiter {
       asked.set(ask[j]!, decision(policy, 'redis', allowed === 1, remaining + extra, resetMs, retryMs));
     });
     const admitted = [...asked.values()].every((d) => d.allowed);
+    // Not asked: a token of its live lease was reserved; a refused request counts against none.
+    if (!admitted) giveBack();
     return all.map((c, i) => {
       const d = asked.get(i);
       if (d) return d;
-      // Not asked: it has a live lease. Spent only when the request is admitted (a refused request counts against none).
       const lease = held[i]!;
-      if (admitted) lease.tokens = Math.max(0, lease.tokens - 1);
       return decision(c.policy, 'lease', true, lease.remaining + lease.tokens, Math.max(0, lease.resetAt - at), 0);
     });
   }

@@ -129,6 +129,13 @@ test('requests under two policies, concurrent: leased tokens are neither overwri
   for (let round = 0; round < 8; round++) large += ok(await Promise.all(Array.from({ length: 50 }, async () => a.checkAll([{ key: 'mix:route', policy: route }, { key: 'mix:large', policy: wide('large', 100_000) }]))));
   assert.equal(small, 50);
   assert.equal(small + large, 300, `the route allowed ${small} + ${large}`);
+  // Requests in flight together that find one lease token: one token, one request.
+  const r100 = wide('route3', 100);
+  let admitted = 0;
+  for (let i = 0; i < 3; i++) if ((await a.check('few:route', r100)).allowed) admitted += 1;
+  for (let round = 0; round < 3; round++) admitted += ok(await Promise.all(Array.from({ length: 30 }, async () => a.checkAll([{ key: 'few:route', policy: r100 }, { key: `few:small${round}`, policy: wide('small3', 50) }]))));
+  for (let i = 0; i < 200; i++) if ((await a.check('few:route', r100)).allowed) admitted += 1;
+  assert.equal(admitted, 100, 'never more than the limit');
   await a.close();
 });
 
