@@ -74,6 +74,7 @@ export class KafkaBatcher {
    * them): the queue was full. They are read back in order as it drains.
    */
   private overflow?: { offset: number; count: number };
+  private refilling?: Promise<void>;
   private spoolTimer?: NodeJS.Timeout;
   /** Every file operation, in order: appends never race the unlink that ends a spell of spooling. */
   private spoolChain: Promise<void> = Promise.resolve();
@@ -291,7 +292,10 @@ export class KafkaBatcher {
 
   private async flush(): Promise<void> {
     // Records kept in the file only come back once half the queue is free.
-    if (this.overflow && this.queue.length <= (this.opts.maxQueued ?? 100_000) / 2) await this.refill();
+    // One read-back at a time: two flushes (close() beside a timer's) must not read one offset twice.
+    if (this.overflow && this.queue.length <= (this.opts.maxQueued ?? 100_000) / 2) {
+      await (this.refilling ??= this.refill().finally(() => { this.refilling = undefined; }));
+    }
     const batch = this.queue.splice(0, this.opts.maxBatch ?? 500);
     if (!batch.length) return;
     this.inFlightBatch = batch;
