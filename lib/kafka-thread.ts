@@ -54,14 +54,19 @@ export class KafkaProducerThread {
   private onClosed?: () => void;
   /** Dropped by the thread (its queue full while Kafka was away), as it last reported, and here. */
   private threadDropped = 0;
+  /** What threads before the current one dropped (each counts from 0). */
+  private earlierThreadsDropped = 0;
   private localDropped = 0;
-  get dropped(): number { return this.threadDropped + this.localDropped; }
+  get dropped(): number { return this.earlierThreadsDropped + this.threadDropped + this.localDropped; }
 
   constructor(private readonly opts: ProducerThreadOptions, private readonly logger: Logger) {
     this.start();
   }
 
   private start(): void {
+    // A new thread counts from 0: what the one before it dropped stays counted.
+    this.earlierThreadsDropped += this.threadDropped;
+    this.threadDropped = 0;
     // Compiled, this module is a .js file next to a .js worker. Under tsx (tests, make up) both
     // are .ts, and tsx does not hook a worker thread's loading: the thread registers it first.
     const ext = path.extname(__filename);

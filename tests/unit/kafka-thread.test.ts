@@ -49,3 +49,34 @@ test('records reach the thread, wait there while Kafka is away, are spooled at s
     await second.close(200);
   }
 });
+
+test('what a thread dropped stays counted after the thread is replaced (each new thread counts from 0)', async () => {
+  // No spool file and a queue of 5: with Kafka away, the oldest records are dropped and counted.
+  const opts = { brokers: [`127.0.0.1:${await freeLoopbackPort()}`], clientId: 'test', service: 'test', logLevel: 'silent', lingerMs: 10, maxQueued: 5 };
+  const t = new KafkaProducerThread(opts, pino({ level: 'silent' }));
+  try {
+    // A few at a time, so the thread drops them (its queue is full), not this side's buffer.
+    const sendSlowly = async (from: number, n: number) => {
+      for (let i = 0; i < n; i++) {
+        t.send('api.audit-trail', 'acme', { n: from + i });
+        if (i % 3 === 2) await new Promise((r) => setTimeout(r, 150));
+      }
+    };
+    await sendSlowly(0, 30);
+    await until('the thread reports its drops', () => t.dropped > 10);
+    await new Promise((r) => setTimeout(r, 600));
+    const before = t.dropped;
+    // The thread dies; the next one starts with a count of its own (0).
+    const inner = t as unknown as { worker?: { terminate(): Promise<number> } };
+    const first = inner.worker!;
+    await first.terminate();
+    await until('a new thread', () => inner.worker !== undefined && inner.worker !== first, 30_000);
+    // The new thread drops a few of 9 more, and reports them: they add to the first thread's.
+    await sendSlowly(100, 9);
+    await until('the new thread reports its drops', () => t.dropped !== before, 30_000);
+    await new Promise((r) => setTimeout(r, 600));
+    assert.ok(t.dropped > before, `the first thread's ${before} drops are still counted (now ${t.dropped})`);
+  } finally {
+    await t.close(200);
+  }
+});
