@@ -131,7 +131,9 @@ export class ThirdPartyClient {
         // Read outside the breaker: Vault being away is not the third party failing.
         const { value: key } = await this.deps.credentials.get(svc.name);
         const outcome = await this.deps.breakers.fire(svc.name, () => this.attempt(svc, req, key, body, attempt, records));
-        // Cancelled by the caller: neither a failure nor a success of the third party.
+        // Cancelled by the caller: not a failure of the third party, so it must not open the breaker.
+        // (opossum has no neutral outcome: it counts as a success, and a cancelled half-open probe
+        // closes the breaker; the next failures open it again.)
         if ('canceled' in outcome) throw outcome.canceled;
         const res = outcome;
         if (res.status === 401 && !refreshed) {
