@@ -52,7 +52,11 @@ export const outboundKeyOf = (tenant: string, key: string) => `fg:${tenant}:outb
 /** The activities behind `POST /outbound/3rdparty/{service}/{path}`. */
 export function thirdPartyActivities(deps: { thirdParty: ThirdPartyClient }) {
   return {
-    /** One call; any answer below 500 (4xx included) is the caller's to interpret. */
+    /**
+     * One call; an answer below 500 (4xx included) is the caller's to interpret, except a 401 (the
+     * platform's own key refused, after one re-read from Vault) and a redirect (never followed):
+     * those fail the run, so a retry with the same Idempotency-Key starts it again.
+     */
     async callThirdParty(call: OutboundCall): Promise<OutboundResult> {
       const res = await callFromActivity(deps.thirdParty, {
         tenant: call.tenant, service: call.service, method: call.method, path: call.path, body: call.body,
@@ -60,6 +64,8 @@ export function thirdPartyActivities(deps: { thirdParty: ThirdPartyClient }) {
         // its tenant, so two tenants' `order-42` are two charges, and no key names another's payment.
         correlationId: call.correlation_id, idempotencyKey: call.idempotency_key === undefined ? undefined : outboundKeyOf(call.tenant, call.idempotency_key),
       });
+      if (res.status === 401) throw ApplicationFailure.nonRetryable(`${call.service} refused the platform's credential`, 'CredentialRejected', { status: res.status });
+      if (res.status >= 300 && res.status < 400) throw ApplicationFailure.nonRetryable(`${call.service} answered a redirect (${res.status})`, 'ThirdPartyRedirect', { status: res.status });
       return { status: res.status, data: res.body, attempts: res.attempts, latency_ms: Math.round(res.latencyMs) };
     },
   };

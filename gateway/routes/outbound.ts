@@ -95,11 +95,7 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
     try {
       const result = (await ctx.temporal.withAbortSignal(abort.signal, () => handle.result())) as OutboundResult;
       reply.header('X-Workflow-Execution-ID', executionId);
-      if (result.status < 300) return reply.code(result.status).send({ status: 'success', data: result.data, correlation_id: req.id });
-      // The platform's own credential refused (after one re-read from Vault), or a redirect (never
-      // followed, so the key goes nowhere else): not the caller's to fix, and not its 401 or 302.
-      if (result.status === 401) return unavailable(503, 'credentials_unavailable', 'CredentialRejected', UNAVAILABLE_RETRY_AFTER_S);
-      if (result.status < 400) return unavailable(502, 'third_party_failed', `redirect_${result.status}`, UNAVAILABLE_RETRY_AFTER_S);
+      if (result.status < 400) return reply.code(result.status).send({ status: 'success', data: result.data, correlation_id: req.id });
       // The third party refused the request itself (4xx): the caller's to fix, passed through.
       return reply.code(result.status).send({
         status: 'error', error: { code: 'third_party_rejected', message: `${service} answered ${result.status}` }, data: result.data, correlation_id: req.id,
@@ -114,8 +110,10 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
       const details = (cause?.details?.[0] ?? {}) as { retry_after_ms?: number };
       const breakerOpen = cause?.type === 'BreakerOpen';
       const retryAfter = breakerOpen ? Math.ceil((details.retry_after_ms ?? 60_000) / 1000) : UNAVAILABLE_RETRY_AFTER_S;
-      const status = breakerOpen || cause?.type === 'CredentialUnavailable' ? 503 : 502;
-      return unavailable(status, breakerOpen ? 'third_party_unavailable' : cause?.type === 'CredentialUnavailable' ? 'credentials_unavailable' : 'third_party_failed',
+      // The platform's own credential missing or refused (a 401 after one re-read from Vault) is
+      // not the caller's to fix, and not its 401; nor is a redirect (never followed) its 3xx.
+      const credentials = cause?.type === 'CredentialUnavailable' || cause?.type === 'CredentialRejected';
+      return unavailable(breakerOpen || credentials ? 503 : 502, breakerOpen ? 'third_party_unavailable' : credentials ? 'credentials_unavailable' : 'third_party_failed',
         cause?.type ?? 'failed', retryAfter);
     } finally {
       clearTimeout(timer);

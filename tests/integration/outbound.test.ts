@@ -172,12 +172,17 @@ describe('outbound proxy', () => {
   test("the provider refusing the platform's own key is 503 credentials_unavailable, not a 401 to a caller whose key is fine", async () => {
     const { tenant, outbound } = await caller();
     await sandbox.faults(tenant, { reject_key_next: 2 });
+    const key = { 'idempotency-key': randomUUID() };
     try {
-      const r = await outbound('payments-sandbox/v1/charges', chargeBody());
+      const r = await outbound('payments-sandbox/v1/charges', chargeBody(), key);
       assert.equal(r.status, 503, r.text);
       assert.equal(r.body.error.code, 'credentials_unavailable');
       assert.ok(Number(r.headers.get('retry-after')) > 0);
       assert.deepEqual((await sandbox.requests(tenant, '/v1/charges')).map((x) => x.status), [401, 401], 'the key was read again once');
+      // Retried with the same Idempotency-Key once the key works again, as Retry-After says: a new attempt, not the old answer.
+      await sandbox.clearFaults(tenant);
+      const retry = await outbound('payments-sandbox/v1/charges', chargeBody(), key);
+      assert.equal(retry.status, 200, retry.text);
     } finally {
       await sandbox.clearFaults(tenant);
     }
