@@ -33,16 +33,10 @@ const cleanError = (err: unknown): VaultRequestError => {
 /** A node-vault client whose calls reject with VaultRequestError only. */
 export function createVault(endpoint: string, token: string | undefined): VaultClient {
   const client = vaultFactory({ apiVersion: 'v1', endpoint, token, requestOptions: { timeout: 5000 } });
-  return new Proxy(client, {
-    get(target, prop, receiver) {
-      const value: unknown = Reflect.get(target, prop, receiver);
-      if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => {
-        const out: unknown = (value as (...a: unknown[]) => unknown).apply(target, args);
-        return out instanceof Promise ? out.catch((err: unknown) => { throw cleanError(err); }) : out;
-      };
-    },
-  });
+  // Every node-vault call (read, write, mounts…) goes through client.request.
+  const request = client.request.bind(client);
+  client.request = (options) => request(options).catch((err: unknown) => { throw cleanError(err); });
+  return client;
 }
 
 /** Mounts KV v2 at `secret/` unless it is there already (dev mode mounts it itself). */
