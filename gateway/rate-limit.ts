@@ -462,26 +462,23 @@ export class RateLimiter {
     // count on the same token. Given back if the request is not admitted. Held here: the map may
     // drop an entry while Redis answers. A lease live when the request came decides for its
     // policy, even if it ends during the call (as a lease decides on arrival).
-    let held = allKeys.map((k) => {
+    const held = allKeys.map((k) => {
       const l = this.rates.get(k)?.lease;
       return l !== undefined && l.tokens >= 1 && l.until > now ? l : undefined;
     });
-    if (held.every((l) => l !== undefined)) held = held.map(() => undefined); // nothing else to ask: Redis decides all
+    // Reached only after fromLeases found a policy without a live lease: at least one is asked.
     for (const l of held) if (l) l.tokens -= 1;
     const giveBack = () => { for (const l of held) if (l) l.tokens += 1; };
     const ask = all.map((_, i) => i).filter((i) => held[i] === undefined);
     const checks = ask.map((i) => all[i]!);
     const keys = checks.map((c) => baseKey(this.prefix, c));
     const leaseKeys = ask.map((i) => allKeys[i]!);
-    // A lease for each key asked, sized to its recent traffic.
+    // A lease for each key asked (none has a live one), sized to its recent traffic.
     const wants = leaseKeys.map((k) => {
       const r = this.rateOf(k, now);
-      const live = r.lease && r.lease.tokens >= 1 && r.lease.until > now;
-      const want = live ? 0 : Math.min(LEASE_MAX, Math.floor((r.hits * LEASE_SPAN_MS) / Math.max(LEASE_SPAN_MS, now - r.since)));
-      if (!live) {
-        r.hits = 0;
-        r.since = now;
-      }
+      const want = Math.min(LEASE_MAX, Math.floor((r.hits * LEASE_SPAN_MS) / Math.max(LEASE_SPAN_MS, now - r.since)));
+      r.hits = 0;
+      r.since = now;
       return want;
     });
     const args = checks.flatMap(({ policy }, i) => [ALG_CODE[policy.algorithm], policy.limit, windowMs(policy), wants[i]!]);
