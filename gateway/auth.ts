@@ -8,6 +8,7 @@ import { asPlatform } from '../lib/postgres';
 import type { ConfigStore } from './config-store';
 import { looksLikeJwt, unverifiedClaims, type JwtVerifier } from './jwt';
 import { resolveTenant, tenantFromCertificate, tenantFromHost, type TenantClaim } from './tenant';
+import { LocalLimiter, type LimitPolicy } from './rate-limit';
 
 export type Principal = {
   tenant: string;
@@ -40,8 +41,9 @@ const invalidKey = () => new ApiError(401, 'invalid_credential', 'the API key is
  */
 export class Authenticator {
   private cache = new Map<string, { principal: Principal | null; until: number }>();
-  /** Lookups left for keys the served config does not know (refilled at `unknownKeyLookupsPerS`). */
-  private lookups: { tokens: number; at: number };
+  /** Lookups of keys the served config does not know: a token bucket of `unknownKeyLookupsPerS`. */
+  private readonly lookups = new LocalLimiter({ maxKeys: 1 });
+  private readonly lookupPolicy: LimitPolicy;
 
   constructor(private readonly opts: {
     store: ConfigStore; pool?: Pool; jwt: JwtVerifier; tenantHostSuffix?: string; latency?: Histogram; maxEntries?: number;
@@ -52,18 +54,7 @@ export class Authenticator {
      */
     unknownKeyLookupsPerS?: number;
   }) {
-    this.lookups = { tokens: opts.unknownKeyLookupsPerS ?? 200, at: Date.now() };
-  }
-
-  /** One lookup from the budget, or false when it is spent for now. */
-  private takeLookup(): boolean {
-    const rate = this.opts.unknownKeyLookupsPerS ?? 200;
-    const now = Date.now();
-    this.lookups.tokens = Math.min(rate, this.lookups.tokens + ((now - this.lookups.at) / 1000) * rate);
-    this.lookups.at = now;
-    if (this.lookups.tokens < 1) return false;
-    this.lookups.tokens -= 1;
-    return true;
+    this.lookupPolicy = { name: 'unknown-key lookups', algorithm: 'token-bucket', limit: opts.unknownKeyLookupsPerS ?? 200, windowSeconds: 1 };
   }
 
   /**
@@ -128,7 +119,7 @@ export class Authenticator {
     const hit = this.cache.get(cacheKey);
     let principal = hit && hit.until > Date.now() ? hit.principal : undefined;
     if (principal === undefined) {
-      if (!this.takeLookup()) throw invalidKey();
+      if (!this.lookups.check('unknown-keys', this.lookupPolicy).allowed) throw invalidKey();
       const row = await asPlatform(pool, async (db) => (await db.query<{ id: string; workspace_id: string; consumer_id: string; username: string; roles: string[] }>(
         `SELECT k.id, k.workspace_id, k.consumer_id, c.username, c.roles FROM api_keys k JOIN consumers c ON c.id = k.consumer_id
           WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
