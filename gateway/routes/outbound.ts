@@ -5,7 +5,7 @@ import { z } from 'zod';
 import type { OutboundResult } from '../../activities/third-party';
 import { ApiError, validationError } from '../../lib/errors';
 import { startWorkflow } from '../../lib/start-workflow';
-import { outboundAllows, PathOutsideService, servicePath, serviceUrl } from '../../lib/third-party/services';
+import { outboundAllows, PathOutsideService, servicePath } from '../../lib/third-party/services';
 import { registeredWorkflowType } from '../../lib/workflow-registry';
 import type { GatewayContext } from '../app';
 import { assertBodyWithinLimit } from '../raw-body';
@@ -40,12 +40,15 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
   app.post('/outbound/3rdparty/:service/*', async (req, reply) => {
     const { tenant } = await ctx.auth.authenticate(req);
     const { service, '*': path } = req.params as { service: string; '*': string };
-    if (!services.has(service)) {
+    const svc = services.get(service);
+    if (!svc) {
       throw new ApiError(404, 'unknown_service', `no third party named ${service}`, [{ field: 'params.service', message: `one of: ${[...services.keys()].join(', ')}` }]);
     }
     if (!PATH.test(path)) throw new ApiError(400, 'validation_failed', 'invalid path', [{ field: 'params.path', message: 'URL path characters only' }]);
+    // The path as it will be called (`..` folded), refused if it leaves the service's base URL.
+    let called: string;
     try {
-      serviceUrl(services.get(service)!, path);
+      called = servicePath(svc, path);
     } catch (err) {
       if (!(err instanceof PathOutsideService)) throw err;
       throw new ApiError(400, 'validation_failed', 'invalid path', [{ field: 'params.path', message: "must stay under the service's base URL" }]);
@@ -62,10 +65,9 @@ export function registerOutboundRoutes(app: FastifyInstance, ctx: GatewayContext
     if (body.data.tenant_id !== undefined && body.data.tenant_id !== tenant) {
       throw new ApiError(403, 'tenant_mismatch', 'tenant_id is not the tenant of the credential', [{ field: 'body.tenant_id', message: 'must be your own tenant' }]);
     }
-    const called = servicePath(services.get(service)!, path);
-    if (!outboundAllows(services.get(service)!, body.data.method, called)) {
+    if (!outboundAllows(svc, body.data.method, called)) {
       throw new ApiError(403, 'outbound_not_allowed', `${body.data.method} ${called} is not open to the outbound proxy for ${service}`,
-        [{ field: 'params.path', message: `allowed: ${services.get(service)!.outbound.map((e) => `${e.method} ${e.path}`).join(', ') || 'nothing'}` }]);
+        [{ field: 'params.path', message: `allowed: ${svc.outbound.map((e) => `${e.method} ${e.path}`).join(', ') || 'nothing'}` }]);
     }
     const key = idempotencyKeyOf(req);
     const input = { service, method: body.data.method, path: `/${path}`, body: body.data.request_body, ...(key ? { idempotency_key: key } : {}) };
