@@ -175,6 +175,9 @@ function sampler(pid: number) {
 
 // --- Load -------------------------------------------------------------------------------
 
+/** The `p`th percentile of an ascending list (NaN when empty). */
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+
 type Load = { rps: number; p50: number; p99: number; errors: number; non2xx: number; total: number };
 
 /**
@@ -187,7 +190,7 @@ function load(url: string, headers: Record<string, string>, connections: number,
     const instance = autocannon({ url, headers, connections, duration }, (err, r) => {
       if (err) return reject(err);
       times.sort((a, b) => a - b);
-      const pct = (p: number) => times[Math.min(times.length - 1, Math.floor((p / 100) * times.length))] ?? NaN;
+      const pct = (p: number) => percentile(times, p);
       resolve({ rps: r.requests.average, p50: pct(50), p99: pct(99), errors: r.errors + r.timeouts, non2xx: r.non2xx, total: r.requests.total });
     });
     instance.on('response', (_client, _status, _bytes, ms) => { times.push(ms); });
@@ -226,7 +229,7 @@ async function paced(pool: Pool, url: string, headers: Record<string, string>, r
   await Promise.all(inFlight);
   const elapsedS = Number(process.hrtime.bigint() - t0) / 1e9;
   times.sort((a, b) => a - b);
-  const pct = (q: number) => times[Math.min(times.length - 1, Math.floor((q / 100) * times.length))] ?? NaN;
+  const pct = (q: number) => percentile(times, q);
   return { rate, achieved: times.length / elapsedS, p50: pct(50), p99: pct(99), bad };
 }
 
