@@ -4,6 +4,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   condition,
+  isCancellation,
   defineQuery,
   defineSignal,
   defineUpdate,
@@ -73,6 +74,8 @@ export type ApprovalGate = {
 export class Runbook {
   readonly record: RunRecord;
   private paused = false;
+  /** Set when an abort reached an open gate: decisions are refused from then on. */
+  private aborted = false;
   private gate?: { step: string; roles: string[]; expiresAt: number; checkPayload?: ApprovalGate['checkPayload']; decision?: { kind: 'approve' | 'reject'; d: StepDecision } };
 
   constructor(name: string, steps: string[], private readonly input: RunbookInput) {
@@ -100,6 +103,7 @@ export class Runbook {
 
   /** Refuses a decision before it is recorded: wrong step, expired, the requester, or a role not allowed (an approval also: a payload the gate refuses). */
   private validate(d: StepDecision): void {
+    if (this.aborted) throw new Error(`the run is being aborted: step ${d.step} no longer awaits a decision`);
     const gate = this.gate;
     if (!gate || gate.step !== d.step || gate.decision) throw new Error(`step ${d.step} is not awaiting approval`);
     if (Date.now() >= gate.expiresAt) throw new Error(`the approval of ${d.step} expired at ${new Date(gate.expiresAt).toISOString()}`);
@@ -162,7 +166,22 @@ export class Runbook {
         await onWarn();
       }).catch(() => undefined);
     }
-    const decided = await condition(() => this.gate?.decision !== undefined, gate.timeoutMs);
+    let decided: boolean;
+    try {
+      decided = await condition(() => this.gate?.decision !== undefined, gate.timeoutMs);
+    } catch (err) {
+      // An abort closes the gate at once: a decision sent while the run undoes its steps is
+      // refused instead of waiting for the run to end, and one already taken gets its answer.
+      // The record changes in memory only (no command, so histories replay); the undo's or the
+      // finish's save carries it.
+      warning.cancel();
+      this.gate = undefined;
+      if (isCancellation(err)) {
+        this.aborted = true;
+        Object.assign(this.stepOf(name), { state: 'failed', ended_at: new Date().toISOString(), output: 'aborted while awaiting approval' });
+      }
+      throw err;
+    }
     warning.cancel();
     const decision = this.gate.decision;
     this.gate = undefined;

@@ -8,6 +8,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { RunbookInput, RunRecord } from '../../lib/workflow-runbooks';
+import { eventually } from '../helpers/stack';
 import { testWorker, timeSkippingEnv } from '../helpers/temporal-test-env';
 
 let env: TestWorkflowEnvironment;
@@ -118,4 +119,42 @@ test('a canary whose p99 is past the highest histogram bucket is a breach, not "
     assert.equal(record.state, 'ROLLED_BACK');
   });
   assert.deepEqual(pins.at(-1), { group: 'canary', version: null }, 'the canary is released');
+});
+
+test('an abort at the approval gate closes it: the step shows the abort, and a decision sent while the canary is restored is refused as aborted', async () => {
+  const pins: { group: string; version: number | null }[] = [];
+  let release!: () => void;
+  const undoHeld = new Promise<void>((r) => { release = r; });
+  const worker = await testWorker(env, 'rollout5', {
+    ...fakeRolloutActivities(pins),
+    // The canary's restore takes a while (an operator's fleet is slow to converge).
+    awaitServed: async ({ version }: { version: number }) => {
+      if (version === HELD) await undoHeld;
+      return { instances: ['gw-1'] };
+    },
+  });
+  const input: RunbookInput = {
+    params: { workspace: 'acme', canary_group: 'canary', bake_seconds: 1, max_error_rate: 0.05, max_p99_ms: 2000, min_requests: 5, require_approval: true, approval_timeout_seconds: 3600 },
+    requested_by: 'alice', dry_run: false,
+  };
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('configRollout', { taskQueue: 'rollout5', workflowId: `rb-${randomUUID()}`, args: [input] });
+    await eventually('the gate is open', async () => (await handle.query<RunRecord>('flowgate.runbook')).state === 'AWAITING_APPROVAL', 10_000, 50);
+    await handle.cancel();
+    await eventually('the canary is being restored', async () => pins.some((p) => p.group === 'canary' && p.version === null), 10_000, 50);
+    const approval = handle.executeUpdate('approveStep', { args: [{ step: 'approve', approver: 'bob', role: 'operator' }] });
+    const outcome = await Promise.race([
+      approval.then(() => 'taken', (err: unknown) => `refused: ${String((err as { cause?: Error }).cause?.message ?? err)}`),
+      new Promise<string>((r) => setTimeout(() => r('no answer after 5 s'), 5000)),
+    ]);
+    release();
+    await assert.rejects(handle.result());
+    const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
+    assert.equal(record.state, 'ROLLED_BACK');
+    const approve = record.steps.find((s) => s.name === 'approve')!;
+    assert.equal(approve.state, 'failed', 'the finished run shows no step awaiting approval');
+    assert.equal(approve.output, 'aborted while awaiting approval');
+    // Refused by the validator, so the approver is told why and nothing is recorded as taken.
+    assert.match(outcome, /^refused: the run is being aborted/);
+  });
 });
