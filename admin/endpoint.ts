@@ -99,6 +99,7 @@ export class AdminApi {
         summary: e.summary,
         tags: [e.tag],
         'x-flowgate-grant': `${e.resource}:${e.action}`,
+        ...(e.platform ? { 'x-flowgate-platform': true } : {}),
         parameters,
         ...(e.body ? { requestBody: { required: true, content: { 'application/json': { schema: schema(e.body) } } } } : {}),
         ...(e.textBody ? { requestBody: { required: true, content: { 'application/yaml': { schema: { type: 'string' } }, 'application/json': { schema: { type: 'object' } } } } } : {}),

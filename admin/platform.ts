@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
+import type { PoolClient } from 'pg';
 import { z } from 'zod';
 import { writeAudit } from '../lib/audit';
 import { BUILT_IN_ROLES, entityName, workspaceInput } from '../lib/control-plane/schemas';
 import { ApiError } from '../lib/errors';
 import { asPlatform, inWorkspace } from '../lib/postgres';
-import { ensureWorkspace, issueAdminToken } from '../lib/tenants';
+import { ensureWorkspace, issueAdminToken, revokePlatformToken } from '../lib/tenants';
 import type { AdminDeps } from './app';
 import { idParam } from './collections';
 import { workspaceParam, type AdminApi } from './endpoint';
@@ -105,6 +106,33 @@ export function registerPlatform(api: AdminApi, deps: AdminDeps): void {
     },
   });
 
+  // Platform-wide tokens (workspace null: operators and admins of the platform itself). Issued
+  // first by provisioning; listed, issued and revoked here so a leaked one is revoked without SQL.
+  // Built-in roles only: custom roles belong to a workspace.
+  api.add({
+    method: 'GET', url: '/platform/admin-tokens', summary: 'List the platform-wide tokens (never their values; platform-wide token)', tag: 'admin-tokens', resource: 'admin-tokens', action: 'read',
+    scoped: false, platform: true,
+    handler: async () => asPlatform(pool, async (db) => ({
+      data: (await db.query('SELECT id, name, role, created_at, revoked_at FROM admin_tokens WHERE workspace_id IS NULL ORDER BY created_at')).rows,
+    })),
+  });
+  api.add({
+    method: 'POST', url: '/platform/admin-tokens', summary: 'Issue a platform-wide token; the token is in this answer only (platform-wide admin token)', tag: 'admin-tokens', resource: 'admin-tokens', action: 'write',
+    scoped: false, platform: true, body: z.object({ name: entityName, role: z.enum(BUILT_IN_ROLES) }).strict(), responses: { 201: '{id, token, name, role}' },
+    handler: async ({ who, body, req, reply }) => {
+      const { token, id } = await issueAdminToken(pool, null, body.name, body.role, { actor: actor(who.name), correlationId: req.id });
+      return reply.code(201).header('Cache-Control', 'no-store').send({ id, token, name: body.name, role: body.role, workspace: null });
+    },
+  });
+  api.add({
+    method: 'DELETE', url: '/platform/admin-tokens/:id', summary: 'Revoke a platform-wide token (not the last live admin one)', tag: 'admin-tokens', resource: 'admin-tokens', action: 'write',
+    scoped: false, platform: true, params: z.object({ id: z.uuid() }).strict(), responses: { 204: 'revoked', 409: 'the last live platform-wide admin token' },
+    handler: async ({ who, params, req, reply }) => {
+      await asPlatform(pool, (db) => revokePlatformToken(db, params.id, { actor: actor(who.name), correlationId: req.id }));
+      return reply.code(204).send();
+    },
+  });
+
   // Webhook secrets: webhooks are signed with the newest; rotate by adding one, then deleting the old.
   const fingerprint = (secret: string) => createHash('sha256').update(secret).digest('hex').slice(0, 12);
   api.add({
@@ -142,24 +170,32 @@ export function registerPlatform(api: AdminApi, deps: AdminDeps): void {
     },
   });
 
-  // The audit log, newest first.
+  // The audit log, newest first: a workspace's, and the platform's own (runbooks, platform tokens).
+  const auditQuery = {
+    entity_type: z.string().optional(), entity_id: z.string().optional(), action: z.string().optional(), actor: z.string().optional(),
+    limit: z.coerce.number().int().min(1).max(1000).default(100), cursor: z.coerce.number().int().min(1).optional().describe('the `next` of the previous page'),
+  };
+  type AuditQuery = { entity_type?: string; entity_id?: string; action?: string; actor?: string; limit: number; cursor?: number };
+  /** One page of the rows the connection's scope sees; `platformRows`: only those of no workspace. */
+  const auditPage = async (db: PoolClient, query: AuditQuery, platformRows: boolean) => {
+    const rows = (await db.query(
+      `SELECT id, at, actor, action, entity_type, entity_id, before, after, correlation_id, config_version FROM audit_logs
+        WHERE ($1::text IS NULL OR entity_type = $1) AND ($2::text IS NULL OR entity_id = $2) AND ($3::text IS NULL OR action = $3)
+          AND ($4::text IS NULL OR actor = $4) AND ($5::bigint IS NULL OR id < $5) AND (NOT $7 OR workspace_id IS NULL)
+        ORDER BY id DESC LIMIT $6`,
+      [query.entity_type ?? null, query.entity_id ?? null, query.action ?? null, query.actor ?? null, query.cursor ?? null, query.limit + 1, platformRows],
+    )).rows;
+    const page = rows.slice(0, query.limit);
+    return { data: page, next: rows.length > query.limit ? Number(page[page.length - 1].id) : null };
+  };
   api.add({
     method: 'GET', url: '/audit-logs', summary: "The workspace's audit log, newest first", tag: 'audit-logs', resource: 'audit-logs', action: 'read',
-    query: z.object({
-      ...workspaceParam,
-      entity_type: z.string().optional(), entity_id: z.string().optional(), action: z.string().optional(), actor: z.string().optional(),
-      limit: z.coerce.number().int().min(1).max(1000).default(100), cursor: z.coerce.number().int().min(1).optional().describe('the `next` of the previous page'),
-    }).strict(),
-    handler: async ({ ws, query }) => inWorkspace(pool, ws, async (db) => {
-      const rows = (await db.query(
-        `SELECT id, at, actor, action, entity_type, entity_id, before, after, correlation_id, config_version FROM audit_logs
-          WHERE ($1::text IS NULL OR entity_type = $1) AND ($2::text IS NULL OR entity_id = $2) AND ($3::text IS NULL OR action = $3)
-            AND ($4::text IS NULL OR actor = $4) AND ($5::bigint IS NULL OR id < $5)
-          ORDER BY id DESC LIMIT $6`,
-        [query.entity_type ?? null, query.entity_id ?? null, query.action ?? null, query.actor ?? null, query.cursor ?? null, query.limit + 1],
-      )).rows;
-      const page = rows.slice(0, query.limit);
-      return { data: page, next: rows.length > query.limit ? Number(page[page.length - 1].id) : null };
-    }),
+    query: z.object({ ...workspaceParam, ...auditQuery }).strict(),
+    handler: async ({ ws, query }) => inWorkspace(pool, ws, (db) => auditPage(db, query, false)),
+  });
+  api.add({
+    method: 'GET', url: '/platform/audit-logs', summary: "The platform's own audit log (runbook runs and decisions, platform-wide tokens), newest first (platform-wide token)",
+    tag: 'audit-logs', resource: 'audit-logs', action: 'read', scoped: false, platform: true, query: z.object(auditQuery).strict(),
+    handler: async ({ query }) => asPlatform(pool, (db) => auditPage(db, query, true)),
   });
 }

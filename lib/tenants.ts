@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { writeAudit } from './audit';
+import { ApiError } from './errors';
 import { beginChange, finishChange, type ChangeContext } from './control-plane/versions';
 import { newCredential } from './credentials';
 import { asPlatform, inWorkspace } from './postgres';
@@ -63,4 +64,21 @@ export async function issueAdminToken(pool: Pool, workspaceId: string | null, na
     await writeAudit(db, { workspace: workspaceId, actor: ctx.actor, action: 'create', entityType: 'admin_token', entityId: id, after: { name, role }, correlationId: ctx.correlationId });
     return { token: cred.value, id };
   });
+}
+
+/**
+ * Revokes a platform-wide token in `db`'s transaction (platform scope). Refused (409) for the last
+ * live platform-wide admin token, which would leave the platform's Admin API to SQL alone.
+ */
+export async function revokePlatformToken(db: PoolClient, id: string, ctx: ChangeContext): Promise<void> {
+  // Serialized with other revocations, so two at once cannot each leave the other as the last admin.
+  await db.query('SELECT pg_advisory_xact_lock(hashtext($1))', ['flowgate:platform-admin-tokens']);
+  const row = (await db.query<{ role: string; name: string }>('SELECT name, role FROM admin_tokens WHERE id = $1 AND workspace_id IS NULL AND revoked_at IS NULL', [id])).rows[0];
+  if (!row) throw new ApiError(404, 'not_found', 'token not found');
+  if (row.role === 'admin') {
+    const others = (await db.query("SELECT 1 FROM admin_tokens WHERE workspace_id IS NULL AND role = 'admin' AND revoked_at IS NULL AND id <> $1 LIMIT 1", [id])).rowCount;
+    if (!others) throw new ApiError(409, 'conflict', 'the last live platform-wide admin token: issue another one first', [{ field: 'params.id', message: 'the last platform admin' }]);
+  }
+  await db.query('UPDATE admin_tokens SET revoked_at = now() WHERE id = $1', [id]);
+  await writeAudit(db, { workspace: null, actor: ctx.actor, action: 'delete', entityType: 'admin_token', entityId: id, before: row, correlationId: ctx.correlationId });
 }

@@ -6,7 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { parse, stringify } from 'yaml';
 import { createKafka, TOPICS } from '../../lib/kafka';
+import { ApiError } from '../../lib/errors';
 import { asPlatform, createPool, inWorkspace } from '../../lib/postgres';
+import { revokePlatformToken } from '../../lib/tenants';
 import { adminTenant, type HttpCall } from '../helpers/admin';
 import { eventually, readyStatus, spawnProcess, testStack } from '../helpers/stack';
 
@@ -149,6 +151,56 @@ describe('CRUD of every entity', () => {
     assert.equal((await platform('GET', `/workspaces/${ws}`)).status, 404);
   });
 
+  test('platform-wide tokens are listed, issued and revoked through the API; the platform audit log shows them, and the last admin token stays', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    const platform = t.as(t.platform);
+    const listed = await platform('GET', '/platform/admin-tokens');
+    assert.equal(listed.status, 200, listed.text);
+    assert.ok(listed.body.data.some((k: { name: string }) => k.name === `${t.tenant}-platform`));
+    assert.ok(!listed.text.includes(t.platform) && !listed.text.includes('token_hash'), 'never a value or a hash');
+
+    const issued = await platform('POST', '/platform/admin-tokens', { name: `${t.tenant}-ops`, role: 'operator' });
+    assert.equal(issued.status, 201, issued.text);
+    assert.equal(issued.headers.get('cache-control'), 'no-store');
+    const ops = t.as(issued.body.token);
+    assert.equal((await ops('GET', '/runbooks')).status, 200, 'a platform-wide operator runs runbooks');
+    assert.equal((await ops('POST', '/platform/admin-tokens', { name: 'more', role: 'admin' })).status, 403, 'an operator issues no tokens');
+    assert.equal((await ops('GET', '/platform/admin-tokens')).status, 200, 'but reads the list');
+    for (const [method, path, body] of [['GET', '/platform/admin-tokens', undefined], ['POST', '/platform/admin-tokens', { name: 'x', role: 'admin' }], ['GET', '/platform/audit-logs', undefined]] as const) {
+      assert.equal((await t.admin(method, path, body)).status, 403, `a workspace admin: ${method} ${path}`);
+    }
+    const custom = await platform('POST', '/platform/admin-tokens', { name: 'x', role: 'auditor' });
+    assert.equal(custom.status, 400);
+    assert.equal(custom.body.error.details[0].field, 'body.role');
+
+    assert.equal((await platform('DELETE', `/platform/admin-tokens/${issued.body.id}`)).status, 204);
+    assert.equal((await ops('GET', '/runbooks')).status, 401, 'a revoked platform token is refused');
+    assert.equal((await platform('DELETE', `/platform/admin-tokens/${issued.body.id}`)).status, 404, 'revoked once');
+    const workspaceToken = (await t.admin('GET', '/admin-tokens')).body.data[0].id;
+    assert.equal((await platform('DELETE', `/platform/admin-tokens/${workspaceToken}`)).status, 404, "a workspace's token is not a platform one");
+
+    const audit = await platform('GET', `/platform/audit-logs?entity_type=admin_token&entity_id=${issued.body.id}`);
+    assert.equal(audit.status, 200, audit.text);
+    assert.deepEqual(audit.body.data.map((r: { action: string; actor: string }) => [r.action, r.actor]), [['delete', `token:${t.tenant}-platform`], ['create', `token:${t.tenant}-platform`]]);
+    assert.equal((await platform('GET', `/platform/audit-logs?entity_id=${t.tenant}`)).body.data.length, 0, "a workspace's rows are not the platform's");
+    assert.equal((await t.admin('GET', `/audit-logs?entity_id=${issued.body.id}`)).body.data.length, 0, "nor the platform's a workspace's");
+
+    // The last live platform-wide admin token is not revoked (other tests' tokens are live, so the
+    // rule is shown in a transaction where they are revoked, then rolled back).
+    const mine = listed.body.data.find((k: { name: string }) => k.name === `${t.tenant}-platform`).id;
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query("SELECT set_config('flowgate.scope', 'platform', true)");
+      await client.query("UPDATE admin_tokens SET revoked_at = now() WHERE workspace_id IS NULL AND role = 'admin' AND revoked_at IS NULL AND id <> $1", [mine]);
+      await assert.rejects(revokePlatformToken(client, mine, { actor: 'test' }), (err: unknown) => err instanceof ApiError && err.statusCode === 409);
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
+    assert.equal((await platform('GET', '/platform/admin-tokens')).status, 200, 'the rolled-back revocations changed nothing');
+  });
+
   test('a platform token naming a workspace that does not exist is told 404, on writes too', async () => {
     const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
     const platform = t.as(t.platform);
@@ -269,10 +321,10 @@ describe("a trigger rule's callback_url", () => {
 });
 
 describe('who may call what', () => {
-  let endpoints: { method: string; path: string; grant: string }[] = [];
+  let endpoints: { method: string; path: string; grant: string; platform: boolean }[] = [];
   before(async () => {
-    const doc = await (await fetch(`${stack.adminUrl}/openapi.json`)).json() as { paths: Record<string, Record<string, { 'x-flowgate-grant': string }>> };
-    endpoints = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ method: method.toUpperCase(), path, grant: op['x-flowgate-grant'] })));
+    const doc = await (await fetch(`${stack.adminUrl}/openapi.json`)).json() as { paths: Record<string, Record<string, { 'x-flowgate-grant': string; 'x-flowgate-platform'?: boolean }>> };
+    endpoints = Object.entries(doc.paths).flatMap(([path, ops]) => Object.entries(ops).map(([method, op]) => ({ method: method.toUpperCase(), path, grant: op['x-flowgate-grant'], platform: op['x-flowgate-platform'] === true })));
     assert.ok(endpoints.length >= 40, `the OpenAPI document lists ${endpoints.length} endpoints`);
   });
   const concrete = (path: string) => path.replace('{version}', '1').replace('{keyId}', '00000000-0000-4000-8000-000000000000').replace(/\{id\}/g, '00000000-0000-4000-8000-000000000000');
@@ -296,7 +348,8 @@ describe('who may call what', () => {
     for (const e of endpoints) {
       const path = concrete(e.path);
       const v = await viewer(e.method, path, e.method === 'GET' || e.method === 'DELETE' ? undefined : {});
-      if (e.grant.endsWith(':write')) assert.equal(v.status, 403, `viewer ${e.method} ${e.path}`);
+      // Platform endpoints refuse every workspace token, a viewer's reads included.
+      if (e.grant.endsWith(':write') || e.platform) assert.equal(v.status, 403, `viewer ${e.method} ${e.path}`);
       else assert.notEqual(v.status, 403, `viewer may read ${e.method} ${e.path}: ${v.text}`);
     }
     assert.equal((await developer('POST', '/services', { name: 'dev-svc', url: 'http://127.0.0.1:9' })).status, 201);
@@ -350,8 +403,9 @@ describe('who may call what', () => {
     const svc = await b.admin('POST', '/services', { name: 'secret-svc', url: 'http://127.0.0.1:9' });
     for (const e of endpoints) {
       if (e.path.startsWith('/workspaces')) continue;
-      // Runbooks act on the platform, not a workspace: a workspace token is refused outright.
-      if (e.path.startsWith('/runbooks') || e.path.startsWith('/runs')) {
+      // Runbooks, platform tokens and the platform's audit log act on the platform, not a
+      // workspace: a workspace token is refused outright.
+      if (e.platform) {
         assert.equal((await a.admin(e.method, concrete(e.path), e.method === 'GET' ? undefined : {})).status, 403, `${e.method} ${e.path}`);
         continue;
       }
