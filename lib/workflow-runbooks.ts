@@ -29,6 +29,8 @@ export type RunRecord = {
   figures: Record<string, number>;
   last_update: string;
   error?: string;
+  /** What the run did instead of a request it could not obey (an abort past a failover's fence). */
+  note?: string;
 };
 
 /** An approver's decision on a gated step, as the Admin API passes it (identity from the token). */

@@ -1,4 +1,4 @@
-import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
 import { Runbook } from './runbook';
@@ -18,6 +18,8 @@ export type FailoverParams = {
   down_since?: string; last_primary_lsn?: string; expected_epoch?: number;
 };
 export const FAILOVER_STEPS = ['detect', 'approve', 'fence', 'promote', 'repoint', 'verify', 'report'];
+/** patched() id of failovers that finish once the fence has begun, an abort notwithstanding; runs started before replay as they ran. */
+export const FAILOVER_FINISHES_PAST_FENCE = 'failover-finishes-past-fence';
 
 /**
  * Database failover (seed 000, "Failover & disaster recovery"): confirm the primary is down,
@@ -57,22 +59,37 @@ export async function databaseFailover(input: RunbookInput<FailoverParams>): Pro
         },
       });
     }
-    const fenced = await rb.step('fence', () => acts.fencePrimary(plan), (r) => `epoch ${r.epoch}: no primary; old primary ${r.old_primary}`);
-    const promoted = await rb.step('promote', () => acts.promoteStandby({ ...plan, last_primary_lsn: p.last_primary_lsn }),
-      (r) => `${plan.standby.host}:${plan.standby.port} promoted in ${r.promote_ms} ms; it had received WAL up to ${r.received_lsn ?? '?'}`);
-    const repointed = await rb.step('repoint', () => acts.repointPlatform({ ...plan, wait_ms: 15_000 }),
-      (r) => `epoch ${r.epoch}: ${r.repointed} of ${r.processes} processes follow the new primary`);
-    const verified = await rb.step('verify', () => acts.verifyWrites({ cluster: p.cluster, run_id: workflowInfo().workflowId }),
-      (r) => `a write committed and read back on ${r.primary}`);
-    const rto = Date.parse(verified.verified_at) - Date.parse(downSince);
-    rb.figure('rto_ms', rto);
-    if (promoted.lost_wal_bytes !== null) rb.figure('rpo_lost_wal_bytes', promoted.lost_wal_bytes);
-    rb.figure('processes_repointed', repointed.repointed);
-    rb.figure('processes_seen', repointed.processes);
-    await rb.step('report', () => acts.publishRunbookEvent({
-      run_id: workflowInfo().workflowId, type: 'database.failed_over',
-      data: { cluster: p.cluster, old_primary: primaryAddress, new_primary: verified.primary, epoch: fenced.epoch, rto_ms: rto, lost_wal_bytes: promoted.lost_wal_bytes },
-    }), () => `RTO ${(rto / 1000).toFixed(1)} s; RPO ${promoted.lost_wal_bytes === null ? 'unknown (no WAL position of the old primary)' : `${promoted.lost_wal_bytes} bytes of WAL not received`}`);
+    // From the fence on, the platform has no primary until the standby is promoted and named: an
+    // abort cannot give the old primary back, so it would leave every process without a database
+    // and the watchdog without a topology to act on. These steps run to their end (pause still
+    // holds them); an abort asked meanwhile is noted in the record, and the run completes.
+    const pastFence = patched(FAILOVER_FINISHES_PAST_FENCE);
+    const forward = async () => {
+      const fenced = await rb.step('fence', () => acts.fencePrimary(plan), (r) => `epoch ${r.epoch}: no primary; old primary ${r.old_primary}`);
+      const promoted = await rb.step('promote', () => acts.promoteStandby({ ...plan, last_primary_lsn: p.last_primary_lsn }),
+        (r) => `${plan.standby.host}:${plan.standby.port} promoted in ${r.promote_ms} ms; it had received WAL up to ${r.received_lsn ?? '?'}`);
+      const repointed = await rb.step('repoint', () => acts.repointPlatform({ ...plan, wait_ms: 15_000 }),
+        (r) => `epoch ${r.epoch}: ${r.repointed} of ${r.processes} processes follow the new primary`);
+      const verified = await rb.step('verify', () => acts.verifyWrites({ cluster: p.cluster, run_id: workflowInfo().workflowId }),
+        (r) => `a write committed and read back on ${r.primary}`);
+      const rto = Date.parse(verified.verified_at) - Date.parse(downSince);
+      rb.figure('rto_ms', rto);
+      if (promoted.lost_wal_bytes !== null) rb.figure('rpo_lost_wal_bytes', promoted.lost_wal_bytes);
+      rb.figure('processes_repointed', repointed.repointed);
+      rb.figure('processes_seen', repointed.processes);
+      await rb.step('report', () => acts.publishRunbookEvent({
+        run_id: workflowInfo().workflowId, type: 'database.failed_over',
+        data: { cluster: p.cluster, old_primary: primaryAddress, new_primary: verified.primary, epoch: fenced.epoch, rto_ms: rto, lost_wal_bytes: promoted.lost_wal_bytes },
+      }), () => `RTO ${(rto / 1000).toFixed(1)} s; RPO ${promoted.lost_wal_bytes === null ? 'unknown (no WAL position of the old primary)' : `${promoted.lost_wal_bytes} bytes of WAL not received`}`);
+    };
+    if (!pastFence) {
+      await forward();
+      return rb.finish('COMPLETED');
+    }
+    await CancellationScope.nonCancellable(forward);
+    if (CancellationScope.current().consideredCancelled) {
+      rb.record.note = 'an abort was asked after the fence: the failover was finished instead, as the old primary cannot be given back';
+    }
     return rb.finish('COMPLETED');
   } catch (err) {
     rb.finish(isCancellation(err) ? 'ABORTED' : 'FAILED', err);

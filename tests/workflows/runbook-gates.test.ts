@@ -113,4 +113,30 @@ describe('runbook approval gates (time skipping)', () => {
       assert.ok(events.some((e) => e.type === 'database.failed_over'));
     });
   });
+
+  test('an abort after the fence does not leave the platform without a primary: the failover is finished and the abort noted', async () => {
+    const events: Event[] = [];
+    let release!: () => void;
+    const promoting = new Promise<void>((r) => { release = r; });
+    const called: string[] = [];
+    const fakes = fakeFailoverActivities(events);
+    const worker = await testWorker(env, 'gates-abort', {
+      ...fakes,
+      promoteStandby: async () => { called.push('promote'); await promoting; return fakes.promoteStandby(); },
+      repointPlatform: async () => { called.push('repoint'); return fakes.repointPlatform(); },
+      verifyWrites: async () => { called.push('verify'); return fakes.verifyWrites(); },
+    });
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start('databaseFailover', { taskQueue: 'gates-abort', workflowId: `rb-${randomUUID()}`, args: [input({ automatic: true })] });
+      await eventually('the standby being promoted', async () => called.includes('promote'), 10_000, 50);
+      await handle.cancel();
+      await new Promise((r) => setTimeout(r, 300)); // the cancellation reaches the run first
+      release();
+      const record = (await handle.result()) as RunRecord;
+      assert.deepEqual(called, ['promote', 'repoint', 'verify'], 'the new primary was named and proven');
+      assert.equal(record.state, 'COMPLETED');
+      assert.match(record.note ?? '', /abort was asked after the fence/);
+      assert.ok(events.some((e) => e.type === 'database.failed_over'));
+    });
+  });
 });
