@@ -1,7 +1,7 @@
 import { type ActivityOptions, ApplicationFailure, CancellationScope, isCancellation, patched, workflowInfo } from '@temporalio/workflow';
 import type { createActivities } from '../activities';
 import type { RunbookInput, RunRecord } from '../lib/workflow-runbooks';
-import { ABORT_WAITS_FOR_STEP, Runbook, runbookActivities } from './runbook';
+import { ABORT_WAITS_FOR_STEP, CLEANUP_WHILE_PAUSED, Runbook, runbookActivities } from './runbook';
 
 type Activities = ReturnType<typeof createActivities>;
 const ACTIVITY_OPTIONS: ActivityOptions = {
@@ -55,8 +55,10 @@ export async function backupDrill(input: RunbookInput<BackupDrillParams>): Promi
     return rb.finish('COMPLETED');
   } catch (err) {
     if (scratchStarted) {
+      // Paused or not: a paused drill that is aborted must not keep its scratch instance until a resume.
+      const whilePaused = patched(CLEANUP_WHILE_PAUSED);
       await CancellationScope.nonCancellable(() => rb.step('teardown', () => acts.removeScratchInstance({ run_id: runId, file, keep_backup: p.keep_backup }),
-        (r) => `removed ${r.removed.length} paths after the failure`)).catch(() => undefined);
+        (r) => `removed ${r.removed.length} paths after the failure`, { whilePaused })).catch(() => undefined);
     }
     rb.finish(isCancellation(err) ? 'ABORTED' : 'FAILED', err);
     if (isCancellation(err)) throw err;

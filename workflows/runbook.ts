@@ -23,6 +23,8 @@ import { RUNBOOK_MEMO_KEY, type RunbookInput, type RunRecord, type RunState, typ
 export const ABORT_WAITS_FOR_STEP = 'abort-waits-for-step';
 /** patched() id of runbooks that report an undo that failed for good (state FAILED, an alert) instead of failing with no state. */
 export const UNDO_FAILURE_REPORTED = 'undo-failure-reported';
+/** patched() id of runbooks whose clean-up after a failure or an abort does not wait for a resume. */
+export const CLEANUP_WHILE_PAUSED = 'cleanup-while-paused';
 
 /** An activity an abort waits for: it is cancelled, and the workflow goes on once it has settled. */
 export const SETTLED: Pick<ActivityOptions, 'cancellationType'> = { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
@@ -116,9 +118,12 @@ export class Runbook {
     this.gate!.checkPayload?.(d.payload);
   }
 
-  /** Runs one step once the run is not paused; its record shows running, then completed or failed. */
-  async step<T>(name: string, fn: () => Promise<T>, summary?: (r: T) => string): Promise<T> {
-    await condition(() => !this.paused);
+  /**
+   * Runs one step once the run is not paused; its record shows running, then completed or failed.
+   * `whilePaused`: a clean-up after a failure or an abort, which runs at once, paused or not.
+   */
+  async step<T>(name: string, fn: () => Promise<T>, summary?: (r: T) => string, opts: { whilePaused?: boolean } = {}): Promise<T> {
+    if (!opts.whilePaused) await condition(() => !this.paused);
     const s = this.stepOf(name);
     this.update(name, { state: 'running', started_at: new Date().toISOString(), ended_at: undefined, attempt: s.attempt + 1 });
     try {

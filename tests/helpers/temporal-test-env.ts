@@ -25,7 +25,7 @@ export const sharedBundle = () => (bundle ??= bundleWorkflows());
  * A worker on the test server. `cache: false` for a worker that stops while its runs go on: with
  * no sticky queue, their next task goes to whichever worker polls the task queue next.
  */
-export async function testWorker(env: TestWorkflowEnvironment, taskQueue: string, activities?: object, opts: { cache?: boolean } = {}): Promise<Worker> {
+export async function testWorker(env: TestWorkflowEnvironment, taskQueue: string, activities?: object, opts: { cache?: boolean; heartbeatThrottle?: string } = {}): Promise<Worker> {
   return Worker.create({
     connection: env.nativeConnection,
     taskQueue,
@@ -33,5 +33,7 @@ export async function testWorker(env: TestWorkflowEnvironment, taskQueue: string
     sinks: workflowSinks(),
     activities: activities ?? { composeGreeting },
     ...(opts.cache === false ? { maxCachedWorkflows: 0 } : {}),
+    // Heartbeats reach the server (and an activity learns it is cancelled) this often at most.
+    ...(opts.heartbeatThrottle ? { maxHeartbeatThrottleInterval: opts.heartbeatThrottle, defaultHeartbeatThrottleInterval: opts.heartbeatThrottle } : {}),
   });
 }
