@@ -266,6 +266,11 @@ export function secretActivities(deps: SecretDeps) {
       if (meta.labels.current && (await readVersion<DbLogin>(deps.vault, secret, meta.labels.current)).username === user) {
         return { detail: `${user} is the current login again; nothing to revoke` };
       }
+      // Another rotation (a scheduled one beside an operator's, whose run ids differ) may be
+      // making this login current again, between its test and its finish.
+      if (meta.labels.pending && (await readVersion<DbLogin>(deps.vault, secret, meta.labels.pending)).username === user) {
+        return { detail: `${user} is the pending login of another rotation; nothing to revoke` };
+      }
       const ended = await asRotator(async (c) => {
         await c.query(`ALTER ROLE ${c.escapeIdentifier(user)} NOLOGIN PASSWORD NULL`);
         // Sessions opened with the old login end once they have been idle for a second: a pool

@@ -13,7 +13,8 @@ import type { AdminDeps } from './app';
 import type { AdminApi } from './endpoint';
 import type { AdminPrincipal } from './auth';
 
-const RUN_ID = /^rb-[A-Za-z0-9_.-]{1,200}$/;
+/** `rb-…`; a scheduled run's id ends with the time Temporal appends (`-2026-01-01T00:00:00Z`). */
+const RUN_ID = /^rb-[A-Za-z0-9_.:-]{1,200}$/;
 const runParams = z.object({ id: z.string().regex(RUN_ID, 'a run id (rb-…)') }).strict();
 const stepParams = runParams.extend({ step: z.string().min(1).max(100) }).strict();
 const decisionBody = z.object({ comment: z.string().max(2000).optional(), payload: z.record(z.string(), z.unknown()).optional() }).strict();

@@ -12,12 +12,14 @@ import { createKafka, TOPICS } from '../../lib/kafka';
 import { KafkaBatcher } from '../../lib/kafka-batcher';
 import { createLogger } from '../../lib/logger';
 import { asPlatform, createPool } from '../../lib/postgres';
+import { PLATFORM_TENANT } from '../../lib/runbooks';
 import { DB_APP_SECRET, readMeta, readVersion, SECRETS, writeLabels } from '../../lib/secrets';
 import { connectTemporal } from '../../lib/temporal';
 import { ensureWorkspace, issueAdminToken } from '../../lib/tenants';
 import { thirdPartySecretPath } from '../../lib/third-party/credentials';
 import { PAYMENTS_SERVICE } from '../../lib/third-party/services';
 import { createVault } from '../../lib/vault';
+import { SA } from '../../lib/workflow-search-attributes';
 import { pgSuperuserUrl } from '../../stack/servers';
 import { gatewayClient } from '../helpers/api';
 import { sandboxControl } from '../helpers/sandbox';
@@ -114,6 +116,39 @@ describe('who may run runbooks', () => {
 });
 
 describe('rotation schedules', () => {
+  test("a scheduled run (its id ends with the time Temporal appends) is opened and followed like any other", async () => {
+    const t = await tokens();
+    const client = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, 'default');
+    const scheduleId = `rb-rotate-secret-sched-test-${randomBytes(3).toString('hex')}`;
+    try {
+      // As provisioning creates the rotation schedules, but a dry run, which changes nothing.
+      const handle = await client.schedule.create({
+        scheduleId,
+        spec: { intervals: [{ every: '3650 days' }] },
+        action: {
+          type: 'startWorkflow', workflowType: 'rotateSecret', workflowId: scheduleId, taskQueue: stack.env.FLOWGATE_TASK_QUEUE ?? 'flowgate',
+          args: [{ params: { secret: API_KEY }, requested_by: 'schedule', dry_run: true }],
+          memo: { tenant: PLATFORM_TENANT, workflow_type: 'rotate-secret', correlation_id: scheduleId, accepted_at: new Date().toISOString() },
+          typedSearchAttributes: [{ key: SA.tenant, value: PLATFORM_TENANT }],
+        },
+        state: { paused: true },
+      });
+      cleanup.push(() => handle.delete());
+      await handle.trigger();
+      let id = '';
+      await eventually('the scheduled run started', async () => Boolean(id = (await handle.describe()).info.recentActions[0]?.action.workflow.workflowId ?? ''), 30_000, 200);
+      assert.match(id, new RegExp(`^${scheduleId}-\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ$`));
+      const run = await until(t.as(t.alice), id, 'the scheduled dry run ends', closed);
+      assert.equal(run.status, 'COMPLETED', JSON.stringify(run));
+      assert.equal(run.id, id);
+      const pause = await t.as(t.alice)('POST', `/runs/${id}/pause`, {});
+      assert.equal(pause.status, 409, pause.text);
+      assert.equal(pause.body.error.code, 'run_closed', 'refused for being closed, not as a malformed id');
+    } finally {
+      await client.connection.close();
+    }
+  });
+
   test('every rotatable secret has a Temporal Schedule every 30 to 90 days that starts the runbook', async () => {
     const client = await connectTemporal(stack.env.FLOWGATE_TEMPORAL_ADDRESS!, 'default');
     try {
@@ -359,6 +394,30 @@ describe("rotating the processes' PostgreSQL login", () => {
     }
     const old = new pg.Client({ host: '127.0.0.1', port: stack.layout.ports.postgres, database: 'flowgate', user: oldLogin.username, password: oldLogin.password });
     await assert.rejects(old.connect(), /not permitted to log in|password authentication failed/);
+  });
+
+  test("a late revoke of the previous login leaves it alone while another rotation makes it current again", async () => {
+    // An operator's run in its grace period and a scheduled run of the same secret (their ids
+    // differ): the scheduled one takes the previous login of the pair as its pending one.
+    const acts = rotationActivities();
+    const ref = { secret: DB_APP_SECRET };
+    const before = await readMeta(vault, DB_APP_SECRET);
+    assert.ok(before.labels.previous, 'a rotation ran before (the test above)');
+    const previous = await readVersion<{ username: string }>(vault, DB_APP_SECRET, before.labels.previous);
+    const created = await acts.createPendingSecret(ref);
+    const pending = await readVersion<{ username: string; password: string }>(vault, DB_APP_SECRET, created.version);
+    assert.equal(pending.username, previous.username, 'the pair alternates');
+    try {
+      await acts.setPendingOnTarget({ ...ref, version: created.version });
+      const revoked = await acts.revokePreviousSecret({ ...ref, version: before.labels.previous });
+      assert.match(revoked.detail, /pending login of another rotation/);
+      const c = new pg.Client({ host: '127.0.0.1', port: stack.layout.ports.postgres, database: 'flowgate', user: pending.username, password: pending.password });
+      await c.connect();
+      await c.end();
+    } finally {
+      await acts.rollbackPendingSecret({ ...ref, version: created.version });
+    }
+    assert.equal((await readMeta(vault, DB_APP_SECRET)).labels.current, before.labels.current);
   });
 
   test('a target that refuses the new login rolls back: the current login stays current and an alert is raised', async () => {
