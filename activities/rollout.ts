@@ -129,7 +129,7 @@ export function rolloutActivities(deps: { pool: Pool; nats?: NatsConnection; eve
         last = (await findGateways(nats())).filter(mine);
         if (last.length && last.every((h) => h.config?.[workspace] === version)) return { instances: last.map((h) => h.instance) };
         Context.current().heartbeat();
-        await new Promise((r) => setTimeout(r, 250));
+        await Context.current().sleep(250); // rejects when the activity is cancelled (an abort)
       }
       throw ApplicationFailure.retryable(`gateways of ${group} do not all serve ${version}: ${JSON.stringify(last.map((h) => [h.instance, h.config?.[workspace]]))}`, 'RolloutNotServed');
     },
@@ -142,7 +142,8 @@ export function rolloutActivities(deps: { pool: Pool; nats?: NatsConnection; eve
       const end = Date.now() + seconds * 1000;
       while (Date.now() < end) {
         Context.current().heartbeat();
-        await new Promise((r) => setTimeout(r, Math.min(1000, end - Date.now())));
+        // An abort ends the bake at once (the run then restores the canary), not after up to an hour.
+        await Context.current().sleep(Math.min(1000, end - Date.now()));
       }
       const after = await scrape();
       const stats = (inCanary: boolean): GroupStats => {

@@ -3,7 +3,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Registry, Histogram } from 'prom-client';
-import { readHistogram } from '../../activities/rollout';
+import { CancelledFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import type { NatsConnection } from 'nats';
+import type { Pool } from 'pg';
+import { readHistogram, rolloutActivities } from '../../activities/rollout';
+import type { KafkaBatcher } from '../../lib/kafka-batcher';
 
 test("readHistogram counts the workspace's requests, 5xx and buckets only", async () => {
   const registry = new Registry();
@@ -22,4 +27,16 @@ test("readHistogram counts the workspace's requests, 5xx and buckets only", asyn
   const all = readHistogram(text);
   assert.equal(all.count, 101);
   assert.equal(all.errors, 6);
+});
+
+test('an abort ends an hour-long bake at once, so the canary is restored without waiting it out', async () => {
+  // No gateway answers (requestMany yields nothing): the bake only waits out its seconds.
+  const nats = { requestMany: async () => (async function* () {})() } as unknown as NatsConnection;
+  const acts = rolloutActivities({ pool: undefined as unknown as Pool, nats, events: undefined as unknown as KafkaBatcher });
+  const env = new MockActivityEnvironment();
+  const started = Date.now();
+  const bake = env.run(acts.bakeCanary, { canary_group: 'canary', seconds: 3600, workspace: 'acme' });
+  setTimeout(() => env.cancel(), 200);
+  await assert.rejects(Promise.race([bake, new Promise((_, reject) => setTimeout(() => reject(new Error('still baking after 5 s')), 5000))]), (err: unknown) => err instanceof CancelledFailure);
+  assert.ok(Date.now() - started < 3000, `ended after ${Date.now() - started} ms`);
 });
