@@ -17,6 +17,8 @@ const { acts, settled: settledActs, undo: undoActs } = runbookActivities<Activit
 const revokeActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, startToCloseTimeout: '2 minutes', heartbeatTimeout: '20 seconds' });
 
 export type RotateSecretParams = { secret: string; grace_seconds: number; require_approval: boolean; approval_timeout_seconds: number };
+/** patched() id of rotations that, aborted after the finish, still tell consumers and raise an alert for the previous version left live. */
+export const ABORT_AFTER_FINISH_REPORTED = 'rotation-abort-after-finish-reported';
 export const ROTATION_STEPS = ['inspect', 'approve', 'create-pending', 'set-on-target', 'test', 'finish', 'notify', 'revoke-previous'];
 
 /**
@@ -31,6 +33,8 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
   const ref = { secret: p.secret };
   let pending: string | undefined;
   let finished = false;
+  /** The version the finish made previous, valid on its target until the revoke. */
+  let previousLeft: string | undefined;
   // Runs started before an abort waited for its step replay as they ran.
   const step = patched(ABORT_WAITS_FOR_STEP) ? settledActs : acts;
   try {
@@ -59,7 +63,11 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
     await rb.step('test', () => step.testPendingSecret(version), (r) => r.detail);
     const done = await rb.step('finish', () => step.finishRotation(version), (r) => `current ${r.current}, previous ${r.previous ?? 'none'}`);
     finished = true;
-    await rb.step('notify', () => acts.notifySecretRotated({ ...version, previous: done.previous }), () => 'secrets.rotated on NATS, secret.rotated on Kafka');
+    previousLeft = done.previous;
+    // The new version is current: consumers are told even if an abort comes meanwhile.
+    const notify = () => rb.step('notify', () => acts.notifySecretRotated({ ...version, previous: done.previous }), () => 'secrets.rotated on NATS, secret.rotated on Kafka');
+    if (patched(ABORT_AFTER_FINISH_REPORTED)) await CancellationScope.nonCancellable(notify);
+    else await notify();
     if (done.previous) {
       const previous = { ...ref, version: done.previous };
       await rb.step('revoke-previous', async () => {
@@ -93,7 +101,15 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
         await CancellationScope.nonCancellable(() => acts.raiseRotationAlert({ ...ref, reason: (err as Error).message }));
       }
     }
-    if (undone && !undone.kept) {
+    if (finished && isCancellation(err) && patched(ABORT_AFTER_FINISH_REPORTED)) {
+      // The rotation is done; the abort stopped the grace period, so the previous version stays
+      // valid on its target. An operator is told which one, to revoke it once consumers moved.
+      const left = previousLeft ? `the revoke of previous version ${previousLeft} did not run to its end: it may stay valid on its target` : 'there was no previous version';
+      const revoke = rb.record.steps.find((s) => s.name === 'revoke-previous');
+      if (previousLeft && revoke && revoke.state !== 'completed') rb.skip('revoke-previous', `aborted: ${left}`);
+      rb.finish('ABORTED', err);
+      if (previousLeft) await CancellationScope.nonCancellable(() => acts.raiseRotationAlert({ ...ref, reason: `aborted after the finish: ${left}` })).catch(() => undefined);
+    } else if (undone && !undone.kept) {
       rb.finish('ROLLED_BACK', err);
     } else {
       rb.finish(isCancellation(err) ? 'ABORTED' : 'FAILED', err);

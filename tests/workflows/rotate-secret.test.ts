@@ -91,3 +91,32 @@ test('a rollback that fails for good ends the run FAILED with an alert, not with
   assert.equal(alerts.length, 1);
   assert.match(alerts[0]!, /rolling back version 2 failed: Vault refused the destroy/);
 });
+
+test('an abort after the finish still tells consumers, and raises an alert naming the previous version left valid', async () => {
+  const calls: string[] = [];
+  const alerts: string[] = [];
+  let release!: () => void;
+  const notifying = new Promise<void>((r) => { release = r; });
+  let started!: () => void;
+  const notifyStarted = new Promise<void>((r) => { started = r; });
+  const worker = await testWorker(env, 'rotate-abort-late', rotationFakes(calls, {
+    notifySecretRotated: async () => { started(); await notifying; calls.push('notified'); },
+    revokePreviousSecret: async () => { calls.push('revoked'); return { detail: 'revoked' }; },
+    raiseRotationAlert: async (a: { reason: string }) => { alerts.push(a.reason); },
+  }));
+  await worker.runUntil(async () => {
+    const handle = await env.client.workflow.start('rotateSecret', { taskQueue: 'rotate-abort-late', workflowId: `rb-${randomUUID()}`, args: [rotation({ grace_seconds: 3600 })] });
+    await notifyStarted;
+    await handle.cancel();
+    setTimeout(release, 300);
+    await assert.rejects(handle.result(), WorkflowFailedError);
+    const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
+    assert.equal(record.state, 'ABORTED');
+    assert.equal(record.steps.find((s) => s.name === 'finish')!.state, 'completed');
+    assert.equal(record.steps.find((s) => s.name === 'notify')!.state, 'completed', 'consumers were told of the new current version');
+    assert.equal(record.steps.find((s) => s.name === 'revoke-previous')!.state, 'skipped');
+  });
+  assert.deepEqual(calls, ['create', 'set', 'test', 'finish', 'notified'], 'notified, nothing rolled back, nothing revoked');
+  assert.equal(alerts.length, 1, JSON.stringify(alerts));
+  assert.match(alerts[0]!, /previous version 1 did not run to its end/);
+});
