@@ -75,7 +75,9 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
   /** A call to Temporal for a waiting client, bounded (FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS). */
   const callTemporal = <T>(call: string, fn: () => Promise<T>) => withinDeadline(temporal, ctx.config.FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS, call, fn);
 
-  // A closed execution never changes again: its status is kept (bounded, oldest out first).
+  // A completed execution's status is kept (bounded, oldest out first). Not a failed, cancelled,
+  // terminated or timed-out one: a retry with its Idempotency-Key (ALLOW_DUPLICATE_FAILED_ONLY)
+  // starts a new run under the same id, whose status must be read.
   const closed = new Map<string, ExecutionStatus>();
   const CLOSED_CACHE_MAX = 10_000;
 
@@ -98,8 +100,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       return accepted(id, { kind: 'start', name: 'temporal-unavailable' });
     }
     if (!s) throw notFound('execution');
-    // Not a dead-lettered trigger's FAILED: an operator may replay it, and then it runs.
-    if (['COMPLETED', 'FAILED', 'CANCELED', 'TERMINATED', 'TIMED_OUT'].includes(s.status) && s.started_at !== undefined) {
+    if (s.status === 'COMPLETED') {
       if (closed.size >= CLOSED_CACHE_MAX) closed.delete(closed.keys().next().value!);
       closed.set(id, s);
     }

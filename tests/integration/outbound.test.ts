@@ -189,7 +189,7 @@ describe('outbound proxy', () => {
   });
 
   test('a call that failed can be retried with the same Idempotency-Key: the retry calls the third party again', async () => {
-    const { tenant, outbound } = await caller();
+    const { tenant, api, outbound } = await caller();
     const key = randomUUID();
     await sandbox.faults(tenant, { fail_next: 10_000 });
     const failed = await outbound('payments-sandbox/v1/charges', chargeBody(), { 'idempotency-key': key });
@@ -197,6 +197,8 @@ describe('outbound proxy', () => {
     // 502, or 503 if the breaker is still open from the test before.
     assert.ok([502, 503].includes(failed.status), failed.text);
     const id = failed.headers.get('x-workflow-execution-id');
+    const failedStatus = await api.call('GET', `/api/workflows/${id}`);
+    assert.equal(failedStatus.body.status, 'FAILED', failedStatus.text);
     // The provider has recovered; the client retries as told (a breaker the failures opened answers 503 meanwhile).
     let retry = failed;
     for (let i = 0; i < 10 && retry.status !== 200; i++) {
@@ -205,6 +207,8 @@ describe('outbound proxy', () => {
     }
     assert.equal(retry.status, 200, retry.text);
     assert.equal(retry.headers.get('x-workflow-execution-id'), id, 'the same execution id');
+    const status = await api.call('GET', `/api/workflows/${id}`);
+    assert.equal(status.body.status, 'COMPLETED', `the status follows the retry's run, not the failed one read before: ${status.text}`);
     assert.equal((await sandbox.charges(tenant)).length, 1, 'one charge');
     // And once it succeeded, the key replays the success without another call.
     const calls = (await sandbox.requests(tenant, '/v1/charges')).length;
