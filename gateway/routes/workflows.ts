@@ -61,7 +61,12 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
    * asked again: an id neither knows is gone (Temporal's retention has passed): null, 404.
    */
   const notStarted = (id: string, tenant: string) => async (): Promise<ExecutionStatus | null> => {
-    const dead = await deadLettered(id, tenant);
+    // PostgreSQL away (its dead letters unread): the id may still wait in JetStream, so ACCEPTED.
+    const unread = (err: unknown) => {
+      ctx.logger.warn({ err, execution_id: id }, 'status: dead letters not read');
+      return accepted(id);
+    };
+    const dead = await deadLettered(id, tenant).catch(unread);
     if (dead) return dead;
     if (!ctx.pool) return accepted(id);
     const waiting = await ctx.backlog.waiting(tenant).catch((err: unknown) => {
@@ -69,7 +74,7 @@ export function registerWorkflowRoutes(app: FastifyInstance, ctx: GatewayContext
       return undefined;
     });
     if (waiting !== 0) return accepted(id);
-    return describeExecution(temporal, id, tenant, async () => (await deadLettered(id, tenant)) ?? null);
+    return describeExecution(temporal, id, tenant, async () => (await deadLettered(id, tenant).catch(unread)) ?? null);
   };
 
   /** A call to Temporal for a waiting client, bounded (FLOWGATE_TEMPORAL_CALL_TIMEOUT_MS). */

@@ -2,6 +2,7 @@
 // poison triggers. Each test runs its own NATS (and Temporal) so it can stop them freely.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { after, describe, test } from 'node:test';
 import { connect, headers as natsHeaders } from 'nats';
 import pg from 'pg';
@@ -158,6 +159,38 @@ describe('Temporal down', () => {
       await eventually(`${id} completed after Temporal returned`, async () => (await api.status(id)).body.status === 'COMPLETED', 90_000, 500);
     }
     console.log(`# triggers completed ${((Date.now() - t0) / 1000).toFixed(1)}s after Temporal was started again`);
+  });
+});
+
+describe('PostgreSQL away from a gateway', () => {
+  test('the status of a trigger still waiting in JetStream is ACCEPTED, not a 500', async () => {
+    // A NATS of its own with no consumer (the trigger waits), and PostgreSQL reached through a
+    // TCP relay the test cuts: the gateway serves its last config from memory meanwhile.
+    const nats = await privateServer('nats');
+    stops.push(nats.stop);
+    const sockets = new Set<net.Socket>();
+    const pgUrl = new URL(stack.env.FLOWGATE_DATABASE_URL!);
+    const relay = net.createServer((client) => {
+      const upstream = net.connect(Number(pgUrl.port || 5432), pgUrl.hostname);
+      for (const s of [client, upstream]) { sockets.add(s); s.on('error', () => undefined); s.on('close', () => sockets.delete(s)); }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
+    stops.push(() => new Promise((r) => { relay.close(() => r()); for (const s of sockets) s.destroy(); }));
+    const relayed = new URL(pgUrl);
+    relayed.host = `127.0.0.1:${(relay.address() as net.AddressInfo).port}`;
+    const { apiKey } = await newTenant(stack.env.FLOWGATE_DATABASE_URL!);
+    const gw = await spawnReady('gateway', { ...stack.env, FLOWGATE_NATS_URL: nats.env.FLOWGATE_NATS_URL!, FLOWGATE_DATABASE_URL: relayed.toString() });
+    const api = gatewayClient(gw.publicUrl!, apiKey);
+    const r = await api.start('hello', { name: 'queued' });
+    assert.equal(r.status, 202, r.text);
+    assert.equal((await api.status(r.body.execution_id)).body.status, 'ACCEPTED', 'while PostgreSQL answers');
+    // PostgreSQL goes away: connections cut, new ones refused.
+    relay.close();
+    for (const s of sockets) s.destroy();
+    const s = await api.status(r.body.execution_id);
+    assert.equal(s.status, 200, s.text);
+    assert.equal(s.body.status, 'ACCEPTED');
   });
 });
 
