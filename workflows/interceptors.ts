@@ -3,6 +3,7 @@ import {
   isCancellation,
   log,
   proxyActivities,
+  TemporalFailure,
   workflowInfo,
   type Next,
   type WorkflowExecuteInput,
@@ -40,7 +41,9 @@ class WebhookInterceptor implements WorkflowInboundCallsInterceptor {
       result = await next(input);
     } catch (err) {
       if (isCancellation(err)) await notify('CANCELED', {});
-      else {
+      else if (err instanceof TemporalFailure) {
+        // Only a Temporal failure fails the run. Anything else (a TypeError: a bug) fails the
+        // workflow task, which is retried while the run stays open, to go on once the code is fixed.
         const e = err as Error & { type?: string };
         await notify('FAILED', { error: { message: e.message, type: e.type ?? e.name } });
       }
