@@ -31,6 +31,8 @@ export type JetStreamWorkerOptions = {
    */
   maxLost?: number;
   ackWaitMs?: number;
+  /** The NATS KV bucket of `DeliveryLedger`; default DELIVERIES_BUCKET (a test gives its own). */
+  ledgerBucket?: string;
   logger: Logger;
   /** Does the work; resolves only once it is durable. Throw PoisonMessageError for poison. */
   handle: (m: JsMsg) => Promise<void>;
@@ -46,21 +48,25 @@ export const nakDelayMs = (deliveries: number, capMs = 30_000) => Math.min(250 *
 const OUTAGE_RETRY_CAP_MS = 2_000;
 
 /**
- * The ordinary failures of the messages this process has worked on, by stream sequence: the
- * stand-in for `DeliveryLedger` when NATS KV cannot be read or written. Not the server's delivery
- * count, which also grows with every retry during an outage. Bounded; the oldest entries go first.
+ * A count per message this process has worked on, by stream sequence: its ordinary failures, and
+ * its answers that `DeliveryLedger` could not record, the stand-ins for the ledger when NATS KV
+ * cannot be read or written. Bounded; the oldest entries go first.
  */
-export class FailureCounts {
+export class MessageCounts {
   private readonly counts = new Map<number, number>();
   constructor(private readonly max = 10_000) {}
 
-  /** Counts one more ordinary failure of `seq`; returns how many it has had. */
-  failed(seq: number): number {
+  /** Counts one more for `seq`; returns its count. */
+  add(seq: number): number {
     const n = (this.counts.get(seq) ?? 0) + 1;
     this.counts.delete(seq);
     this.counts.set(seq, n);
     if (this.counts.size > this.max) this.counts.delete(this.counts.keys().next().value!);
     return n;
+  }
+
+  get(seq: number): number {
+    return this.counts.get(seq) ?? 0;
   }
 
   forget(seq: number): void {
@@ -148,25 +154,30 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
   const consumer = await opts.js.consumers.get(opts.stream, opts.durable);
   const messages = await consumer.consume({ max_messages: opts.concurrency });
   const inFlight = new Set<Promise<void>>();
-  // The ledger's record of a message is the truth; this process's own count stands in when
-  // NATS KV cannot be read or written (the count may then start again elsewhere: more retries, never fewer).
-  const failures = new FailureCounts();
-  const ledger = new DeliveryLedger(await opts.js.views.kv(DELIVERIES_BUCKET, { history: 1, ttl: 7 * 24 * 3600_000 }), `${opts.stream}.${opts.durable}`);
+  // The ledger's record of a message is the truth; this process's own counts stand in when
+  // NATS KV cannot be read or written (the count may then start again elsewhere: more retries,
+  // never fewer). Not the server's delivery count, which also grows with every outage retry.
+  const failures = new MessageCounts();
+  // Answers this process gave that the ledger did not record: not deliveries nobody answered.
+  const unrecorded = new MessageCounts();
+  const ledger = new DeliveryLedger(await opts.js.views.kv(opts.ledgerBucket ?? DELIVERIES_BUCKET, { history: 1, ttl: 7 * 24 * 3600_000 }), `${opts.stream}.${opts.durable}`);
   const maxLost = opts.maxLost ?? 5;
   let release: (() => void) | undefined;
 
   /** Counts a nak in the ledger (and here); returns how many ordinary failures the message has had. */
   const answer = async (seq: number, failed: boolean): Promise<number> => {
-    const local = failed ? failures.failed(seq) : 0;
+    const local = failed ? failures.add(seq) : 0;
     try {
       return (await ledger.answered(seq, failed)).failed;
     } catch (err) {
       opts.logger.warn({ err: (err as Error).message, seq }, 'delivery ledger not written; counting in this process only');
+      unrecorded.add(seq);
       return local;
     }
   };
   const forget = (seq: number, retried: boolean) => {
     failures.forget(seq);
+    unrecorded.forget(seq);
     if (retried) void ledger.forget(seq).catch(() => undefined); // the key's TTL ends it otherwise
   };
 
@@ -190,7 +201,7 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
       // Deliveries no process answered: it died or hung holding the message. One that keeps
       // killing its consumer is dead-lettered without being handled again.
       const record = await ledger.read(seq).catch(() => undefined);
-      const lost = record ? deliveries - 1 - record.answered : 0;
+      const lost = record ? deliveries - 1 - record.answered - unrecorded.get(seq) : 0;
       if (lost >= maxLost) {
         await deadLetter(m, `delivered ${deliveries} times and ${lost} of them never answered: its consumer died or hung each time`, record!.failed);
         return;

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { AckPolicy, connect, nanos, RetentionPolicy, type JsMsg, type NatsConnection } from 'nats';
-import { DELIVERIES_BUCKET, DependencyUnavailableError, FailureCounts, startJetStreamWorker } from '../../lib/jetstream-worker';
+import { DELIVERIES_BUCKET, DependencyUnavailableError, MessageCounts, startJetStreamWorker } from '../../lib/jetstream-worker';
 import { createLogger } from '../../lib/logger';
 import { eventually, testStack } from '../helpers/stack';
 
@@ -26,12 +26,12 @@ after(async () => {
  * Runs a worker whose handler answers each delivery of the one message published with
  * `outcome(n)`; `publish: false` for a second worker on the same durable.
  */
-async function run(name: string, outcome: (delivery: number) => 'ok' | 'outage' | 'error', opts: { publish?: boolean; ackWaitMs?: number } = {}) {
+async function run(name: string, outcome: (delivery: number) => 'ok' | 'outage' | 'error', opts: { publish?: boolean; ackWaitMs?: number; ledgerBucket?: string } = {}) {
   const deliveries: number[] = [];
   const handled: string[] = [];
   const deadLettered: string[] = [];
   const worker = await startJetStreamWorker({
-    js: nc.jetstream(), jsm: await nc.jetstreamManager(), stream, durable: name, concurrency: 4, maxDeliver: 3, maxLost: 3, ackWaitMs: opts.ackWaitMs, logger,
+    js: nc.jetstream(), jsm: await nc.jetstreamManager(), stream, durable: name, concurrency: 4, maxDeliver: 3, maxLost: 3, ackWaitMs: opts.ackWaitMs, ledgerBucket: opts.ledgerBucket, logger,
     handle: async (m: JsMsg) => {
       if (m.subject !== `${stream}.${name}`) return;
       const n = m.info.deliveryCount;
@@ -107,6 +107,25 @@ describe('jetstream worker', () => {
     }
   });
 
+  test("answers the ledger could not record are not deliveries nobody answered: an outage with NATS KV refusing writes dead-letters nothing", async () => {
+    const bucket = `fg_jsw_test_${randomUUID().slice(0, 8)}`;
+    await nc.jetstream().views.kv(bucket, { history: 1 });
+    const jsm = await nc.jetstreamManager();
+    // Every write is refused (an entry is larger than 1 byte); reads still answer, with nothing.
+    const info = await jsm.streams.info(`KV_${bucket}`);
+    await jsm.streams.update(`KV_${bucket}`, { ...info.config, max_msg_size: 1 });
+    // Six deliveries while the dependency is away (maxLost is 3), then it is back.
+    const w = await run('kvdown', (n) => (n <= 6 ? 'outage' : 'ok'), { ledgerBucket: bucket });
+    try {
+      await eventually('handled once the dependency is back', async () => w.handled.length === 1 || w.deadLettered.length > 0, 30_000);
+      assert.deepEqual(w.deadLettered, [], 'not taken for a message that kills its consumer');
+      assert.deepEqual(w.deliveries, [1, 2, 3, 4, 5, 6, 7]);
+    } finally {
+      await w.stop();
+      await jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
+    }
+  });
+
   test('ordinary errors still dead-letter after maxDeliver of them, outage retries in between or not', async () => {
     const w = await run('failing', (n) => (n === 2 ? 'outage' : 'error'));
     try {
@@ -120,15 +139,17 @@ describe('jetstream worker', () => {
   });
 });
 
-test('failure counts are per message, forgotten on success, and bounded', () => {
-  const counts = new FailureCounts(3);
-  assert.equal(counts.failed(10), 1);
-  assert.equal(counts.failed(10), 2);
-  assert.equal(counts.failed(11), 1);
+test('message counts are per message, forgotten on success, and bounded', () => {
+  const counts = new MessageCounts(3);
+  assert.equal(counts.add(10), 1);
+  assert.equal(counts.add(10), 2);
+  assert.equal(counts.get(10), 2);
+  assert.equal(counts.add(11), 1);
   counts.forget(10);
-  assert.equal(counts.failed(10), 1);
-  counts.failed(12);
-  counts.failed(13);
+  assert.equal(counts.get(10), 0);
+  assert.equal(counts.add(10), 1);
+  counts.add(12);
+  counts.add(13);
   assert.equal(counts.size, 3);
-  assert.equal(counts.failed(11), 1, 'the oldest entry went first');
+  assert.equal(counts.add(11), 1, 'the oldest entry went first');
 });
