@@ -14,9 +14,12 @@ import type { createActivities } from '../activities';
 import type { ExecutionMemo } from '../lib/trigger-message';
 import { webhookEvent, type WebhookEvent, type WebhookStatus } from '../lib/workflow-webhooks';
 
+// No attempt limit: a receiver that is down gets three attempts here, then the worker's retrier
+// (activities/webhooks.ts); what fails for longer is the platform's own (PostgreSQL away, where
+// the signing secret and the retrier's table are), and the webhook must outlast it.
 const { deliverWebhook } = proxyActivities<ReturnType<typeof createActivities>>({
   startToCloseTimeout: '15 seconds',
-  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 15 },
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '5 minutes' },
 });
 
 /**

@@ -35,9 +35,12 @@ const { chargePayment, refundPayment } = proxyActivities<Activities>({
   heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: 12, nonRetryableErrorTypes: NON_RETRYABLE },
 });
+// Retried until it goes out: a receiver that is down takes the webhook's own path (three
+// attempts, then the worker's retrier: activities/webhooks.ts), so what fails here for longer is
+// the platform's own (PostgreSQL, Kafka away), and the payment's notice must not be lost to it.
 const { notifyPayment } = proxyActivities<Activities>({
   startToCloseTimeout: '15 seconds',
-  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumAttempts: 5 },
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '1 minute' },
 });
 
 /** Changes to processPayment's commands, each kept for the runs that started before it (workflow.patched). */

@@ -414,4 +414,22 @@ describe('processPayment (time skipping)', () => {
       assert.equal(refundAfterCharge, true, 'the refund ran while the charge was still in flight');
     });
   });
+
+  test('a notification that fails for minutes (PostgreSQL or Kafka away) is retried until it goes out, not given up after 5 attempts', LIMIT, async () => {
+    let failures = 0;
+    const fakes = fakeActivities(env, {
+      validatePayment: async () => ({ approval_required: false, approval_threshold: THRESHOLD }),
+      notifyPayment: async () => {
+        if (failures++ < 8) throw new Error('connect ECONNREFUSED 127.0.0.1:5432');
+        return { webhook: true };
+      },
+    });
+    await withPayment(fakes, input(), async (handle) => {
+      const result = await handle.result();
+      assert.equal(result.state, 'CONFIRMED');
+      assert.equal(fakes.count('notifyPayment'), 9, 'tried until it went out');
+      const calls = fakes.callsOf('notifyPayment');
+      assert.ok(calls.at(-1)!.at - calls[0]!.at >= 120_000, `over ${calls.at(-1)!.at - calls[0]!.at} ms of workflow time`);
+    });
+  });
 });

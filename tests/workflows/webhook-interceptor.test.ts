@@ -13,6 +13,25 @@ after(async () => { await env?.teardown(); });
 
 const memo = { tenant: 'acme', workflow_type: 'hello', correlation_id: 'c-1', callback_url: 'https://hooks.example.com/flowgate' };
 
+test('a webhook that cannot be signed or handed over for an hour (PostgreSQL away) is retried until it goes out', async () => {
+  let failures = 0;
+  const sent: WebhookEvent[] = [];
+  const worker = await testWorker(env, 'hooks2', {
+    composeGreeting: async (name: string) => `Hello, ${name}!`,
+    deliverWebhook: async (_url: string, event: WebhookEvent) => {
+      if (failures++ < 16) throw new Error('connect ECONNREFUSED 127.0.0.1:5432');
+      sent.push(event);
+      return { status: 200 };
+    },
+  });
+  await worker.runUntil(async () => {
+    const run = await env.client.workflow.start('hello', { taskQueue: 'hooks2', workflowId: `fgx_${randomUUID()}`, args: [{ name: 'Ada' }], memo });
+    await run.result();
+    assert.deepEqual(sent.map((e) => e.status), ['COMPLETED'], `after ${failures} attempts`);
+  });
+});
+
+// Last in the file: after a run whose workflow tasks failed, the test server no longer skips time.
 test('a workflow task that fails on a bug sends no FAILED webhook; a run that ends does send its own', async () => {
   const sent: WebhookEvent[] = [];
   const worker = await testWorker(env, 'hooks1', {
