@@ -45,8 +45,10 @@ export function paymentActivities(deps: PaymentDeps) {
     }
   };
 
+  // A charge or refund (POST) is waited for even when the payment is cancelled meanwhile: a charge
+  // abandoned while the provider makes it would land after the refund looked for it.
   const provider = (ctx: PaymentContext, method: 'GET' | 'POST', path: string, body?: unknown, idempotencyKey?: string) =>
-    callFromActivity(deps.thirdParty, { tenant: ctx.tenant, service: PAYMENTS_SERVICE, method, path, body, correlationId: ctx.correlation_id, idempotencyKey });
+    callFromActivity(deps.thirdParty, { tenant: ctx.tenant, service: PAYMENTS_SERVICE, method, path, body, correlationId: ctx.correlation_id, idempotencyKey }, { untilAnswered: method === 'POST' });
 
   /** The provider's charges made under an idempotency key. */
   const chargesUnder = async (ctx: PaymentContext, key: string): Promise<Charge[]> => {

@@ -32,12 +32,14 @@ export function thirdPartyFailure(err: unknown): Error {
 
 /**
  * Runs one client call inside an activity: heartbeats while it waits (so a dead worker is noticed
- * within the heartbeat timeout, not the start-to-close one) and stops when the activity is cancelled.
+ * within the heartbeat timeout, not the start-to-close one) and stops when the activity is
+ * cancelled, unless `untilAnswered`: a call that may be moving money is waited for (within the
+ * client's own timeouts), so whatever undoes it after a cancel finds what it did.
  */
-export async function callFromActivity(client: ThirdPartyClient, req: Omit<ThirdPartyRequest, 'signal'>) {
+export async function callFromActivity(client: ThirdPartyClient, req: Omit<ThirdPartyRequest, 'signal'>, opts: { untilAnswered?: boolean } = {}) {
   const ctx = Context.current();
   try {
-    return await whileBeating(() => client.call({ ...req, signal: ctx.cancellationSignal }), 1000);
+    return await whileBeating(() => client.call({ ...req, signal: opts.untilAnswered ? undefined : ctx.cancellationSignal }), 1000);
   } catch (err) {
     throw thirdPartyFailure(err);
   }

@@ -12,7 +12,7 @@ export function sandboxControl(baseUrl: string) {
   type Req = { method: string; path: string; status: number | null; idempotency_key: string | null; api_key_id: string | null; replayed: boolean; received_at: number; answered_at: number | null };
   return {
     url: baseUrl,
-    faults: (tenant: string, f: { latency_ms?: number; fail_next?: number; error_rate?: number; error_status?: number; decline_rate?: number; fail_after_commit_next?: number; reject_key_next?: number }) =>
+    faults: (tenant: string, f: { latency_ms?: number; commit_delay_ms?: number; fail_next?: number; error_rate?: number; error_status?: number; decline_rate?: number; fail_after_commit_next?: number; reject_key_next?: number }) =>
       call('PUT', '/_sandbox/faults', { tenant, ...f }),
     clearFaults: (tenant: string) => call('DELETE', `/_sandbox/faults?tenant=${encodeURIComponent(tenant)}`),
     /** The provider forgets the idempotency keys starting with `prefix`, as it does after 24 h. */

@@ -205,6 +205,21 @@ describe('a payment through the gateway', () => {
     const [charge] = await sandbox.charges(tenant);
     assert.equal(charge!.refunded, true);
     assert.equal((await sandbox.refunds(tenant)).length, 1);
+
+    // A slow provider makes the charge 4 s after the request: the cancel lands before it exists.
+    // The charge is waited for, not abandoned, so the refund finds it.
+    await sandbox.faults(tenant, { commit_delay_ms: 4000 });
+    const posts = async () => (await sandbox.requests(tenant, '/v1/charges')).filter((r) => r.method === 'POST').length;
+    const before = await posts();
+    const slow = await pay(api, payment({ amount: 3_000 }));
+    await eventually('the charge request reached the provider', async () => (await posts()) > before, 20_000, 100);
+    assert.equal((await api.cancel(slow)).status, 202);
+    await eventually('cancelled', async () => (await api.status(slow)).body.status === 'CANCELED', 30_000, 200);
+    await sandbox.clearFaults(tenant);
+    assert.equal((await api.status(slow)).body.state, 'REFUNDED');
+    const made = (await sandbox.charges(tenant)).filter((c) => c.amount === 3_000);
+    assert.equal(made.length, 1);
+    assert.equal(made[0]!.refunded, true, 'the late charge was refunded, not left behind');
   });
 });
 
