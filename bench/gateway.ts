@@ -472,23 +472,10 @@ async function main() {
 
     // Rounds, each in another order: what the machine does at one moment (the stack settling,
     // a JIT, a neighbour) does not always fall on the same target. One-connection latency: first round.
-    const rounds: Row[][] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      console.log(`== round ${r + 1} of ${ROUNDS}`);
-      const rows: Row[] = [];
-      for (let i = 0; i < targets.length; i++) rows.push(await measure(targets[(i + r) % targets.length]!, `${upstreamOrigin}${REQUEST_PATH}`, r === 0));
-      rounds.push(rows);
-    }
+    const rounds = await rotatedRounds('round', targets, (t, r) => measure(t, `${upstreamOrigin}${REQUEST_PATH}`, r === 0));
     // The same targets again at one rate that none is saturated by: latency at equal load.
     const rate = Math.round(EQUAL_LOAD_SHARE * median(rounds.map((round) => round.find((x) => x.key === 'flowgate')!.load.rps)));
-    const atRate = targets.filter((x) => EQUAL_LOAD_TARGETS.includes(x.key));
-    const equalRounds: RateRow[][] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      console.log(`== equal load, round ${r + 1} of ${ROUNDS}`);
-      const rows: RateRow[] = [];
-      for (let i = 0; i < atRate.length; i++) rows.push(await measureAtRate(atRate[(i + r) % atRate.length]!, rate));
-      equalRounds.push(rows);
-    }
+    const equalRounds = await rotatedRounds('equal load, round', targets.filter((x) => EQUAL_LOAD_TARGETS.includes(x.key)), (t) => measureAtRate(t, rate));
     const md = report(targets, rounds, { nginxVersion, peerName, peer: peer.peer, loadBefore, versions, krakendFailure, rate, equalRounds });
     await writeSection('gateway', md);
     console.log(md);
@@ -499,6 +486,18 @@ async function main() {
 }
 
 const spread = (xs: number[], digits: number) => (xs.length > 1 ? ` (${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)})` : '');
+
+/** ROUNDS rounds of `measure` over every target, each round starting one target later. */
+async function rotatedRounds<R>(label: string, targets: Target[], measure: (t: Target, round: number) => Promise<R>): Promise<R[][]> {
+  const rounds: R[][] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    console.log(`== ${label} ${r + 1} of ${ROUNDS}`);
+    const rows: R[] = [];
+    for (let i = 0; i < targets.length; i++) rows.push(await measure(targets[(i + r) % targets.length]!, r));
+    rounds.push(rows);
+  }
+  return rounds;
+}
 
 function report(targets: Target[], rounds: Row[][], v: {
   nginxVersion: string; peerName: string; peer: string; loadBefore: number; versions: { httpProxy: string; autocannon: string }; krakendFailure?: string;
