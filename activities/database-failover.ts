@@ -106,13 +106,18 @@ export function failoverActivities(deps: FailoverDeps) {
     /**
      * Fences the old primary: the topology names no primary from here on (every pool drops its
      * connections to it), and if it still answers it is made read-only and its sessions ended.
+     * `recheck` (a run that waited for an approval, minutes or hours after its detection): a
+     * primary that answers again is not fenced (PrimaryHealthy).
      */
-    async fencePrimary(plan: FailoverPlan): Promise<{ epoch: number; old_primary: string }> {
+    async fencePrimary(plan: FailoverPlan & { recheck?: boolean }): Promise<{ epoch: number; old_primary: string }> {
       const { kv, topology, revision } = await topologyOf(plan.cluster);
       let epoch = topology.epoch;
       const fencedAlready = !topology.primary && topology.fenced.some((n) => nodeAddress(n) === nodeAddress(plan.primary));
       if (!fencedAlready) {
         if (topology.epoch !== plan.epoch) throw ApplicationFailure.nonRetryable(`the topology moved on (epoch ${topology.epoch}, planned on ${plan.epoch})`, 'TopologyChanged');
+        if (plan.recheck && (await probe(plan.primary, 2000))) {
+          throw ApplicationFailure.nonRetryable(`the primary ${nodeAddress(plan.primary)} answers again: nothing to fail over`, 'PrimaryHealthy');
+        }
         epoch = (await writeTopology(kv, { ...topology, primary: null, fenced: [...topology.fenced, plan.primary], changed_by: 'database-failover' }, revision)).topology.epoch;
       }
       let oldPrimary = 'unreachable: fenced in the topology';

@@ -11,6 +11,9 @@ const ACTIVITY_OPTIONS: ActivityOptions = {
   retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '5 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
 };
 const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
+/** Past the fence there is no going back: its steps are retried until they succeed or fail for good (a non-retryable error). */
+const { maximumAttempts: _bounded, ...unbounded } = ACTIVITY_OPTIONS.retry!;
+const forwardActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, retry: unbounded });
 
 export type FailoverParams = {
   cluster: string; automatic: boolean; probes: number; probe_interval_ms: number; approval_timeout_seconds: number;
@@ -64,20 +67,22 @@ export async function databaseFailover(input: RunbookInput<FailoverParams>): Pro
     // and the watchdog without a topology to act on. These steps run to their end (pause still
     // holds them); an abort asked meanwhile is noted in the record, and the run completes.
     const pastFence = patched(FAILOVER_FINISHES_PAST_FENCE);
+    const a = pastFence ? forwardActs : acts;
     const forward = async () => {
-      const fenced = await rb.step('fence', () => acts.fencePrimary(plan), (r) => `epoch ${r.epoch}: no primary; old primary ${r.old_primary}`);
-      const promoted = await rb.step('promote', () => acts.promoteStandby({ ...plan, last_primary_lsn: p.last_primary_lsn }),
+      // After an approval the primary is probed again: it may have come back meanwhile.
+      const fenced = await rb.step('fence', () => acts.fencePrimary(pastFence ? { ...plan, recheck: !p.automatic } : plan), (r) => `epoch ${r.epoch}: no primary; old primary ${r.old_primary}`);
+      const promoted = await rb.step('promote', () => a.promoteStandby({ ...plan, last_primary_lsn: p.last_primary_lsn }),
         (r) => `${plan.standby.host}:${plan.standby.port} promoted in ${r.promote_ms} ms; it had received WAL up to ${r.received_lsn ?? '?'}`);
-      const repointed = await rb.step('repoint', () => acts.repointPlatform({ ...plan, wait_ms: 15_000 }),
+      const repointed = await rb.step('repoint', () => a.repointPlatform({ ...plan, wait_ms: 15_000 }),
         (r) => `epoch ${r.epoch}: ${r.repointed} of ${r.processes} processes follow the new primary`);
-      const verified = await rb.step('verify', () => acts.verifyWrites({ cluster: p.cluster, run_id: workflowInfo().workflowId }),
+      const verified = await rb.step('verify', () => a.verifyWrites({ cluster: p.cluster, run_id: workflowInfo().workflowId }),
         (r) => `a write committed and read back on ${r.primary}`);
       const rto = Date.parse(verified.verified_at) - Date.parse(downSince);
       rb.figure('rto_ms', rto);
       if (promoted.lost_wal_bytes !== null) rb.figure('rpo_lost_wal_bytes', promoted.lost_wal_bytes);
       rb.figure('processes_repointed', repointed.repointed);
       rb.figure('processes_seen', repointed.processes);
-      await rb.step('report', () => acts.publishRunbookEvent({
+      await rb.step('report', () => a.publishRunbookEvent({
         run_id: workflowInfo().workflowId, type: 'database.failed_over',
         data: { cluster: p.cluster, old_primary: primaryAddress, new_primary: verified.primary, epoch: fenced.epoch, rto_ms: rto, lost_wal_bytes: promoted.lost_wal_bytes },
       }), () => `RTO ${(rto / 1000).toFixed(1)} s; RPO ${promoted.lost_wal_bytes === null ? 'unknown (no WAL position of the old primary)' : `${promoted.lost_wal_bytes} bytes of WAL not received`}`);

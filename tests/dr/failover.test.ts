@@ -7,9 +7,12 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { connect } from 'nats';
 import pg from 'pg';
+import { failoverActivities } from '../../activities/database-failover';
 import { databaseClients, readTopology, topologyBucket } from '../../lib/db-topology';
+import { createLogger } from '../../lib/logger';
 import { createPool } from '../../lib/postgres';
 import { issueAdminToken } from '../../lib/tenants';
+import { createVault } from '../../lib/vault';
 import { reconcileDatabase } from '../../stack/database';
 import { pgSuperuserUrl } from '../../stack/servers';
 import { readStack, requirePid, serverSpec, startServer } from '../../stack/stack';
@@ -177,6 +180,13 @@ describe('database failover', () => {
     assert.equal(run!.status, 'FAILED');
     assert.match(run!.error!, /answers: nothing to fail over/);
     assert.equal((await topologyNow()).epoch, topology.epoch);
+
+    // A run that waited for its approval probes again before the fence: a primary that came back
+    // meanwhile (a restart of a few seconds) is not fenced.
+    const acts = failoverActivities({ vault: createVault(stack.env.FLOWGATE_VAULT_ADDR!, stack.env.FLOWGATE_VAULT_TOKEN), nats: await natsConnection(), logger: createLogger('dr-test', 'error'), databaseUrl: stack.env.FLOWGATE_DATABASE_URL! });
+    const plan = { cluster: 'main', epoch: topology.epoch, primary: topology.primary!, standby: topology.standbys[0]!, recheck: true };
+    await assert.rejects(acts.fencePrimary(plan), /answers again: nothing to fail over/);
+    assert.equal((await topologyNow()).epoch, topology.epoch, 'not fenced');
   });
 
   test('with approval: the primary dies, an operator starts the failover and another approves it, both while PostgreSQL is down', async () => {

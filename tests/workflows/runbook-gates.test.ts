@@ -19,7 +19,7 @@ function fakeFailoverActivities(events: Event[]) {
   const now = () => Date.now();
   return {
     detectPrimaryDown: async () => ({ ...PLAN, down_since: new Date(now()).toISOString(), failed_probes: 3 }),
-    fencePrimary: async () => ({ epoch: 2, old_primary: 'unreachable: fenced in the topology' }),
+    fencePrimary: async (plan?: Record<string, unknown>) => { events.push({ type: 'fence', data: plan ?? {} }); return { epoch: 2, old_primary: 'unreachable: fenced in the topology' }; },
     promoteStandby: async () => ({ received_lsn: '0/3000000', replayed_lsn: '0/3000000', lost_wal_bytes: 0, already_promoted: false, promote_ms: 5 }),
     repointPlatform: async () => ({ epoch: 3, processes: 4, repointed: 4 }),
     verifyWrites: async () => ({ verified_at: new Date(now()).toISOString(), primary: '127.0.0.1:5433' }),
@@ -111,6 +111,7 @@ describe('runbook approval gates (time skipping)', () => {
       assert.equal(record.figures.processes_repointed, 4);
       assert.equal(record.figures.rpo_lost_wal_bytes, 0);
       assert.ok(events.some((e) => e.type === 'database.failed_over'));
+      assert.equal(events.find((e) => e.type === 'fence')?.data.recheck, true, 'after an approval the primary is probed again before the fence');
     });
   });
 
@@ -137,6 +138,28 @@ describe('runbook approval gates (time skipping)', () => {
       assert.equal(record.state, 'COMPLETED');
       assert.match(record.note ?? '', /abort was asked after the fence/);
       assert.ok(events.some((e) => e.type === 'database.failed_over'));
+    });
+  });
+
+  test('past the fence, a step that keeps failing (OpenBao away for minutes) is retried until it succeeds, not given up after 10 attempts', async () => {
+    const events: Event[] = [];
+    let failures = 0;
+    const fenced: unknown[] = [];
+    const fakes = fakeFailoverActivities(events);
+    const worker = await testWorker(env, 'gates-retry', {
+      ...fakes,
+      fencePrimary: async (plan: Record<string, unknown>) => { fenced.push(plan); return fakes.fencePrimary(plan); },
+      promoteStandby: async () => {
+        if (failures++ < 12) throw new Error('connect ECONNREFUSED 127.0.0.1:8200');
+        return fakes.promoteStandby();
+      },
+    });
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start('databaseFailover', { taskQueue: 'gates-retry', workflowId: `rb-${randomUUID()}`, args: [input({ automatic: true })] });
+      const record = (await handle.result()) as RunRecord;
+      assert.equal(record.state, 'COMPLETED');
+      assert.equal(failures, 13);
+      assert.equal((fenced[0] as { recheck?: boolean }).recheck, false, 'an automatic run fences at once after its detection');
     });
   });
 });
