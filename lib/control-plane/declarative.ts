@@ -16,8 +16,16 @@ export function parseConfigDocuments(text: string): ConfigDocument[] {
   const docs = parseAllDocuments(text);
   if (docs.length === 0) throw new ApiError(400, 'validation_failed', 'the file holds no document', [{ field: 'body', message: 'empty' }]);
   return docs.map((d, i) => {
-    if (d.errors.length) throw new ApiError(400, 'malformed_yaml', `document ${i}: ${d.errors[0]!.message}`, [{ field: `body.${i}`, message: d.errors[0]!.message }]);
-    const parsed = configDocument.safeParse(d.toJS());
+    const malformed = (message: string) => new ApiError(400, 'malformed_yaml', `document ${i}: ${message}`, [{ field: `body.${i}`, message }]);
+    if (d.errors.length) throw malformed(d.errors[0]!.message);
+    let value: unknown;
+    try {
+      value = d.toJS();
+    } catch (err) {
+      // Aliases are resolved only here: one without its anchor, or an alias bomb, is the file's fault.
+      throw malformed((err as Error).message);
+    }
+    const parsed = configDocument.safeParse(value);
     if (!parsed.success) {
       const details = parsed.error.issues.map((issue) => ({ field: ['body', ...(docs.length > 1 ? [String(i)] : []), ...issue.path.map(String)].join('.'), message: issue.message }));
       throw new ApiError(400, 'validation_failed', `invalid config document: ${details.map((x) => x.field).join(', ')}`, details);

@@ -16,6 +16,11 @@ const cidr = z.string().refine((v) => {
   return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128);
 }, 'an IP address or CIDR block');
 const headerName = z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'an HTTP header name');
+/**
+ * What Node accepts as a header value (tab, printable ASCII, Latin-1): anything else, CR and LF
+ * above all, would make every answer on the route a 500 when the header is set.
+ */
+export const headerValue = z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'an HTTP header value: no CR, LF, NUL or other control characters (tab is fine), nothing beyond Latin-1');
 
 export const pluginConfigSchemas = {
   cors: z
@@ -35,13 +40,13 @@ export const pluginConfigSchemas = {
   'request-size-limiting': z.object({ allowed_payload_size_bytes: z.number().int().min(1).max(100 * 1024 * 1024) }).strict(),
   'request-transformer': z
     .object({
-      add_headers: z.record(headerName, z.string()).default({}),
+      add_headers: z.record(headerName, headerValue).default({}),
       remove_headers: z.array(headerName).default([]),
       add_querystring: z.record(z.string().min(1), z.string()).default({}),
     })
     .strict(),
   'response-transformer': z
-    .object({ add_headers: z.record(headerName, z.string()).default({}), remove_headers: z.array(headerName).default([]) })
+    .object({ add_headers: z.record(headerName, headerValue).default({}), remove_headers: z.array(headerName).default([]) })
     .strict(),
   'correlation-id': z.object({ header_name: headerName.default('X-Request-ID'), echo_downstream: z.boolean().default(true) }).strict(),
   /**
@@ -94,16 +99,16 @@ export const pluginConfigSchemas = {
     .object({
       hsts_max_age_seconds: z.number().int().min(0).max(2 * 31_536_000).optional(),
       hsts_include_subdomains: z.boolean().optional(),
-      content_security_policy: z.string().min(1).max(4096).optional(),
+      content_security_policy: headerValue.min(1).max(4096).optional(),
       frame_options: z.enum(['DENY', 'SAMEORIGIN']).optional(),
-      referrer_policy: z.string().min(1).max(200).optional(),
+      referrer_policy: headerValue.min(1).max(200).optional(),
     })
     .strict(),
   /** Cache-Control (and Vary) on cacheable answers that do not set their own. */
   'cache-headers': z
     // private by default: every answer through the gateway is to a credential. A `public` directive
     // is the operator's choice; the answer then varies on the credential's headers (security-headers.ts).
-    .object({ directive: z.string().min(1).max(500).default('private, max-age=60'), vary: z.array(headerName).max(20).default([]) })
+    .object({ directive: headerValue.min(1).max(500).default('private, max-age=60'), vary: z.array(headerName).max(20).default([]) })
     .strict(),
 } as const;
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { rewriteError } from '../path-rewrite';
-import { pluginConfigSchemas, PLUGIN_NAMES } from './plugins';
+import { headerValue, pluginConfigSchemas, PLUGIN_NAMES } from './plugins';
 import { credentialReferences } from '../trigger-rules';
 
 /**
@@ -16,7 +16,7 @@ const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'
 const RESERVED_PREFIXES = ['/api/', '/outbound/', '/health'];
 const headerName = z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'an HTTP header name');
 const headerEdits = {
-  add_headers: z.record(headerName, z.string().max(4096)).default({}),
+  add_headers: z.record(headerName, headerValue.max(4096)).default({}),
   remove_headers: z.array(headerName).default([]),
 };
 const PII_KINDS = ['email', 'card', 'national_id', 'phone'] as const;
@@ -96,7 +96,7 @@ export const routePath = z
 const staticResponse = z
   .object({
     status: z.number().int().min(100).max(599).default(200),
-    headers: z.record(headerName, z.string().max(4096)).default({}),
+    headers: z.record(headerName, headerValue.max(4096)).default({}),
     body: z.unknown().optional(),
   })
   .strict();

@@ -3,11 +3,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { allows, BUILT_IN_GRANTS } from '../../admin/auth';
 import { upstreamPath } from '../../gateway/configured-routes';
+import { parseConfigDocuments } from '../../lib/control-plane/declarative';
 import { keyHash } from '../../lib/control-plane/entities';
 import { findRouteConflict, normalisePattern } from '../../lib/control-plane/routing';
-import { configDocument, pluginDoc, policyDoc, serviceDoc, triggerDoc } from '../../lib/control-plane/schemas';
+import { configDocument, pluginDoc, policyDoc, routeDoc, serviceDoc, triggerDoc } from '../../lib/control-plane/schemas';
 import { canonical, diffDocuments } from '../../lib/control-plane/versions';
 import { hashCredential } from '../../lib/credentials';
+import { ApiError } from '../../lib/errors';
 
 test('route collisions: same method, same pattern whatever the parameter names, overlapping hosts', () => {
   assert.equal(normalisePattern('/orders/:id/'), '/orders/:');
@@ -50,6 +52,40 @@ test('schemas: defaults, exactly-one rules and plugin configs checked by the plu
   const doc = configDocument.parse({ workspace: 'w' });
   assert.deepEqual(doc.routes, []);
   assert.equal(configDocument.safeParse({ workspace: 'w', extra: 1 }).success, false, 'unknown top-level keys are refused');
+});
+
+test('YAML aliases that do not resolve, or resolve too often, are a 400 naming the document', () => {
+  const refused = (text: string, field: string) => assert.throws(() => parseConfigDocuments(text), (err: unknown) => {
+    assert.ok(err instanceof ApiError, `an ApiError, not ${String(err)}`);
+    assert.equal(err.statusCode, 400);
+    assert.equal(err.code, 'malformed_yaml');
+    assert.equal((err.details as { field: string }[])[0]!.field, field);
+    return true;
+  });
+  refused('workspace: *x', 'body.0');
+  refused('workspace: w\n---\nworkspace: *y', 'body.1');
+  // Nine references at each of eight levels: far more than the yaml library's alias budget.
+  const levels = 'abcdefgh'.split('');
+  const bomb = ['a: &a [x, x, x, x, x, x, x, x, x]', ...levels.slice(1).map((l, i) => `${l}: &${l} [${Array(9).fill(`*${levels[i]!}`).join(', ')}]`), 'workspace: w'].join('\n');
+  refused(bomb, 'body.0');
+  assert.equal(parseConfigDocuments('workspace: &w w\nservices: [{ name: *w, url: "http://x" }]')[0]!.services[0]!.name, 'w', 'an alias that resolves is fine');
+});
+
+test('header values with CR, LF or other control characters are refused wherever a header is configured', () => {
+  const route = { name: 'r', service: 's', paths: ['/x'] };
+  const bad = 'a\r\nb';
+  const refusedAt = (r: { success: boolean; error?: { issues: { path: PropertyKey[] }[] } }, path: string) => {
+    assert.equal(r.success, false, path);
+    assert.deepEqual(r.error!.issues.map((i) => i.path.map(String).join('.')), [path]);
+  };
+  refusedAt(routeDoc.safeParse({ ...route, transformations: { request: { add_headers: { 'X-A': bad } } } }), 'transformations.request.add_headers.X-A');
+  refusedAt(routeDoc.safeParse({ ...route, transformations: { response: { add_headers: { 'X-A': 'a\0b' } } } }), 'transformations.response.add_headers.X-A');
+  refusedAt(routeDoc.safeParse({ name: 'r', paths: ['/x'], static_response: { headers: { 'X-A': 'a\nb' } } }), 'static_response.headers.X-A');
+  refusedAt(pluginDoc.safeParse({ name: 'request-transformer', config: { add_headers: { 'X-A': bad } } }), 'config.add_headers.X-A');
+  refusedAt(pluginDoc.safeParse({ name: 'response-transformer', config: { add_headers: { 'X-A': 'a\x7fb' } } }), 'config.add_headers.X-A');
+  refusedAt(pluginDoc.safeParse({ name: 'security-headers', config: { content_security_policy: "default-src 'none'\r\nX-B: 1" } }), 'config.content_security_policy');
+  refusedAt(pluginDoc.safeParse({ name: 'cache-headers', config: { directive: 'private\n' } }), 'config.directive');
+  assert.equal(routeDoc.safeParse({ ...route, transformations: { request: { add_headers: { 'X-A': 'a\tb ü' } } } }).success, true, 'tab and Latin-1 are fine');
 });
 
 test('keys in documents: a hand-written key is hashed like an issued one', () => {
