@@ -1,4 +1,5 @@
 import type { Pool } from 'pg';
+import { ApiError } from './errors';
 import { asPlatform } from './postgres';
 
 /** A row of workflow_triggers: a route or an event type bound to a workflow type. */
@@ -65,6 +66,8 @@ function lookup(source: Record<string, unknown>, path: string): unknown {
 /**
  * Maps a request (or event) into workflow input. A string that is only `{{path}}` takes the
  * value with its type (`{{body.amount}}` stays a number); `{{…}}` inside text is interpolated.
+ * Inside text only a string, number or boolean fits (null or missing is empty): anything else
+ * is a 400 naming the field, since an object the client sent (`{"toString": 1}`) has no text.
  * Sources: body, path, query, headers, auth (for routes); event (for Kafka events).
  * No template: the body (or the event's data) is the input.
  */
@@ -76,7 +79,9 @@ export function renderInput(template: unknown, source: Record<string, unknown>):
       if (whole) return lookup(source, whole[1]!);
       return t.replace(EMBEDDED, (_m, p: string) => {
         const v = lookup(source, p);
-        return v === undefined || v === null ? '' : String(v);
+        if (v === undefined || v === null) return '';
+        if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') return String(v);
+        throw new ApiError(400, 'validation_failed', `invalid ${p.split('.')[0]!}: ${p}`, [{ field: p, message: 'a string, number or boolean: the template puts it inside text' }]);
       });
     }
     if (Array.isArray(t)) return t.map(walk);

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { triggerDoc } from '../../lib/control-plane/schemas';
+import { ApiError } from '../../lib/errors';
 import { credentialReferences, renderInput, templateHeaders } from '../../lib/trigger-rules';
 
 const request = {
@@ -34,4 +35,20 @@ test('the Admin API refuses a template that names a credential header, at its pa
   assert.equal(r.success, false);
   assert.deepEqual(r.error!.issues.map((i) => i.path.join('.')), ['input_template.name']);
   assert.equal(triggerDoc.safeParse({ route_path: '/orders', workflow_type: 'hello', input_template: { name: '{{headers.x-region}}' } }).success, true);
+});
+
+test('inside text only strings, numbers and booleans are interpolated; anything else is a 400 naming the field', () => {
+  const hostile = { ...request, body: { team: { toString: 1 }, tags: ['a', 'b'], ok: true, none: null } };
+  const refused = (template: unknown, field: string) => assert.throws(() => renderInput(template, hostile), (err: unknown) => {
+    assert.ok(err instanceof ApiError, `an ApiError, not ${String(err)}`);
+    assert.equal(err.statusCode, 400);
+    assert.equal(err.code, 'validation_failed');
+    assert.deepEqual((err.details as { field: string }[]).map((d) => d.field), [field]);
+    return true;
+  });
+  refused({ t: 'team {{body.team}}' }, 'body.team');
+  refused({ t: 'tags {{ body.tags }}' }, 'body.tags');
+  refused(['x {{body.constructor}}'], 'body.constructor');
+  assert.deepEqual(renderInput({ t: 'ok={{body.ok}} none={{body.none}} missing={{body.missing}}', team: '{{body.team}}' }, hostile),
+    { t: 'ok=true none= missing=', team: { toString: 1 } }, 'a whole placeholder still takes the object as it is');
 });
