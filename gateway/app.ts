@@ -15,6 +15,7 @@ import { prom } from '../lib/metrics';
 import compress from '@fastify/compress';
 import type { AuditProducer } from './request-audit';
 import type { VaultClient } from '../lib/vault';
+import { isCallerRequestId } from '../lib/request-id';
 import { Authenticator } from './auth';
 import { JwtVerifier } from './jwt';
 import { pipelineMetrics, registerPipeline } from './pipeline';
@@ -46,7 +47,6 @@ export type GatewayDeps = {
 
 /** An Idempotency-Key is remembered for 24 hours (as Stripe does). */
 const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
-const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 function gatewayMetrics(registry: Registry) {
   return {
@@ -84,7 +84,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     // The correlation id: the caller's X-Request-ID when well-formed, a new one otherwise.
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
-      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+      return typeof given === 'string' && isCallerRequestId(given) ? given : randomUUID();
     },
   });
   const js = deps.nc.jetstream();

@@ -1,6 +1,6 @@
 import { KafkaJSNonRetriableError, type Consumer, type EachMessageHandler, type Kafka } from 'kafkajs';
 import type { JetStreamClient, NatsConnection } from 'nats';
-import { headers as natsHeaders } from 'nats';
+import { ErrorCode, headers as natsHeaders, NatsError } from 'nats';
 import type { Pool } from 'pg';
 import { z } from 'zod';
 import type { ExecutionIds } from '../lib/execution-ids';
@@ -10,6 +10,7 @@ import { subjects } from '../lib/nats';
 import type { TriggerMessage } from '../lib/trigger-message';
 import { loadTriggerRules, renderInput, type TriggerRule } from '../lib/trigger-rules';
 import { findWorkflowType } from '../lib/workflow-registry';
+import { isCallerRequestId } from '../lib/request-id';
 
 /** An event on Kafka `api.events` (keyed by tenant). */
 export const apiEventSchema = z.object({
@@ -30,7 +31,8 @@ const EVENT_FETCH_WAIT_MS = 1000;
  * Event-type trigger rules: each `api.events` record that matches a rule of its tenant becomes
  * a trigger on JetStream. The execution id derives from the rule and the event (its id, or
  * topic/partition/offset), so a re-read record never starts a second workflow. The offset is
- * committed only after JetStream acked every trigger of the record.
+ * committed only after JetStream acked every trigger of the record (or a trigger was skipped as
+ * one it can never take: publishTrigger).
  */
 /** The default consumer group that turns `api.events` into triggers (FLOWGATE_EVENT_RULES_GROUP; its lag is a metric and a KEDA scaler's input). */
 export const EVENT_RULES_GROUP = 'flowgate-event-triggers';
@@ -90,7 +92,14 @@ export async function startEventRules(deps: { group?: string; failpoint?: string
     for (const rule of matching) {
       const def = findWorkflowType(rule.workflow_type);
       if (!def) continue;
-      const input = renderInput(rule.input_template, { event });
+      let input: unknown;
+      try {
+        input = renderInput(rule.input_template, { event });
+      } catch (err) {
+        // A value the template cannot put into text (400 at the gateway): this event never fits.
+        deps.logger.warn({ rule: rule.id, event: event.id, err: (err as Error).message }, 'event does not fit the rule\'s input template; skipped');
+        continue;
+      }
       const parsed = def.input.safeParse(input);
       if (!parsed.success) {
         deps.logger.warn({ rule: rule.id, event: event.id, issues: parsed.error.issues }, 'event does not fit the workflow input; skipped');
@@ -98,21 +107,52 @@ export async function startEventRules(deps: { group?: string; failpoint?: string
       }
       const eventKey = event.id ?? `${topic}:${partition}:${message.offset}`;
       const executionId = deps.ids.mint(event.tenant, `event:${rule.id}:${eventKey}`);
-      const correlation = event.correlation_id || executionId; // an empty one is none
       const msg: TriggerMessage = {
         execution_id: executionId, tenant: event.tenant, workflow_type: def.name, input: parsed.data,
-        correlation_id: correlation, accepted_at: new Date().toISOString(), source: 'event',
+        correlation_id: triggerCorrelation(event.correlation_id, executionId), accepted_at: new Date().toISOString(), source: 'event',
         ...(rule.callback_url ? { callback_url: rule.callback_url } : {}),
       };
-      const h = natsHeaders();
-      h.set('X-Request-ID', correlation);
-      // Throws on failure: kafkajs then retries the record and does not commit its offset.
-      await deps.js.publish(subjects.trigger(event.tenant), JSON.stringify(msg), { msgID: executionId, headers: h, timeout: 5000 });
-      deps.onTrigger(rule);
+      if (await publishTrigger(deps.js, msg, deps.logger, { topic, partition, offset: message.offset, rule: rule.id })) deps.onTrigger(rule);
     }
   };
   await start();
   return { consuming: keeper.consuming, close: async () => { keeper.close(); await consumer.disconnect(); } };
+}
+
+/**
+ * The trigger's correlation id: the event's when the gateway would take it as an X-Request-ID, the
+ * execution id otherwise (none, empty, CR/LF that nats.js refuses in a header, or hundreds of KB
+ * that push the message past NATS's max_payload: each would fail every attempt to publish).
+ */
+export function triggerCorrelation(given: string | undefined, executionId: string): string {
+  return given !== undefined && isCallerRequestId(given) ? given : executionId;
+}
+
+/** JetStream's "message size exceeds maximum allowed" (the stream's max_msg_size). */
+const JS_MESSAGE_TOO_BIG = 10054;
+/** nats.js errors raised before anything is sent, about the message itself. */
+const UNPUBLISHABLE_CODES = new Set<string>([ErrorCode.MaxPayloadExceeded, ErrorCode.BadHeader, ErrorCode.BadPayload, ErrorCode.BadSubject]);
+
+/**
+ * Publishes an event rule's trigger; false when it was skipped. A message JetStream can never take
+ * (too big, a header nats.js refuses) is logged and skipped: thrown, kafkajs would retry the record
+ * for ever without committing it, and every later record of its partition would wait behind it.
+ * Any other failure (NATS away, a timeout, no stream yet, a full stream) throws, so kafkajs retries
+ * the record and does not commit its offset.
+ */
+export async function publishTrigger(js: Pick<JetStreamClient, 'publish'>, msg: TriggerMessage, logger: Logger,
+  record: { topic: string; partition: number; offset: string; rule: string }): Promise<boolean> {
+  try {
+    const h = natsHeaders();
+    h.set('X-Request-ID', msg.correlation_id);
+    await js.publish(subjects.trigger(msg.tenant), JSON.stringify(msg), { msgID: msg.execution_id, headers: h, timeout: 5000 });
+    return true;
+  } catch (err) {
+    const never = err instanceof NatsError && (UNPUBLISHABLE_CODES.has(err.code) || err.api_error?.err_code === JS_MESSAGE_TOO_BIG);
+    if (!never) throw err;
+    logger.error({ err, ...record, tenant: msg.tenant, execution_id: msg.execution_id }, 'event trigger can never be published; skipped');
+    return false;
+  }
 }
 
 /**
