@@ -55,8 +55,12 @@ export const configSchema = z.object({
   FLOWGATE_DATABASE_CLUSTER: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).default('main'),
   /** The worker's database watchdog: off; `approval` starts a failover run that waits for an operator; `automatic` one that does not. */
   FLOWGATE_DB_FAILOVER: z.enum(['off', 'approval', 'automatic']).default('approval'),
-  /** How often the watchdog probes the primary, and how many failed probes in a row mean it is down. */
-  FLOWGATE_DB_PROBE_MS: z.coerce.number().int().min(100).default(1000),
+  /**
+   * How often the watchdog probes the primary, and how many failed probes in a row mean it is down.
+   * The interval is also the failover run's probe_interval_ms, which the runbook bounds (lib/runbooks.ts):
+   * a longer one would make every run the watchdog starts fail to start.
+   */
+  FLOWGATE_DB_PROBE_MS: z.coerce.number().int().min(100).max(10_000, "must be at most 10000 (the database-failover runbook's probe_interval_ms takes no more)").default(1000),
   FLOWGATE_DB_PROBE_FAILURES: z.coerce.number().int().min(1).default(3),
   /** PostgreSQL's client and server programs (pg_dump, pg_restore, initdb, postgres) for the backup drill. */
   FLOWGATE_PG_BIN: z.string().min(1).optional(),

@@ -108,10 +108,24 @@ export async function databaseClients(nc: NatsConnection, waitMs = 750): Promise
   return out;
 }
 
-/** The primary's address: the topology's when there is one, else the URL's. */
+/**
+ * The topology names no primary now (a failover between its fence and its repoint): retry later.
+ * A plain error, so an activity that meets it is retried (no retry policy lists it as final).
+ */
+export class NoPrimaryError extends Error {
+  override name = 'NoPrimaryError';
+}
+
+/**
+ * The primary's address: the topology's when there is one, else the URL's. A topology without a
+ * primary throws NoPrimaryError: the URL's host is then usually the fenced old primary.
+ */
 export async function primaryAddress(nc: NatsConnection | undefined, cluster: string, url: string): Promise<{ host: string; port: number }> {
   const t = nc ? await readTopology(await topologyBucket(nc), cluster) : undefined;
-  if (t?.topology.primary) return { host: t.topology.primary.host, port: t.topology.primary.port };
+  if (t) {
+    if (!t.topology.primary) throw new NoPrimaryError(`the database topology of ${cluster} names no primary now (a failover is under way, epoch ${t.topology.epoch}); retry once it is repointed`);
+    return { host: t.topology.primary.host, port: t.topology.primary.port };
+  }
   const u = new URL(url);
   return { host: u.hostname, port: Number(u.port || 5432) };
 }

@@ -135,11 +135,12 @@ export function startDbWatchdog(deps: { config: Config; nats: NatsConnection; va
 
   const startFailover = async (epoch: number) => {
     const def = findRunbook('database-failover')!;
-    const params = def.params.parse({
-      cluster, automatic: config.FLOWGATE_DB_FAILOVER === 'automatic', probes: 1, probe_interval_ms: config.FLOWGATE_DB_PROBE_MS,
-      down_since: downSince, last_primary_lsn: lastLsn, expected_epoch: epoch,
-    });
     try {
+      // Parameters the runbook refuses are a start that failed, told as one, not a failed tick.
+      const params = def.params.parse({
+        cluster, automatic: config.FLOWGATE_DB_FAILOVER === 'automatic', probes: 1, probe_interval_ms: config.FLOWGATE_DB_PROBE_MS,
+        down_since: downSince, last_primary_lsn: lastLsn, expected_epoch: epoch,
+      });
       const id = await startRunbookRun(deps.temporal, config.FLOWGATE_TASK_QUEUE, def, params, { requestedBy: 'db-watchdog', dryRun: false, correlationId: `db-watchdog-${cluster}-${epoch}` });
       logger.error({ cluster, epoch, run: id, down_since: downSince, mode: config.FLOWGATE_DB_FAILOVER }, 'the database primary is down: failover started');
     } catch (err) {

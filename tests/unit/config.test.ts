@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, loadConfig } from '../../lib/config';
+import { findRunbook } from '../../lib/runbooks';
 
 test('defaults match the local stack and the status port follows the process', () => {
   const c = loadConfig('triggers', {});
@@ -61,4 +62,19 @@ test('FLOWGATE_X_FILE sets FLOWGATE_X from a file (a mounted secret); both set, 
   // The value read is validated like any other.
   writeFileSync(file, 'short');
   assert.throws(() => loadConfig('gateway', { FLOWGATE_EXECUTION_ID_SECRET_FILE: file }), /FLOWGATE_EXECUTION_ID_SECRET: must be at least 16 characters/);
+});
+
+test("FLOWGATE_DB_PROBE_MS is refused above what the failover runbook's probe_interval_ms takes (the watchdog could never start a run)", () => {
+  const failover = findRunbook('database-failover')!;
+  const params = (ms: number) => ({ cluster: 'main', automatic: true, probes: 1, probe_interval_ms: ms });
+  const highest = loadConfig('worker', { FLOWGATE_DB_PROBE_MS: '10000' }).FLOWGATE_DB_PROBE_MS;
+  assert.equal(highest, 10_000);
+  assert.doesNotThrow(() => failover.params.parse(params(highest)), 'the highest value the config takes, the runbook takes');
+  assert.throws(() => failover.params.parse(params(highest + 1)));
+  assert.throws(() => loadConfig('worker', { FLOWGATE_DB_PROBE_MS: String(highest + 1) }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.issues.map((i) => i.variable), ['FLOWGATE_DB_PROBE_MS']);
+    assert.match(err.message, /FLOWGATE_DB_PROBE_MS: .*10000.*database-failover/);
+    return true;
+  });
 });
