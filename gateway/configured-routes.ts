@@ -15,6 +15,7 @@ import { maskJson, maskJsonText, maskText, type PiiKind } from './pii';
 import { createTriggering, type Accepted } from './triggering';
 import { SENSITIVE_RESPONSE_HEADERS } from './security-headers';
 import { UpstreamError, type UpstreamResponse } from './upstreams';
+import { transformRequestHeaders, withQuery } from './header-plugins';
 
 /**
  * Everything outside /api and /outbound: the workspace's configured routes and route-bound
@@ -142,6 +143,10 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     headers['x-forwarded-proto'] = req.protocol;
     for (const h of remove ?? []) delete headers[h.toLowerCase()];
     for (const [k, v] of Object.entries(add ?? {})) headers[k.toLowerCase()] = v;
+    // The plugins after the route's own edits; what the gateway asserts below still wins.
+    transformRequestHeaders(headers, req.flowgate.plugins['request-transformer']);
+    const correlation = req.flowgate.correlation;
+    if (correlation) headers[correlation.name] = correlation.value;
     const p = req.flowgate.principal;
     headers['x-request-id'] = req.id;
     headers['x-tenant-id'] = tenant;
@@ -216,7 +221,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
       headers['content-type'] = c.type;
     }
     try {
-      const res = await ctx.upstreams.request(service, { method: req.method, path: `${path}${url.search}`, headers, body });
+      const res = await ctx.upstreams.request(service, { method: req.method, path: withQuery(`${path}${url.search}`, req.flowgate.plugins['request-transformer']?.add_querystring), headers, body });
       req.flowgate.upstream = `${service.name} ${res.target}`;
       // The client is told where things are at the gateway, never the upstream's own address.
       for (const h of ['location', 'content-location']) {

@@ -12,6 +12,8 @@ import type { Match } from './config-store';
 import { maskBody, maskPath } from './pii';
 import { rateLimitHeaders, type LimitDecision } from './rate-limit';
 import { cacheControl, NEVER_STORED, securityHeadersFor, upstreamCacheVary } from './security-headers';
+import { appendVary, correlationOf, corsHeaders, corsPreflight, isPreflight } from './header-plugins';
+import { tenantFromHost } from './tenant';
 import type { PluginSet } from './workspace-view';
 
 /**
@@ -44,6 +46,8 @@ export type RequestState = {
   target?: RequestTarget;
   /** The request's server span: its trace id is in the logs, the audit entry, X-Trace-ID and the next hop. */
   span?: Span;
+  /** The `correlation-id` plugin's header: sent upstream, and back to the client when it echoes. */
+  correlation?: { name: string; value: string; echo: boolean };
 };
 
 declare module 'fastify' {
@@ -92,6 +96,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       if (!reply.raw.writableFinished) responded(req, reply, CLIENT_CLOSED);
     });
     state.span = startSpan(ctx.tracer, `${req.method} gateway`, SpanKind.SERVER, extractContext(req.headers, httpHeaderGetter));
+    if (isPreflight(req.method, req.headers) && answeredPreflight(req, reply)) return;
     const refuse = (err: unknown) => {
       state.errorCode = (err as ApiError).code;
       ctx.metrics.pipeline.refusals.inc({ stage: stageOf(err as ApiError), tenant: state.principal?.tenant ?? 'unknown' });
@@ -125,6 +130,39 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     else authenticated(principal);
   });
 
+  /**
+   * A CORS preflight carries no credential (nor custom headers, in a browser): it is answered
+   * here, before authentication, when its tenant is known (X-Tenant-ID or the host's subdomain,
+   * agreeing) and the route it asks about, or the workspace, has a `cors` plugin. Any other goes
+   * on through the pipeline, which refuses it without a credential.
+   */
+  function answeredPreflight(req: FastifyRequest, reply: FastifyReply): boolean {
+    const named = typeof req.headers['x-tenant-id'] === 'string' ? req.headers['x-tenant-id'] : undefined;
+    const fromHost = tenantFromHost(req.headers.host, ctx.config.FLOWGATE_TENANT_HOST_SUFFIX);
+    const tenant = named ?? fromHost;
+    if (!tenant || (named && fromHost && named !== fromHost)) return false;
+    const view = ctx.configStore.view(tenant);
+    if (!view) return false;
+    let target: RequestTarget;
+    try {
+      target = requestTarget(req.url);
+    } catch {
+      return false;
+    }
+    const method = String(req.headers['access-control-request-method']).toUpperCase();
+    const match = ctx.configStore.find(tenant, method, req.headers.host, target.pathname);
+    const route = match?.kind === 'route' ? match.route : undefined;
+    const plugins = view.pluginsFor(route ? { name: route.name, service: route.service } : undefined, undefined);
+    if (!plugins.cors) return false;
+    const state = req.flowgate;
+    state.plugins = plugins;
+    state.match = match;
+    state.target = target;
+    // Not allowed (origin, method or headers): no Access-Control-Allow-* at all, and the browser refuses.
+    reply.code(204).headers(corsPreflight(plugins.cors, req.headers.origin!, method, req.headers['access-control-request-headers']) ?? {}).send();
+    return true;
+  }
+
   /** Route match, ip restriction, authorization, size limit; then the rate limits' decisions (synchronous when leases decide). */
   function admitted(req: FastifyRequest, principal: Principal): LimitDecision[] | Promise<LimitDecision[]> {
     const state = req.flowgate;
@@ -138,6 +176,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     const route = state.match?.kind === 'route' ? state.match.route : undefined;
     state.plugins = view?.pluginsFor(route ? { name: route.name, service: route.service } : undefined, principal.username) ?? {};
     const p = state.plugins;
+    if (p['correlation-id']) state.correlation = correlationOf(p['correlation-id'], req.headers, req.id);
 
     if (p['ip-restriction'] && !ipAllowed(p['ip-restriction'], req.ip)) {
       throw new ApiError(403, 'ip_not_allowed', 'requests from this address are not allowed here');
@@ -175,9 +214,18 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
   // written before the handler returns, so Fastify does not have to wait for it with
   // end-of-stream listeners (Reply.then) on every request.
   app.addHook('onSend', (req, reply, payload, done) => {
-    reply.header('X-Request-ID', req.id);
+    const correlation = req.flowgate?.correlation;
+    if (!correlation || correlation.echo || correlation.name !== 'x-request-id') reply.header('X-Request-ID', req.id);
+    if (correlation?.echo) reply.header(correlation.name, correlation.value);
     if (req.flowgate?.span) reply.header('X-Trace-ID', req.flowgate.span.spanContext().traceId);
     const p = req.flowgate?.plugins ?? {};
+    if (p.cors && !isPreflight(req.method, req.headers)) {
+      const cors = corsHeaders(p.cors, req.headers.origin);
+      if (cors) reply.headers(cors);
+      // An answer that depends on the Origin: caches keep one per origin.
+      reply.header('vary', appendVary(reply.getHeader('vary'), 'Origin'));
+    }
+
     const secure = (req.raw.socket as { encrypted?: boolean }).encrypted === true;
     reply.headers(securityHeadersFor(p['security-headers'], secure));
     if (NEVER_STORED.has(reply.statusCode) || !reply.hasHeader('cache-control')) {
@@ -187,6 +235,12 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       const given = reply.getHeader('vary');
       const vary = upstreamCacheVary(String(reply.getHeader('cache-control')), Array.isArray(given) ? given.join(', ') : given === undefined ? undefined : String(given));
       if (vary) reply.header('vary', vary);
+    }
+    // The operator's last word on the answer's headers.
+    const rt = p['response-transformer'];
+    if (rt) {
+      for (const h of rt.remove_headers) reply.removeHeader(h);
+      reply.headers(rt.add_headers);
     }
     if (reply.statusCode >= 400 && req.flowgate && (typeof payload === 'string' || Buffer.isBuffer(payload))) req.flowgate.responseBody = payload;
     done(null, payload);

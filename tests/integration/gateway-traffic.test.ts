@@ -283,6 +283,71 @@ describe('transformations and the response pipeline', () => {
     }
   });
 
+  test('header plugins: request- and response-transformer, correlation-id and cors (a preflight answered without a credential)', async () => {
+    const echo = await sandbox((req, body) => ({
+      headers: { 'x-internal': 'node-7' },
+      body: JSON.stringify({ url: req.url, headers: req.headers, body }),
+    }));
+    try {
+      const t = await tenant('hp');
+      await t.admin('POST', '/services', { name: 'echo', url: echo.url });
+      await t.admin('POST', '/routes', { name: 'plugged', service: 'echo', paths: ['/plugged'] });
+      for (const plugin of [
+        { name: 'request-transformer', route: 'plugged', config: { add_headers: { 'X-Source': 'gateway', 'X-Tenant-ID': 'forged' }, remove_headers: ['X-Debug'], add_querystring: { v: '2' } } },
+        { name: 'response-transformer', route: 'plugged', config: { add_headers: { 'X-Served-By': 'flowgate' }, remove_headers: ['X-Internal'] } },
+        { name: 'correlation-id', route: 'plugged', config: { header_name: 'X-Correlation-ID', echo_downstream: true } },
+        { name: 'cors', route: 'plugged', config: { origins: ['https://app.example.com'], methods: ['GET', 'POST'], headers: ['Content-Type', 'X-Tenant-ID'], exposed_headers: ['X-Served-By'], credentials: true } },
+      ]) {
+        const r = await t.admin('POST', '/plugins', plugin);
+        assert.equal(r.status, 201, r.text);
+      }
+      await eventually('plugins served', async () => (await t.gw('GET', '/plugged')).headers.get('x-served-by') === 'flowgate', 5000, 20);
+
+      const r = await t.gw('GET', '/plugged/x?a=1', undefined, { 'x-debug': '1', 'x-correlation-id': 'corr-77', origin: 'https://app.example.com' });
+      assert.equal(r.status, 200, r.text);
+      // request-transformer: headers and query edited on the way up; the gateway's own assertions still win.
+      assert.equal(r.body.headers['x-source'], 'gateway');
+      assert.equal(r.body.headers['x-debug'], undefined);
+      assert.equal(r.body.headers['x-tenant-id'], t.tenant, 'a plugin cannot forge the tenant header');
+      assert.equal(r.body.url, '/plugged/x?a=1&v=2');
+      // correlation-id: the client's id goes up under the plugin's header and comes back.
+      assert.equal(r.body.headers['x-correlation-id'], 'corr-77');
+      assert.equal(r.headers.get('x-correlation-id'), 'corr-77');
+      // response-transformer.
+      assert.equal(r.headers.get('x-internal'), null);
+      assert.equal(r.headers.get('x-served-by'), 'flowgate');
+      // cors on an ordinary answer.
+      assert.equal(r.headers.get('access-control-allow-origin'), 'https://app.example.com');
+      assert.equal(r.headers.get('access-control-allow-credentials'), 'true');
+      assert.equal(r.headers.get('access-control-expose-headers'), 'X-Served-By');
+      assert.match(r.headers.get('vary') ?? '', /Origin/);
+      const elsewhere = await t.gw('GET', '/plugged/x', undefined, { origin: 'https://evil.example.com' });
+      assert.equal(elsewhere.headers.get('access-control-allow-origin'), null, 'another origin is not allowed');
+
+      // A preflight has no credential: answered before authentication, from the route's plugin.
+      const preflight = (origin: string, method: string) => fetch(`${stack.gatewayUrl}/plugged/x`, {
+        method: 'OPTIONS', headers: { origin, 'access-control-request-method': method, 'access-control-request-headers': 'content-type', 'x-tenant-id': t.tenant },
+      });
+      const upstreamCalls = echo.count;
+      const ok = await preflight('https://app.example.com', 'POST');
+      assert.equal(ok.status, 204);
+      assert.equal(ok.headers.get('access-control-allow-origin'), 'https://app.example.com');
+      assert.equal(ok.headers.get('access-control-allow-methods'), 'GET, POST');
+      assert.equal(ok.headers.get('access-control-allow-headers'), 'Content-Type, X-Tenant-ID');
+      assert.equal(ok.headers.get('access-control-max-age'), '600');
+      const refused = await preflight('https://app.example.com', 'DELETE');
+      assert.equal(refused.headers.get('access-control-allow-origin'), null, 'a method the plugin does not allow');
+      assert.equal(echo.count, upstreamCalls, 'no preflight reached the upstream');
+      // Without a cors plugin, an OPTIONS without a credential is refused as any request is.
+      await t.admin('POST', '/routes', { name: 'plain', service: 'echo', paths: ['/plain'] });
+      await served(t.gw, '/plain');
+      const plain = await fetch(`${stack.gatewayUrl}/plain`, { method: 'OPTIONS', headers: { origin: 'https://app.example.com', 'access-control-request-method': 'GET', 'x-tenant-id': t.tenant } });
+      assert.equal(plain.status, 401);
+    } finally {
+      await echo.close();
+    }
+  });
+
   test('a path is matched and forwarded as the path it resolves to: dot segments cannot climb out of a route', async () => {
     const pub = await sandbox();
     try {
