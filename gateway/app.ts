@@ -106,7 +106,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
       throw err;
     }
   });
-  const upstreams = new Upstreams({ logger: deps.logger, registry: deps.registry });
+  const upstreams = new Upstreams({ logger: deps.logger, registry: deps.registry, maxResponseBytes: deps.config.FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES });
   const ctx: GatewayContext = {
     ...deps,
     configStore,

@@ -194,7 +194,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     const timedOut = err.code === 'upstream_timeout';
     // A trigger is durable already: the client still gets its execution id.
     return reply.code(timedOut ? 504 : err.code === 'no_healthy_target' ? 503 : 502).send({
-      error: { code: err.code, message: timedOut ? 'the upstream did not answer in time' : 'the upstream did not answer' },
+      error: { code: err.code, message: timedOut ? 'the upstream did not answer in time' : err.code === 'upstream_response_too_large' ? err.message : 'the upstream did not answer' },
       correlation_id: req.id, ...(accepted ? { execution_id: accepted.executionId } : {}),
     });
   }

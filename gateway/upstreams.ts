@@ -45,13 +45,20 @@ export type UpstreamResponse = { status: number; headers: Record<string, string 
 
 export type TargetHealth = { url: string; healthy: boolean; active: number; failures: number };
 
-export type UpstreamErrorCode = 'upstream_unavailable' | 'upstream_timeout' | 'no_healthy_target';
+export type UpstreamErrorCode = 'upstream_unavailable' | 'upstream_timeout' | 'no_healthy_target' | 'upstream_response_too_large';
 
 const ERRORS: Record<UpstreamErrorCode, { status: number; message: string }> = {
   upstream_unavailable: { status: 502, message: 'the upstream did not answer' },
   upstream_timeout: { status: 504, message: 'the upstream did not answer in time' },
   no_healthy_target: { status: 503, message: 'the service has no healthy target' },
+  upstream_response_too_large: { status: 502, message: "the upstream's answer is larger than the gateway takes" },
 };
+
+/** The answers the gateway holds are bounded (FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES): a bigger one is cut off, never buffered whole. */
+export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+class ResponseTooLarge extends Error {
+  override name = 'ResponseTooLarge';
+}
 
 /** A failed upstream exchange; an ApiError so the root error handler renders it (502/504/503). `target` stays server-side. */
 export class UpstreamError extends ApiError {
@@ -107,7 +114,7 @@ type Target = {
 
 type ServiceState = { service: UpstreamService; targets: Target[]; checkKey: string; adHoc?: boolean };
 
-type Failure = { kind: 'connect' | 'timeout' | 'failed' | 'caller'; err: unknown };
+type Failure = { kind: 'connect' | 'timeout' | 'failed' | 'caller' | 'too_large'; err: unknown };
 
 /**
  * One upstream exchange through undici's `dispatch`: the answer's body is collected into a
@@ -128,6 +135,7 @@ class Exchange implements Dispatcher.DispatchHandlers {
 
   constructor(
     private readonly headersDeadlineMs: number,
+    private readonly maxBytes: number,
     private readonly signal: AbortSignal | undefined,
     private readonly resolve: (res: { status: number; headers: Record<string, string | string[]>; body: Buffer }) => void,
     private readonly reject: (err: Error) => void,
@@ -156,8 +164,14 @@ class Exchange implements Dispatcher.DispatchHandlers {
   }
 
   onData(chunk: Buffer): boolean {
-    this.chunks.push(chunk);
     this.size += chunk.length;
+    if (this.size > this.maxBytes) {
+      // Memory is every tenant's: the exchange ends here (the connection with it).
+      this.chunks = [];
+      this.abort?.(new ResponseTooLarge(`the answer passed ${this.maxBytes} bytes`));
+      return false;
+    }
+    this.chunks.push(chunk);
     return true;
   }
 
@@ -249,6 +263,7 @@ function leastConnections(candidates: Target[]): Target {
 
 function classify(err: unknown, signal: AbortSignal | undefined): Failure {
   if (signal?.aborted) return { kind: 'caller', err };
+  if (err instanceof ResponseTooLarge) return { kind: 'too_large', err };
   const code = (err as { code?: string }).code ?? '';
   if (code === 'UND_ERR_INVALID_ARG') throw err;
   if (CONNECT_ERRORS.has(code)) return { kind: 'connect', err };
@@ -259,6 +274,7 @@ function classify(err: unknown, signal: AbortSignal | undefined): Failure {
 export class Upstreams {
   private readonly logger: Logger;
   private readonly connections: number;
+  private readonly maxResponseBytes: number;
   private readonly services = new Map<string, ServiceState>();
   /** Health checks get their own connections: a saturated traffic pool must not fail a check. */
   private readonly checkAgent = new Agent({ connections: 2, keepAliveTimeout: KEEP_ALIVE_MS });
@@ -266,8 +282,9 @@ export class Upstreams {
   private readonly duration?: prom.Histogram;
   private closed = false;
 
-  constructor(opts: { logger: Logger; registry?: Registry; maxConnectionsPerTarget?: number }) {
+  constructor(opts: { logger: Logger; registry?: Registry; maxConnectionsPerTarget?: number; maxResponseBytes?: number }) {
     this.logger = opts.logger;
+    this.maxResponseBytes = opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.connections = opts.maxConnectionsPerTarget ?? DEFAULT_CONNECTIONS;
     const registry = opts.registry;
     if (registry) {
@@ -346,6 +363,7 @@ export class Upstreams {
         }
         throw reason ?? last.err;
       }
+      if (last.kind === 'too_large') throw new UpstreamError('upstream_response_too_large', lastTarget?.url, last.err);
       const timedOut = last.kind === 'timeout' || (last.err as { code?: string }).code === 'UND_ERR_CONNECT_TIMEOUT';
       if (timedOut) statusClass = 'timeout';
       // The caller logs the request; the cause (ECONNREFUSED, …) rides on the error.
@@ -473,7 +491,7 @@ export class Upstreams {
       const res = await new Promise<{ status: number; headers: Record<string, string | string[]>; body: Buffer }>((resolve, reject) => {
         target.pool.dispatch(
           { method: req.method as Dispatcher.HttpMethod, path: joinPath(target.basePath, req.path), headers: requestHeaders(req.headers), body: req.body },
-          new Exchange(state.service.read_timeout_ms, req.signal, resolve, reject),
+          new Exchange(state.service.read_timeout_ms, this.maxResponseBytes, req.signal, resolve, reject),
         );
       });
       const response: UpstreamResponse = { ...res, target: target.url };
@@ -482,7 +500,8 @@ export class Upstreams {
       return response;
     } catch (err) {
       const failure = classify(err, req.signal);
-      if (failure.kind !== 'caller') this.passiveFailure(state, target, 'failure', failure.kind === 'timeout' ? 'timeout' : (err as { code?: string }).code ?? 'error');
+      // An answer too large is the route's content, not the target's health.
+      if (failure.kind !== 'caller' && failure.kind !== 'too_large') this.passiveFailure(state, target, 'failure', failure.kind === 'timeout' ? 'timeout' : (err as { code?: string }).code ?? 'error');
       return failure;
     } finally {
       target.inFlight--;

@@ -32,6 +32,8 @@ export const configSchema = z.object({
   FLOWGATE_STATUS_PORT: port.optional(),
   FLOWGATE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
   FLOWGATE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1_048_576),
+  /** The largest upstream answer the gateway takes (it holds answers whole, to transform them): a bigger one is 502 upstream_response_too_large. */
+  FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES: z.coerce.number().int().min(1024).default(32 * 1024 * 1024),
 
   FLOWGATE_TEMPORAL_ADDRESS: hostPort.default('127.0.0.1:7233'),
   FLOWGATE_TEMPORAL_NAMESPACE: z.string().min(1).default('default'),

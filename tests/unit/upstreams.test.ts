@@ -334,3 +334,27 @@ test('sync keeps the health of targets that stay and drops removed ones', async 
   assert.deepEqual(u.health(), {});
   assert.ok(!(await registry.getSingleMetricAsString('upstream_target_health')).includes(a.url), 'a removed service leaves no gauge behind');
 });
+
+test('an answer past the size bound is cut off and refused (502 upstream_response_too_large), not held whole; the target stays healthy', async (t) => {
+  // An upstream that streams 64 MiB (an endless export, a misconfigured file server).
+  const big = await sandbox((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    const chunk = Buffer.alloc(1024 * 1024, 120);
+    let sent = 0;
+    const write = () => {
+      while (sent < 64) {
+        sent++;
+        if (!res.write(chunk)) return res.once('drain', write);
+      }
+      res.end();
+    };
+    write();
+  });
+  const u = new Upstreams({ logger: capture().logger, maxResponseBytes: 8 * 1024 * 1024 });
+  t.after(() => u.close());
+  const svc = service([{ url: big.url }], { healthchecks: { passive: { unhealthy_failures: 1, unhealthy_5xx: 1, window_ms: 10_000, cooldown_ms: 10_000 } } });
+  const before = process.memoryUsage().arrayBuffers;
+  await assert.rejects(u.request(svc, GET), (err: unknown) => err instanceof UpstreamError && err.code === 'upstream_response_too_large' && err.statusCode === 502);
+  assert.ok(process.memoryUsage().arrayBuffers - before < 32 * 1024 * 1024, 'not buffered whole');
+  assert.equal(healthOf(u, svc, big.url).healthy, true, 'the content, not the target\'s health');
+});
