@@ -140,7 +140,7 @@ export function compileRewrite(r: PathRewrite): (path: string) => string {
   return (path: string): string => {
     if (!re.test(path)) return path;
     const rewritten = path.replace(re, replacement).replace(/^[/\\]*/, '/');
-    if (rewritten.split(/[/\\]/).some(isDotSegment)) throw new PathRewriteError('unsafe_path', 'path contains a dot segment');
+    if (rewritten.split(/[/\\]|%2F|%5C/i).some(isDotSegment)) throw new PathRewriteError('unsafe_path', 'path contains a dot segment');
     return rewritten;
   };
 }

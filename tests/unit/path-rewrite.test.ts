@@ -18,7 +18,7 @@ test('the result starts with exactly one slash and cannot climb with dot segment
   assert.equal(strip('/v1//evil.example/x'), '/evil.example/x');
   assert.equal(compileRewrite({ pattern: '^/a/(.*)$', replacement: '$1' })('/a/b'), '/b');
   const files = compileRewrite({ pattern: '^/public/(.*)$', replacement: '/static/$1' });
-  for (const sneaky of ['/public/../admin', '/public/%2e%2E/admin', '/public/..\\admin', '/public/./x']) {
+  for (const sneaky of ['/public/../admin', '/public/%2e%2E/admin', '/public/..\\admin', '/public/./x', '/public/..%2Fadmin', '/public/..%5cadmin']) {
     assert.throws(() => files(sneaky), (err: unknown) => err instanceof PathRewriteError && err.code === 'unsafe_path', sneaky);
   }
   assert.equal(files('/public/a..b/c'), '/static/a..b/c');

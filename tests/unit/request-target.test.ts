@@ -26,6 +26,8 @@ const canonical = (raw: string) => {
 };
 const viaUrl = (raw: string) => outcome(() => {
   const u = new URL(canonical(raw), 'http://gateway');
+  // A dot segment behind an encoded separator is refused (an upstream may decode it first).
+  if (/%2F|%5C/i.test(u.pathname) && u.pathname.split(/\/|%2F|%5C/i).some((s) => s === '.' || s === '..')) throw new Error('unsafe');
   return { pathname: u.pathname, search: u.search };
 });
 const fast = (raw: string) => outcome(() => requestTarget(raw));
@@ -43,6 +45,13 @@ test('one path however it is spelled: escapes of unreserved characters, doubled 
     ['/a/%7euser', '/a/~user'], ['/api/\\admin/x', '/api/admin/x'], ['/api\\\\admin', '/api/admin'], ['/a%2fb', '/a%2Fb'], ['/a%20b', '/a%20b'], ['/caf%c3%a9', '/caf%C3%A9'], ['/a/%2561', '/a/%2561'],
   ]) assert.equal(requestTarget(raw!).pathname, pathname, raw);
   assert.equal(requestTarget('/%61?x=%61').search, '?x=%61', 'the query is left as it is');
+});
+
+test('a dot segment behind an encoded slash or backslash is refused: an upstream that decodes it first would climb out', () => {
+  for (const raw of ['/public/..%2F..%2Finternal', '/public/..%2finternal', '/public/%2e%2e%2Fadmin', '/public/..%5Cadmin', '/a%2F..%2Fb', '/a%2F.']) {
+    assert.throws(() => requestTarget(raw), (err: unknown) => (err as { code?: string }).code === 'unsafe_path' && (err as { statusCode?: number }).statusCode === 400, raw);
+  }
+  for (const raw of ['/a%2Fb', '/files/a..b%2Fc', '/x%2F...%2Fy']) assert.doesNotThrow(() => requestTarget(raw), raw);
 });
 
 test('property: for any path-and-query, the same pathname and search as URL', () => {
