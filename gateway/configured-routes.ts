@@ -28,13 +28,18 @@ import { transformRequestHeaders, withQuery } from './header-plugins';
 /** Never forwarded: hop-by-hop headers (RFC 9110 §7.6.1) and the client's own credential. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'host', 'content-length', 'authorization', 'x-api-key']);
 /**
+ * The gateway decodes a request body the client encoded (gzip, deflate, br: @fastify/compress,
+ * which refuses other encodings) and forwards it plain: its Content-Encoding no longer holds.
+ */
+const REQUEST_ONLY = new Set(['content-encoding']);
+/**
  * What the gateway itself tells the upstream about the request (who, which tenant, from where):
  * the client's own values of these are not passed on. The gateway is the edge: a client's
  * X-Forwarded-Host or X-Real-IP would otherwise poison links and addresses the upstream builds.
  */
 const GATEWAY_ASSERTED = ['x-request-id', 'x-tenant-id', 'x-user-id', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-port', 'x-forwarded-prefix', 'x-forwarded-server', 'x-real-ip', 'forwarded'];
 /** Client headers that do not reach the upstream as the client sent them (X-Forwarded-For is appended to). */
-const NOT_COPIED = new Set([...HOP_BY_HOP, ...GATEWAY_ASSERTED.filter((h) => h !== 'x-forwarded-for')]);
+const NOT_COPIED = new Set([...HOP_BY_HOP, ...REQUEST_ONLY, ...GATEWAY_ASSERTED.filter((h) => h !== 'x-forwarded-for')]);
 const ASSERTED = new Set([...GATEWAY_ASSERTED, 'authorization', 'x-api-key']);
 /** Copied from the client: not hop-by-hop or asserted, nor a name some servers (CGI, WSGI, Rack) read as an asserted one once `_` becomes `-` (`X_User_ID`). */
 const copied = (name: string) => !NOT_COPIED.has(name) && !(name.includes('_') && ASSERTED.has(name.replace(/_/g, '-')));

@@ -236,6 +236,9 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       const vary = upstreamCacheVary(String(reply.getHeader('cache-control')), Array.isArray(given) ? given.join(', ') : given === undefined ? undefined : String(given));
       if (vary) reply.header('vary', vary);
     }
+    // Cache-Control: no-transform forbids an intermediary to change the body (RFC 9110 7.7):
+    // @fastify/compress does not read it, but it does honour this request header.
+    if (/\bno-transform\b/i.test(String(reply.getHeader('cache-control') ?? ''))) req.headers['x-no-compression'] = '1';
     // The operator's last word on the answer's headers.
     const rt = p['response-transformer'];
     if (rt) {
