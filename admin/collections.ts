@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { PoolClient } from 'pg';
 import { z } from 'zod';
-import { deleteEntity, ENTITIES, getEntity, insertEntity, listEntities, updateEntity, UUID, type Doc, type EntityDef, type EntityRow } from '../lib/control-plane/entities';
+import { auditView, deleteEntity, ENTITIES, getEntity, insertEntity, listEntities, updateEntity, UUID, type Doc, type EntityDef, type EntityRow } from '../lib/control-plane/entities';
 import { COLLECTIONS } from '../lib/control-plane/schemas';
 import { beginChange, finishChange, type ChangeAudit } from '../lib/control-plane/versions';
 import { newCredential } from '../lib/credentials';
@@ -46,12 +46,6 @@ export function checkCallbackUrls(docs: readonly Doc[], allowNonPublic: boolean,
 
 /** What the API shows of an entity: its document with id, version and times. */
 export const present = (e: EntityRow) => ({ id: e.id, ...e.doc, version: e.version, created_at: e.created_at, updated_at: e.updated_at });
-
-/** Audit rows keep key prefixes, never key hashes. */
-function auditView(def: EntityDef, doc: Doc | undefined): Doc | undefined {
-  if (!doc || def.collection !== 'consumers') return doc;
-  return { ...doc, keys: (doc.keys as { prefix?: string }[]).map((k) => ({ prefix: k.prefix })) };
-}
 
 /** If-Match: "<version>" makes a write conditional; a stale version is 412 with the current one. */
 function checkIfMatch(req: FastifyRequest, current: EntityRow): void {

@@ -1,7 +1,7 @@
 import type { PoolClient } from 'pg';
 import { parseAllDocuments, stringify } from 'yaml';
 import { ApiError } from '../errors';
-import { deleteEntity, ENTITIES, insertEntity, updateEntity, type Doc } from './entities';
+import { auditView, deleteEntity, ENTITIES, insertEntity, updateEntity, type Doc } from './entities';
 import { COLLECTIONS, configDocument, keyOf, type Collection, type ConfigDocument } from './schemas';
 import { beginChange, buildSnapshot, canonical, diffDocuments, finishChange, type ChangeAudit, type ChangeContext, type ConfigDiff, type Snapshot } from './versions';
 
@@ -63,6 +63,17 @@ export async function syncDocument(
   await beginChange(db, ws);
   const live = await buildSnapshot(db, ws);
   const wanted = doc as unknown as Record<Collection, Doc[]>;
+  // One entry per entity: a second one of the same name would be applied after the first, which
+  // the diff (one per name) would not show, nor the grants it is checked against.
+  for (const c of CREATE_ORDER) {
+    const first = new Map<string, number>();
+    for (const [i, e] of wanted[c].entries()) {
+      const key = keyOf(c, e);
+      const at = first.get(key);
+      if (at !== undefined) throw new ApiError(400, 'validation_failed', `${c} lists ${key} twice (entries ${at} and ${i})`, [{ field: `body.${c}.${i}`, message: `the same entity as body.${c}.${at}` }]);
+      first.set(key, i);
+    }
+  }
   const diff = diffDocuments(live, wanted);
   for (const c of CREATE_ORDER) {
     const d = diff[c];
@@ -79,7 +90,7 @@ export async function syncDocument(
     for (const [key, e] of liveByKey(c)) {
       if (keep.has(key)) continue;
       await deleteEntity(db, def, String(e.id)).catch((err: unknown) => rethrowAt(err, c, key));
-      audits.push({ action: 'delete', entityType: def.type, entityId: String(e.id), before: e });
+      audits.push({ action: 'delete', entityType: def.type, entityId: String(e.id), before: auditView(def, e) });
     }
   }
   for (const c of CREATE_ORDER) {
@@ -91,12 +102,12 @@ export async function syncDocument(
       try {
         if (!old) {
           const created = await insertEntity(db, ws, def, e);
-          audits.push({ action: 'create', entityType: def.type, entityId: created.id, after: created.doc });
+          audits.push({ action: 'create', entityType: def.type, entityId: created.id, after: auditView(def, created.doc) });
         } else {
           const { id, ...before } = old;
           if (canonical(before) === canonical(e)) continue;
           const updated = await updateEntity(db, ws, def, String(id), e);
-          audits.push({ action: 'update', entityType: def.type, entityId: updated.id, before, after: updated.doc });
+          audits.push({ action: 'update', entityType: def.type, entityId: updated.id, before: auditView(def, before), after: auditView(def, updated.doc) });
         }
       } catch (err) {
         rethrowAt(err, c, key, i);

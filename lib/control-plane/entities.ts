@@ -280,3 +280,9 @@ export async function updateEntity(db: PoolClient, ws: string, def: EntityDef, i
 export async function deleteEntity(db: PoolClient, def: EntityDef, id: string): Promise<void> {
   await write(db, def, undefined, () => db.query(`DELETE FROM ${def.table} WHERE id = $1`, [id]));
 }
+
+/** Audit rows keep key prefixes, never key hashes (the Admin API's writes and a declarative sync alike). */
+export function auditView(def: EntityDef, doc: Doc | undefined): Doc | undefined {
+  if (!doc || def.collection !== 'consumers') return doc;
+  return { ...doc, keys: ((doc.keys ?? []) as { prefix?: string }[]).map((k) => ({ prefix: k.prefix })) };
+}

@@ -2,6 +2,7 @@
 // and workspace checks on every endpoint (taken from the served OpenAPI document), audit rows
 // that nobody can change, row-level security, versions, diffs and declarative sync.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { parse, stringify } from 'yaml';
@@ -387,6 +388,15 @@ describe('who may call what', () => {
       assert.equal(r.status, 403, r.text);
       assert.equal(r.body.error.code, 'forbidden');
     }
+    // Its role twice, first with every grant, then unchanged: the diff (one entry per name) would
+    // show no role change, and the grants check with it. Refused as malformed.
+    const twice = structuredClone(doc);
+    const own = twice.roles.find((r: { name: string }) => r.name === 'deployer');
+    twice.roles.unshift({ ...own, grants: ['*:*'] });
+    twice.services.push({ name: 'alongside', url: 'http://127.0.0.1:9' });
+    const dup = await deployer('POST', '/config/sync', twice);
+    assert.equal(dup.status, 400, dup.text);
+    assert.match(dup.body.error.details[0].field, /^body\.roles\.\d+$/);
     assert.deepEqual((await t.admin('GET', '/roles/deployer')).body.grants, ['config:read', 'config:write', 'services:write', 'routes:write'], 'unchanged');
     assert.equal((await t.admin('GET', '/consumers/backdoor')).status, 404);
     // What it may write, it syncs.
@@ -475,6 +485,20 @@ describe('audit', () => {
     } finally {
       await consumer.disconnect();
     }
+  });
+
+  test("a declarative sync's audit rows keep key prefixes, never key hashes", async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
+    const doc = (await t.admin('GET', '/config/export?format=json')).body;
+    const key = `operator-chosen-key-${randomBytes(8).toString('hex')}`;
+    doc.consumers.push({ username: 'synced-user', keys: [{ key }] });
+    const r = await t.admin('POST', '/config/sync', doc);
+    assert.equal(r.status, 200, r.text);
+    const rows = (await t.admin('GET', '/audit-logs?entity_type=consumer')).body.data as unknown[];
+    assert.ok(rows.length > 0);
+    const text = JSON.stringify(rows);
+    assert.ok(!/sha256|key_hash|hash/.test(text), text);
+    assert.ok(!text.includes(key));
   });
 
   test('audit rows cannot be changed or deleted, by the application role or the owner', async () => {
