@@ -18,18 +18,31 @@ export function adminTarget(tokenVars: string[] = ['FLOWGATE_ADMIN_TOKEN']): { u
   return { url, token };
 }
 
-export const CONFIG_USAGE = `  config export [--workspace W]          the workspace as declarative YAML on stdout
-  config diff FILE [--workspace W]       what syncing FILE would change
-  config sync FILE [--workspace W]       make the workspace equal to FILE, in one transaction`;
+export const CONFIG_USAGE = `  config export [--workspace W]              the workspace as declarative YAML on stdout
+  config diff FILE [--workspace W]           what syncing FILE would change
+  config sync FILE [--workspace W] [--dry-run]  make the workspace equal to FILE, in one transaction
+                                             (--dry-run: what it would change, changing nothing)`;
 
 /** `flowgate config export|diff|sync` against the Admin API. */
 export async function configCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  const wsFlag = rest.indexOf('--workspace');
-  const workspace = wsFlag >= 0 ? rest[wsFlag + 1] : undefined;
-  const file = rest.find((a, i) => !a.startsWith('--') && (wsFlag < 0 || i !== wsFlag + 1));
+  let workspace: string | undefined;
+  let dryRun = false;
+  const files: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (a === '--workspace' && rest[i + 1] !== undefined) workspace = rest[++i];
+    else if (a === '--dry-run' && sub === 'sync') dryRun = true;
+    else if (a.startsWith('-')) {
+      // An unknown flag is refused, never ignored: a misspelt --dry-run must not sync for real.
+      console.error(`unknown option ${a}\n${CONFIG_USAGE}`);
+      return 2;
+    } else files.push(a);
+  }
+  const file = files[0];
   const { url, token } = adminTarget();
-  const q = workspace ? `?workspace=${encodeURIComponent(workspace)}` : '';
+  const params = new URLSearchParams({ ...(workspace ? { workspace } : {}), ...(dryRun ? { dry_run: 'true' } : {}) }).toString();
+  const q = params ? `?${params}` : '';
   const call = async (method: string, p: string, body?: string) => {
     const res = await fetch(`${url}${p}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/yaml' } : {}) }, body });
     const text = await res.text();
