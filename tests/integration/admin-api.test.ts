@@ -487,6 +487,31 @@ describe('audit', () => {
     }
   });
 
+  test('an audit row too large for Kafka goes as a stand-in naming its size, and holds back no later row', async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'big');
+    const kafka = createKafka(stack.env.FLOWGATE_KAFKA_BROKERS!.split(','), 'audit-big-test');
+    const consumer = kafka.consumer({ groupId: `audit-big-test-${t.tenant}`, maxBytesPerPartition: 4 * 1024 * 1024 });
+    const seen: { entity_type: string; action: string; truncated?: { bytes: number }; after: unknown }[] = [];
+    await consumer.connect();
+    await consumer.subscribe({ topic: TOPICS.auditTrail, fromBeginning: true });
+    await consumer.run({ eachMessage: async ({ message }) => { const v = JSON.parse(message.value!.toString()); if (v.workspace_id === t.tenant) seen.push(v); } });
+    try {
+      // Before and after of 600 KB each: past the broker's 1 MB record limit.
+      const page = (c: string) => ({ name: 'page', paths: ['/page'], static_response: { status: 200, body: { html: c.repeat(600_000) } } });
+      assert.equal((await t.admin('POST', '/routes', page('a'))).status, 201);
+      const put = await t.admin('PUT', '/routes/page', page('b'));
+      assert.equal(put.status, 200, put.text.slice(0, 200));
+      assert.equal((await t.admin('POST', '/services', { name: 'after-the-big-one', url: 'http://127.0.0.1:9' })).status, 201);
+      await eventually('the later row on Kafka', () => seen.some((v) => v.entity_type === 'service' && v.action === 'create'), 30_000, 200);
+      const big = seen.find((v) => v.entity_type === 'route' && v.action === 'update');
+      assert.ok(big, 'the big row went too');
+      assert.ok(big.truncated && big.truncated.bytes > 1_000_000, JSON.stringify(big.truncated));
+      assert.equal(big.after, null);
+    } finally {
+      await consumer.disconnect();
+    }
+  });
+
   test("a declarative sync's audit rows keep key prefixes, never key hashes", async () => {
     const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl);
     const doc = (await t.admin('GET', '/config/export?format=json')).body;
