@@ -47,7 +47,8 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
       await inWorkspace(pool, ws, async (db) => {
         await db.query(`INSERT INTO config_pins (workspace_id, gateway_group, version) VALUES ($1, '*', $2)
                         ON CONFLICT (workspace_id, gateway_group) DO UPDATE SET version = $2, updated_at = now()`, [ws, body.version]);
-        await writeAudit(db, { workspace: ws, actor: `token:${who.name}`, action: 'pin', entityType: 'config', entityId: ws, after: { gateway_group: '*', version: body.version }, correlationId: req.id });
+        // With its version, so the outbox sends it to api.config-changes as well (README: each pin is a record there).
+        await writeAudit(db, { workspace: ws, actor: `token:${who.name}`, action: 'pin', entityType: 'config', entityId: ws, after: { gateway_group: '*', version: body.version }, correlationId: req.id, configVersion: body.version });
       });
       deps.announce(ws, body.version);
       return { gateway_group: '*', version: body.version };
@@ -58,7 +59,8 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     handler: async ({ ws, who, req, reply }) => {
       await inWorkspace(pool, ws, async (db) => {
         await db.query('DELETE FROM config_pins WHERE workspace_id = $1', [ws]);
-        await writeAudit(db, { workspace: ws, actor: `token:${who.name}`, action: 'unpin', entityType: 'config', entityId: ws, correlationId: req.id });
+        const newest = (await db.query<{ v: string }>('SELECT config_version AS v FROM workspaces WHERE id = $1', [ws])).rows[0]?.v;
+        await writeAudit(db, { workspace: ws, actor: `token:${who.name}`, action: 'unpin', entityType: 'config', entityId: ws, correlationId: req.id, configVersion: newest === undefined ? null : Number(newest) });
       });
       deps.announce(ws, 0);
       return reply.code(204).send();

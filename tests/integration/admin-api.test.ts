@@ -482,6 +482,10 @@ describe('audit', () => {
       assert.ok(cre.actor.startsWith('token:'));
       assert.ok(Number(upd.config_version) > Number(cre.config_version));
       await eventually('audit records on Kafka', () => ['create', 'update', 'delete'].every((a) => seen.some((s) => s.action === a && s.entity_type === 'service')), 30_000);
+      // Pins are config changes too: on api.config-changes, not only the audit trail.
+      assert.equal((await t.admin('PUT', '/config/pin', { version: Number(cre.config_version) })).status, 200);
+      assert.equal((await t.admin('DELETE', '/config/pin')).status, 204);
+      await eventually('pin and unpin on api.config-changes', () => ['pin', 'unpin'].every((a) => seen.some((s) => s.action === a && s.entity_type === 'config')), 30_000);
     } finally {
       await consumer.disconnect();
     }
