@@ -47,17 +47,24 @@ export function checkCallbackUrls(docs: readonly Doc[], allowNonPublic: boolean,
 /** What the API shows of an entity: its document with id, version and times. */
 export const present = (e: EntityRow) => ({ id: e.id, ...e.doc, version: e.version, created_at: e.created_at, updated_at: e.updated_at });
 
-/** If-Match: "<version>" makes a write conditional; a stale version is 412 with the current one. */
+/**
+ * An entity's ETag: its version and its id. The version alone would repeat: an entity deleted and
+ * created again under its name starts at version 1, and a write by name with the old entity's
+ * `If-Match: "1"` would overwrite the new one.
+ */
+const etagOf = (e: EntityRow) => `"${e.version}-${e.id}"`;
+
+/** If-Match (the ETag as given) makes a write conditional; a stale one is 412 with the current version. */
 function checkIfMatch(req: FastifyRequest, current: EntityRow): void {
   const given = req.headers['if-match'];
   if (given === undefined || given === '*') return;
-  const wanted = String(given).split(',').map((t) => t.trim().replace(/^W\//, '').replace(/"/g, ''));
-  if (!wanted.includes(String(current.version))) {
-    throw new ApiError(412, 'precondition_failed', `the entity changed: it is at version ${current.version}`, [{ field: 'headers.if-match', message: `current version is ${current.version}` }]);
+  const wanted = String(given).split(',').map((t) => t.trim().replace(/^W\//, ''));
+  if (!wanted.includes(etagOf(current))) {
+    throw new ApiError(412, 'precondition_failed', `the entity changed: it is at version ${current.version}`, [{ field: 'headers.if-match', message: `current ETag is ${etagOf(current)}` }]);
   }
 }
 
-const etag = (reply: FastifyReply, e: EntityRow) => reply.header('ETag', `"${e.version}"`);
+const etag = (reply: FastifyReply, e: EntityRow) => reply.header('ETag', etagOf(e));
 
 export function registerCollections(api: AdminApi, deps: AdminDeps): void {
   /** One change to a workspace: lock, change, version, audit, in one transaction; then tell the data planes. */
@@ -131,7 +138,7 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
 
     const write = (method: 'PUT' | 'PATCH') => api.add({
       method, url: `/${c}/:id`, tag, resource, action: 'write', query: scopedQuery, params: idParam,
-      summary: method === 'PUT' ? `Replace one of ${c} (If-Match: "<version>" to detect concurrent edits)` : `Update fields of one of ${c} (If-Match supported)`,
+      summary: method === 'PUT' ? `Replace one of ${c} (If-Match: its ETag, to detect concurrent edits)` : `Update fields of one of ${c} (If-Match supported)`,
       body: method === 'PUT' ? def.schema : z.record(z.string(), z.unknown()),
       responses: { 200: 'updated', 409: 'a name taken, a missing reference or a colliding route', 412: 'If-Match names a stale version' },
       handler: async (call) => {

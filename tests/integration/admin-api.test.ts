@@ -35,7 +35,7 @@ describe('CRUD of every entity', () => {
     for (const s of SAMPLES) {
       const created = await t.admin('POST', `/${s.collection}`, s.body);
       assert.equal(created.status, 201, `${s.collection}: ${created.text}`);
-      assert.equal(created.headers.get('etag'), '"1"');
+      assert.equal(created.headers.get('etag'), `"1-${created.body.id}"`);
       assert.equal(created.headers.get('location'), `/${s.collection}/${created.body.id}`);
       ids[s.collection] = created.body.id;
       const natural = s.key === 'id' ? created.body.id : String(s.body.name ?? s.body.username);
@@ -46,17 +46,26 @@ describe('CRUD of every entity', () => {
       assert.equal(list.status, 200, list.text);
       assert.equal(list.body.data.length, 1);
 
-      const stale = await t.admin('PATCH', `/${s.collection}/${created.body.id}`, s.patch, { 'if-match': '"7"' });
+      const stale = await t.admin('PATCH', `/${s.collection}/${created.body.id}`, s.patch, { 'if-match': `"7-${created.body.id}"` });
       assert.equal(stale.status, 412, stale.text);
       assert.equal(stale.body.error.code, 'precondition_failed');
-      const patched = await t.admin('PATCH', `/${s.collection}/${created.body.id}`, s.patch, { 'if-match': '"1"' });
+      const patched = await t.admin('PATCH', `/${s.collection}/${created.body.id}`, s.patch, { 'if-match': created.headers.get('etag')! });
       assert.equal(patched.status, 200, `${s.collection}: ${patched.text}`);
       for (const [k, v] of Object.entries(s.patch)) assert.deepEqual(patched.body[k], v);
       assert.equal(patched.body.version, 2);
       // A concurrent editor who read version 1 is refused now.
-      const late = await t.admin('PATCH', `/${s.collection}/${created.body.id}`, s.patch, { 'if-match': '"1"' });
+      const late = await t.admin('PATCH', `/${s.collection}/${created.body.id}`, s.patch, { 'if-match': created.headers.get('etag')! });
       assert.equal(late.status, 412);
     }
+    // Deleted and created again under its name: the old entity's ETag does not match the new one,
+    // though both are at version 1 (a writer who read the old one must not overwrite the new).
+    const first = await t.admin('POST', '/services', { name: 'again', url: 'http://127.0.0.1:9/' });
+    assert.equal((await t.admin('DELETE', '/services/again')).status, 204);
+    const second = await t.admin('POST', '/services', { name: 'again', url: 'http://127.0.0.1:10/' });
+    assert.equal(second.body.version, 1);
+    const aba = await t.admin('PUT', '/services/again', { name: 'again', url: 'http://127.0.0.1:11/' }, { 'if-match': first.headers.get('etag')! });
+    assert.equal(aba.status, 412, aba.text);
+    assert.equal((await t.admin('GET', '/services/again')).body.url, 'http://127.0.0.1:10/');
     // PUT replaces the whole entity.
     const put = await t.admin('PUT', `/services/svc`, { name: 'svc', targets: [{ url: 'http://127.0.0.1:9/', weight: 5 }, { url: 'http://127.0.0.1:10/' }] });
     assert.equal(put.status, 200, put.text);
