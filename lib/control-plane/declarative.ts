@@ -79,7 +79,10 @@ export async function syncDocument(
     const d = diff[c];
     if (d && d.created.length + d.updated.length + d.deleted.length > 0) mayWrite(c);
   }
-  if (dryRun || diff.changes === 0) return { diff };
+  if (diff.changes === 0) return { diff };
+  // A dry run applies the document too, then undoes it: it answers what the sync would, reference,
+  // route-collision and revoked-key refusals included, not only the diff.
+  if (dryRun) await db.query('SAVEPOINT flowgate_dry_run');
 
   const audits: ChangeAudit[] = [];
   const liveByKey = (c: Collection) => new Map(live[c].map((e) => [keyOf(c, e), e]));
@@ -115,6 +118,10 @@ export async function syncDocument(
     }
   }
   const version = await finishChange(db, ws, ctx, `declarative sync: ${diff.changes} change(s)`, audits);
+  if (dryRun) {
+    await db.query('ROLLBACK TO SAVEPOINT flowgate_dry_run');
+    return { diff };
+  }
   return { diff, version };
 }
 

@@ -631,6 +631,12 @@ describe('versioned and declarative config', () => {
     doc.plugins[0].config.allowed_payload_size_bytes = 4096;
     doc.triggers.unshift({ name: 'broken', route_path: '/b', workflow_type: 'no-such-workflow' });
     const broken = stringify(doc);
+    // The dry run and the diff answer what the sync will: the same refusal, not a plan that then fails.
+    for (const ask of ['/config/sync?dry_run=true', '/config/diff']) {
+      const planned = await t.admin('POST', ask, broken, yamlHeaders);
+      assert.equal(planned.status, 409, `${ask}: ${planned.text}`);
+      assert.match(planned.body.error.details[0].field, /^body\.triggers\.0\.workflow_type$/);
+    }
     const failed = await t.admin('POST', '/config/sync', broken, yamlHeaders);
     assert.equal(failed.status, 409, failed.text);
     assert.match(failed.body.error.details[0].field, /^body\.triggers\.0\.workflow_type$/);
