@@ -87,13 +87,21 @@ export async function syncDocument(
   const audits: ChangeAudit[] = [];
   const liveByKey = (c: Collection) => new Map(live[c].map((e) => [keyOf(c, e), e]));
   // Deletions in reverse dependency order, so nothing is deleted while something still uses it.
+  // One still used by a live entity the document moves elsewhere (a service renamed: its routes
+  // now name the new one) waits until the creates and updates are done.
+  const later: { c: Collection; key: string; e: Doc }[] = [];
+  const remove = async (c: Collection, key: string, e: Doc) => {
+    await deleteEntity(db, ENTITIES[c], String(e.id));
+    audits.push({ action: 'delete', entityType: ENTITIES[c].type, entityId: String(e.id), before: auditView(ENTITIES[c], e) });
+  };
   for (const c of [...CREATE_ORDER].reverse()) {
-    const def = ENTITIES[c];
     const keep = new Set(wanted[c].map((e) => keyOf(c, e)));
     for (const [key, e] of liveByKey(c)) {
       if (keep.has(key)) continue;
-      await deleteEntity(db, def, String(e.id)).catch((err: unknown) => rethrowAt(err, c, key));
-      audits.push({ action: 'delete', entityType: def.type, entityId: String(e.id), before: auditView(def, e) });
+      await remove(c, key, e).catch((err: unknown) => {
+        if (err instanceof ApiError && err.code === 'in_use') later.push({ c, key, e });
+        else rethrowAt(err, c, key);
+      });
     }
   }
   for (const c of CREATE_ORDER) {
@@ -117,6 +125,7 @@ export async function syncDocument(
       }
     }
   }
+  for (const { c, key, e } of later) await remove(c, key, e).catch((err: unknown) => rethrowAt(err, c, key));
   const version = await finishChange(db, ws, ctx, `declarative sync: ${diff.changes} change(s)`, audits);
   if (dryRun) {
     await db.query('ROLLBACK TO SAVEPOINT flowgate_dry_run');

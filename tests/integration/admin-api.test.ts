@@ -626,6 +626,15 @@ describe('versioned and declarative config', () => {
     assert.deepEqual(live.policies, []);
     assert.deepEqual(live.roles.map((r: { name: string }) => r.name), ['extra', 'r']);
 
+    // A service renamed, its route moved to the new name: the old one goes once nothing uses it.
+    doc.services[0].name = 'orders-v2';
+    doc.routes[0].service = 'orders-v2';
+    const renamed = await t.admin('POST', '/config/sync', stringify(doc), yamlHeaders);
+    assert.equal(renamed.status, 200, renamed.text);
+    const moved = (await t.admin('GET', '/config')).body.config;
+    assert.deepEqual(moved.services.map((x: { name: string }) => x.name), ['orders-v2']);
+    assert.equal(moved.routes[0].service, 'orders-v2');
+
     // A document whose last entity is wrong: refused whole, nothing changed.
     const current = await t.admin('GET', '/config');
     doc.plugins[0].config.allowed_payload_size_bytes = 4096;
