@@ -117,7 +117,8 @@ export class JwtVerifier {
     let set = this.remoteSets.get(url);
     if (!set) {
       // Refetched at most every 30 s when an unknown kid shows up (key rotation), and at least
-      // every 2 minutes (the auth cache's bound): a key the IdP withdrew stops verifying by then.
+      // every 2 minutes: a key the IdP withdrew verifies no new token after that, and a token it
+      // verified stays in the 2-minute auth cache, so it is refused within 4 minutes at most.
       set = createRemoteJWKSet(new URL(url), { cooldownDuration: 30_000, cacheMaxAge: JWKS_MAX_AGE_MS, timeoutDuration: 3000 });
       this.remoteSets.set(url, set);
     }
