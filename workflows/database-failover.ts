@@ -11,9 +11,13 @@ const ACTIVITY_OPTIONS: ActivityOptions = {
   retry: { initialInterval: '500 milliseconds', backoffCoefficient: 2, maximumInterval: '5 seconds', maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE },
 };
 const acts = proxyActivities<Activities>(ACTIVITY_OPTIONS);
-/** Past the fence there is no going back: its steps are retried until they succeed or fail for good (a non-retryable error). */
+/**
+ * Past the fence there is no going back: its steps are retried for up to 30 minutes (OpenBao or
+ * the standby away for a while), not 10 attempts; one that still fails then fails the run, which
+ * raises database.failover_failed for an operator.
+ */
 const { maximumAttempts: _bounded, ...unbounded } = ACTIVITY_OPTIONS.retry!;
-const forwardActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, retry: unbounded });
+const forwardActs = proxyActivities<Activities>({ ...ACTIVITY_OPTIONS, scheduleToCloseTimeout: '30 minutes', retry: unbounded });
 
 export type FailoverParams = {
   cluster: string; automatic: boolean; probes: number; probe_interval_ms: number; approval_timeout_seconds: number;
@@ -91,6 +95,8 @@ export async function databaseFailover(input: RunbookInput<FailoverParams>): Pro
       await forward();
       return rb.finish('COMPLETED');
     }
+    // A paused run is resumed before the fence, where an abort still ends it; from here on it does not.
+    await rb.whenRunning();
     await CancellationScope.nonCancellable(forward);
     if (CancellationScope.current().consideredCancelled) {
       rb.record.note = 'an abort was asked after the fence: the failover was finished instead, as the old primary cannot be given back';

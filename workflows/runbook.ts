@@ -90,7 +90,10 @@ export class Runbook {
     setHandler(resumeSignal, () => { this.paused = false; this.setState(this.gate ? 'AWAITING_APPROVAL' : 'RUNNING'); });
     // Answers once the step's record shows the decision (approved_by or rejected_by).
     const decide = (kind: 'approve' | 'reject') => async (d: StepDecision) => {
-      this.gate!.decision = { kind, d };
+      // No gate: a decision an older worker took after an abort, replayed here (validators do not
+      // run on replay): its answer is the step as the abort left it.
+      if (!this.gate) return this.stepOf(d.step);
+      this.gate.decision = { kind, d };
       await condition(() => this.stepOf(d.step).state !== 'awaiting_approval');
       return this.stepOf(d.step);
     };
@@ -134,6 +137,11 @@ export class Runbook {
       this.update(name, { state: 'failed', ended_at: new Date().toISOString(), output: messageOf(err) });
       throw err;
     }
+  }
+
+  /** Waits until the run is not paused (cancellable: an abort meanwhile ends the wait). */
+  async whenRunning(): Promise<void> {
+    await condition(() => !this.paused);
   }
 
   /** A step a dry run plans but does not do. */

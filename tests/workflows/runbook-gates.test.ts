@@ -162,4 +162,36 @@ describe('runbook approval gates (time skipping)', () => {
       assert.equal((fenced[0] as { recheck?: boolean }).recheck, false, 'an automatic run fences at once after its detection');
     });
   });
+
+  test('a paused failover aborted before its fence ends ABORTED, and fences nothing', async () => {
+    const events: Event[] = [];
+    let release!: () => void;
+    const detecting = new Promise<void>((r) => { release = r; });
+    let detectStarted = false;
+    const fakes = fakeFailoverActivities(events);
+    const worker = await testWorker(env, 'gates-paused', { ...fakes, detectPrimaryDown: async () => { detectStarted = true; await detecting; return fakes.detectPrimaryDown(); } });
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start('databaseFailover', { taskQueue: 'gates-paused', workflowId: `rb-${randomUUID()}`, args: [input({ automatic: true })] });
+      await eventually('detecting', async () => detectStarted, 10_000, 50);
+      await handle.signal('pause');
+      release();
+      await eventually('paused after the detection', async () => (await handle.query<RunRecord>('flowgate.runbook')).steps[0]!.state === 'completed', 10_000, 50);
+      await handle.cancel();
+      await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && /cancel/i.test(String(err.cause?.name ?? err.cause?.message)));
+      const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
+      assert.equal(record.state, 'ABORTED');
+      assert.equal(events.filter((e) => e.type === 'fence').length, 0, 'nothing fenced');
+    });
+  });
+
+  test('past the fence, a step that fails for good (30 minutes of retries) fails the run and tells an operator', async () => {
+    const events: Event[] = [];
+    const fakes = fakeFailoverActivities(events);
+    const worker = await testWorker(env, 'gates-forever', { ...fakes, promoteStandby: async () => { throw new Error('the standby refuses connections'); } });
+    await worker.runUntil(async () => {
+      const handle = await env.client.workflow.start('databaseFailover', { taskQueue: 'gates-forever', workflowId: `rb-${randomUUID()}`, args: [input({ automatic: true })] });
+      await assert.rejects(handle.result(), (err: unknown) => err instanceof WorkflowFailedError && /failover of main failed/.test(String(err.cause?.message)));
+      assert.ok(events.some((e) => e.type === 'database.failover_failed'), 'an operator is told');
+    });
+  });
 });
