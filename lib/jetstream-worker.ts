@@ -160,6 +160,9 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
   const failures = new MessageCounts();
   // Answers this process gave that the ledger did not record: not deliveries nobody answered.
   const unrecorded = new MessageCounts();
+  // While ledger writes fail, other processes' answers go unrecorded too, and this one cannot
+  // count them: no message is taken for one that kills its consumer until writes work again.
+  let ledgerFailingUntil = 0;
   const ledger = new DeliveryLedger(await opts.js.views.kv(opts.ledgerBucket ?? DELIVERIES_BUCKET, { history: 1, ttl: 7 * 24 * 3600_000 }), `${opts.stream}.${opts.durable}`);
   const maxLost = opts.maxLost ?? 5;
   let release: (() => void) | undefined;
@@ -172,6 +175,7 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
     } catch (err) {
       opts.logger.warn({ err: (err as Error).message, seq }, 'delivery ledger not written; counting in this process only');
       unrecorded.add(seq);
+      ledgerFailingUntil = Date.now() + 60_000;
       return local;
     }
   };
@@ -200,9 +204,11 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
       opts.onRedelivery?.(m);
       // Deliveries no process answered: it died or hung holding the message. One that keeps
       // killing its consumer is dead-lettered without being handled again.
-      const record = await ledger.read(seq).catch(() => undefined);
+      const record = Date.now() < ledgerFailingUntil ? undefined : await ledger.read(seq).catch(() => undefined);
       const lost = record ? deliveries - 1 - record.answered - unrecorded.get(seq) : 0;
-      if (lost >= maxLost) {
+      // Only a ledger that takes writes now is believed: one that refuses them has missed other
+      // processes' answers as well (this one's own are counted above).
+      if (lost >= maxLost && await ledger.answered(seq, false).then(() => true, () => { ledgerFailingUntil = Date.now() + 60_000; return false; })) {
         await deadLetter(m, `delivered ${deliveries} times and ${lost} of them never answered: its consumer died or hung each time`, record!.failed);
         return;
       }

@@ -126,6 +126,26 @@ describe('jetstream worker', () => {
     }
   });
 
+  test('the same with two workers on one durable: neither takes the answers the other could not record for lost ones', async () => {
+    const bucket = `fg_jsw_test_${randomUUID().slice(0, 8)}`;
+    await nc.jetstream().views.kv(bucket, { history: 1 });
+    const jsm = await nc.jetstreamManager();
+    const info = await jsm.streams.info(`KV_${bucket}`);
+    await jsm.streams.update(`KV_${bucket}`, { ...info.config, max_msg_size: 1 });
+    const outcome = (n: number): 'outage' | 'ok' => (n <= 8 ? 'outage' : 'ok');
+    const a = await run('kvdown2', outcome, { ledgerBucket: bucket });
+    const b = await run('kvdown2', outcome, { ledgerBucket: bucket, publish: false });
+    try {
+      await eventually('handled once the dependency is back', async () => a.handled.length + b.handled.length === 1 || a.deadLettered.length + b.deadLettered.length > 0, 40_000);
+      assert.deepEqual([...a.deadLettered, ...b.deadLettered], []);
+      assert.deepEqual([...a.deliveries, ...b.deliveries].sort((x, y) => x - y), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
+    }
+  });
+
   test('ordinary errors still dead-letter after maxDeliver of them, outage retries in between or not', async () => {
     const w = await run('failing', (n) => (n === 2 ? 'outage' : 'error'));
     try {
