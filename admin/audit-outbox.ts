@@ -61,8 +61,9 @@ export class AuditOutbox {
             for (const r of rows) {
               await send([r]).catch(async (one: unknown) => {
                 if (!tooLarge(one)) throw one;
-                this.logger.warn({ audit_id: r.id, bytes: message(r).value.length }, 'audit outbox: a row too large for Kafka is sent without its before and after');
-                await send([r], (x) => message({ ...x, before: null, after: null, truncated: { bytes: message(x).value.length } } as typeof x));
+                const bytes = Buffer.byteLength(message(r).value);
+                this.logger.warn({ audit_id: r.id, bytes }, 'audit outbox: a row too large for Kafka is sent without its before and after');
+                await send([r], (x) => message({ ...x, before: null, after: null, truncated: { bytes } } as typeof x));
               });
             }
           });
@@ -106,5 +107,5 @@ export class AuditOutbox {
 /** Kafka refused a record as larger than the broker or topic takes. */
 const tooLarge = (err: unknown): boolean => {
   const e = err as { type?: string; message?: string; errors?: unknown[] };
-  return e.type === 'MESSAGE_TOO_LARGE' || /too large/i.test(e.message ?? '') || (Array.isArray(e.errors) && e.errors.some(tooLarge));
+  return e.type === 'MESSAGE_TOO_LARGE' || e.type === 'RECORD_LIST_TOO_LARGE' || /too large/i.test(e.message ?? '') || (Array.isArray(e.errors) && e.errors.some(tooLarge));
 };

@@ -122,7 +122,7 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     },
   });
   api.add({
-    method: 'POST', url: '/config/sync', summary: 'Make the live config equal to a declarative document, in one transaction (dry_run=true: diff only)', tag: 'config', resource: 'config', action: 'write',
+    method: 'POST', url: '/config/sync', summary: 'Make the live config equal to a declarative document, in one transaction (dry_run=true: applied and rolled back, changing nothing)', tag: 'config', resource: 'config', action: 'write',
     query: z.object({ ...workspaceParam, dry_run: z.enum(['true', 'false']).default('false') }).strict(), textBody: true,
     responses: { 200: '{diff, version}', 400: 'invalid document: nothing changed', 409: 'a reference or route conflict: nothing changed' },
     handler: async ({ ws, body, who, req, query }) => {

@@ -24,7 +24,7 @@ export type EndpointSpec<Q, P, B> = {
   action: Action;
   /** false: the call is not about one workspace (listing workspaces, platform tokens). */
   scoped?: boolean;
-  /** Only platform-wide tokens (workspace null) may call it: it acts on the platform itself (runbooks). */
+  /** Only platform-wide tokens (workspace null) may call it: it acts on the platform itself (runbooks, platform tokens, the platform's audit log). */
   platform?: boolean;
   query?: z.ZodType<Q>;
   params?: z.ZodType<P>;

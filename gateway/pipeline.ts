@@ -59,6 +59,7 @@ declare module 'fastify' {
 /** Public: no credential, no tenant (the workflow types' schemas are documentation). */
 const SKIP = new Set(['/health', '/api/workflow-types']);
 const AUDIT_BODY_LIMIT = 4096;
+const NO_TRANSFORM = /\bno-transform\b/i;
 
 export function pipelineMetrics(registry: Registry) {
   return {
@@ -137,7 +138,8 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
    * on through the pipeline, which refuses it without a credential.
    */
   function answeredPreflight(req: FastifyRequest, reply: FastifyReply): boolean {
-    const named = typeof req.headers['x-tenant-id'] === 'string' ? req.headers['x-tenant-id'] : undefined;
+    // An empty X-Tenant-ID names nothing, as authentication reads it.
+    const named = typeof req.headers['x-tenant-id'] === 'string' && req.headers['x-tenant-id'] !== '' ? req.headers['x-tenant-id'] : undefined;
     const fromHost = tenantFromHost(req.headers.host, ctx.config.FLOWGATE_TENANT_HOST_SUFFIX);
     const tenant = named ?? fromHost;
     if (!tenant || (named && fromHost && named !== fromHost)) return false;
@@ -238,7 +240,8 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     }
     // Cache-Control: no-transform forbids an intermediary to change the body (RFC 9110 7.7):
     // @fastify/compress does not read it, but it does honour this request header.
-    if (/\bno-transform\b/i.test(String(reply.getHeader('cache-control') ?? ''))) req.headers['x-no-compression'] = '1';
+    const cacheControlSet = reply.getHeader('cache-control');
+    if (cacheControlSet !== undefined && NO_TRANSFORM.test(String(cacheControlSet))) req.headers['x-no-compression'] = '1';
     // The operator's last word on the answer's headers.
     const rt = p['response-transformer'];
     if (rt) {

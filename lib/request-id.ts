@@ -3,4 +3,5 @@
  * it fits here: it goes into headers, logs and NATS message headers, where CR, LF or hundreds of
  * KB would break them. Anything else is replaced by an id of the gateway's own.
  */
-export const isCallerRequestId = (value: string): boolean => /^[A-Za-z0-9._:-]{1,128}$/.test(value);
+const CALLER_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+export const isCallerRequestId = (value: string): boolean => CALLER_REQUEST_ID.test(value);

@@ -337,6 +337,16 @@ describe('transformations and the response pipeline', () => {
       assert.equal(ok.headers.get('access-control-allow-methods'), 'GET, POST');
       assert.equal(ok.headers.get('access-control-allow-headers'), 'Content-Type, X-Tenant-ID');
       assert.equal(ok.headers.get('access-control-max-age'), '600');
+      // As a browser sends it: no X-Tenant-ID (a preflight carries no custom header); the tenant is the host's subdomain.
+      const fromBrowser = await new Promise<{ status: number; origin: string | undefined }>((resolve, reject) => {
+        const r = httpRequest({
+          host: '127.0.0.1', port: new URL(stack.gatewayUrl).port, path: '/plugged/x', method: 'OPTIONS',
+          headers: { host: `${t.tenant}.${stack.env.FLOWGATE_TENANT_HOST_SUFFIX ?? 'gw.localhost'}`, origin: 'https://app.example.com', 'access-control-request-method': 'POST' },
+        }, (res) => { res.resume(); res.on('end', () => resolve({ status: res.statusCode!, origin: res.headers['access-control-allow-origin'] as string | undefined })); });
+        r.on('error', reject);
+        r.end();
+      });
+      assert.deepEqual(fromBrowser, { status: 204, origin: 'https://app.example.com' });
       const refused = await preflight('https://app.example.com', 'DELETE');
       assert.equal(refused.headers.get('access-control-allow-origin'), null, 'a method the plugin does not allow');
       assert.equal(echo.count, upstreamCalls, 'no preflight reached the upstream');
