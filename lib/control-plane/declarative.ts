@@ -125,6 +125,14 @@ export async function syncDocument(
       }
     }
   }
+  // An aggregate names its backends' services in its document (no foreign key): one naming a
+  // service that is going would have passed the checks while the service was still there.
+  const going = new Set(later.filter((x) => x.c === 'services').map((x) => x.key));
+  for (const [i, r] of wanted.routes.entries()) {
+    const backends = ((r as { aggregate?: { backends?: { service?: string }[] } }).aggregate?.backends ?? []);
+    const j = backends.findIndex((b) => b.service !== undefined && going.has(b.service));
+    if (j >= 0) throw new ApiError(409, 'unknown_reference', `routes ${keyOf('routes', r)}: no service named ${backends[j]!.service}`, [{ field: `body.routes.${i}.aggregate.backends.${j}.service`, message: 'not in the document' }]);
+  }
   for (const { c, key, e } of later) await remove(c, key, e).catch((err: unknown) => rethrowAt(err, c, key));
   const version = await finishChange(db, ws, ctx, `declarative sync: ${diff.changes} change(s)`, audits);
   if (dryRun) {

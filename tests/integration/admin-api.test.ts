@@ -634,6 +634,15 @@ describe('versioned and declarative config', () => {
     const moved = (await t.admin('GET', '/config')).body.config;
     assert.deepEqual(moved.services.map((x: { name: string }) => x.name), ['orders-v2']);
     assert.equal(moved.routes[0].service, 'orders-v2');
+    // Renamed again, with an aggregate still naming the old name: refused, as any missing service is.
+    const dangling = structuredClone(doc);
+    dangling.services[0].name = 'orders-v3';
+    dangling.routes[0].service = 'orders-v3';
+    dangling.routes.push({ name: 'agg', paths: ['/agg'], aggregate: { backends: [{ service: 'orders-v2', path: '/x' }] } });
+    const refusedAgg = await t.admin('POST', '/config/sync', stringify(dangling), yamlHeaders);
+    assert.equal(refusedAgg.status, 409, refusedAgg.text);
+    assert.equal(refusedAgg.body.error.details[0].field, `body.routes.${dangling.routes.length - 1}.aggregate.backends.0.service`);
+    assert.deepEqual((await t.admin('GET', '/config')).body.config.services.map((x: { name: string }) => x.name), ['orders-v2'], 'nothing changed');
 
     // A document whose last entity is wrong: refused whole, nothing changed.
     const current = await t.admin('GET', '/config');
