@@ -15,7 +15,7 @@ const cidr = z.string().refine((v) => {
   const n = Number(bits);
   return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128);
 }, 'an IP address or CIDR block');
-const headerName = z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'an HTTP header name');
+export const headerName = z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'an HTTP header name');
 /**
  * What Node accepts as a header value (tab, printable ASCII, Latin-1): anything else, CR and LF
  * above all, would make every answer on the route a 500 when the header is set.

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { rewriteError } from '../path-rewrite';
-import { headerValue, pluginConfigSchemas, PLUGIN_NAMES } from './plugins';
+import { headerName, headerValue, pluginConfigSchemas, PLUGIN_NAMES } from './plugins';
 import { credentialReferences } from '../trigger-rules';
 
 /**
@@ -14,7 +14,6 @@ export const entityName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/,
 const tags = z.array(z.string().min(1).max(64)).max(32).default([]);
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 const RESERVED_PREFIXES = ['/api/', '/outbound/', '/health'];
-const headerName = z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'an HTTP header name');
 const headerEdits = {
   add_headers: z.record(headerName, headerValue.max(4096)).default({}),
   remove_headers: z.array(headerName).default([]),

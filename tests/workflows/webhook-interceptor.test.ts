@@ -31,8 +31,11 @@ test('a webhook that cannot be signed or handed over for an hour (PostgreSQL awa
   });
 });
 
-// Last in the file: after a run whose workflow tasks failed, the test server no longer skips time.
-test('a workflow task that fails on a bug sends no FAILED webhook; a run that ends does send its own', async () => {
+// A test server of its own: after a run whose workflow tasks failed, the test server no longer
+// skips time, which the test above needs.
+test('a workflow task that fails on a bug sends no FAILED webhook; a run that ends does send its own', async (t) => {
+  const env = await timeSkippingEnv();
+  t.after(() => env.teardown());
   const sent: WebhookEvent[] = [];
   const worker = await testWorker(env, 'hooks1', {
     composeGreeting: async (name: string) => `Hello, ${name}!`,
