@@ -125,6 +125,9 @@ const isDotSegment = (segment: string): boolean => {
   return s === '.' || s === '..';
 };
 
+/** Whether a path has a `.` or `..` segment between separators, encoded ones (%2F, %5C, %2e) included. */
+export const hasDotSegment = (path: string): boolean => path.split(/[/\\]|%2F|%5C/i).some(isDotSegment);
+
 /**
  * Compiles a rule (throwing `PathRewriteError` `invalid_rewrite` when `rewriteError` objects).
  * The result takes a request path without its query string: a path the pattern does not match
@@ -140,7 +143,7 @@ export function compileRewrite(r: PathRewrite): (path: string) => string {
   return (path: string): string => {
     if (!re.test(path)) return path;
     const rewritten = path.replace(re, replacement).replace(/^[/\\]*/, '/');
-    if (rewritten.split(/[/\\]|%2F|%5C/i).some(isDotSegment)) throw new PathRewriteError('unsafe_path', 'path contains a dot segment');
+    if (hasDotSegment(rewritten)) throw new PathRewriteError('unsafe_path', 'path contains a dot segment');
     return rewritten;
   };
 }

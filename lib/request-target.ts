@@ -1,4 +1,5 @@
 import { ApiError } from './errors';
+import { hasDotSegment } from './path-rewrite';
 
 /**
  * A request target's path and query in one canonical form, which the gateway matches routes
@@ -55,11 +56,10 @@ export function requestTarget(raw: string): RequestTarget {
   // An encoded slash stays encoded, so `..%2F` is no dot segment here; but an upstream that
   // decodes it before resolving dots (nginx, many file servers) would climb out of the route's
   // base path with it. Refused: no client needs a dot segment behind an encoded separator.
-  if (ENCODED_SEPARATOR.test(url.pathname) && url.pathname.split(SEPARATORS).some((seg) => seg === '.' || seg === '..')) {
+  if (ENCODED_SEPARATOR.test(url.pathname) && hasDotSegment(url.pathname)) {
     throw new ApiError(400, 'unsafe_path', 'the path has a dot segment behind an encoded slash', [{ field: 'path', message: 'a . or .. segment next to %2F or %5C' }]);
   }
   return { pathname: url.pathname, search: url.search };
 }
 
 const ENCODED_SEPARATOR = /%2F|%5C/i;
-const SEPARATORS = /\/|%2F|%5C/i;
