@@ -55,6 +55,16 @@ async function ledgerOf(name: string) {
   return e?.operation === 'PUT' ? e.json<{ answered: number; failed: number }>() : undefined;
 }
 
+/** A delivery ledger bucket of its own whose every write is refused (an entry is larger than 1 byte); reads still answer, with nothing. */
+async function writeRefusingLedger() {
+  const bucket = `fg_jsw_test_${randomUUID().slice(0, 8)}`;
+  await nc.jetstream().views.kv(bucket, { history: 1 });
+  const jsm = await nc.jetstreamManager();
+  const info = await jsm.streams.info(`KV_${bucket}`);
+  await jsm.streams.update(`KV_${bucket}`, { ...info.config, max_msg_size: 1 });
+  return { bucket, remove: () => jsm.streams.delete(`KV_${bucket}`).then(() => undefined, () => undefined) };
+}
+
 describe('jetstream worker', () => {
   test('retries during an outage do not count: the first ordinary error after a long one is retried, not dead-lettered', async () => {
     // Five deliveries while the dependency is away, one ordinary error, then success. maxDeliver is 3.
@@ -108,12 +118,7 @@ describe('jetstream worker', () => {
   });
 
   test("answers the ledger could not record are not deliveries nobody answered: an outage with NATS KV refusing writes dead-letters nothing", async () => {
-    const bucket = `fg_jsw_test_${randomUUID().slice(0, 8)}`;
-    await nc.jetstream().views.kv(bucket, { history: 1 });
-    const jsm = await nc.jetstreamManager();
-    // Every write is refused (an entry is larger than 1 byte); reads still answer, with nothing.
-    const info = await jsm.streams.info(`KV_${bucket}`);
-    await jsm.streams.update(`KV_${bucket}`, { ...info.config, max_msg_size: 1 });
+    const { bucket, remove } = await writeRefusingLedger();
     // Six deliveries while the dependency is away (maxLost is 3), then it is back.
     const w = await run('kvdown', (n) => (n <= 6 ? 'outage' : 'ok'), { ledgerBucket: bucket });
     try {
@@ -122,16 +127,12 @@ describe('jetstream worker', () => {
       assert.deepEqual(w.deliveries, [1, 2, 3, 4, 5, 6, 7]);
     } finally {
       await w.stop();
-      await jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
+      await remove();
     }
   });
 
   test('the same with two workers on one durable: neither takes the answers the other could not record for lost ones', async () => {
-    const bucket = `fg_jsw_test_${randomUUID().slice(0, 8)}`;
-    await nc.jetstream().views.kv(bucket, { history: 1 });
-    const jsm = await nc.jetstreamManager();
-    const info = await jsm.streams.info(`KV_${bucket}`);
-    await jsm.streams.update(`KV_${bucket}`, { ...info.config, max_msg_size: 1 });
+    const { bucket, remove } = await writeRefusingLedger();
     const outcome = (n: number): 'outage' | 'ok' => (n <= 8 ? 'outage' : 'ok');
     const a = await run('kvdown2', outcome, { ledgerBucket: bucket });
     const b = await run('kvdown2', outcome, { ledgerBucket: bucket, publish: false });
@@ -142,7 +143,7 @@ describe('jetstream worker', () => {
     } finally {
       await a.stop();
       await b.stop();
-      await jsm.streams.delete(`KV_${bucket}`).catch(() => undefined);
+      await remove();
     }
   });
 
