@@ -1,4 +1,3 @@
-import type { TLSSocket } from 'node:tls';
 import type { FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import type { Histogram } from 'prom-client';
@@ -7,7 +6,7 @@ import { ApiError } from '../lib/errors';
 import { asPlatform } from '../lib/postgres';
 import type { ConfigStore } from './config-store';
 import { looksLikeJwt, unverifiedClaims, type JwtVerifier } from './jwt';
-import { resolveTenant, tenantFromCertificate, tenantFromHost, type TenantClaim } from './tenant';
+import { requestTenantClaims, resolveTenant, type TenantClaim } from './tenant';
 import { LocalLimiter, type LimitPolicy } from './rate-limit';
 
 export type Principal = {
@@ -67,14 +66,7 @@ export class Authenticator {
   }
 
   private run(req: FastifyRequest): Principal | Promise<Principal> {
-    const claims: TenantClaim[] = [];
-    const header = req.headers['x-tenant-id'];
-    if (typeof header === 'string' && header !== '') claims.push({ source: 'header', tenant: header });
-    const host = tenantFromHost(req.headers.host, this.opts.tenantHostSuffix);
-    if (host) claims.push({ source: 'host', tenant: host });
-    const socket = req.raw.socket as TLSSocket;
-    const cert = socket.encrypted && socket.authorized ? tenantFromCertificate(socket.getPeerCertificate()) : undefined;
-    if (cert) claims.push({ source: 'certificate', tenant: cert.tenant });
+    const { claims, cert } = requestTenantClaims(req.headers, req.raw.socket, this.opts.tenantHostSuffix);
 
     const credential = credentialOf(req);
     const started = process.hrtime.bigint();

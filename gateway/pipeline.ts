@@ -13,7 +13,7 @@ import { maskBody, maskPath } from './pii';
 import { rateLimitHeaders, type LimitDecision } from './rate-limit';
 import { cacheControl, NEVER_STORED, securityHeadersFor, upstreamCacheVary } from './security-headers';
 import { appendVary, correlationOf, corsHeaders, corsPreflight, isPreflight } from './header-plugins';
-import { tenantFromHost } from './tenant';
+import { requestTenantClaims, resolveTenant } from './tenant';
 import type { PluginSet } from './workspace-view';
 
 /**
@@ -138,11 +138,13 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
    * on through the pipeline, which refuses it without a credential.
    */
   function answeredPreflight(req: FastifyRequest, reply: FastifyReply): boolean {
-    // An empty X-Tenant-ID names nothing, as authentication reads it.
-    const named = typeof req.headers['x-tenant-id'] === 'string' && req.headers['x-tenant-id'] !== '' ? req.headers['x-tenant-id'] : undefined;
-    const fromHost = tenantFromHost(req.headers.host, ctx.config.FLOWGATE_TENANT_HOST_SUFFIX);
-    const tenant = named ?? fromHost;
-    if (!tenant || (named && fromHost && named !== fromHost)) return false;
+    // The tenant as authentication reads it from the request itself: none, or sources that disagree, answer nothing here.
+    let tenant: string;
+    try {
+      tenant = resolveTenant(requestTenantClaims(req.headers, req.raw.socket, ctx.config.FLOWGATE_TENANT_HOST_SUFFIX).claims);
+    } catch {
+      return false;
+    }
     const view = ctx.configStore.view(tenant);
     if (!view) return false;
     let target: RequestTarget;

@@ -1,4 +1,5 @@
-import type { PeerCertificate } from 'node:tls';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { ApiError } from '../lib/errors';
 
 /**
@@ -64,4 +65,20 @@ export function tenantFromCertificate(cert: PeerCertificate | undefined): { tena
   const tenant = san ?? (org && TENANT_ID.test(org) ? org : undefined);
   if (!tenant || !cn) return undefined;
   return { tenant, consumer: cn, fingerprint: (cert.fingerprint256 ?? '').replace(/:/g, '').slice(0, 16).toLowerCase() };
+}
+
+/**
+ * The tenants a request names by itself, before any credential: a non-empty X-Tenant-ID, the
+ * host's subdomain, a verified client certificate (with the certificate's own identity).
+ */
+export function requestTenantClaims(headers: IncomingHttpHeaders, socket: unknown, hostSuffix: string | undefined): { claims: TenantClaim[]; cert?: ReturnType<typeof tenantFromCertificate> } {
+  const claims: TenantClaim[] = [];
+  const header = headers['x-tenant-id'];
+  if (typeof header === 'string' && header !== '') claims.push({ source: 'header', tenant: header });
+  const host = tenantFromHost(headers.host, hostSuffix);
+  if (host) claims.push({ source: 'host', tenant: host });
+  const tls = socket as TLSSocket;
+  const cert = tls.encrypted && tls.authorized ? tenantFromCertificate(tls.getPeerCertificate()) : undefined;
+  if (cert) claims.push({ source: 'certificate', tenant: cert.tenant });
+  return { claims, cert };
 }
