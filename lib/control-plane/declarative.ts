@@ -134,11 +134,12 @@ export async function syncDocument(
     if (j >= 0) throw new ApiError(409, 'unknown_reference', `routes ${keyOf('routes', r)}: no service named ${backends[j]!.service}`, [{ field: `body.routes.${i}.aggregate.backends.${j}.service`, message: 'not in the document' }]);
   }
   for (const { c, key, e } of later) await remove(c, key, e).catch((err: unknown) => rethrowAt(err, c, key));
-  const version = await finishChange(db, ws, ctx, `declarative sync: ${diff.changes} change(s)`, audits);
   if (dryRun) {
+    // Everything that can refuse has run; the version and audit rows would be thrown away.
     await db.query('ROLLBACK TO SAVEPOINT flowgate_dry_run');
     return { diff };
   }
+  const version = await finishChange(db, ws, ctx, `declarative sync: ${diff.changes} change(s)`, audits);
   return { diff, version };
 }
 
