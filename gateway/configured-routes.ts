@@ -146,9 +146,8 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     // Where the client came in (a route's add_headers may still set these itself).
     if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
     headers['x-forwarded-proto'] = req.protocol;
-    for (const h of remove ?? []) delete headers[h.toLowerCase()];
-    for (const [k, v] of Object.entries(add ?? {})) headers[k.toLowerCase()] = v;
-    // The plugins after the route's own edits; what the gateway asserts below still wins.
+    // The route's own edits, then the plugin's; what the gateway asserts below still wins.
+    transformRequestHeaders(headers, { add_headers: add, remove_headers: remove });
     transformRequestHeaders(headers, req.flowgate.plugins['request-transformer']);
     const correlation = req.flowgate.correlation;
     if (correlation) headers[correlation.name] = correlation.value;
@@ -196,10 +195,9 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     req.log.warn({ err: err.message, code: err.code }, 'upstream unavailable');
     req.flowgate.errorCode = err.code;
     if (accepted) reply.headers(accepted.headers);
-    const timedOut = err.code === 'upstream_timeout';
     // A trigger is durable already: the client still gets its execution id.
-    return reply.code(timedOut ? 504 : err.code === 'no_healthy_target' ? 503 : 502).send({
-      error: { code: err.code, message: timedOut ? 'the upstream did not answer in time' : err.code === 'upstream_response_too_large' ? err.message : 'the upstream did not answer' },
+    return reply.code(err.statusCode).send({
+      error: { code: err.code, message: err.message },
       correlation_id: req.id, ...(accepted ? { execution_id: accepted.executionId } : {}),
     });
   }

@@ -54,11 +54,11 @@ export function appendVary(current: unknown, name: string): string {
   return [...names, name].join(', ');
 }
 
-/** `request-transformer` on the headers going upstream (lower-case names), after the route's own edits. */
-export function transformRequestHeaders(headers: Record<string, string>, cfg: PluginConfig<'request-transformer'> | undefined): void {
-  if (!cfg) return;
-  for (const h of cfg.remove_headers) delete headers[h.toLowerCase()];
-  for (const [k, v] of Object.entries(cfg.add_headers)) headers[k.toLowerCase()] = v;
+/** Header edits (a route's own, or `request-transformer`'s) on the headers going upstream (lower-case names): removals, then additions. */
+export function transformRequestHeaders(headers: Record<string, string>, edits: { add_headers?: Record<string, string>; remove_headers?: string[] } | undefined): void {
+  if (!edits) return;
+  for (const h of edits.remove_headers ?? []) delete headers[h.toLowerCase()];
+  for (const [k, v] of Object.entries(edits.add_headers ?? {})) headers[k.toLowerCase()] = v;
 }
 
 /** `request-transformer`'s add_querystring on a path and query (`/a?b=1`): its parameters set, replacing any of the same name. */
