@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
 import { Agent, Pool, errors, type Dispatcher } from 'undici';
+import { DEFAULT_MAX_RESPONSE_BYTES } from '../lib/config';
 import { ApiError } from '../lib/errors';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
@@ -54,8 +55,7 @@ const ERRORS: Record<UpstreamErrorCode, { status: number; message: string }> = {
   upstream_response_too_large: { status: 502, message: "the upstream's answer is larger than the gateway takes" },
 };
 
-/** The answers the gateway holds are bounded (FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES): a bigger one is cut off, never buffered whole. */
-export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
+// The answers the gateway holds are bounded (FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES): a bigger one is cut off, never buffered whole.
 class ResponseTooLarge extends Error {
   override name = 'ResponseTooLarge';
 }

@@ -1,6 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DEFAULT_THIRD_PARTIES, thirdPartyServices } from './third-party/services';
+import { MAX_PROBE_INTERVAL_MS } from './runbooks';
+
+/** The largest upstream answer the gateway holds by default (gateway/upstreams.ts). */
+export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 
 /** The four Flowgate processes; each has a default status port (DESIGN.md). */
 export type ProcessName = 'gateway' | 'admin' | 'triggers' | 'worker';
@@ -33,7 +37,7 @@ export const configSchema = z.object({
   FLOWGATE_SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).default(10_000),
   FLOWGATE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1_048_576),
   /** The largest upstream answer the gateway takes (it holds answers whole, to transform them): a bigger one is 502 upstream_response_too_large. */
-  FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES: z.coerce.number().int().min(1024).default(32 * 1024 * 1024),
+  FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES: z.coerce.number().int().min(1024).default(DEFAULT_MAX_RESPONSE_BYTES),
 
   FLOWGATE_TEMPORAL_ADDRESS: hostPort.default('127.0.0.1:7233'),
   FLOWGATE_TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
@@ -62,7 +66,7 @@ export const configSchema = z.object({
    * The interval is also the failover run's probe_interval_ms, which the runbook bounds (lib/runbooks.ts):
    * a longer one would make every run the watchdog starts fail to start.
    */
-  FLOWGATE_DB_PROBE_MS: z.coerce.number().int().min(100).max(10_000, "must be at most 10000 (the database-failover runbook's probe_interval_ms takes no more)").default(1000),
+  FLOWGATE_DB_PROBE_MS: z.coerce.number().int().min(100).max(MAX_PROBE_INTERVAL_MS, `must be at most ${MAX_PROBE_INTERVAL_MS} (the database-failover runbook's probe_interval_ms takes no more)`).default(1000),
   FLOWGATE_DB_PROBE_FAILURES: z.coerce.number().int().min(1).default(3),
   /** PostgreSQL's client and server programs (pg_dump, pg_restore, initdb, postgres) for the backup drill. */
   FLOWGATE_PG_BIN: z.string().min(1).optional(),

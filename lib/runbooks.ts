@@ -1,6 +1,9 @@
 import { z } from 'zod';
 import { SECRETS } from './secrets';
 
+/** The longest probe interval a failover run takes (the watchdog's FLOWGATE_DB_PROBE_MS is bounded by it). */
+export const MAX_PROBE_INTERVAL_MS = 10_000;
+
 /**
  * The runbooks operators start through the Admin API and the CLI: parameters (zod, published as
  * JSON Schema), the steps a run shows, who may approve its gates, the workflow that runs it.
@@ -71,7 +74,7 @@ const definitions: RunbookDef[] = [
       cluster: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/).default('main'),
       automatic: z.boolean().default(false),
       probes: z.number().int().min(1).max(30).default(3),
-      probe_interval_ms: z.number().int().min(100).max(10_000).default(1000),
+      probe_interval_ms: z.number().int().min(100).max(MAX_PROBE_INTERVAL_MS).default(1000),
       approval_timeout_seconds: z.number().int().min(1).max(30 * 86_400).default(86_400),
       down_since: z.string().datetime().optional(),
       last_primary_lsn: z.string().regex(/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/).optional(),
