@@ -257,12 +257,6 @@ export function buildPaymentSandbox(opts: PaymentSandboxOptions = {}): { app: Fa
     return key;
   }
 
-  /** The commit_delay_ms fault: the provider makes the charge or refund only after it (whether the client waits or not). */
-  async function commitDelay(req: FastifyRequest): Promise<void> {
-    const delay = contexts.get(req)?.faults?.commit_delay_ms ?? 0;
-    if (delay > 0) await sleep(delay);
-  }
-
   function contextOf(req: FastifyRequest): RequestContext & { apiKey: ApiKey } {
     const ctx = contexts.get(req);
     if (!ctx?.apiKey) throw new Error('v1 handler reached without an authenticated context');
@@ -273,8 +267,10 @@ export function buildPaymentSandbox(opts: PaymentSandboxOptions = {}): { app: Fa
    * Runs a charge or refund under the Idempotency-Key rules: an answer is stored only once
    * something was committed, so a retry after a validation error or an injected 5xx runs anew.
    */
-  function mutation(endpoint: string, req: FastifyRequest, reply: FastifyReply, execute: (ctx: RequestContext & { apiKey: ApiKey }) => Answer) {
+  async function mutation(endpoint: string, req: FastifyRequest, reply: FastifyReply, execute: (ctx: RequestContext & { apiKey: ApiKey }) => Answer) {
     const ctx = contextOf(req);
+    // commit_delay_ms: a slow provider makes the charge or refund only after it (whether the client waits or not).
+    if (ctx.faults && ctx.faults.commit_delay_ms > 0) await sleep(ctx.faults.commit_delay_ms);
     const key = ctx.idempotencyKey;
     const fingerprint = canonical(req.body);
     const slot = `${endpoint} ${key}`;
@@ -359,9 +355,8 @@ export function buildPaymentSandbox(opts: PaymentSandboxOptions = {}): { app: Fa
       return { id: key.id, revoked: true };
     });
 
-    v1.post('/charges', async (req, reply) => {
-      await commitDelay(req);
-      return mutation('POST /v1/charges', req, reply, (ctx) => {
+    v1.post('/charges', async (req, reply) =>
+      mutation('POST /v1/charges', req, reply, (ctx) => {
         const params = parse(chargeParams, req.body);
         const decline = DECLINING_SOURCES.get(params.source)
           ?? (ctx.faults && ctx.faults.decline_rate > 0 && Math.random() < ctx.faults.decline_rate ? DECLINING_SOURCES.get('pm_card_declined') : undefined);
@@ -374,8 +369,8 @@ export function buildPaymentSandbox(opts: PaymentSandboxOptions = {}): { app: Fa
         state.charges.set(charge.id, charge);
         if (!decline) return { status: 200, body: charge };
         return { status: 402, body: errorBody('card_error', 'card_declined', decline.message, { decline_code: decline.decline_code, charge: charge.id }) };
-      });
-    });
+      }),
+    );
     v1.get<{ Params: { id: string } }>('/charges/:id', async (req) => {
       const charge = state.charges.get(req.params.id);
       if (!charge) throw new SandboxError(404, 'invalid_request_error', 'resource_missing', `No such charge: '${req.params.id}'`, { param: 'id' });
@@ -392,9 +387,8 @@ export function buildPaymentSandbox(opts: PaymentSandboxOptions = {}): { app: Fa
       const matching = [...state.refunds.values()].reverse().filter((r) => charge === undefined || r.charge === charge);
       return { object: 'list', data: matching.slice(0, limit), has_more: matching.length > limit };
     });
-    v1.post('/refunds', async (req, reply) => {
-      await commitDelay(req);
-      return mutation('POST /v1/refunds', req, reply, (ctx) => {
+    v1.post('/refunds', async (req, reply) =>
+      mutation('POST /v1/refunds', req, reply, (ctx) => {
         const params = parse(refundParams, req.body);
         const charge = state.charges.get(params.charge);
         if (!charge) throw new SandboxError(404, 'invalid_request_error', 'resource_missing', `No such charge: '${params.charge}'`, { param: 'charge' });
@@ -415,8 +409,8 @@ export function buildPaymentSandbox(opts: PaymentSandboxOptions = {}): { app: Fa
         charge.amount_refunded += amount;
         charge.refunded = charge.amount_refunded === charge.amount;
         return { status: 200, body: refund };
-      });
-    });
+      }),
+    );
   }, { prefix: '/v1' });
 
   app.register(async (sandbox) => {
