@@ -47,13 +47,6 @@ export function corsHeaders(cfg: PluginConfig<'cors'>, origin: string | undefine
   };
 }
 
-/** A Vary header with `name` added (once), from what it was (absent, a string or a list). */
-export function appendVary(current: unknown, name: string): string {
-  const names = (Array.isArray(current) ? current.join(', ') : current === undefined ? '' : String(current)).split(',').map((v) => v.trim()).filter(Boolean);
-  if (names.some((v) => v === '*' || v.toLowerCase() === name.toLowerCase())) return names.join(', ');
-  return [...names, name].join(', ');
-}
-
 /** Header edits (a route's own, or `request-transformer`'s) on the headers going upstream (lower-case names): removals, then additions. */
 export function transformRequestHeaders(headers: Record<string, string>, edits: { add_headers?: Record<string, string>; remove_headers?: string[] } | undefined): void {
   if (!edits) return;

@@ -11,8 +11,8 @@ import type { GatewayContext } from './app';
 import type { Match } from './config-store';
 import { maskBody, maskPath } from './pii';
 import { rateLimitHeaders, type LimitDecision } from './rate-limit';
-import { cacheControl, NEVER_STORED, securityHeadersFor, upstreamCacheVary } from './security-headers';
-import { appendVary, correlationOf, corsHeaders, corsPreflight, isPreflight } from './header-plugins';
+import { cacheControl, NEVER_STORED, securityHeadersFor, upstreamCacheVary, varyWith } from './security-headers';
+import { correlationOf, corsHeaders, corsPreflight, isPreflight } from './header-plugins';
 import { requestTenantClaims, resolveTenant } from './tenant';
 import type { PluginSet } from './workspace-view';
 
@@ -227,7 +227,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       const cors = corsHeaders(p.cors, req.headers.origin);
       if (cors) reply.headers(cors);
       // An answer that depends on the Origin: caches keep one per origin.
-      reply.header('vary', appendVary(reply.getHeader('vary'), 'Origin'));
+      reply.header('vary', varyWith(reply.getHeader('vary'), ['Origin']));
     }
 
     const secure = (req.raw.socket as { encrypted?: boolean }).encrypted === true;

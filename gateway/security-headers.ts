@@ -101,12 +101,8 @@ export function cacheControl(
   if (cfg.directive) headers['cache-control'] = cfg.directive;
   // An answer to a credential is the credential's: a shared cache (a CDN) that stores it must key
   // it on the credential, or it would hand one tenant's answer to another caller.
-  const vary = [...(cfg.vary ?? [])];
-  if (authenticated && cfg.directive) {
-    const named = new Set(vary.map((h) => h.toLowerCase()));
-    for (const h of CREDENTIAL_VARY) if (!named.has(h.toLowerCase())) vary.push(h);
-  }
-  if (vary.length > 0) headers.vary = vary.join(', ');
+  const vary = authenticated && cfg.directive ? varyWith(cfg.vary, CREDENTIAL_VARY) : varyWith(cfg.vary, []);
+  if (vary) headers.vary = vary;
   return headers;
 }
 
@@ -120,9 +116,18 @@ const CREDENTIAL_VARY = ['Authorization', 'X-API-Key', 'X-Tenant-ID'];
  */
 export function upstreamCacheVary(cacheControlValue: string, vary: string | undefined): string | undefined {
   if (/(^|[\s,])(private|no-store)([\s,=]|$)/i.test(cacheControlValue)) return undefined;
-  const named = new Set((vary ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean));
-  if (named.has('*')) return undefined;
-  const missing = CREDENTIAL_VARY.filter((h) => !named.has(h.toLowerCase()));
-  if (!missing.length) return undefined;
-  return [...(vary ? [vary] : []), ...missing].join(', ');
+  const merged = varyWith(vary, CREDENTIAL_VARY);
+  return merged === varyWith(vary, []) ? undefined : merged;
+}
+
+/**
+ * A Vary value (absent, a string or a list of them) with `names` added where missing (names
+ * compare case-insensitively; nothing is added beside `*`).
+ */
+export function varyWith(current: unknown, names: readonly string[]): string {
+  const list = (Array.isArray(current) ? current.join(',') : current === undefined ? '' : String(current)).split(',').map((v) => v.trim()).filter(Boolean);
+  if (list.includes('*')) return list.join(', ');
+  const named = new Set(list.map((v) => v.toLowerCase()));
+  for (const n of names) if (!named.has(n.toLowerCase())) list.push(n);
+  return list.join(', ');
 }

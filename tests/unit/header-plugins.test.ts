@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pluginConfigSchemas } from '../../lib/control-plane/plugins';
-import { appendVary, correlationOf, corsHeaders, corsPreflight, isPreflight, withQuery } from '../../gateway/header-plugins';
+import { correlationOf, corsHeaders, corsPreflight, isPreflight, withQuery } from '../../gateway/header-plugins';
+import { varyWith } from '../../gateway/security-headers';
 
 const cors = (config: Record<string, unknown>) => pluginConfigSchemas.cors.parse(config);
 
@@ -43,8 +44,8 @@ test("correlation-id: the client's id under the plugin's header when it is a san
 });
 
 test('Vary gets a name once, and never beside *', () => {
-  assert.equal(appendVary(undefined, 'Origin'), 'Origin');
-  assert.equal(appendVary('Accept-Encoding', 'Origin'), 'Accept-Encoding, Origin');
-  assert.equal(appendVary(['origin', 'Accept'], 'Origin'), 'origin, Accept');
-  assert.equal(appendVary('*', 'Origin'), '*');
+  assert.equal(varyWith(undefined, ['Origin']), 'Origin');
+  assert.equal(varyWith('Accept-Encoding', ['Origin']), 'Accept-Encoding, Origin');
+  assert.equal(varyWith(['origin', 'Accept'], ['Origin']), 'origin, Accept');
+  assert.equal(varyWith('*', ['Origin']), '*');
 });
