@@ -32,9 +32,8 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
   const rb = new Runbook('rotate-secret', ROTATION_STEPS, input);
   const ref = { secret: p.secret };
   let pending: string | undefined;
-  let finished = false;
-  /** The version the finish made previous, valid on its target until the revoke. */
-  let previousLeft: string | undefined;
+  /** The finish's answer once it ran: the new current version, and the previous one valid on its target until the revoke. */
+  let finished: { current: string; previous?: string } | undefined;
   // Runs started before an abort waited for its step replay as they ran.
   const step = patched(ABORT_WAITS_FOR_STEP) ? settledActs : acts;
   try {
@@ -62,8 +61,7 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
     await rb.step('set-on-target', () => step.setPendingOnTarget(version), (r) => r.detail);
     await rb.step('test', () => step.testPendingSecret(version), (r) => r.detail);
     const done = await rb.step('finish', () => step.finishRotation(version), (r) => `current ${r.current}, previous ${r.previous ?? 'none'}`);
-    finished = true;
-    previousLeft = done.previous;
+    finished = done;
     // The new version is current: consumers are told even if an abort comes meanwhile.
     const notify = () => rb.step('notify', () => acts.notifySecretRotated({ ...version, previous: done.previous }), () => 'secrets.rotated on NATS, secret.rotated on Kafka');
     if (patched(ABORT_AFTER_FINISH_REPORTED)) await CancellationScope.nonCancellable(notify);
@@ -104,11 +102,15 @@ export async function rotateSecret(input: RunbookInput<RotateSecretParams>): Pro
     if (finished && isCancellation(err) && patched(ABORT_AFTER_FINISH_REPORTED)) {
       // The rotation is done; the abort stopped the grace period, so the previous version stays
       // valid on its target. An operator is told which one, to revoke it once consumers moved.
-      const left = previousLeft ? `the revoke of previous version ${previousLeft} did not run to its end: it may stay valid on its target` : 'there was no previous version';
-      const revoke = rb.record.steps.find((s) => s.name === 'revoke-previous');
-      if (previousLeft && revoke && revoke.state !== 'completed') rb.skip('revoke-previous', `aborted: ${left}`);
-      rb.finish('ABORTED', err);
-      if (previousLeft) await CancellationScope.nonCancellable(() => acts.raiseRotationAlert({ ...ref, reason: `aborted after the finish: ${left}` })).catch(() => undefined);
+      const previous = finished.previous;
+      if (previous !== undefined) {
+        const left = `the revoke of previous version ${previous} did not run to its end: it may stay valid on its target`;
+        if (rb.record.steps.find((s) => s.name === 'revoke-previous')?.state !== 'completed') rb.skip('revoke-previous', `aborted: ${left}`);
+        rb.finish('ABORTED', err);
+        await CancellationScope.nonCancellable(() => acts.raiseRotationAlert({ ...ref, reason: `aborted after the finish: ${left}` })).catch(() => undefined);
+      } else {
+        rb.finish('ABORTED', err);
+      }
     } else if (undone && !undone.kept) {
       rb.finish('ROLLED_BACK', err);
     } else {
