@@ -1,3 +1,4 @@
+import type { PoolClient } from 'pg';
 import { z } from 'zod';
 import { parseConfigDocuments, snapshotToDocument, syncDocument, toYaml } from '../lib/control-plane/declarative';
 import { buildSnapshot, diffDocuments, readVersion } from '../lib/control-plane/versions';
@@ -18,10 +19,15 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     if (!found) throw new ApiError(404, 'not_found', `config version ${v} not found`);
     return found;
   };
-  const current = (ws: string) => inWorkspace(pool, ws, async (db) => {
+  /** The workspace's newest config version, in `db`'s transaction; undefined for no such workspace. */
+  const newestVersion = async (db: PoolClient, ws: string) => {
     const v = (await db.query<{ config_version: string }>('SELECT config_version FROM workspaces WHERE id = $1', [ws])).rows[0];
-    if (!v) throw new ApiError(404, 'not_found', 'workspace not found');
-    return { version: Number(v.config_version), snapshot: await buildSnapshot(db, ws) };
+    return v ? Number(v.config_version) : undefined;
+  };
+  const current = (ws: string) => inWorkspace(pool, ws, async (db) => {
+    const version = await newestVersion(db, ws);
+    if (version === undefined) throw new ApiError(404, 'not_found', 'workspace not found');
+    return { version, snapshot: await buildSnapshot(db, ws) };
   });
 
   api.add({
@@ -59,8 +65,7 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     handler: async ({ ws, who, req, reply }) => {
       await inWorkspace(pool, ws, async (db) => {
         await db.query('DELETE FROM config_pins WHERE workspace_id = $1', [ws]);
-        const newest = (await db.query<{ v: string }>('SELECT config_version AS v FROM workspaces WHERE id = $1', [ws])).rows[0]?.v;
-        await writeAudit(db, { workspace: ws, actor: `token:${who.name}`, action: 'unpin', entityType: 'config', entityId: ws, correlationId: req.id, configVersion: newest === undefined ? null : Number(newest) });
+        await writeAudit(db, { workspace: ws, actor: `token:${who.name}`, action: 'unpin', entityType: 'config', entityId: ws, correlationId: req.id, configVersion: (await newestVersion(db, ws)) ?? null });
       });
       deps.announce(ws, 0);
       return reply.code(204).send();
