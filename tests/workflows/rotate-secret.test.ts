@@ -31,25 +31,30 @@ function rotationFakes(calls: string[], over: Record<string, (...args: never[]) 
 }
 const rotation = (over: Record<string, unknown> = {}): RunbookInput => ({ params: { secret: 'db/app', grace_seconds: 0, require_approval: false, approval_timeout_seconds: 60, ...over }, requested_by: 'alice', dry_run: false });
 
+/** An activity held until released: `hold()` in the fake, `started` once it is in there. */
+function holding() {
+  let release!: () => void;
+  let enter!: () => void;
+  const held = new Promise<void>((r) => { release = r; });
+  const started = new Promise<void>((r) => { enter = r; });
+  return { release, started, hold: async () => { enter(); await held; } };
+}
+
 test('an abort during create-pending waits for it, then rolls back the version it wrote', async () => {
   const calls: string[] = [];
-  let release!: () => void;
-  const held = new Promise<void>((r) => { release = r; });
-  let started!: () => void;
-  const createStarted = new Promise<void>((r) => { started = r; });
+  const create = holding();
   const worker = await testWorker(env, 'rotate-abort', rotationFakes(calls, {
     createPendingSecret: async () => {
-      started();
-      await held;
+      await create.hold();
       calls.push('create-settled');
       return { version: '2', previous: '1' };
     },
   }));
   await worker.runUntil(async () => {
     const handle = await env.client.workflow.start('rotateSecret', { taskQueue: 'rotate-abort', workflowId: `rb-${randomUUID()}`, args: [rotation()] });
-    await createStarted;
+    await create.started;
     await handle.cancel();
-    setTimeout(release, 300);
+    setTimeout(create.release, 300);
     await assert.rejects(handle.result(), WorkflowFailedError);
     const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
     assert.equal(record.state, 'ROLLED_BACK');
@@ -95,20 +100,17 @@ test('a rollback that fails for good ends the run FAILED with an alert, not with
 test('an abort after the finish still tells consumers, and raises an alert naming the previous version left valid', async () => {
   const calls: string[] = [];
   const alerts: string[] = [];
-  let release!: () => void;
-  const notifying = new Promise<void>((r) => { release = r; });
-  let started!: () => void;
-  const notifyStarted = new Promise<void>((r) => { started = r; });
+  const notify = holding();
   const worker = await testWorker(env, 'rotate-abort-late', rotationFakes(calls, {
-    notifySecretRotated: async () => { started(); await notifying; calls.push('notified'); },
+    notifySecretRotated: async () => { await notify.hold(); calls.push('notified'); },
     revokePreviousSecret: async () => { calls.push('revoked'); return { detail: 'revoked' }; },
     raiseRotationAlert: async (a: { reason: string }) => { alerts.push(a.reason); },
   }));
   await worker.runUntil(async () => {
     const handle = await env.client.workflow.start('rotateSecret', { taskQueue: 'rotate-abort-late', workflowId: `rb-${randomUUID()}`, args: [rotation({ grace_seconds: 3600 })] });
-    await notifyStarted;
+    await notify.started;
     await handle.cancel();
-    setTimeout(release, 300);
+    setTimeout(notify.release, 300);
     await assert.rejects(handle.result(), WorkflowFailedError);
     const record = (await handle.describe()).memo?.flowgate_runbook as RunRecord;
     assert.equal(record.state, 'ABORTED');
