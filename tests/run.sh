@@ -13,6 +13,12 @@ run_unit() {
   "${node_test[@]}" --test-concurrency=2 tests/unit/*.test.ts tests/workflows/*.test.ts
 }
 
+# Integration test files that run alone: data-plane-config stops the stack's admin and
+# PostgreSQL, gateway-audit its Kafka; runbooks, payments, third-party, faults and dr-drills
+# rotate the stack's shared secrets (the payment provider's key, the processes' login) or run
+# platform runbooks. Two of them side by side, or one beside another file, fail each other.
+SERIAL="data-plane-config gateway-audit runbooks payments third-party faults dr-drills"
+
 stack_dir=""
 stop_stack() {
   [ -n "$stack_dir" ] || return 0
@@ -45,9 +51,18 @@ run_on_stack() {
   done
   if wait "$bundle_pid"; then export FLOWGATE_TEST_WORKFLOW_BUNDLE="$bundle_dir/workflows.js"
   else echo "the workflow bundle was not built (each test worker bundles for itself):"; tail -n 5 "$bundle_dir/out.log"; fi
-  # One file at a time: some tests stop and restart servers of their own.
-  FLOWGATE_STACK_DIR="$stack_dir" "${node_test[@]}" --test-concurrency=1 "$@"
-  local rc=$?
+  # Two files at a time, except those that stop the stack's own servers or change what every
+  # test shares (SERIAL, and the DR tests): those run alone, one after the other, afterwards.
+  local parallel=() serial=() f rc=0
+  for f in "$@"; do
+    if [[ "$f" == tests/dr/* || " $SERIAL " == *" $(basename "$f" .test.ts) "* ]]; then serial+=("$f"); else parallel+=("$f"); fi
+  done
+  if [ ${#parallel[@]} -gt 0 ]; then
+    FLOWGATE_STACK_DIR="$stack_dir" "${node_test[@]}" --test-concurrency=2 "${parallel[@]}" || rc=$?
+  fi
+  if [ ${#serial[@]} -gt 0 ]; then
+    FLOWGATE_STACK_DIR="$stack_dir" "${node_test[@]}" --test-concurrency=1 "${serial[@]}" || rc=$?
+  fi
   unset FLOWGATE_TEST_WORKFLOW_BUNDLE
   rm -rf "$bundle_dir"
   if [ $rc -ne 0 ]; then
