@@ -16,6 +16,7 @@ import compress from '@fastify/compress';
 import type { AuditProducer } from './request-audit';
 import type { VaultClient } from '../lib/vault';
 import { isCallerRequestId } from '../lib/request-id';
+import { UpstreamPolicy } from '../lib/upstream-policy';
 import { Authenticator } from './auth';
 import { JwtVerifier } from './jwt';
 import { pipelineMetrics, registerPipeline } from './pipeline';
@@ -106,7 +107,15 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
       throw err;
     }
   });
-  const upstreams = new Upstreams({ logger: deps.logger, registry: deps.registry, maxResponseBytes: deps.config.FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES });
+  const upstreams = new Upstreams({
+    logger: deps.logger, registry: deps.registry, maxResponseBytes: deps.config.FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES,
+    policy: new UpstreamPolicy({
+      allowLoopback: deps.config.FLOWGATE_UPSTREAM_ALLOW_LOOPBACK,
+      deny: deps.config.FLOWGATE_UPSTREAM_DENY,
+      // The gateway's own listeners (its status port serves every tenant's metrics).
+      ownPorts: [deps.config.FLOWGATE_GATEWAY_PORT, deps.config.statusPort, deps.config.FLOWGATE_TLS_PORT].filter((p): p is number => p !== undefined),
+    }),
+  });
   const ctx: GatewayContext = {
     ...deps,
     configStore,

@@ -5,6 +5,7 @@ import { DEFAULT_MAX_RESPONSE_BYTES } from '../lib/config';
 import { ApiError } from '../lib/errors';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
+import type { UpstreamPolicy } from '../lib/upstream-policy';
 
 /**
  * The gateway's upstream layer: keep-alive pools per target, load balancing (smooth weighted
@@ -46,13 +47,14 @@ export type UpstreamResponse = { status: number; headers: Record<string, string 
 
 export type TargetHealth = { url: string; healthy: boolean; active: number; failures: number };
 
-export type UpstreamErrorCode = 'upstream_unavailable' | 'upstream_timeout' | 'no_healthy_target' | 'upstream_response_too_large';
+export type UpstreamErrorCode = 'upstream_unavailable' | 'upstream_timeout' | 'no_healthy_target' | 'upstream_response_too_large' | 'upstream_not_allowed';
 
 const ERRORS: Record<UpstreamErrorCode, { status: number; message: string }> = {
   upstream_unavailable: { status: 502, message: 'the upstream did not answer' },
   upstream_timeout: { status: 504, message: 'the upstream did not answer in time' },
   no_healthy_target: { status: 503, message: 'the service has no healthy target' },
   upstream_response_too_large: { status: 502, message: "the upstream's answer is larger than the gateway takes" },
+  upstream_not_allowed: { status: 502, message: "the service's address is one the gateway may not call (see FLOWGATE_UPSTREAM_DENY)" },
 };
 
 // The answers the gateway holds are bounded (FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES): a bigger one is cut off, never buffered whole.
@@ -114,7 +116,7 @@ type Target = {
 
 type ServiceState = { service: UpstreamService; targets: Target[]; checkKey: string; adHoc?: boolean };
 
-type Failure = { kind: 'connect' | 'timeout' | 'failed' | 'caller' | 'too_large'; err: unknown };
+type Failure = { kind: 'connect' | 'timeout' | 'failed' | 'caller' | 'too_large' | 'not_allowed'; err: unknown };
 
 /**
  * One upstream exchange through undici's `dispatch`: the answer's body is collected into a
@@ -266,6 +268,7 @@ function classify(err: unknown, signal: AbortSignal | undefined): Failure {
   if (err instanceof ResponseTooLarge) return { kind: 'too_large', err };
   const code = (err as { code?: string }).code ?? '';
   if (code === 'UND_ERR_INVALID_ARG') throw err;
+  if (code === 'ERR_UPSTREAM_NOT_ALLOWED') return { kind: 'not_allowed', err };
   if (CONNECT_ERRORS.has(code)) return { kind: 'connect', err };
   if (TIMEOUT_ERRORS.has(code)) return { kind: 'timeout', err };
   return { kind: 'failed', err };
@@ -277,13 +280,17 @@ export class Upstreams {
   private readonly maxResponseBytes: number;
   private readonly services = new Map<string, ServiceState>();
   /** Health checks get their own connections: a saturated traffic pool must not fail a check. */
-  private readonly checkAgent = new Agent({ connections: 2, keepAliveTimeout: KEEP_ALIVE_MS });
+  private readonly checkAgent: Agent;
+  /** Where connections may go (lib/upstream-policy.ts); none in unit tests of the balancing alone. */
+  private readonly policy?: UpstreamPolicy;
   private readonly healthGauge?: prom.Gauge;
   private readonly duration?: prom.Histogram;
   private closed = false;
 
-  constructor(opts: { logger: Logger; registry?: Registry; maxConnectionsPerTarget?: number; maxResponseBytes?: number }) {
+  constructor(opts: { logger: Logger; registry?: Registry; maxConnectionsPerTarget?: number; maxResponseBytes?: number; policy?: UpstreamPolicy }) {
     this.logger = opts.logger;
+    this.policy = opts.policy;
+    this.checkAgent = new Agent({ connections: 2, keepAliveTimeout: KEEP_ALIVE_MS, ...(opts.policy ? { connect: opts.policy.connector() } : {}) });
     this.maxResponseBytes = opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.connections = opts.maxConnectionsPerTarget ?? DEFAULT_CONNECTIONS;
     const registry = opts.registry;
@@ -364,6 +371,7 @@ export class Upstreams {
         throw reason ?? last.err;
       }
       if (last.kind === 'too_large') throw new UpstreamError('upstream_response_too_large', lastTarget?.url, last.err);
+      if (last.kind === 'not_allowed') throw new UpstreamError('upstream_not_allowed', lastTarget?.url, last.err);
       const timedOut = last.kind === 'timeout' || (last.err as { code?: string }).code === 'UND_ERR_CONNECT_TIMEOUT';
       if (timedOut) statusClass = 'timeout';
       // The caller logs the request; the cause (ECONNREFUSED, …) rides on the error.
@@ -445,7 +453,7 @@ export class Upstreams {
     const pool = new Pool(origin, {
       connections: this.connections,
       keepAliveTimeout: KEEP_ALIVE_MS,
-      connect: { timeout: service.connect_timeout_ms },
+      connect: this.policy ? this.policy.connector({ timeout: service.connect_timeout_ms }) : { timeout: service.connect_timeout_ms },
       headersTimeout: service.read_timeout_ms,
       bodyTimeout: service.read_timeout_ms,
     });
@@ -500,8 +508,8 @@ export class Upstreams {
       return response;
     } catch (err) {
       const failure = classify(err, req.signal);
-      // An answer too large is the route's content, not the target's health.
-      if (failure.kind !== 'caller' && failure.kind !== 'too_large') this.passiveFailure(state, target, 'failure', failure.kind === 'timeout' ? 'timeout' : (err as { code?: string }).code ?? 'error');
+      // An answer too large is the route's content, and an address refused is the service's, not the target's health.
+      if (failure.kind !== 'caller' && failure.kind !== 'too_large' && failure.kind !== 'not_allowed') this.passiveFailure(state, target, 'failure', failure.kind === 'timeout' ? 'timeout' : (err as { code?: string }).code ?? 'error');
       return failure;
     } finally {
       target.inFlight--;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { DEFAULT_THIRD_PARTIES, thirdPartyServices } from './third-party/services';
 import { MAX_PROBE_INTERVAL_MS } from './runbooks';
+import { parseDenyEntry, type DenyEntry } from './upstream-policy';
 
 /** The largest upstream answer the gateway holds by default (gateway/upstreams.ts). */
 export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
@@ -38,6 +39,24 @@ export const configSchema = z.object({
   FLOWGATE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1_048_576),
   /** The largest upstream answer the gateway takes (it holds answers whole, to transform them): a bigger one is 502 upstream_response_too_large. */
   FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES: z.coerce.number().int().min(1024).default(DEFAULT_MAX_RESPONSE_BYTES),
+  /**
+   * Addresses tenants' upstreams may never reach (lib/upstream-policy.ts), comma-separated: CIDRs
+   * (the platform's own network in a cluster) and `address:port` entries (on this machine's
+   * addresses, that port on every one of them). Link-local addresses and the gateway's own ports
+   * are refused without being listed.
+   */
+  FLOWGATE_UPSTREAM_DENY: z.string().default('').transform((v, ctx) => {
+    const entries = v.split(',').map((e) => e.trim()).filter(Boolean);
+    const parsed = entries.map(parseDenyEntry);
+    const bad = entries.find((_, i) => !parsed[i]);
+    if (bad !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${bad}" is neither a CIDR nor an address:port` });
+      return z.NEVER;
+    }
+    return parsed as DenyEntry[];
+  }),
+  /** Upstreams on loopback: refused unless `true` (a local stack, whose upstreams run on the machine). */
+  FLOWGATE_UPSTREAM_ALLOW_LOOPBACK: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
 
   FLOWGATE_TEMPORAL_ADDRESS: hostPort.default('127.0.0.1:7233'),
   FLOWGATE_TEMPORAL_NAMESPACE: z.string().min(1).default('default'),

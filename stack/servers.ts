@@ -420,6 +420,10 @@ export function processEnv(l: StackLayout & { executionIdSecret: string }): Reco
     }]),
     // A local stack's webhook receivers run on this machine (loopback).
     FLOWGATE_WEBHOOK_ALLOW_PRIVATE: 'true',
+    // Its upstreams too; but no tenant's route may reach the stack's own servers and processes
+    // (the payment sandbox stands for a third party's public API, so it stays reachable).
+    FLOWGATE_UPSTREAM_ALLOW_LOOPBACK: 'true',
+    FLOWGATE_UPSTREAM_DENY: Object.entries(p).filter(([name]) => name !== 'paymentSandbox').map(([, port]) => `${localhost}:${port}`).join(','),
     // Tests see the webhook retrier take over within a second, not a minute.
     ...(l.profile === 'test' ? { FLOWGATE_WEBHOOK_RETRY_BASE_MS: '500', FLOWGATE_WEBHOOK_RETRY_POLL_MS: '200' } : {}),
     // Tests see a failed pull in seconds; invalidations make changes immediate either way.

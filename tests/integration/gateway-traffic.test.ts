@@ -186,6 +186,37 @@ describe('upstream targets', () => {
       await b.close().catch(() => undefined);
     }
   });
+
+  test("a tenant's service can not reach the platform's own ports (status, Admin API, Temporal), by address or by name", async () => {
+    const a = await tenant('ssrf');
+    const other = await tenant('ssrf-other');
+    const ports = stack.layout.ports;
+    const platform = [
+      ['status', `http://127.0.0.1:${ports.gatewayStatus}`, '/info'],
+      ['admin', `http://localhost:${ports.admin}`, '/openapi.json'],
+      ['temporal', `http://[::ffff:127.0.0.1]:${ports.temporalHttp}`, '/api/v1/namespaces'],
+      ['metadata', 'http://169.254.169.254', '/latest/meta-data/'],
+    ] as const;
+    for (const [name, url] of platform) {
+      assert.equal((await a.admin('POST', '/services', { name, url })).status, 201);
+      assert.equal((await a.admin('POST', '/routes', { name, service: name, paths: [`/${name}`], strip_path: true })).status, 201);
+    }
+    const echo = await sandbox();
+    try {
+      // An upstream of its own on loopback is served (the local stack allows loopback upstreams).
+      await a.admin('POST', '/services', { name: 'own', url: echo.url });
+      await a.admin('POST', '/routes', { name: 'own', service: 'own', paths: ['/own'] });
+      await served(a.gw, '/own');
+      for (const [name, , path] of platform) {
+        const r = await a.gw('GET', `/${name}${path}`);
+        assert.equal(r.status, 502, `${name}: ${r.status} ${r.text}`);
+        assert.equal(r.body.error.code, 'upstream_not_allowed');
+        assert.ok(!r.text.includes(other.tenant), "no other tenant's name");
+      }
+    } finally {
+      await echo.close();
+    }
+  });
 });
 
 describe('answers without a single upstream', () => {
