@@ -37,10 +37,13 @@ export function registerPlatform(api: AdminApi, deps: AdminDeps): void {
   };
   api.add({
     method: 'POST', url: '/workspaces', summary: 'Create a workspace (platform-wide admin token)', tag: 'workspaces', resource: 'workspaces', action: 'write', scoped: false, body: workspaceInput,
-    responses: { 201: 'created', 409: 'the id is taken' },
+    responses: { 201: 'created', 409: 'the id is taken, or was a deleted workspace\'s' },
     handler: async ({ who, body, req, reply }) => {
       platformOnly(who);
       const created = await ensureWorkspace(pool, body.id, body.name, { actor: actor(who.name), correlationId: req.id });
+      if (created === 'retired') {
+        throw new ApiError(409, 'workspace_id_retired', `workspace ${body.id} was deleted; its id is not given out again (its audit trail and executions stay its own)`, [{ field: 'body.id', message: 'retired' }]);
+      }
       if (!created) throw new ApiError(409, 'conflict', `workspace ${body.id} exists`, [{ field: 'body.id', message: 'taken' }]);
       return reply.code(201).header('Location', `/workspaces/${body.id}`).send({ id: body.id, name: body.name, config_version: 1 });
     },
@@ -67,6 +70,8 @@ export function registerPlatform(api: AdminApi, deps: AdminDeps): void {
       await asPlatform(pool, async (db) => {
         const before = (await db.query('DELETE FROM workspaces WHERE id = $1 RETURNING id, name', [params.id])).rows[0];
         if (!before) throw new ApiError(404, 'not_found', 'workspace not found');
+        // Its id is never given out again (lib/db/migrations/011_retired_workspaces.sql).
+        await db.query('INSERT INTO retired_workspaces (id) VALUES ($1) ON CONFLICT (id) DO NOTHING', [params.id]);
         await writeAudit(db, { workspace: params.id, actor: actor(who.name), action: 'delete', entityType: 'workspace', entityId: params.id, before, correlationId: req.id });
       });
       deps.announce(params.id, 0);

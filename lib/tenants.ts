@@ -12,17 +12,18 @@ const SYSTEM: ChangeContext = { actor: 'system' };
 
 /**
  * Creates a workspace with its default webhook secret and config version 1; returns false
- * (and changes nothing) if it exists.
+ * (and changes nothing) if it exists, and 'retired' if a deleted workspace had the id.
  */
-export async function ensureWorkspace(pool: Pool, id: string, name: string, ctx: ChangeContext = SYSTEM): Promise<boolean> {
+export async function ensureWorkspace(pool: Pool, id: string, name: string, ctx: ChangeContext = SYSTEM): Promise<boolean | 'retired'> {
   const created = await asPlatform(pool, async (db) => {
+    if ((await db.query('SELECT 1 FROM retired_workspaces WHERE id = $1', [id])).rowCount) return 'retired' as const;
     const res = await db.query('INSERT INTO workspaces (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id', [id, name]);
     if (!res.rowCount) return false;
     await db.query('INSERT INTO webhook_secrets (workspace_id, secret) VALUES ($1, $2)', [id, randomBytes(32).toString('base64url')]);
     await writeAudit(db, { workspace: id, actor: ctx.actor, action: 'create', entityType: 'workspace', entityId: id, after: { id, name }, correlationId: ctx.correlationId });
     return true;
   });
-  if (created) {
+  if (created === true) {
     await inWorkspace(pool, id, async (db) => {
       await beginChange(db, id);
       await finishChange(db, id, ctx, 'workspace created', []);

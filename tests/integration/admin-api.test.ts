@@ -159,6 +159,13 @@ describe('CRUD of every entity', () => {
     assert.deepEqual((await t.admin('GET', '/workspaces')).body.data.map((w: { id: string }) => w.id), [t.tenant]);
     assert.equal((await platform('DELETE', `/workspaces/${ws}`)).status, 204);
     assert.equal((await platform('GET', `/workspaces/${ws}`)).status, 404);
+    // Its audit rows (and Temporal's executions under its id) outlive it: the id is not given
+    // out again, or the new workspace would read the old one's trail as its own.
+    const again = await platform('POST', '/workspaces', { id: ws, name: 'Another customer' });
+    assert.equal(again.status, 409, again.text);
+    assert.equal(again.body.error.code, 'workspace_id_retired');
+    assert.equal(again.body.error.details[0].field, 'body.id');
+    assert.equal((await platform('GET', `/workspaces/${ws}`)).status, 404, 'not created');
   });
 
   test('platform-wide tokens are listed, issued and revoked through the API; the platform audit log shows them, and the last admin token stays', async () => {
