@@ -74,7 +74,8 @@ export class TriggerBacklog {
     this.pushbacks.inc({ tenant, scope });
     throw new ApiError(429, 'trigger_backlog_full', scope === 'tenant'
       ? `this workspace has ${mine} workflow starts waiting (the bound is ${this.limits.tenantMax}); retry later`
-      : `${this.total} workflow starts are waiting (the bound is ${this.limits.max}); retry later`, undefined, { 'Retry-After': String(retryAfter) });
+      // Other workspaces' load is theirs: the platform-wide figures stay out of the answer.
+      : 'the platform has too many workflow starts waiting; retry later', undefined, { 'Retry-After': String(retryAfter) });
   }
 
   /**
