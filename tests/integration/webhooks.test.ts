@@ -1,5 +1,6 @@
 // Signed webhooks on completion, failure and cancellation, retried until the receiver takes them.
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -13,12 +14,16 @@ import { consumerKey, newTenant } from '../helpers/tenant';
 
 const stack = testStack();
 type Delivery = { headers: Record<string, string>; body: string; event: Record<string, unknown> };
+/** What a receiver computes from the documented scheme, not with lib/webhook-signature.ts. */
+const expectedSignature = (secret: string, timestamp: string, body: string) => `v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
 
 describe('webhooks', () => {
   let server: http.Server;
   let url: string;
   const deliveries: Delivery[] = [];
   const gone: string[] = [];
+  /** Every request the receiver got, refused or taken, with the headers it came with. */
+  const attempts: { eventId: string; timestamp: string; signature: string; body: string }[] = [];
   let failFirst = 0;
   let api: ReturnType<typeof gatewayClient>;
   let approver: ReturnType<typeof gatewayClient>; // another consumer of the tenant
@@ -39,6 +44,7 @@ describe('webhooks', () => {
       let body = '';
       req.on('data', (d) => { body += d; });
       req.on('end', () => {
+        attempts.push({ eventId: String(req.headers[WEBHOOK_HEADERS.id]), timestamp: String(req.headers[WEBHOOK_HEADERS.timestamp]), signature: String(req.headers[WEBHOOK_HEADERS.signature]), body });
         if (req.url === '/down') {
           res.writeHead(503).end();
           return;
@@ -85,6 +91,10 @@ describe('webhooks', () => {
     assert.deepEqual(d.event.result, { greeting: 'Hello, hook!' });
     assert.equal(d.headers[WEBHOOK_HEADERS.id], `${r.body.execution_id}:COMPLETED`);
     assert.ok(verifyWebhook(secret, d.headers, d.body), 'signature verifies');
+    const ts = d.headers[WEBHOOK_HEADERS.timestamp]!;
+    assert.equal(d.headers[WEBHOOK_HEADERS.signature], expectedSignature(secret, ts, d.body), 'HMAC-SHA256 over `${timestamp}.${body}`');
+    const shifted = { ...d.headers, [WEBHOOK_HEADERS.timestamp]: String(Number(ts) + 1) };
+    assert.equal(verifyWebhook(secret, shifted, d.body), false, 'another timestamp, even a recent one, does not verify: it is signed');
     assert.equal(verifyWebhook(secret, d.headers, d.body.replace('hook', 'hack')), false, 'a changed body does not');
     assert.equal(verifyWebhook('another-secret', d.headers, d.body), false);
     const old = { ...d.headers, [WEBHOOK_HEADERS.timestamp]: String(Number(d.headers[WEBHOOK_HEADERS.timestamp]) - 3600) };
@@ -139,7 +149,11 @@ describe('webhooks', () => {
     assert.equal(d.event.type, 'workflow.completed');
     assert.deepEqual(d.event.result, { greeting: 'Hello, late!' });
     assert.equal(d.headers[WEBHOOK_HEADERS.id], `${id}:COMPLETED`);
-    assert.ok(verifyWebhook(secret, d.headers, d.body), 'each retry is signed afresh');
+    assert.ok(verifyWebhook(secret, d.headers, d.body));
+    const tries = attempts.filter((a) => a.eventId === `${id}:COMPLETED`);
+    assert.equal(tries.length, 7, 'six refused, then taken');
+    for (const a of tries) assert.equal(a.signature, expectedSignature(secret, a.timestamp, a.body), 'each attempt is signed over its own timestamp');
+    assert.ok(Number(tries[6]!.timestamp) > Number(tries[0]!.timestamp), `each retry is stamped afresh (first ${tries[0]!.timestamp}, last ${tries[6]!.timestamp})`);
     await eventually('the delivery is recorded', async () => (await deliveryRow(`${id}:COMPLETED`))?.state === 'delivered');
     const row = await deliveryRow(`${id}:COMPLETED`);
     assert.equal(row!.attempts, 7);
