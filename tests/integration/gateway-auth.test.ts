@@ -235,25 +235,43 @@ describe('cross-tenant attempts', () => {
     ] as const;
     const credentials = ['key', 'jwt'] as const;
     const tenantHints = ['none', 'header', 'host'] as const;
+    /** One request for `endpoint` (its path as given, or a variant of it) with A's credential. */
+    const attempt = async (endpoint: (typeof endpoints)[number], path: string, cred: (typeof credentials)[number], hint: (typeof tenantHints)[number]) => {
+      const method = endpoint[0];
+      const token = cred === 'key' ? a.key : await sign('RS256', { sub: 'alice', tenant: a.tenant });
+      const headers: Record<string, string> = { authorization: `Bearer ${token}` };
+      if (hint === 'header') headers['x-tenant-id'] = b.tenant;
+      if (hint === 'host') headers.host = `${b.tenant}.gw.localhost:${stack.layout.ports.gateway}`;
+      if (method === 'POST') headers['content-type'] = 'application/json';
+      const res = await request(`${stack.gatewayUrl}${path}`, { method, headers, body: method === 'POST' ? '{}' : undefined });
+      const text = await res.body.text();
+      const what = `${method} ${path} ${cred} ${hint}: ${res.statusCode} ${text}`;
+      if (endpoint[1].startsWith('/api/workflows?')) {
+        // The list answers, with A's executions only.
+        if (res.statusCode === 200) assert.ok(!text.includes(bId), `B's execution listed for A: ${what}`);
+        else assert.ok(res.statusCode === 403 || (path !== endpoint[1] && [400, 404].includes(res.statusCode)), what);
+        return;
+      }
+      // 400: a variant the gateway refuses as malformed (an unsafe path, say).
+      assert.ok([400, 401, 403, 404].includes(res.statusCode), what);
+      assert.ok(!text.includes('"workflow_type"'), `no status of B's execution: ${what}`);
+    };
+    // Every combination of endpoint, credential and tenant hint (42), each once.
+    for (const e of endpoints) for (const cred of credentials) for (const hint of tenantHints) await attempt(e, e[1], cred, hint);
+    // Then generated variants of the same paths (a character percent-encoded, a trailing or
+    // doubled slash, another letter case, a query, a dot segment) with any credential and hint.
+    const variant = (path: string, kind: string, at: number) => {
+      const [p, q] = path.split('?') as [string, string | undefined];
+      const i = 1 + (at % (p.length - 1));
+      const changed = kind === 'encode' && p[i] !== '/' ? `${p.slice(0, i)}%${p.charCodeAt(i).toString(16).toUpperCase()}${p.slice(i + 1)}`
+        : kind === 'slash' ? `${p}/` : kind === 'double' ? `/${p}` : kind === 'upper' ? p.toUpperCase() : kind === 'dot' ? `/x/..${p}` : p;
+      const query = [q, kind === 'query' ? `tenant=${b.tenant}` : undefined].filter(Boolean).join('&');
+      return query ? `${changed}?${query}` : changed;
+    };
     await fc.assert(fc.asyncProperty(
-      fc.constantFrom(...endpoints), fc.constantFrom(...credentials), fc.constantFrom(...tenantHints),
-      async ([method, path], cred, hint) => {
-        const token = cred === 'key' ? a.key : await sign('RS256', { sub: 'alice', tenant: a.tenant });
-        const headers: Record<string, string> = { authorization: `Bearer ${token}` };
-        if (hint === 'header') headers['x-tenant-id'] = b.tenant;
-        if (hint === 'host') headers.host = `${b.tenant}.gw.localhost:${stack.layout.ports.gateway}`;
-        if (method === 'POST') headers['content-type'] = 'application/json';
-        const res = await request(`${stack.gatewayUrl}${path}`, { method, headers, body: method === 'POST' ? '{}' : undefined });
-        const text = await res.body.text();
-        if (path.startsWith('/api/workflows?')) {
-          // The list answers, with A's executions only.
-          if (res.statusCode === 200) assert.ok(!text.includes(bId), 'B\'s execution listed for A');
-          else assert.ok([403].includes(res.statusCode), text);
-          return;
-        }
-        assert.ok([401, 403, 404].includes(res.statusCode), `${method} ${path} ${cred} ${hint}: ${res.statusCode} ${text}`);
-        assert.ok(!text.includes('"workflow_type"'), 'no status of B\'s execution');
-      },
+      fc.constantFrom(...endpoints), fc.constantFrom('encode', 'slash', 'double', 'upper', 'dot', 'query'), fc.nat(64),
+      fc.constantFrom(...credentials), fc.constantFrom(...tenantHints),
+      async (e, kind, at, cred, hint) => attempt(e, variant(e[1], kind, at), cred, hint),
     ), { numRuns: 60 });
     // And the one token that names B while signed by a key B also trusts does reach B: trust is per workspace, by design.
     assert.equal((await get(aJwtAsB, '/b-only')).status, 200);
