@@ -25,14 +25,16 @@ describe('hello through the gateway', () => {
     assert.equal(res.headers.get('x-workflow-status-endpoint'), body.status_url);
     assert.equal(res.headers.get('location'), body.status_url);
 
+    // Every answer on the way, checked afterwards (eventually() retries past a failed assertion).
+    const seen: { code: number; status: unknown }[] = [];
     let status: Record<string, unknown> = {};
     await eventually('hello to complete', async () => {
       const s = await fetch(`${stack.gatewayUrl}${body.status_url}`, { headers: { authorization: `Bearer ${apiKey}` } });
-      assert.equal(s.status, 200);
       status = (await s.json()) as Record<string, unknown>;
-      assert.ok(['ACCEPTED', 'RUNNING', 'COMPLETED'].includes(status.status as string), `unexpected ${status.status}`);
+      seen.push({ code: s.status, status: status.status });
       return status.status === 'COMPLETED';
     });
+    for (const a of seen) assert.ok(a.code === 200 && ['ACCEPTED', 'RUNNING', 'COMPLETED'].includes(a.status as string), `unexpected answer on the way: ${JSON.stringify(seen)}`);
     assert.equal(status.workflow_type, 'hello');
     assert.deepEqual(status.result, { greeting: 'Hello, e2e!' });
     assert.equal(status.progress, 100);

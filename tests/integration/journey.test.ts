@@ -13,12 +13,14 @@ type Client = ReturnType<typeof gatewayClient>;
 
 async function untilStatus(api: Client, id: string, wanted: string | ((b: any) => boolean), timeoutMs = 20_000) { // eslint-disable-line @typescript-eslint/no-explicit-any
   let last: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const notOk: string[] = []; // checked afterwards: eventually() retries past a failed assertion
   await eventually(`execution ${id} to reach ${String(wanted)}`, async () => {
     const r = await api.status(id);
-    assert.equal(r.status, 200, r.text);
+    if (r.status !== 200) notOk.push(`${r.status} ${r.text}`);
     last = r.body;
-    return typeof wanted === 'string' ? last.status === wanted : wanted(last);
+    return r.status === 200 && (typeof wanted === 'string' ? last.status === wanted : wanted(last));
   }, timeoutMs);
+  assert.deepEqual(notOk, [], 'every status answer on the way was 200');
   return last;
 }
 
@@ -164,7 +166,10 @@ describe('core journey', () => {
 
     test('result long-polls: a closed execution returns at once, an open one 202 at the deadline', async () => {
       const hello = await a.start('hello', { name: 'poll' });
+      await untilStatus(a, hello.body.execution_id, 'COMPLETED');
+      const t = Date.now();
       const r = await a.result(hello.body.execution_id, 10);
+      assert.ok(Date.now() - t < 1000, `a closed execution's result at once, not at the deadline (${Date.now() - t} ms)`);
       assert.equal(r.status, 200);
       assert.equal(r.body.status, 'COMPLETED');
       assert.deepEqual(r.body.result, { greeting: 'Hello, poll!' });
@@ -179,16 +184,30 @@ describe('core journey', () => {
 
     test('the list holds only the tenant\'s executions, filtered, newest first, with a cursor', async () => {
       const ids: string[] = [];
-      for (let i = 0; i < 3; i++) ids.push((await a.start('hello', { name: `list-${i}` })).body.execution_id);
-      for (const id of ids) await untilStatus(a, id, 'COMPLETED');
+      // One after the other, so that start and close order agree.
+      for (let i = 0; i < 3; i++) {
+        ids.push((await a.start('hello', { name: `list-${i}` })).body.execution_id);
+        await untilStatus(a, ids[i]!, 'COMPLETED');
+      }
+      // An execution of another type and one still running, which the filters must leave out.
+      const other = (await a.start('approval-request', { subject: 'list', requester: 'alice' })).body.execution_id as string;
+      await untilStatus(a, other, 'RUNNING');
+      type Entry = { execution_id: string; workflow_type: string; status: string };
+      let filtered: Entry[] = [];
+      let running: Entry[] = [];
       await eventually('visibility to show them', async () => {
-        const all = await a.list('?status=COMPLETED&type=hello&limit=100');
-        const seen = new Set(all.body.executions.map((e: { execution_id: string }) => e.execution_id));
-        return ids.every((id) => seen.has(id));
+        filtered = (await a.list('?status=COMPLETED&type=hello&limit=100')).body.executions;
+        running = (await a.list('?status=RUNNING&limit=100')).body.executions;
+        const seen = new Set(filtered.map((e) => e.execution_id));
+        return ids.every((id) => seen.has(id)) && running.some((e) => e.execution_id === other);
       });
+      assert.ok(filtered.every((e) => e.workflow_type === 'hello' && e.status === 'COMPLETED'), JSON.stringify(filtered));
+      assert.ok(running.every((e) => e.status === 'RUNNING'), JSON.stringify(running));
+      await a.cancel(other);
+      assert.deepEqual(filtered.map((e) => e.execution_id).filter((id) => ids.includes(id)), [...ids].reverse(), 'newest first');
       const page1 = await a.list('?type=hello&limit=2');
       assert.equal(page1.status, 200);
-      assert.equal(page1.body.executions.length, 2);
+      assert.deepEqual(page1.body.executions.map((e: Entry) => e.execution_id), [ids[2], ids[1]], 'the newest two first');
       assert.ok(page1.body.next_cursor);
       const page2 = await a.list(`?type=hello&limit=2&cursor=${page1.body.next_cursor}`);
       const overlap = page2.body.executions.filter((e: { execution_id: string }) => page1.body.executions.some((p: { execution_id: string }) => p.execution_id === e.execution_id));
