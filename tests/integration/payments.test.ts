@@ -145,8 +145,15 @@ describe('a payment through the gateway', () => {
 
   test('a decline ends PAYMENT_FAILED after one provider call, with no retry and no alert', async () => {
     const { tenant, api } = await tenantApi();
+    // Alerts of every reason the stack's worker raised, before and after: an alert is raised
+    // before the run closes, so it is counted by the time the run is seen closed.
+    const worker = `http://127.0.0.1:${stack.layout.ports.workerStatus}`;
+    const alerts = async () => (await (await fetch(`${worker}/metrics`)).text()).split('\n')
+      .filter((l) => /^payment_alerts_total[{ ]/.test(l)).reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+    const alertsBefore = await alerts();
     const id = await pay(api, payment({ payment_method: 'pm_card_insufficient_funds' }));
     const done = await finished(api, id);
+    assert.equal(await alerts(), alertsBefore, 'no payment alert raised');
     assert.equal(done.status, 'COMPLETED', 'a business outcome, not a failed run');
     assert.equal(done.result.state, 'PAYMENT_FAILED');
     assert.equal(done.result.reason, 'declined');

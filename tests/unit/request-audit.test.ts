@@ -25,6 +25,12 @@ test('every entry has an audit_id of its own; drops by the producer are a counte
     assert.equal(await dropped(), 3);
     producer.dropped = 5;
     assert.equal(await dropped(), 5);
+    // A producer whose own count went back (a new producer thread) adds nothing until it passes
+    // what was already counted: the counter never goes back and counts nothing twice.
+    producer.dropped = 2;
+    assert.equal(await dropped(), 5);
+    producer.dropped = 4;
+    assert.equal(await dropped(), 5);
   } finally {
     await audit.close();
   }

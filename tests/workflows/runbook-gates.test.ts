@@ -37,7 +37,7 @@ describe('runbook approval gates (time skipping)', () => {
   before(async () => { env = await timeSkippingEnv(); });
   after(async () => { await env?.teardown(); });
 
-  test('warns a tenth of the timeout before it expires, expires as a rejection, and refuses a decision after', async () => {
+  test('warns a tenth of the timeout before it expires, and expires as a rejection', async () => {
     const events: Event[] = [];
     const worker = await testWorker(env, 'gates1', fakeFailoverActivities(events));
     await worker.runUntil(async () => {
@@ -55,7 +55,8 @@ describe('runbook approval gates (time skipping)', () => {
       // 3600 s gate, warned 360 s before: the event's expiry is an hour after the gate opened.
       const opened = Date.parse(approve.started_at!);
       assert.equal(Date.parse(String(warning.data.expires_at)) - opened, 3600_000);
-      await assert.rejects(handle.executeUpdate('approveStep', { args: [decision({})] }));
+      // A decision after the expiry: the "gates-late" test below (this run has closed, and Temporal
+      // refuses any update to a closed run, so a decision here would prove nothing).
     });
   });
 
