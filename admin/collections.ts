@@ -7,6 +7,8 @@ import { beginChange, finishChange, type ChangeAudit } from '../lib/control-plan
 import { newCredential } from '../lib/credentials';
 import { ApiError, validationError } from '../lib/errors';
 import { inWorkspace } from '../lib/postgres';
+import type { Config } from '../lib/config';
+import { upstreamPolicyFor, type UpstreamPolicy } from '../lib/upstream-policy';
 import { callbackRefusal } from '../lib/webhook-targets';
 import type { AdminDeps } from './app';
 import { workspaceParam, type AdminApi, type Call } from './endpoint';
@@ -32,16 +34,29 @@ function decodeCursor(cursor: string): { key: string; id?: string } {
 }
 
 /**
- * A trigger rule's callback_url where webhooks may not go to non-public addresses
- * (FLOWGATE_WEBHOOK_ALLOW_PRIVATE unset): refused when the rule is saved (400 naming `field`),
- * not only when its webhooks are sent. The schema cannot say it: the setting is the process's.
+ * Addresses in services and trigger rules that the processes would refuse, refused when they are
+ * saved (400 naming each field) and not only when used. The schema cannot say it: the settings
+ * are the process's.
+ * - A rule's callback_url where webhooks may not go to non-public addresses (FLOWGATE_WEBHOOK_ALLOW_PRIVATE unset).
+ * - A service's url and targets, a rule's upstream_url, that the gateway may not connect to
+ *   (lib/upstream-policy.ts: FLOWGATE_UPSTREAM_DENY, loopback, link-local), as far as the URL's
+ *   own text tells; a name is checked by the gateway where it is resolved.
+ * `prefixOf(i)` is where the i-th document sits in the request (`body`, `body.services.3`).
  */
-export function checkCallbackUrls(docs: readonly Doc[], allowNonPublic: boolean, fieldOf: (i: number) => string): void {
+export function checkAddresses(docs: readonly Doc[], config: Pick<Config, 'FLOWGATE_WEBHOOK_ALLOW_PRIVATE'>, policy: UpstreamPolicy, prefixOf: (i: number) => string): void {
   const details = docs.flatMap((d, i) => {
-    const refused = typeof d.callback_url === 'string' ? callbackRefusal(d.callback_url, allowNonPublic) : undefined;
-    return refused ? [{ field: fieldOf(i), message: refused }] : [];
+    const urls: [string, unknown, (url: string) => string | undefined][] = [
+      ['callback_url', d.callback_url, (u) => callbackRefusal(u, config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE)],
+      ['upstream_url', d.upstream_url, (u) => policy.urlRefusal(u)],
+      ['url', d.url, (u) => policy.urlRefusal(u)],
+      ...(Array.isArray(d.targets) ? d.targets : []).map((t: { url?: unknown }, n: number): [string, unknown, (url: string) => string | undefined] => [`targets.${n}.url`, t.url, (u) => policy.urlRefusal(u)]),
+    ];
+    return urls.flatMap(([field, url, refusal]) => {
+      const why = typeof url === 'string' ? refusal(url) : undefined;
+      return why ? [{ field: `${prefixOf(i)}.${field}`, message: why }] : [];
+    });
   });
-  if (details.length) throw new ApiError(400, 'validation_failed', `invalid callback_url: ${details.map((d) => d.field).join(', ')}`, details);
+  if (details.length) throw new ApiError(400, 'validation_failed', `refused address: ${details.map((d) => d.field).join(', ')}`, details);
 }
 
 /** What the API shows of an entity: its document with id, version and times. */
@@ -67,6 +82,7 @@ function checkIfMatch(req: FastifyRequest, current: EntityRow): void {
 const etag = (reply: FastifyReply, e: EntityRow) => reply.header('ETag', etagOf(e));
 
 export function registerCollections(api: AdminApi, deps: AdminDeps): void {
+  const upstreamPolicy = upstreamPolicyFor(deps.config);
   /** One change to a workspace: lock, change, version, audit, in one transaction; then tell the data planes. */
   async function change<T>(call: Call<unknown, unknown, unknown>, summary: (r: T) => string, fn: (db: PoolClient, audits: ChangeAudit[]) => Promise<T>): Promise<T> {
     const { result, version } = await inWorkspace(deps.pool, call.ws, async (db) => {
@@ -125,7 +141,7 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
       method: 'POST', url: `/${c}`, summary: `Create one of ${c}`, tag, resource, action: 'write', query: scopedQuery, body: def.schema,
       responses: { 201: 'created', 409: 'a name taken, a reference to a missing entity, or a colliding route' },
       handler: async (call) => {
-        if (c === 'triggers') checkCallbackUrls([call.body as Doc], deps.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE, () => 'body.callback_url');
+        checkAddresses([call.body as Doc], deps.config, upstreamPolicy, () => 'body');
         const e = await change(call, (r: EntityRow) => `${def.type} ${String(r.doc[def.keyColumn])} created`, async (db, audits) => {
           const created = await insertEntity(db, call.ws, def, call.body as Doc);
           audits.push({ action: 'create', entityType: def.type, entityId: created.id, after: auditView(def, created.doc) });
@@ -154,7 +170,7 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
             if (!parsed.success) throw validationError(parsed.error, 'body');
             doc = parsed.data;
           }
-          if (c === 'triggers') checkCallbackUrls([doc], deps.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE, () => 'body.callback_url');
+          checkAddresses([doc], deps.config, upstreamPolicy, () => 'body');
           const updated = await updateEntity(db, call.ws, def, existing.id, doc);
           audits.push({ action: 'update', entityType: def.type, entityId: existing.id, before: auditView(def, existing.doc), after: auditView(def, updated.doc) });
           return updated;

@@ -5,13 +5,15 @@ import { buildSnapshot, diffDocuments, readVersion } from '../lib/control-plane/
 import { writeAudit } from '../lib/audit';
 import { ApiError } from '../lib/errors';
 import { inWorkspace } from '../lib/postgres';
+import { upstreamPolicyFor } from '../lib/upstream-policy';
 import type { AdminDeps } from './app';
 import { authorize } from './auth';
-import { checkCallbackUrls } from './collections';
+import { checkAddresses } from './collections';
 import { workspaceParam, type AdminApi } from './endpoint';
 
 /** Versioned and declarative config: GET /config and its versions, diffs, export and sync. */
 export function registerConfig(api: AdminApi, deps: AdminDeps): void {
+  const upstreamPolicy = upstreamPolicyFor(deps.config);
   const { pool } = deps;
   const scopedQuery = z.object(workspaceParam).strict();
   const versionOf = async (ws: string, v: number) => {
@@ -114,7 +116,8 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     const text = typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString('utf8') : JSON.stringify(body ?? '');
     const docs = parseConfigDocuments(text);
     if (docs.length !== 1) throw new ApiError(400, 'validation_failed', 'send one workspace document', [{ field: 'body', message: `${docs.length} documents` }]);
-    checkCallbackUrls(docs[0]!.triggers, deps.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE, (i) => `body.triggers.${i}.callback_url`);
+    checkAddresses(docs[0]!.services, deps.config, upstreamPolicy, (i) => `body.services.${i}`);
+    checkAddresses(docs[0]!.triggers, deps.config, upstreamPolicy, (i) => `body.triggers.${i}`);
     return docs[0]!;
   };
   api.add({

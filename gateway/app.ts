@@ -16,7 +16,7 @@ import compress from '@fastify/compress';
 import type { AuditProducer } from './request-audit';
 import type { VaultClient } from '../lib/vault';
 import { isCallerRequestId } from '../lib/request-id';
-import { UpstreamPolicy } from '../lib/upstream-policy';
+import { upstreamPolicyFor } from '../lib/upstream-policy';
 import { Authenticator } from './auth';
 import { JwtVerifier } from './jwt';
 import { pipelineMetrics, registerPipeline } from './pipeline';
@@ -109,12 +109,8 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
   });
   const upstreams = new Upstreams({
     logger: deps.logger, registry: deps.registry, maxResponseBytes: deps.config.FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES,
-    policy: new UpstreamPolicy({
-      allowLoopback: deps.config.FLOWGATE_UPSTREAM_ALLOW_LOOPBACK,
-      deny: deps.config.FLOWGATE_UPSTREAM_DENY,
-      // The gateway's own listeners (its status port serves every tenant's metrics).
-      ownPorts: [deps.config.FLOWGATE_GATEWAY_PORT, deps.config.statusPort, deps.config.FLOWGATE_TLS_PORT].filter((p): p is number => p !== undefined),
-    }),
+    // The gateway's own listeners are refused too (its status port serves every tenant's metrics).
+    policy: upstreamPolicyFor(deps.config, [deps.config.FLOWGATE_GATEWAY_PORT, deps.config.statusPort, deps.config.FLOWGATE_TLS_PORT].filter((p): p is number => p !== undefined)),
   });
   const ctx: GatewayContext = {
     ...deps,

@@ -2,6 +2,7 @@ import { lookup } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { buildConnector } from 'undici';
+import type { Config } from './config';
 
 /**
  * Where the gateway may send a tenant's traffic. A service's URL is chosen by a tenant (a
@@ -86,6 +87,20 @@ export class UpstreamPolicy {
   }
 
   /**
+   * Why a URL's own address is refused, judged from its text (an IP address, or `localhost` as
+   * loopback): where a service is saved, so a refused address is a 400 at once. Other names are
+   * judged where they are resolved, by `connector`.
+   */
+  urlRefusal(url: string): string | undefined {
+    const u = new URL(url);
+    const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+    const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
+    const name = host.toLowerCase().replace(/\.$/, '');
+    if (isIP(host)) return this.refusal(host, port);
+    return name === 'localhost' || name.endsWith('.localhost') ? this.refusal('127.0.0.1', port) : undefined;
+  }
+
+  /**
    * An undici connector that resolves the host itself, checks the address and connects to that
    * very address (TLS still verifies and sends the name): for every pool and agent of upstreams.
    */
@@ -111,4 +126,9 @@ export class UpstreamPolicy {
     const family = familyOf(address);
     return LOOPBACK.check(address, family) || this.local.check(address, family);
   }
+}
+
+/** The policy a process's configuration sets; `ownPorts` are the gateway's own listeners. */
+export function upstreamPolicyFor(config: Pick<Config, 'FLOWGATE_UPSTREAM_ALLOW_LOOPBACK' | 'FLOWGATE_UPSTREAM_DENY'>, ownPorts: number[] = []): UpstreamPolicy {
+  return new UpstreamPolicy({ allowLoopback: config.FLOWGATE_UPSTREAM_ALLOW_LOOPBACK, deny: config.FLOWGATE_UPSTREAM_DENY, ownPorts });
 }

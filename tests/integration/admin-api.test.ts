@@ -337,6 +337,30 @@ describe("a trigger rule's callback_url", () => {
   });
 });
 
+describe("a service's address", () => {
+  test("an address the gateway would refuse (the stack's own ports, link-local) is refused when saved, by every way in", async () => {
+    const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'addr');
+    const ports = stack.layout.ports;
+    const refused = (r: Awaited<ReturnType<typeof t.admin>>, field: string, why: RegExp) => {
+      assert.equal(r.status, 400, r.text);
+      assert.equal(r.body.error.code, 'validation_failed');
+      assert.equal(r.body.error.details[0].field, field);
+      assert.match(r.body.error.details[0].message, why);
+    };
+    refused(await t.admin('POST', '/services', { name: 'vault', url: `http://127.0.0.1:${ports.openbao}/v1/sys/health` }), 'body.url', /platform's own/);
+    refused(await t.admin('POST', '/services', { name: 'meta', url: 'http://169.254.169.254/latest/meta-data' }), 'body.url', /link-local/);
+    refused(await t.admin('POST', '/services', { name: 'pair', targets: [{ url: 'http://127.0.0.1:9' }, { url: `http://localhost:${ports.temporalHttp}` }] }), 'body.targets.1.url', /platform's own/);
+    refused(await t.admin('POST', '/triggers', { name: 'up', route_path: '/up', workflow_type: 'hello', upstream_url: `http://127.0.0.1:${ports.admin}` }), 'body.upstream_url', /platform's own/);
+    const ok = await t.admin('POST', '/services', { name: 'own', url: 'http://127.0.0.1:9' });
+    assert.equal(ok.status, 201, ok.text);
+    refused(await t.admin('PATCH', '/services/own', { url: `http://[::1]:${ports.gatewayStatus}` }), 'body.url', /platform's own/);
+    const doc = (await t.admin('GET', '/config/export?format=json')).body;
+    doc.services[0].url = `http://127.0.0.1:${ports.postgres}`;
+    refused(await t.admin('POST', '/config/sync', doc), 'body.services.0.url', /platform's own/);
+    assert.equal((await t.admin('GET', '/services/own')).body.url, 'http://127.0.0.1:9', 'nothing changed');
+  });
+});
+
 describe('who may call what', () => {
   let endpoints: { method: string; path: string; grant: string; platform: boolean }[] = [];
   before(async () => {
