@@ -28,6 +28,7 @@ import { registerWorkflowRoutes } from './routes/workflows';
 import { ConfigStore } from './config-store';
 import { registerConfiguredRoutes } from './configured-routes';
 import { keepRawJson } from './raw-body';
+import { SecretRefs } from './secret-refs';
 import { TriggerBacklog } from './trigger-backlog';
 
 export type GatewayDeps = {
@@ -65,6 +66,8 @@ export type GatewayContext = GatewayDeps & {
   ids: ExecutionIds;
   auth: Authenticator;
   rateLimiter: RateLimiter;
+  /** `{vault:NAME#FIELD}` header values, read from OpenBao (gateway/secret-refs.ts). */
+  secretRefs: SecretRefs;
   upstreams: Upstreams;
   audit: RequestAudit;
   js: JetStreamClient;
@@ -119,6 +122,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     auth: new Authenticator({ store: configStore, pool: deps.pool, jwt, tenantHostSuffix: deps.config.FLOWGATE_TENANT_HOST_SUFFIX, latency: metrics.pipeline.authLatency }),
     rateLimiter: new RateLimiter({ redisUrl: deps.config.FLOWGATE_REDIS_URL, logger: deps.logger, registry: deps.registry, keyPrefix: 'flowgate:rl:', commandTimeoutMs: deps.config.FLOWGATE_RATE_LIMIT_TIMEOUT_MS }),
     upstreams,
+    secretRefs: new SecretRefs({ vault: deps.vault, logger: deps.logger, ttlMs: deps.config.FLOWGATE_SECRET_REF_TTL_MS }),
     audit: new RequestAudit({ kafka: deps.kafka, pool: deps.pool, logger: deps.logger, registry: deps.registry, successSample: deps.config.FLOWGATE_API_CALLS_SAMPLE }),
     js,
     metrics,

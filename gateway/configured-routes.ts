@@ -207,6 +207,8 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     let path = upstreamPath(pattern, url.pathname, route.strip_path);
     if (t?.rewrite_path) path = rewritten(t.rewrite_path, path);
     const headers = outboundHeaders(req, tenant, t?.add_headers, t?.remove_headers);
+    const credentials = ctx.secretRefs.resolveHeaders(tenant, headers, [t?.add_headers, req.flowgate.plugins['request-transformer']?.add_headers]);
+    if (credentials) await credentials;
     // A body the gateway must read (converted, or PII masked) comes unencoded, whatever the client
     // accepts: the client's Accept-Encoding must not switch the masking off. The gateway compresses
     // the answer for the client itself.
@@ -241,6 +243,8 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
   async function aggregateRoute(req: FastifyRequest, reply: FastifyReply, tenant: string, route: Route, services: Map<string, Service>, params: Record<string, string | undefined>) {
     const spec = route.aggregate!;
     const headers = outboundHeaders(req, tenant, route.transformations?.request?.add_headers, route.transformations?.request?.remove_headers);
+    const credentials = ctx.secretRefs.resolveHeaders(tenant, headers, [route.transformations?.request?.add_headers, req.flowgate.plugins['request-transformer']?.add_headers]);
+    if (credentials) await credentials;
     headers['accept-encoding'] = 'identity'; // the backends' JSON is parsed and merged here
     const out = await aggregate(ctx.upstreams, services, spec.backends, { headers, params, timeoutMs: spec.timeout_ms, body: requestBody(req) });
     req.flowgate.upstream = spec.backends.map((b) => b.service).join(',');

@@ -55,6 +55,8 @@ export const configSchema = z.object({
     }
     return parsed as DenyEntry[];
   }),
+  /** How long the gateway keeps a route's credential read from OpenBao (`{vault:NAME#FIELD}` header values) before reading it again. */
+  FLOWGATE_SECRET_REF_TTL_MS: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
   /** Upstreams on loopback: refused unless `true` (a local stack, whose upstreams run on the machine). */
   FLOWGATE_UPSTREAM_ALLOW_LOOPBACK: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
 

@@ -8,6 +8,8 @@ export const vaultPaths = {
   oauthClientSecret: (provider: string) => `secret/data/oauth/${provider}/client_secret`,
   cert: (service: string) => `secret/data/certs/${service}`,
   dbCredentials: (environment: string, role: string) => `secret/data/db/${environment}/${role}`,
+  /** A workspace's credentials its routes send upstream by reference (gateway/secret-refs.ts). */
+  upstreamSecret: (workspace: string, name: string) => `secret/data/upstreams/${workspace}/${name}`,
 } as const;
 
 /**

@@ -22,6 +22,21 @@ export const headerName = z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'an HTTP hea
  */
 export const headerValue = z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'an HTTP header value: no CR, LF, NUL or other control characters (tab is fine), nothing beyond Latin-1');
 
+const SECRET_REF = /^\{vault:([a-z0-9][a-z0-9._-]{0,99})#([A-Za-z0-9_.-]{1,100})\}$/;
+
+/** The secret and field a header value refers to (`{vault:NAME#FIELD}`, the whole value; gateway/secret-refs.ts), or undefined. */
+export function secretRef(value: string): { name: string; field: string } | undefined {
+  if (!value.startsWith('{vault:')) return undefined;
+  const m = SECRET_REF.exec(value);
+  return m ? { name: m[1]!, field: m[2]! } : undefined;
+}
+
+/** A value the gateway adds to a request going upstream: an ordinary value, or a whole reference to a workspace secret. */
+export const requestHeaderValue = headerValue.refine((v) => !v.startsWith('{vault:') || secretRef(v) !== undefined,
+  'a reference is the whole value, {vault:NAME#FIELD}: NAME of lower-case letters, digits, . _ - and FIELD of letters, digits, . _ -');
+/** A value the gateway adds to an answer: never a reference, which would hand the secret to the client. */
+export const responseHeaderValue = headerValue.refine((v) => !v.startsWith('{vault:'), 'a {vault:…} reference is for request headers only: it would hand the secret to the client');
+
 export const pluginConfigSchemas = {
   cors: z
     .object({
@@ -40,13 +55,13 @@ export const pluginConfigSchemas = {
   'request-size-limiting': z.object({ allowed_payload_size_bytes: z.number().int().min(1).max(100 * 1024 * 1024) }).strict(),
   'request-transformer': z
     .object({
-      add_headers: z.record(headerName, headerValue).default({}),
+      add_headers: z.record(headerName, requestHeaderValue).default({}),
       remove_headers: z.array(headerName).default([]),
       add_querystring: z.record(z.string().min(1), z.string()).default({}),
     })
     .strict(),
   'response-transformer': z
-    .object({ add_headers: z.record(headerName, headerValue).default({}), remove_headers: z.array(headerName).default([]) })
+    .object({ add_headers: z.record(headerName, responseHeaderValue).default({}), remove_headers: z.array(headerName).default([]) })
     .strict(),
   'correlation-id': z.object({ header_name: headerName.default('X-Request-ID'), echo_downstream: z.boolean().default(true) }).strict(),
   /**

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { rewriteError } from '../path-rewrite';
-import { headerName, headerValue, pluginConfigSchemas, PLUGIN_NAMES } from './plugins';
+import { headerName, pluginConfigSchemas, PLUGIN_NAMES, requestHeaderValue, responseHeaderValue } from './plugins';
 import { credentialReferences } from '../trigger-rules';
 
 /**
@@ -14,14 +14,14 @@ export const entityName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/,
 const tags = z.array(z.string().min(1).max(64)).max(32).default([]);
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 const RESERVED_PREFIXES = ['/api/', '/outbound/', '/health'];
-const headerEdits = {
-  add_headers: z.record(headerName, headerValue.max(4096)).default({}),
+const headerEdits = (value: typeof requestHeaderValue) => ({
+  add_headers: z.record(headerName, value.max(4096)).default({}),
   remove_headers: z.array(headerName).default([]),
-};
+});
 const PII_KINDS = ['email', 'card', 'national_id', 'phone'] as const;
 const requestEdits = z
   .object({
-    ...headerEdits,
+    ...headerEdits(requestHeaderValue),
     /** A regex over the path the upstream receives, e.g. `^/v1/users/(\d+)$` → `/users/$1`. */
     rewrite_path: z.object({ pattern: z.string().min(1).max(1000), replacement: z.string().max(2000) }).strict()
       .superRefine((r, ctx) => {
@@ -35,7 +35,7 @@ const requestEdits = z
   .strict();
 const responseEdits = z
   .object({
-    ...headerEdits,
+    ...headerEdits(responseHeaderValue),
     body: z.enum(['json-to-xml', 'xml-to-json']).optional(),
     /** Masks these kinds of personal data in the body returned to the client. */
     mask_pii: z.array(z.enum(PII_KINDS)).max(PII_KINDS.length).optional(),
@@ -95,7 +95,7 @@ export const routePath = z
 const staticResponse = z
   .object({
     status: z.number().int().min(100).max(599).default(200),
-    headers: z.record(headerName, headerValue.max(4096)).default({}),
+    headers: z.record(headerName, responseHeaderValue.max(4096)).default({}),
     body: z.unknown().optional(),
   })
   .strict();

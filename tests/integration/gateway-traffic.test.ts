@@ -8,9 +8,11 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import { spawn } from 'node:child_process';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { hostname } from 'node:os';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync, gzipSync, brotliDecompressSync } from 'node:zlib';
 import { request } from 'undici';
+import { createVault, vaultPaths } from '../../lib/vault';
 import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
 import { eventually, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
@@ -314,6 +316,35 @@ describe('transformations and the response pipeline', () => {
       assert.equal(badRegex.body.error.details[0].field, 'body.transformations.request.rewrite_path.pattern');
     } finally {
       await xmlUpstream.close();
+    }
+  });
+
+  test("an upstream credential by reference: the config holds {vault:NAME#FIELD}, the upstream gets the workspace's secret from OpenBao", async () => {
+    const echo = await sandbox();
+    const vault = createVault(stack.env.FLOWGATE_VAULT_ADDR!, stack.env.FLOWGATE_VAULT_TOKEN);
+    try {
+      const [a, b] = [await tenant('ref'), await tenant('ref-other')];
+      const secret = `Bearer sk_${randomUUID()}`;
+      await vault.write(vaultPaths.upstreamSecret(a.tenant, 'orders-api'), { data: { token: secret } });
+      const ref = '{vault:orders-api#token}';
+      for (const t of [a, b]) {
+        await t.admin('POST', '/services', { name: 'echo', url: echo.url });
+        assert.equal((await t.admin('POST', '/routes', { name: 'orders', service: 'echo', paths: ['/orders'], transformations: { request: { add_headers: { Authorization: ref } } } })).status, 201);
+      }
+      await served(a.gw, '/orders');
+      // The client's own header naming the reference is sent as it came, never filled in.
+      const r = await a.gw('GET', '/orders', undefined, { 'x-echo': ref });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.headers.authorization, secret, 'the upstream got the secret');
+      assert.equal(r.body.headers['x-echo'], ref, "a client's header is not a reference the gateway fills in");
+      assert.equal((await a.admin('GET', '/routes/orders')).body.transformations.request.add_headers.Authorization, ref, 'the config holds the reference');
+      // Another workspace's same reference reads its own path, where there is nothing.
+      await served(b.gw, '/orders', 503);
+      const other = await b.gw('GET', '/orders');
+      assert.equal(other.body.error.code, 'credential_unavailable');
+      assert.ok(!other.text.includes(secret));
+    } finally {
+      await echo.close();
     }
   });
 
