@@ -4,7 +4,8 @@ export const RUNBOOK_USAGE = `  runbook list                           the runbo
   runbook run NAME [--param k=v]… [--dry-run] [--follow]
                                          start a run (values are JSON when they parse, else strings)
   runbook status RUN | follow RUN        a run's timeline, once or live until it ends
-  runbook approve RUN STEP [--comment C] | reject RUN STEP [--comment C]
+  runbook approve RUN STEP [--comment C] [--payload JSON] | reject RUN STEP [--comment C]
+                                         (a failover's approval: --payload '{"confirm_primary":"HOST:PORT"}')
   runbook pause RUN | resume RUN | abort RUN`;
 
 type Step = { name: string; state: string; attempt: number; started_at?: string; ended_at?: string; output?: string; approval?: { roles: string[]; expires_at: string; approved_by?: string } };
@@ -14,10 +15,11 @@ const MARK: Record<string, string> = { pending: '·', running: '▶', awaiting_a
 const CLOSED = new Set(['COMPLETED', 'FAILED', 'CANCELED', 'TERMINATED', 'TIMED_OUT']);
 
 function stepLine(s: Step): string {
-  const took = s.started_at && s.ended_at ? ` (${((Date.parse(s.ended_at) - Date.parse(s.started_at)) / 1000).toFixed(1)} s)` : '';
+  const times = s.started_at ? ` ${s.started_at}${s.ended_at ? ` → ${s.ended_at} (${((Date.parse(s.ended_at) - Date.parse(s.started_at)) / 1000).toFixed(1)} s)` : ''}` : '';
   const gate = s.state === 'awaiting_approval' && s.approval ? ` — needs ${s.approval.roles.join(' or ')} before ${s.approval.expires_at}` : '';
+  const approver = s.approval?.approved_by ? ` — decided by ${s.approval.approved_by}` : '';
   const attempt = s.attempt > 1 ? ` attempt ${s.attempt}` : '';
-  return `  ${MARK[s.state] ?? '?'} ${s.name.padEnd(18)} ${s.state}${attempt}${took}${gate}${s.output ? `  ${s.output}` : ''}`;
+  return `  ${MARK[s.state] ?? '?'} ${s.name.padEnd(18)} ${s.state}${attempt}${times}${gate}${approver}${s.output ? `  ${s.output}` : ''}`;
 }
 
 function progress(run: Run): string {
@@ -96,7 +98,12 @@ export async function runbookCommand(args: string[]): Promise<number> {
       case 'reject': {
         const [id, step] = rest;
         if (!id || !step) throw new Error(`runbook ${sub} RUN STEP`);
-        const s = await call<Step>('POST', `/runs/${encodeURIComponent(id)}/steps/${encodeURIComponent(step)}/${sub}`, { comment: flag('--comment') });
+        const payloadText = flag('--payload');
+        let payload: unknown;
+        if (payloadText !== undefined) {
+          try { payload = JSON.parse(payloadText); } catch { throw new Error(`--payload must be JSON, e.g. '{"confirm_primary":"127.0.0.1:5432"}'`); }
+        }
+        const s = await call<Step>('POST', `/runs/${encodeURIComponent(id)}/steps/${encodeURIComponent(step)}/${sub}`, { comment: flag('--comment'), ...(payload === undefined ? {} : { payload }) });
         console.log(stepLine(s));
         return 0;
       }

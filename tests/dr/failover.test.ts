@@ -4,11 +4,13 @@
 // the new primary, the run reports its RTO, and `stack up` then rebuilds the old primary as the
 // new primary's standby.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { after, describe, test } from 'node:test';
 import { connect } from 'nats';
 import pg from 'pg';
 import { failoverActivities } from '../../activities/database-failover';
 import { databaseClients, readTopology, topologyBucket } from '../../lib/db-topology';
+import { REPO_ROOT } from '../../stack/paths';
 import { createLogger } from '../../lib/logger';
 import { createPool } from '../../lib/postgres';
 import { issueAdminToken } from '../../lib/tenants';
@@ -195,7 +197,8 @@ describe('database failover', () => {
     const pool = createPool(pgSuperuserUrl(layout, 'flowgate', 'postgres-replica'), 1);
     const suffix = Date.now().toString(36);
     const alice = gatewayClient(stack.adminUrl, (await issueAdminToken(pool, null, `alice-${suffix}`, 'operator')).token).call;
-    const bob = gatewayClient(stack.adminUrl, (await issueAdminToken(pool, null, `bob-${suffix}`, 'operator')).token).call;
+    const bobToken = (await issueAdminToken(pool, null, `bob-${suffix}`, 'operator')).token;
+    const bob = gatewayClient(stack.adminUrl, bobToken).call;
     await pool.end();
     // Used once while PostgreSQL answers: the admin process mirrors platform tokens it has seen.
     assert.equal((await alice('GET', '/runbooks')).status, 200);
@@ -218,9 +221,13 @@ describe('database failover', () => {
     assert.match(wrong.body.error.message, /confirm_primary must be/);
     const own = await alice('POST', `/runs/${RUN_ID}/steps/approve/approve`, { payload: { confirm_primary: `127.0.0.1:${stack.layout.ports.postgresReplica}` } });
     assert.equal(own.status, 409);
-    const ok = await bob('POST', `/runs/${RUN_ID}/steps/approve/approve`, { payload: { confirm_primary: `127.0.0.1:${stack.layout.ports.postgresReplica}` }, comment: 'confirmed down' });
-    assert.equal(ok.status, 200, ok.text);
-    assert.equal(ok.body.approval.approved_by, `bob-${suffix}`);
+    // Bob approves with the CLI, as the README shows an operator doing it during the outage.
+    const cli = spawnSync(process.execPath, ['bin/flowgate.js', 'runbook', 'approve', RUN_ID, 'approve', '--comment', 'confirmed down',
+      '--payload', JSON.stringify({ confirm_primary: `127.0.0.1:${stack.layout.ports.postgresReplica}` })], {
+      cwd: REPO_ROOT, encoding: 'utf8', timeout: 30_000, env: { ...process.env, FLOWGATE_ADMIN_URL: stack.adminUrl, FLOWGATE_OPERATOR_TOKEN: bobToken },
+    });
+    assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
+    assert.match(cli.stdout, new RegExp(`approve .* decided by bob-${suffix}`), cli.stdout);
 
     await eventually('the run to end', async () => ((run = (await alice('GET', `/runs/${RUN_ID}`)).body as Run).status !== 'RUNNING'), 60_000, 250);
     assert.equal(run!.status, 'COMPLETED', `${run!.error} ${JSON.stringify(run!.steps)}`);
