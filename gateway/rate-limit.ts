@@ -503,11 +503,16 @@ export class RateLimiter {
         const r = this.rateOf(leaseKeys[j]!, at);
         // A bucket's reset is when it is full again, no bound on spending what was taken from it.
         const ttl = policy.algorithm === 'token-bucket' ? LEASE_TTL_MS : Math.min(LEASE_TTL_MS, resetMs);
+        // Timed from the call's send, not its answer: Redis measured resetMs after the send, so a
+        // lease never outlives the window that counted its tokens, however late the answer.
+        const fresh = { until: now + ttl, remaining, resetAt: now + resetMs };
         // Tokens of a lease still live (one that came back with a request sent alongside) are
         // counted in Redis already: kept, not replaced; in the same object, which a request
-        // waiting on Redis may hold and spend from.
-        const fresh = { until: at + ttl, remaining, resetAt: at + resetMs };
-        if (r.lease && r.lease.until > at) Object.assign(r.lease, fresh, { tokens: r.lease.tokens + extra });
+        // waiting on Redis may hold and spend from. But only within one window: tokens a window
+        // counted are not spent in the next (its lease starts afresh; the old tokens are lost to
+        // their window, as any unspent lease's are).
+        const sameWindow = policy.algorithm === 'token-bucket' || (r.lease !== undefined && Math.abs(r.lease.resetAt - fresh.resetAt) < windowMs(policy) / 2);
+        if (r.lease && r.lease.until > at && sameWindow) Object.assign(r.lease, fresh, { until: Math.min(r.lease.until, fresh.until), tokens: r.lease.tokens + extra });
         else r.lease = { ...fresh, tokens: extra };
       }
       asked.set(ask[j]!, decision(policy, 'redis', allowed === 1, remaining + extra, resetMs, retryMs));

@@ -198,3 +198,47 @@ test('rateLimitHeaders: Retry-After is the longest wait among the refusals', () 
   assert.equal(rateLimitHeaders([d({})])['Retry-After'], undefined);
   assert.deepEqual(rateLimitHeaders([]), {});
 });
+
+/**
+ * A RateLimiter whose Redis is a script stand-in answering `reply(key, nth call)` after
+ * `delayMs`: the lease bookkeeping around the script, as pure logic. Replies are the script's
+ * `[allowed, remaining, resetMs, retryMs, leased]` per key.
+ */
+function scripted(reply: (key: string, call: number) => [number, number, number, number, number], delayMs = 0) {
+  const limiter = new RateLimiter({ logger: createLogger('gateway', 'silent') });
+  let calls = 0;
+  const flowgateRateLimit = async (n: number, ...args: (string | number)[]) => {
+    const call = ++calls;
+    if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+    return (args.slice(0, n) as string[]).map((k) => reply(k, call));
+  };
+  (limiter as unknown as { redis: unknown }).redis = { status: 'ready', flowgateRateLimit };
+  return limiter;
+}
+
+test("a lease ends with its window as Redis measured it: a reply that comes back late does not stretch it past the window's end", async () => {
+  const p = policy('fixed-window', 100_000, 60, 'p');
+  // Redis ran the script 10 ms before the window's end and its answer took 30 ms to arrive.
+  const limiter = scripted((_k, call) => (call === 1 ? [1, 50_000, 10, 0, 50] : [0, 0, 60_000, 60_000, 0]), 30);
+  const [first] = await limiter.checkAll([{ key: 'k', policy: p }]);
+  assert.equal(first!.source, 'redis');
+  const next = await limiter.checkAll([{ key: 'k', policy: p }]);
+  assert.notEqual(next[0]!.source, 'lease', 'the leased tokens belonged to the window that ended');
+});
+
+test('a lease from the next window does not carry the tokens of one leased in the window before', async () => {
+  const p = policy('fixed-window', 100_000, 60, 'p');
+  const q = policy('fixed-window', 100_000, 60, 'q');
+  // Two requests under p and q at once: the first call is answered in window W (5 ms left), the
+  // second in W+1; each leases 50 tokens of p. Afterwards nothing more is admitted by Redis.
+  const limiter = scripted((_k, call) => (call <= 2 ? (call === 1 ? [1, 50_000, 5, 0, 50] : [1, 99_949, 60_000, 0, 50]) : [0, 0, 60_000, 60_000, 0]));
+  await Promise.all([limiter.checkAll([{ key: 'k', policy: p }, { key: 'k', policy: q }]), limiter.checkAll([{ key: 'k', policy: p }, { key: 'k', policy: q }])]);
+  await new Promise((r) => setTimeout(r, 20)); // window W is over
+  let spent = 0;
+  for (let i = 0; i < 200; i++) {
+    const [d] = await limiter.checkAll([{ key: 'k', policy: p }]);
+    if (d!.source !== 'lease') break;
+    spent++;
+  }
+  assert.ok(spent <= 50, `${spent} leased tokens spent in W+1, which counted 50`);
+});
