@@ -99,8 +99,13 @@ export class JwtVerifier {
     }
     const result: VerifiedJwt = { claims: verified.payload, alg, kid: header.kid };
     const exp = (verified.payload.exp ?? 0) * 1000;
+    // Never kept past what verification would refuse: `exp`, and with max_lifetime_seconds the
+    // token's age limit (jose checks it only when it verifies).
+    const iat = verified.payload.iat;
+    const aged = settings.max_lifetime_seconds !== undefined && typeof iat === 'number'
+      ? (iat + settings.max_lifetime_seconds + settings.clock_skew_seconds) * 1000 : Infinity;
     if (this.cache.size >= this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
-    this.cache.set(cacheKey, { result, until: Math.min(Date.now() + CACHE_MS, exp), settings });
+    this.cache.set(cacheKey, { result, until: Math.min(Date.now() + CACHE_MS, exp, aged), settings });
     return result;
   }
 

@@ -114,3 +114,19 @@ test('RS256 with a remote JWKS: a verified token is not verified again (no JWKS 
     server.close();
   }
 });
+
+test('a cached token is refused once it is older than max_lifetime_seconds, as verifying it again would', async () => {
+  mock.timers.enable({ apis: ['Date'], now: 1_800_000_000_000 });
+  try {
+    const verifier = new JwtVerifier(async () => SECRET);
+    const settings = pluginConfigSchemas.jwt.parse({ algorithms: ['HS256'], hs256_kids: ['k1'], max_lifetime_seconds: 60, clock_skew_seconds: 0 });
+    const now = Math.floor(Date.now() / 1000);
+    const head = `${b64({ alg: 'HS256', typ: 'JWT', kid: 'k1' })}.${b64({ sub: 'alice', tenant: 'acme', iat: now - 50, exp: now + 3600 })}`;
+    const token = `${head}.${createHmac('sha256', SECRET).update(head).digest('base64url')}`;
+    await verifier.verify('acme', token, settings); // 50 s old: accepted, and cached
+    mock.timers.tick(20_000); // 70 s old, the cache entry 20 s
+    await assert.rejects(verifier.verify('acme', token, settings), refusedAs('expired'));
+  } finally {
+    mock.timers.reset();
+  }
+});
