@@ -44,9 +44,13 @@ function addressIn(ip: string, cidrs: string[]): boolean {
   return blockList(cidrs).check(plain, isIPv4(plain) ? 'ipv4' : 'ipv6');
 }
 
+/** OAuth's scope claims: one string of space-separated scopes (RFC 8693, RFC 9068). */
+const SPACE_SEPARATED = new Set(['scope', 'scp']);
+
 function claimMatches(claims: Record<string, unknown> | undefined, name: string, allowed: string[]): boolean {
   const value = claims?.[name];
   if (Array.isArray(value)) return value.some((v) => allowed.includes(String(v)));
+  if (typeof value === 'string' && SPACE_SEPARATED.has(name)) return value.split(/\s+/).some((v) => allowed.includes(v));
   return value !== undefined && allowed.includes(String(value));
 }
 

@@ -75,6 +75,14 @@ describe('authorization', () => {
     assert.equal(authorize(cfg, { ...base, now: at('2026-11-18T19:00:00Z') }).allowed, false, 'after hours');
     assert.equal(authorize(cfg, { ...base, now: at('2026-11-22T10:00:00Z') }).allowed, false, 'a Sunday');
     assert.deepEqual(authorize(cfg, { ...base, method: 'DELETE', claims: { scope: ['orders:read', 'orders:write'] } }), { allowed: true, rule: 2 });
+    // An OAuth access token's scope is one space-separated string (RFC 9068): each scope counts.
+    assert.deepEqual(authorize(cfg, { ...base, method: 'DELETE', claims: { scope: 'orders:read orders:write' } }), { allowed: true, rule: 2 });
+    assert.equal(authorize(cfg, { ...base, method: 'DELETE', claims: { scope: 'orders:read orders:writer' } }).allowed, false, 'whole scopes only');
+    const readonly: AuthorizationConfig = { rules: [{ effect: 'deny', claims: { scp: ['orders:readonly'] } }], default: 'allow' };
+    assert.equal(authorize(readonly, { ...base, claims: { scp: 'openid orders:readonly' } }).allowed, false, 'a deny on one scope among several');
+    // Other claims are compared whole: a name with a space is one value.
+    const named: AuthorizationConfig = { rules: [{ effect: 'allow', claims: { name: ['Ada'] } }], default: 'deny' };
+    assert.equal(authorize(named, { ...base, claims: { name: 'Ada Lovelace' } }).allowed, false);
     assert.equal(authorize({ ...cfg, default: 'allow' }, { ...base, method: 'DELETE' }).allowed, true);
     // A window across midnight.
     const night: AuthorizationConfig = { rules: [{ effect: 'allow', hours_utc: { from: 22, to: 6 } }], default: 'deny' };
