@@ -39,7 +39,8 @@ const invalidKey = () => new ApiError(401, 'invalid_credential', 'the API key is
  * a tenant that the request carries must name the same one.
  */
 export class Authenticator {
-  private cache = new Map<string, { principal: Principal | null; until: number }>();
+  /** Keys looked up in PostgreSQL; a found key's entry holds while its workspace's served config is the one it was found under. */
+  private cache = new Map<string, { principal: Principal | null; until: number; version?: number }>();
   /** Lookups of keys the served config does not know: a token bucket of `unknownKeyLookupsPerS`. */
   private readonly lookups = new LocalLimiter({ maxKeys: 1 });
   private readonly lookupPolicy: LimitPolicy;
@@ -109,7 +110,10 @@ export class Authenticator {
     const hash = hashCredential(credential);
     const cacheKey = hash.toString('base64');
     const hit = this.cache.get(cacheKey);
-    let principal = hit && hit.until > Date.now() ? hit.principal : undefined;
+    // A newer config of the key's workspace that does not list it (keyOwner missed) says it was
+    // revoked, or knows better: asked again, not taken from the entry.
+    const current = hit && hit.until > Date.now() && (!hit.principal || this.opts.store.versionOf(hit.principal.tenant) === hit.version);
+    let principal = current ? hit.principal : undefined;
     if (principal === undefined) {
       if (!this.lookups.check('unknown-keys', this.lookupPolicy).allowed) throw invalidKey();
       const row = await asPlatform(pool, async (db) => (await db.query<{ id: string; workspace_id: string; consumer_id: string; username: string; roles: string[] }>(
@@ -122,7 +126,7 @@ export class Authenticator {
       });
       principal = row ? { tenant: row.workspace_id, consumerId: row.consumer_id, username: row.username, roles: row.roles, keyId: row.id, method: 'api_key' } : null;
       if (this.cache.size >= (this.opts.maxEntries ?? 10_000)) this.cache.delete(this.cache.keys().next().value!);
-      this.cache.set(cacheKey, { principal, until: Date.now() + AUTH_CACHE_MS });
+      this.cache.set(cacheKey, { principal, until: Date.now() + AUTH_CACHE_MS, version: principal ? this.opts.store.versionOf(principal.tenant) : undefined });
     }
     if (!principal) throw invalidKey();
     return principal;

@@ -39,3 +39,28 @@ test('unknown keys cost at most the lookup budget in PostgreSQL, however many a 
   assert.ok(counts.lookups <= 25, `${counts.lookups} lookups for 1000 unknown keys (budget 20 per second)`);
   assert.ok(counts.lookups >= 20, 'the budget is used: a key issued since the last pull is still found');
 });
+
+test('a key found in PostgreSQL stops working once a newer config of its workspace leaves it out (revoked), not 10 s later', async () => {
+  let revoked = false;
+  let lookups = 0;
+  const client = {
+    query: async (sql: string) => {
+      if (!sql.includes('api_keys')) return { rows: [], rowCount: 0 };
+      lookups += 1;
+      const rows = revoked ? [] : [{ id: 'k1', workspace_id: 'acme', consumer_id: 'c1', username: 'alice', roles: ['developer'] }];
+      return { rows, rowCount: rows.length };
+    },
+    release: () => undefined,
+  };
+  let version = 7;
+  const store = { keyOwner: () => undefined, view: () => undefined, versionOf: (ws: string) => (ws === 'acme' ? version : undefined) } as unknown as ConfigStore;
+  const auth = new Authenticator({ store, pool: { connect: async () => client } as unknown as Pool, jwt: {} as JwtVerifier });
+  const key = `fgk_${randomBytes(4).toString('hex')}_${randomBytes(16).toString('hex')}`;
+  assert.equal((await auth.authenticate(request(key))).tenant, 'acme', 'issued since the last pull: found in PostgreSQL');
+  assert.equal((await auth.authenticate(request(key))).tenant, 'acme');
+  assert.equal(lookups, 1, 'remembered while the config is the same');
+  revoked = true;
+  version = 8; // the revocation's config, which no longer lists the key
+  await assert.rejects(Promise.resolve(auth.authenticate(request(key))), (err: { statusCode?: number }) => err.statusCode === 401);
+  assert.equal(lookups, 2, 'asked again under the new config');
+});
