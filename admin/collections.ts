@@ -38,7 +38,7 @@ function decodeCursor(cursor: string): { key: string; id?: string } {
  * saved (400 naming each field) and not only when used. The schema cannot say it: the settings
  * are the process's.
  * - A rule's callback_url where webhooks may not go to non-public addresses (FLOWGATE_WEBHOOK_ALLOW_PRIVATE unset).
- * - A service's url and targets, a rule's upstream_url, that the gateway may not connect to
+ * - A service's url and targets, a rule's upstream_url, a jwt plugin's jwks_url, that the gateway may not connect to
  *   (lib/upstream-policy.ts: FLOWGATE_UPSTREAM_DENY, loopback, link-local), as far as the URL's
  *   own text tells; a name is checked by the gateway where it is resolved.
  * `prefixOf(i)` is where the i-th document sits in the request (`body`, `body.services.3`).
@@ -50,6 +50,8 @@ export function checkAddresses(docs: readonly Doc[], config: Pick<Config, 'FLOWG
       ['upstream_url', d.upstream_url, (u) => policy.urlRefusal(u)],
       ['url', d.url, (u) => policy.urlRefusal(u)],
       ...(Array.isArray(d.targets) ? d.targets : []).map((t: { url?: unknown }, n: number): [string, unknown, (url: string) => string | undefined] => [`targets.${n}.url`, t.url, (u) => policy.urlRefusal(u)]),
+      // A jwt plugin's key set, which the gateway fetches.
+      ['config.jwks_url', (d.config as { jwks_url?: unknown } | undefined)?.jwks_url, (u) => policy.urlRefusal(u)],
     ];
     return urls.flatMap(([field, url, refusal]) => {
       const why = typeof url === 'string' ? refusal(url) : undefined;

@@ -118,6 +118,7 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     if (docs.length !== 1) throw new ApiError(400, 'validation_failed', 'send one workspace document', [{ field: 'body', message: `${docs.length} documents` }]);
     checkAddresses(docs[0]!.services, deps.config, upstreamPolicy, (i) => `body.services.${i}`);
     checkAddresses(docs[0]!.triggers, deps.config, upstreamPolicy, (i) => `body.triggers.${i}`);
+    checkAddresses(docs[0]!.plugins, deps.config, upstreamPolicy, (i) => `body.plugins.${i}`);
     return docs[0]!;
   };
   api.add({

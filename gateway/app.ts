@@ -99,6 +99,9 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     refreshMs: deps.config.FLOWGATE_CONFIG_REFRESH_MS, registry: deps.registry, group: deps.config.FLOWGATE_GATEWAY_GROUP,
   });
   const metrics = gatewayMetrics(deps.registry);
+  // Where tenants' URLs may lead the gateway (services, trigger upstreams, JWKS): never its own
+  // listeners either (its status port serves every tenant's metrics).
+  const upstreamPolicy = upstreamPolicyFor(deps.config, [deps.config.FLOWGATE_GATEWAY_PORT, deps.config.statusPort, deps.config.FLOWGATE_TLS_PORT].filter((p): p is number => p !== undefined));
   const jwt = new JwtVerifier(async (workspace, kid) => {
     if (!deps.vault) return undefined;
     try {
@@ -109,11 +112,10 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
       if ((err as { response?: { statusCode?: number } }).response?.statusCode === 404) return undefined;
       throw err;
     }
-  });
+  }, undefined, upstreamPolicy);
   const upstreams = new Upstreams({
     logger: deps.logger, registry: deps.registry, maxResponseBytes: deps.config.FLOWGATE_UPSTREAM_MAX_RESPONSE_BYTES,
-    // The gateway's own listeners are refused too (its status port serves every tenant's metrics).
-    policy: upstreamPolicyFor(deps.config, [deps.config.FLOWGATE_GATEWAY_PORT, deps.config.statusPort, deps.config.FLOWGATE_TLS_PORT].filter((p): p is number => p !== undefined)),
+    policy: upstreamPolicy,
   });
   const ctx: GatewayContext = {
     ...deps,

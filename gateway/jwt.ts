@@ -1,9 +1,12 @@
 import { createHash, createSecretKey, type KeyObject } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
 import {
   createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors, jwtVerify,
   type JWTPayload, type JWTVerifyGetKey,
 } from 'jose';
 import { ApiError } from '../lib/errors';
+import { UpstreamNotAllowedError, type UpstreamPolicy } from '../lib/upstream-policy';
 import type { pluginConfigSchemas } from '../lib/control-plane/plugins';
 import type { z } from 'zod';
 
@@ -52,7 +55,12 @@ export class JwtVerifier {
   private localSets = new WeakMap<object, JWTVerifyGetKey>();
   private hsSecrets = new Map<string, { key: KeyObject | undefined; until: number }>();
 
-  constructor(private readonly hsSecret: HsSecretSource, private readonly maxEntries = 10_000) {}
+  /**
+   * `policy`: where a workspace's `jwks_url` may point (lib/upstream-policy.ts), as its services:
+   * a tenant's URL must not make the gateway fetch from the platform's own ports or a metadata
+   * endpoint.
+   */
+  constructor(private readonly hsSecret: HsSecretSource, private readonly maxEntries = 10_000, private readonly policy?: UpstreamPolicy) {}
 
   async verify(workspace: string, token: string, settings: JwtSettings): Promise<VerifiedJwt> {
     const cacheKey = createHash('sha256').update(workspace).update('\0').update(token).digest('base64');
@@ -124,7 +132,13 @@ export class JwtVerifier {
       // Refetched at most every 30 s when an unknown kid shows up (key rotation), and at least
       // every 2 minutes: a key the IdP withdrew verifies no new token after that, and a token it
       // verified stays in the 2-minute auth cache, so it is refused within 4 minutes at most.
-      set = createRemoteJWKSet(new URL(url), { cooldownDuration: 30_000, cacheMaxAge: JWKS_MAX_AGE_MS, timeoutDuration: 3000 });
+      const u = new URL(url);
+      const refused = this.policy?.urlRefusal(url);
+      const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
+      const agent = this.policy ? new (u.protocol === 'https:' ? https.Agent : http.Agent)({ lookup: this.policy.lookupFor(port) as never }) : undefined;
+      set = refused
+        ? async () => { throw new UpstreamNotAllowedError(`${url}: ${refused}`); }
+        : createRemoteJWKSet(u, { cooldownDuration: 30_000, cacheMaxAge: JWKS_MAX_AGE_MS, timeoutDuration: 3000, agent });
       this.remoteSets.set(url, set);
     }
     return set;

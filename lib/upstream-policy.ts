@@ -1,4 +1,4 @@
-import { lookup } from 'node:dns';
+import { lookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { buildConnector } from 'undici';
@@ -98,6 +98,23 @@ export class UpstreamPolicy {
     const name = host.toLowerCase().replace(/\.$/, '');
     if (isIP(host)) return this.refusal(host, port);
     return name === 'localhost' || name.endsWith('.localhost') ? this.refusal('127.0.0.1', port) : undefined;
+  }
+
+  /**
+   * A `lookup` for node:http agents (a JWKS fetched by jose) to `port`: every address a name
+   * resolves to is checked. An address in the URL itself is never looked up: check it with
+   * `urlRefusal` first.
+   */
+  lookupFor(port: number) {
+    return (hostname: string, options: LookupOptions, done: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void) => {
+      lookup(hostname, { ...options, all: true }, (err, addresses) => {
+        if (err) return done(err, '');
+        const refused = addresses.map((a) => this.refusal(a.address, port)).find(Boolean);
+        if (refused) return done(Object.assign(new UpstreamNotAllowedError(`${hostname}:${port}: ${refused}`), { code: 'ERR_UPSTREAM_NOT_ALLOWED' }) as NodeJS.ErrnoException, '');
+        if (options.all) return done(null, addresses);
+        done(null, addresses[0]!.address, addresses[0]!.family);
+      });
+    };
   }
 
   /**

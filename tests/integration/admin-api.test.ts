@@ -338,7 +338,7 @@ describe("a trigger rule's callback_url", () => {
 });
 
 describe("a service's address", () => {
-  test("an address the gateway would refuse (the stack's own ports, link-local) is refused when saved, by every way in", async () => {
+  test("an address the gateway would refuse (the stack's own ports, link-local) is refused when saved, by every way in, a jwt plugin's jwks_url too", async () => {
     const t = await adminTenant(stack.env.FLOWGATE_DATABASE_URL!, stack.adminUrl, 'addr');
     const ports = stack.layout.ports;
     const refused = (r: Awaited<ReturnType<typeof t.admin>>, field: string, why: RegExp) => {
@@ -351,6 +351,7 @@ describe("a service's address", () => {
     refused(await t.admin('POST', '/services', { name: 'meta', url: 'http://169.254.169.254/latest/meta-data' }), 'body.url', /link-local/);
     refused(await t.admin('POST', '/services', { name: 'pair', targets: [{ url: 'http://127.0.0.1:9' }, { url: `http://localhost:${ports.temporalHttp}` }] }), 'body.targets.1.url', /platform's own/);
     refused(await t.admin('POST', '/triggers', { name: 'up', route_path: '/up', workflow_type: 'hello', upstream_url: `http://127.0.0.1:${ports.admin}` }), 'body.upstream_url', /platform's own/);
+    refused(await t.admin('POST', '/plugins', { name: 'jwt', config: { algorithms: ['RS256'], jwks_url: `http://127.0.0.1:${ports.gatewayStatus}/metrics` } }), 'body.config.jwks_url', /platform's own/);
     const ok = await t.admin('POST', '/services', { name: 'own', url: 'http://127.0.0.1:9' });
     assert.equal(ok.status, 201, ok.text);
     refused(await t.admin('PATCH', '/services/own', { url: `http://[::1]:${ports.gatewayStatus}` }), 'body.url', /platform's own/);

@@ -10,10 +10,12 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { mock, test } from 'node:test';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { pluginConfigSchemas } from '../../lib/control-plane/plugins';
 import { JWKS_MAX_AGE_MS, JwtVerifier } from '../../gateway/jwt';
+import { parseDenyEntry, UpstreamPolicy } from '../../lib/upstream-policy';
 
 const SECRET = 'an-hs256-secret-of-at-least-32-bytes!!';
 const HS_SECRET_KEPT_MS = 300_000;
@@ -128,5 +130,33 @@ test('a cached token is refused once it is older than max_lifetime_seconds, as v
     await assert.rejects(verifier.verify('acme', token, settings), refusedAs('expired'));
   } finally {
     mock.timers.reset();
+  }
+});
+
+test("a jwks_url is fetched only where the gateway's upstream policy allows: not from its own ports, by address or by name", async () => {
+  const pair = await generateKeyPair('RS256');
+  const keys = [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' }];
+  let fetches = 0;
+  const server = createServer((_req, res) => {
+    fetches += 1;
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const port = (server.address() as AddressInfo).port;
+    const token = await new SignJWT({ sub: 'alice', tenant: 'acme' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuedAt().setExpirationTime('1h').sign(pair.privateKey);
+    const denied = new UpstreamPolicy({ allowLoopback: true, deny: [parseDenyEntry(`127.0.0.1:${port}`)!], ownPorts: [] });
+    for (const host of ['127.0.0.1', 'localhost', hostname()]) { // hostname(): a name only the lookup judges
+      const verifier = new JwtVerifier(async () => undefined, 10_000, denied);
+      const settings = pluginConfigSchemas.jwt.parse({ algorithms: ['RS256'], jwks_url: `http://${host}:${port}/jwks` });
+      await assert.rejects(verifier.verify('acme', token, settings), refusedAs('unverifiable'), host);
+    }
+    assert.equal(fetches, 0, 'the key set was never fetched');
+    const allowed = new JwtVerifier(async () => undefined, 10_000, new UpstreamPolicy({ allowLoopback: true, deny: [], ownPorts: [] }));
+    const settings = pluginConfigSchemas.jwt.parse({ algorithms: ['RS256'], jwks_url: `http://localhost:${port}/jwks` });
+    assert.equal((await allowed.verify('acme', token, settings)).kid, 'k1', 'where allowed, fetched through the same agent');
+    assert.equal(fetches, 1);
+  } finally {
+    server.close();
   }
 });
