@@ -12,6 +12,7 @@ import { closeConnectionsOnShutdown } from '../lib/http-shutdown';
 import { ExecutionIds } from '../lib/execution-ids';
 import { LazyChildLogger, type Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
+import { KV_BUCKETS, openBucket } from '../lib/nats';
 import compress from '@fastify/compress';
 import type { AuditProducer } from './request-audit';
 import type { VaultClient } from '../lib/vault';
@@ -48,7 +49,6 @@ export type GatewayDeps = {
 };
 
 /** An Idempotency-Key is remembered for 24 hours (as Stripe does). */
-const IDEMPOTENCY_TTL_MS = 24 * 3600_000;
 
 function gatewayMetrics(registry: Registry) {
   return {
@@ -131,7 +131,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     tracer: deps.tracer ?? trace.getTracer('flowgate-gateway'),
     backlog: new TriggerBacklog(() => (jsm ??= deps.nc.jetstreamManager().catch((err: unknown) => { jsm = undefined; throw err; })), { max: deps.config.FLOWGATE_TRIGGER_BACKLOG_MAX, tenantMax: deps.config.FLOWGATE_TRIGGER_BACKLOG_TENANT_MAX }, { pollMs: deps.config.FLOWGATE_TRIGGER_BACKLOG_POLL_MS, logger: deps.logger, registry: deps.registry }),
     idempotencyKv: () => {
-      kv ??= js.views.kv('flowgate_idempotency', { ttl: IDEMPOTENCY_TTL_MS, history: 1 });
+      kv ??= openBucket(deps.nc, KV_BUCKETS.idempotency);
       kv.catch(() => { kv = undefined; });
       return kv;
     },

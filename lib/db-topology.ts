@@ -1,6 +1,7 @@
 import type { KV, NatsConnection } from 'nats';
 import type pg from 'pg';
 import type { Logger } from './logger';
+import { KV_BUCKETS, openBucket } from './nats';
 import { poolOptions, retireConnections } from './pg-pool-internals';
 
 /**
@@ -8,7 +9,7 @@ import { poolOptions, retireConnections } from './pg-pool-internals';
  * etcd plays for Patroni): the failover runbook changes it with check-and-set, every process's pool
  * follows it. The epoch grows with each change, so a late writer cannot undo a newer one.
  */
-export const TOPOLOGY_BUCKET = 'flowgate_platform';
+export const TOPOLOGY_BUCKET = KV_BUCKETS.platform.name;
 export const topologyKey = (cluster: string) => `database.${cluster}`;
 /** Every process answers this request with the topology epoch and primary its pool uses. */
 export const DATABASE_CLIENTS_SUBJECT = 'database.clients';
@@ -33,7 +34,7 @@ export type DatabaseClient = { process: string; instance: string; epoch: number;
 export const nodeAddress = (n: DbNode | null) => (n ? `${n.host}:${n.port}` : null);
 
 export async function topologyBucket(nc: NatsConnection): Promise<KV> {
-  return nc.jetstream().views.kv(TOPOLOGY_BUCKET, { history: 10 });
+  return openBucket(nc, KV_BUCKETS.platform);
 }
 
 export async function readTopology(kv: KV, cluster: string): Promise<{ topology: DbTopology; revision: number } | undefined> {

@@ -1,5 +1,6 @@
 import { AckPolicy, DeliverPolicy, nanos, type JetStreamClient, type JetStreamManager, type JsMsg, type KV, type KvEntry } from 'nats';
 import type { Logger } from './logger';
+import { KV_BUCKETS } from './nats';
 
 /** A message that can never succeed: dead-letter it now instead of retrying. */
 export class PoisonMessageError extends Error {}
@@ -85,7 +86,7 @@ export type DeliveryRecord = { answered: number; failed: number };
 const recordOf = (e: KvEntry | null): DeliveryRecord => (e && e.operation === 'PUT' && e.length ? (e.json() as DeliveryRecord) : { answered: 0, failed: 0 });
 
 /** NATS KV bucket of `DeliveryLedger`: one key per message that was ever retried. */
-export const DELIVERIES_BUCKET = 'flowgate_deliveries';
+export const DELIVERIES_BUCKET = KV_BUCKETS.deliveries.name;
 
 /**
  * Every nak a process sends, counted in NATS KV by stream, consumer and sequence, so that any
@@ -163,7 +164,8 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
   // While ledger writes fail, other processes' answers go unrecorded too, and this one cannot
   // count them: no message is taken for one that kills its consumer until writes work again.
   let ledgerFailingUntil = 0;
-  const ledger = new DeliveryLedger(await opts.js.views.kv(opts.ledgerBucket ?? DELIVERIES_BUCKET, { history: 1, ttl: 7 * 24 * 3600_000 }), `${opts.stream}.${opts.durable}`);
+  const { name: _, ...ledgerOptions } = KV_BUCKETS.deliveries;
+  const ledger = new DeliveryLedger(await opts.js.views.kv(opts.ledgerBucket ?? DELIVERIES_BUCKET, ledgerOptions), `${opts.stream}.${opts.durable}`);
   const maxLost = opts.maxLost ?? 5;
   let release: (() => void) | undefined;
 

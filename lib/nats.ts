@@ -3,6 +3,7 @@ import {
   RetentionPolicy,
   StorageType,
   DiscardPolicy,
+  type KV,
   type NatsConnection,
   type StreamConfig,
   nanos,
@@ -60,9 +61,29 @@ export async function connectNats(url: string, name: string): Promise<NatsConnec
 }
 
 /**
- * Creates or updates Flowgate's JetStream streams; safe to call from every process. `replicas`
- * (provisioning's FLOWGATE_NATS_STREAM_REPLICAS; 3 on a cluster) sets the replica count; without
- * it a stream keeps the count it has (a process starting must never scale a stream down).
+ * Flowgate's NATS KV buckets, each a JetStream stream (`KV_<name>`): opened with these options
+ * wherever they are used, and made by provisioning with the streams' replica count.
+ */
+export const KV_BUCKETS = {
+  /** The gateway's Idempotency-Key entries (gateway/triggering.ts), kept 24 hours. */
+  idempotency: { name: 'flowgate_idempotency', ttl: 24 * 3600_000, history: 1 },
+  /** The trigger consumers' delivery ledger (lib/jetstream-worker.ts), kept a week. */
+  deliveries: { name: 'flowgate_deliveries', ttl: 7 * 24 * 3600_000, history: 1 },
+  /** The database topology, one key per cluster (lib/db-topology.ts). */
+  platform: { name: 'flowgate_platform', history: 10 },
+} as const;
+
+/** Opens (creating if needed) one of KV_BUCKETS; `replicas` only matters to one that does not exist yet. */
+export function openBucket(nc: NatsConnection, bucket: (typeof KV_BUCKETS)[keyof typeof KV_BUCKETS], replicas?: number): Promise<KV> {
+  const { name, ...opts } = bucket;
+  return nc.jetstream().views.kv(name, { ...opts, ...(replicas ? { replicas } : {}) });
+}
+
+/**
+ * Creates or updates Flowgate's JetStream streams and KV buckets; safe to call from every process.
+ * `replicas` (provisioning's FLOWGATE_NATS_STREAM_REPLICAS; 3 on a cluster) sets the replica
+ * count; without it a stream keeps the count it has (a process starting must never scale a
+ * stream down).
  */
 export async function ensureStreams(nc: NatsConnection, replicas?: number): Promise<void> {
   const jsm = await nc.jetstreamManager();
@@ -76,6 +97,14 @@ export async function ensureStreams(nc: NatsConnection, replicas?: number): Prom
       continue;
     }
     await jsm.streams.update(cfg.name!, { ...cfg, num_replicas: replicas ?? existing.config.num_replicas });
+  }
+  if (!replicas) return;
+  for (const bucket of Object.values(KV_BUCKETS)) {
+    await openBucket(nc, bucket, replicas);
+    // A bucket a process made before (with one replica) is scaled like the streams.
+    const stream = `KV_${bucket.name}`;
+    const info = await jsm.streams.info(stream);
+    if (info.config.num_replicas !== replicas) await jsm.streams.update(stream, { ...info.config, num_replicas: replicas });
   }
 }
 
