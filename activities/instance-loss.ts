@@ -23,8 +23,11 @@ export function instanceLossActivities(deps: { nats?: NatsConnection }) {
       const target = all.find((g) => (!p.instance || g.instance === p.instance) && (!p.group || g.group === p.group));
       const which = [p.instance, p.group && `in group ${p.group}`].filter(Boolean).join(' ') || 'at all';
       if (!target) throw ApplicationFailure.nonRetryable(`no gateway instance ${which} answers on gateway.instances`, 'NoSuchInstance');
-      const survivors = all.filter((g) => g.instance !== target.instance && (!p.group || g.group === p.group));
-      if (!survivors.length) throw ApplicationFailure.nonRetryable(`stopping ${target.instance} would leave no instance${p.group ? ` in group ${p.group}` : ''} serving`, 'NoSurvivors');
+      // The survivors are the rest of the target's group, named or not: each group serves its own
+      // config version (a canary), so another group's instances do not stand in for it.
+      const group = p.group ?? target.group;
+      const survivors = all.filter((g) => g.instance !== target.instance && g.group === group);
+      if (!survivors.length) throw ApplicationFailure.nonRetryable(`stopping ${target.instance} would leave no instance${group ? ` in group ${group}` : ''} serving`, 'NoSurvivors');
       return { target, survivors };
     },
 

@@ -131,6 +131,10 @@ describe('data-plane instance loss', () => {
     const named = await runToEnd(await operator(), 'gateway-instance-loss', { params: { instance, group: 'stable' } });
     assert.equal(named.status, 'FAILED', JSON.stringify(named.steps));
     assert.match(named.error!, /no gateway instance gateway@\S+ in group stable/);
+    // Named alone: still the last of its own group (the stack's gateway, in another, is no survivor).
+    const alone = await runToEnd(await operator(), 'gateway-instance-loss', { params: { instance } });
+    assert.equal(alone.status, 'FAILED', JSON.stringify(alone.steps));
+    assert.match(alone.error!, new RegExp(`would leave no instance in group ${group}`));
     await new Promise((r) => setTimeout(r, 500));
     assert.equal(p.child.exitCode, null, 'the named instance still runs');
   });
