@@ -234,6 +234,15 @@ export function loadConfig(processName: ProcessName, rawEnv: NodeJS.ProcessEnv =
       result.error.issues.map((i) => ({ variable: String(i.path[0] ?? '(environment)'), message: i.message })),
     );
   }
+  // The TLS listener takes its port, certificate and key together: some of them alone would start
+  // no listener, silently.
+  const tls = ['FLOWGATE_TLS_PORT', 'FLOWGATE_TLS_CERT', 'FLOWGATE_TLS_KEY', 'FLOWGATE_TLS_CLIENT_CA'] as const;
+  const given = tls.filter((v) => result.data[v] !== undefined);
+  if (given.length && tls.slice(0, 3).some((v) => result.data[v] === undefined)) {
+    throw new ConfigError(tls.slice(0, 3).filter((v) => result.data[v] === undefined).map((variable) => ({
+      variable, message: `the TLS listener needs FLOWGATE_TLS_PORT, FLOWGATE_TLS_CERT and FLOWGATE_TLS_KEY together (${given.join(', ')} given)`,
+    })));
+  }
   return {
     ...result.data,
     process: processName,

@@ -78,3 +78,15 @@ test("FLOWGATE_DB_PROBE_MS is refused above what the failover runbook's probe_in
     return true;
   });
 });
+
+test('the TLS listener is all or nothing: a port without a certificate and key is refused, naming what is missing', () => {
+  assert.throws(() => loadConfig('gateway', { FLOWGATE_TLS_PORT: '8443' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.deepEqual(err.issues.map((i) => i.variable), ['FLOWGATE_TLS_CERT', 'FLOWGATE_TLS_KEY']);
+    assert.match(err.message, /together \(FLOWGATE_TLS_PORT given\)/);
+    return true;
+  });
+  assert.throws(() => loadConfig('gateway', { FLOWGATE_TLS_CLIENT_CA: '/ca.pem' }), /FLOWGATE_TLS_PORT: the TLS listener needs/);
+  assert.equal(loadConfig('gateway', { FLOWGATE_TLS_PORT: '8443', FLOWGATE_TLS_CERT: 'c', FLOWGATE_TLS_KEY: 'k' }).FLOWGATE_TLS_PORT, 8443);
+  assert.equal(loadConfig('gateway', {}).FLOWGATE_TLS_PORT, undefined, 'none: no TLS listener');
+});
