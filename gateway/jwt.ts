@@ -1,12 +1,11 @@
 import { createHash, createSecretKey, type KeyObject } from 'node:crypto';
-import http from 'node:http';
-import https from 'node:https';
 import {
   createLocalJWKSet, createRemoteJWKSet, decodeJwt, decodeProtectedHeader, errors, jwtVerify,
   type JWTPayload, type JWTVerifyGetKey,
 } from 'jose';
 import { ApiError } from '../lib/errors';
-import { UpstreamNotAllowedError, type UpstreamPolicy } from '../lib/upstream-policy';
+import type { UpstreamPolicy } from '../lib/upstream-policy';
+import { policyAgent, UpstreamNotAllowedError } from './upstream-connect';
 import type { pluginConfigSchemas } from '../lib/control-plane/plugins';
 import type { z } from 'zod';
 
@@ -18,8 +17,10 @@ import type { z } from 'zod';
  *   with an RSA public key used as an HMAC secret (algorithm confusion) finds no key, and
  *   `alg: none` is refused by name before anything else.
  * - `exp` is required; `nbf`, `iss` and `aud` are checked when configured, with the skew.
- * - A verified token is remembered for at most 2 minutes (the seed's auth cache) and never
- *   past its `exp`; a refused one is not cached, so a clock or key fix applies at once.
+ * - A verified token is remembered for at most 2 minutes (the seed's auth cache), never past its
+ *   `exp` nor past the age `max_lifetime_seconds` allows; a refused one is not cached, so a
+ *   clock or key fix applies at once.
+ * - A `jwks_url` is fetched only where the upstream policy allows (lib/upstream-policy.ts).
  */
 
 export type JwtSettings = z.infer<(typeof pluginConfigSchemas)['jwt']>;
@@ -133,12 +134,10 @@ export class JwtVerifier {
       // every 2 minutes: a key the IdP withdrew verifies no new token after that, and a token it
       // verified stays in the 2-minute auth cache, so it is refused within 4 minutes at most.
       const u = new URL(url);
-      const refused = this.policy?.urlRefusal(url);
-      const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
-      const agent = this.policy ? new (u.protocol === 'https:' ? https.Agent : http.Agent)({ lookup: this.policy.lookupFor(port) as never }) : undefined;
-      set = refused
-        ? async () => { throw new UpstreamNotAllowedError(`${url}: ${refused}`); }
-        : createRemoteJWKSet(u, { cooldownDuration: 30_000, cacheMaxAge: JWKS_MAX_AGE_MS, timeoutDuration: 3000, agent });
+      const via = this.policy ? policyAgent(this.policy, u) : undefined;
+      set = via && 'refused' in via
+        ? async () => { throw new UpstreamNotAllowedError(`${url}: ${via.refused}`); }
+        : createRemoteJWKSet(u, { cooldownDuration: 30_000, cacheMaxAge: JWKS_MAX_AGE_MS, timeoutDuration: 3000, agent: via?.agent });
       this.remoteSets.set(url, set);
     }
     return set;

@@ -6,6 +6,7 @@ import { ApiError } from '../lib/errors';
 import type { Logger } from '../lib/logger';
 import { prom } from '../lib/metrics';
 import type { UpstreamPolicy } from '../lib/upstream-policy';
+import { policyConnector } from './upstream-connect';
 
 /**
  * The gateway's upstream layer: keep-alive pools per target, load balancing (smooth weighted
@@ -290,7 +291,7 @@ export class Upstreams {
   constructor(opts: { logger: Logger; registry?: Registry; maxConnectionsPerTarget?: number; maxResponseBytes?: number; policy?: UpstreamPolicy }) {
     this.logger = opts.logger;
     this.policy = opts.policy;
-    this.checkAgent = new Agent({ connections: 2, keepAliveTimeout: KEEP_ALIVE_MS, ...(opts.policy ? { connect: opts.policy.connector() } : {}) });
+    this.checkAgent = new Agent({ connections: 2, keepAliveTimeout: KEEP_ALIVE_MS, ...(opts.policy ? { connect: policyConnector(opts.policy) } : {}) });
     this.maxResponseBytes = opts.maxResponseBytes ?? DEFAULT_MAX_RESPONSE_BYTES;
     this.connections = opts.maxConnectionsPerTarget ?? DEFAULT_CONNECTIONS;
     const registry = opts.registry;
@@ -358,8 +359,8 @@ export class Upstreams {
           return result;
         }
         last = result;
-        // Anything but a failed connect may have reached the upstream: never send it twice.
-        if (result.kind !== 'connect') break;
+        // Anything but a failed or refused connect may have reached the upstream: never send it twice.
+        if (result.kind !== 'connect' && result.kind !== 'not_allowed') break;
       }
       if (!last) throw new UpstreamError('no_healthy_target');
       if (last.kind === 'caller') {
@@ -453,7 +454,7 @@ export class Upstreams {
     const pool = new Pool(origin, {
       connections: this.connections,
       keepAliveTimeout: KEEP_ALIVE_MS,
-      connect: this.policy ? this.policy.connector({ timeout: service.connect_timeout_ms }) : { timeout: service.connect_timeout_ms },
+      connect: this.policy ? policyConnector(this.policy, { timeout: service.connect_timeout_ms }) : { timeout: service.connect_timeout_ms },
       headersTimeout: service.read_timeout_ms,
       bodyTimeout: service.read_timeout_ms,
     });

@@ -1,7 +1,5 @@
-import { lookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { buildConnector } from 'undici';
 import type { Config } from './config';
 
 /**
@@ -10,14 +8,17 @@ import type { Config } from './config';
  * tenant the gateway's own status port (every tenant's metrics and config), and on a machine that
  * runs the platform, its Temporal, Admin API and OpenBao.
  *
- * Refused, checked on the address each connection actually goes to (a name is resolved here and
- * the connection made to the address checked, so DNS rebinding cannot slip past):
+ * Refused:
  * - link-local (a cloud's metadata endpoint at 169.254.169.254), unspecified and multicast addresses, always;
- * - the gateway's own ports, and `host:port` entries of FLOWGATE_UPSTREAM_DENY, on this machine's
- *   addresses (loopback or any interface);
- * - CIDR entries of FLOWGATE_UPSTREAM_DENY (the platform's own network, in a cluster);
+ * - the gateway's own ports, and `address:port` entries of FLOWGATE_UPSTREAM_DENY naming this
+ *   machine, on every one of this machine's addresses (loopback or any interface);
+ * - other `address:port` entries, and CIDR entries (the platform's own network, in a cluster);
  * - loopback, unless FLOWGATE_UPSTREAM_ALLOW_LOOPBACK (a local stack, whose upstreams run on the machine).
  * Private networks are allowed: reaching internal services is what a gateway is for.
+ *
+ * These are the rules; the gateway applies them to the address each connection actually goes to
+ * (gateway/upstream-connect.ts), and the Admin API to a URL's own address when it is saved.
+ * Addresses are compared as addresses (BlockList), so `::ffff:10.0.0.5` is `10.0.0.5`.
  */
 
 const ALWAYS = new BlockList();
@@ -27,12 +28,6 @@ for (const [network, prefix] of [['::', 128], ['fe80::', 10], ['ff00::', 8]] as 
 const LOOPBACK = new BlockList();
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
 LOOPBACK.addAddress('::1', 'ipv6');
-
-/** A connection the policy refused; the gateway answers 502 `upstream_not_allowed`. */
-export class UpstreamNotAllowedError extends Error {
-  readonly code = 'ERR_UPSTREAM_NOT_ALLOWED';
-  override name = 'UpstreamNotAllowedError';
-}
 
 export type DenyEntry = { cidr: string } | { address: string; port: number };
 
@@ -54,12 +49,18 @@ export function parseDenyEntry(text: string): DenyEntry | undefined {
 
 const familyOf = (address: string) => (isIP(address) === 6 ? 'ipv6' : 'ipv4');
 
+/** A host (brackets off) and port (the scheme's default when none is written), of a URL or of undici's connect options. */
+export function targetOf(url: string | { protocol: string; hostname: string; port: string }): { host: string; port: number } {
+  const u = typeof url === 'string' ? new URL(url) : url;
+  return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port) || (u.protocol === 'https:' ? 443 : 80) };
+}
+
 export class UpstreamPolicy {
   private readonly denied = new BlockList();
   /** Ports refused on this machine's own addresses. */
   private readonly localPorts = new Set<number>();
-  /** `address:port` entries on other machines. */
-  private readonly remote = new Set<string>();
+  /** `address:port` entries on other machines: the addresses refused, by port. */
+  private readonly remote = new Map<number, BlockList>();
   private readonly local = new BlockList();
 
   constructor(private readonly opts: { allowLoopback: boolean; deny: DenyEntry[]; ownPorts: number[] }) {
@@ -69,8 +70,13 @@ export class UpstreamPolicy {
       if ('cidr' in e) {
         const [network, prefix] = e.cidr.split('/') as [string, string];
         this.denied.addSubnet(network, Number(prefix), familyOf(network));
-      } else if (this.isLocal(e.address)) this.localPorts.add(e.port);
-      else this.remote.add(`${e.address}|${e.port}`);
+      } else if (this.isLocal(e.address)) {
+        this.localPorts.add(e.port);
+      } else {
+        let list = this.remote.get(e.port);
+        if (!list) this.remote.set(e.port, (list = new BlockList()));
+        list.addAddress(e.address, familyOf(e.address));
+      }
     }
   }
 
@@ -78,7 +84,7 @@ export class UpstreamPolicy {
   refusal(address: string, port: number): string | undefined {
     const family = familyOf(address);
     if (ALWAYS.check(address, family)) return `${address} is a link-local, unspecified or multicast address`;
-    if (this.denied.check(address, family) || this.remote.has(`${address}|${port}`)) return `${address}:${port} is denied to upstreams (FLOWGATE_UPSTREAM_DENY)`;
+    if (this.denied.check(address, family) || this.remote.get(port)?.check(address, family)) return `${address}:${port} is denied to upstreams (FLOWGATE_UPSTREAM_DENY)`;
     if (this.isLocal(address)) {
       if (this.localPorts.has(port)) return `port ${port} of this machine is the platform's own`;
       if (LOOPBACK.check(address, family) && !this.opts.allowLoopback) return `${address} is a loopback address`;
@@ -89,54 +95,13 @@ export class UpstreamPolicy {
   /**
    * Why a URL's own address is refused, judged from its text (an IP address, or `localhost` as
    * loopback): where a service is saved, so a refused address is a 400 at once. Other names are
-   * judged where they are resolved, by `connector`.
+   * judged where they are resolved (gateway/upstream-connect.ts).
    */
   urlRefusal(url: string): string | undefined {
-    const u = new URL(url);
-    const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
-    const port = Number(u.port) || (u.protocol === 'https:' ? 443 : 80);
-    const name = host.toLowerCase().replace(/\.$/, '');
+    const { host, port } = targetOf(url);
     if (isIP(host)) return this.refusal(host, port);
+    const name = host.toLowerCase().replace(/\.$/, '');
     return name === 'localhost' || name.endsWith('.localhost') ? this.refusal('127.0.0.1', port) : undefined;
-  }
-
-  /**
-   * A `lookup` for node:http agents (a JWKS fetched by jose) to `port`: every address a name
-   * resolves to is checked. An address in the URL itself is never looked up: check it with
-   * `urlRefusal` first.
-   */
-  lookupFor(port: number) {
-    return (hostname: string, options: LookupOptions, done: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void) => {
-      lookup(hostname, { ...options, all: true }, (err, addresses) => {
-        if (err) return done(err, '');
-        const refused = addresses.map((a) => this.refusal(a.address, port)).find(Boolean);
-        if (refused) return done(Object.assign(new UpstreamNotAllowedError(`${hostname}:${port}: ${refused}`), { code: 'ERR_UPSTREAM_NOT_ALLOWED' }) as NodeJS.ErrnoException, '');
-        if (options.all) return done(null, addresses);
-        done(null, addresses[0]!.address, addresses[0]!.family);
-      });
-    };
-  }
-
-  /**
-   * An undici connector that resolves the host itself, checks the address and connects to that
-   * very address (TLS still verifies and sends the name): for every pool and agent of upstreams.
-   */
-  connector(options: buildConnector.BuildOptions = {}): buildConnector.connector {
-    const base = buildConnector(options);
-    return (opts, done) => {
-      const host = opts.hostname.replace(/^\[(.*)\]$/, '$1');
-      const port = Number(opts.port) || (opts.protocol === 'https:' ? 443 : 80);
-      const connect = (address: string) => {
-        const why = this.refusal(address, port);
-        if (why) {
-          done(new UpstreamNotAllowedError(`${host}:${port}: ${why}`), null);
-          return;
-        }
-        base({ ...opts, hostname: address, servername: opts.servername ?? (isIP(host) ? undefined : host) }, done);
-      };
-      if (isIP(host)) connect(host);
-      else lookup(host, (err, address) => (err ? done(err, null) : connect(address)));
-    };
   }
 
   private isLocal(address: string): boolean {

@@ -141,7 +141,8 @@ test("a jwks_url is fetched only where the gateway's upstream policy allows: not
     fetches += 1;
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  // On every address, so that whatever this machine's name resolves to reaches it when allowed.
+  await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
   try {
     const port = (server.address() as AddressInfo).port;
     const token = await new SignJWT({ sub: 'alice', tenant: 'acme' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuedAt().setExpirationTime('1h').sign(pair.privateKey);
@@ -152,10 +153,13 @@ test("a jwks_url is fetched only where the gateway's upstream policy allows: not
       await assert.rejects(verifier.verify('acme', token, settings), refusedAs('unverifiable'), host);
     }
     assert.equal(fetches, 0, 'the key set was never fetched');
-    const allowed = new JwtVerifier(async () => undefined, 10_000, new UpstreamPolicy({ allowLoopback: true, deny: [], ownPorts: [] }));
-    const settings = pluginConfigSchemas.jwt.parse({ algorithms: ['RS256'], jwks_url: `http://localhost:${port}/jwks` });
-    assert.equal((await allowed.verify('acme', token, settings)).kid, 'k1', 'where allowed, fetched through the same agent');
-    assert.equal(fetches, 1);
+    // The same URLs where the policy allows them are fetched: what refused them was the policy.
+    for (const host of ['localhost', hostname()]) {
+      const allowed = new JwtVerifier(async () => undefined, 10_000, new UpstreamPolicy({ allowLoopback: true, deny: [], ownPorts: [] }));
+      const settings = pluginConfigSchemas.jwt.parse({ algorithms: ['RS256'], jwks_url: `http://${host}:${port}/jwks` });
+      assert.equal((await allowed.verify('acme', token, settings)).kid, 'k1', `where allowed, ${host} is fetched through the same kind of agent`);
+    }
+    assert.equal(fetches, 2);
   } finally {
     server.close();
   }

@@ -6,6 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { test } from 'node:test';
 import { Pool } from 'undici';
+import dns from 'node:dns';
+import { policyConnector } from '../../gateway/upstream-connect';
 import { parseDenyEntry, UpstreamPolicy } from '../../lib/upstream-policy';
 
 test('deny entries: CIDRs and address:port, anything else refused', () => {
@@ -39,6 +41,12 @@ test('refusals: link-local always, own and listed ports on every local address, 
   assert.match(strict.refusal('::1', 8080)!, /loopback/);
   assert.equal(strict.refusal('10.1.2.3', 8080), undefined, 'a private network: internal services are what a gateway is for');
   assert.equal(strict.refusal('93.184.215.14', 443), undefined);
+  // Other spellings of a denied address are the same address.
+  assert.match(local.refusal('::ffff:10.0.0.5', 5432)!, /FLOWGATE_UPSTREAM_DENY/, 'IPv4-mapped');
+  assert.match(local.refusal('::ffff:10.100.3.4', 443)!, /FLOWGATE_UPSTREAM_DENY/, 'IPv4-mapped, in a listed network');
+  const v6 = new UpstreamPolicy({ allowLoopback: false, deny: [parseDenyEntry('[2001:DB8:0:0::1]:80')!], ownPorts: [] });
+  assert.match(v6.refusal('2001:db8::1', 80)!, /FLOWGATE_UPSTREAM_DENY/, 'written in capitals and uncompressed');
+  assert.match(local.urlRefusal('http://[::ffff:10.0.0.5]:5432/x')!, /FLOWGATE_UPSTREAM_DENY/);
 });
 
 test('the connector checks the address a name resolves to, and connects to that address', async (t) => {
@@ -47,7 +55,7 @@ test('the connector checks the address a name resolves to, and connects to that 
   t.after(() => server.close());
   const port = (server.address() as AddressInfo).port;
   const get = async (policy: UpstreamPolicy, origin: string) => {
-    const pool = new Pool(origin, { connect: policy.connector({ timeout: 1000 }) });
+    const pool = new Pool(origin, { connect: policyConnector(policy, { timeout: 1000 }) });
     try {
       const res = await pool.request({ method: 'GET', path: '/' });
       return `${res.statusCode} ${await res.body.text()}`;
@@ -65,4 +73,17 @@ test('the connector checks the address a name resolves to, and connects to that 
   assert.match(await get(denied, `http://localhost:${port}`), /^ERR_UPSTREAM_NOT_ALLOWED: localhost:\d+: /, 'a name resolving to it');
   const strict = new UpstreamPolicy({ allowLoopback: false, deny: [], ownPorts: [] });
   assert.match(await get(strict, `http://localhost:${port}`), /^ERR_UPSTREAM_NOT_ALLOWED: .*loopback/);
+});
+
+test("resolving a name counts against the connect timeout, as in undici's own connector", async (t) => {
+  const real = dns.lookup;
+  (dns as { lookup: unknown }).lookup = () => undefined; // a resolver that never answers
+  t.after(() => { (dns as { lookup: unknown }).lookup = real; });
+  const policy = new UpstreamPolicy({ allowLoopback: true, deny: [], ownPorts: [] });
+  const pool = new Pool('http://upstream.example:80', { connect: policyConnector(policy, { timeout: 200 }) });
+  const started = Date.now();
+  const err = await pool.request({ method: 'GET', path: '/' }).then(() => undefined, (e: { code?: string }) => e);
+  await pool.close();
+  assert.equal(err?.code, 'UND_ERR_CONNECT_TIMEOUT');
+  assert.ok(Date.now() - started < 1000, `${Date.now() - started} ms`);
 });
