@@ -133,7 +133,11 @@ const DECODED_MAX = 16 * 1024 * 1024;
 export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayContext): void {
   const { accept } = createTriggering(ctx);
 
-  function outboundHeaders(req: FastifyRequest, tenant: string, add?: Record<string, string>, remove?: string[]): Record<string, string> {
+  /**
+   * The headers going upstream. Synchronous unless a credential reference (`{vault:…}`) among the
+   * route's or the plugin's added values must be read from OpenBao first (gateway/secret-refs.ts).
+   */
+  function outboundHeaders(req: FastifyRequest, tenant: string, add?: Record<string, string>, remove?: string[]): Record<string, string> | Promise<Record<string, string>> {
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && copied(k)) headers[k] = v;
     // Headers the client's Connection names are hop-by-hop too (RFC 9110 7.6.1).
@@ -156,7 +160,8 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     headers['x-tenant-id'] = tenant;
     if (p) headers['x-user-id'] = userIdHeader(p.username);
     headers['x-forwarded-for'] = req.headers['x-forwarded-for'] ? `${String(req.headers['x-forwarded-for'])}, ${req.ip}` : req.ip;
-    return headers;
+    const credentials = ctx.secretRefs.resolveHeaders(tenant, headers, [add, req.flowgate.plugins['request-transformer']?.add_headers]);
+    return credentials ? credentials.then(() => headers) : headers;
   }
 
   /** The upstream's answer to the client: its status and headers (less hop-by-hop and removed ones), the body as transformed. */
@@ -206,9 +211,8 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     const t = route.transformations?.request;
     let path = upstreamPath(pattern, url.pathname, route.strip_path);
     if (t?.rewrite_path) path = rewritten(t.rewrite_path, path);
-    const headers = outboundHeaders(req, tenant, t?.add_headers, t?.remove_headers);
-    const credentials = ctx.secretRefs.resolveHeaders(tenant, headers, [t?.add_headers, req.flowgate.plugins['request-transformer']?.add_headers]);
-    if (credentials) await credentials;
+    const outbound = outboundHeaders(req, tenant, t?.add_headers, t?.remove_headers);
+    const headers = outbound instanceof Promise ? await outbound : outbound;
     // A body the gateway must read (converted, or PII masked) comes unencoded, whatever the client
     // accepts: the client's Accept-Encoding must not switch the masking off. The gateway compresses
     // the answer for the client itself.
@@ -242,9 +246,7 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
 
   async function aggregateRoute(req: FastifyRequest, reply: FastifyReply, tenant: string, route: Route, services: Map<string, Service>, params: Record<string, string | undefined>) {
     const spec = route.aggregate!;
-    const headers = outboundHeaders(req, tenant, route.transformations?.request?.add_headers, route.transformations?.request?.remove_headers);
-    const credentials = ctx.secretRefs.resolveHeaders(tenant, headers, [route.transformations?.request?.add_headers, req.flowgate.plugins['request-transformer']?.add_headers]);
-    if (credentials) await credentials;
+    const headers = await outboundHeaders(req, tenant, route.transformations?.request?.add_headers, route.transformations?.request?.remove_headers);
     headers['accept-encoding'] = 'identity'; // the backends' JSON is parsed and merged here
     const out = await aggregate(ctx.upstreams, services, spec.backends, { headers, params, timeoutMs: spec.timeout_ms, body: requestBody(req) });
     req.flowgate.upstream = spec.backends.map((b) => b.service).join(',');
@@ -286,11 +288,13 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     });
     const parsed = def.input.safeParse(input);
     if (!parsed.success) throw validationError(parsed.error, 'body');
+    // The upstream's headers before the trigger is accepted: a credential that cannot be read
+    // (503 credential_unavailable) fails the request with nothing accepted.
+    const headers = rule.upstream_url ? await outboundHeaders(req, principal.tenant) : undefined;
     const accepted = await accept(req, def, principal, parsed.data, 'route', rule.callback_url);
-    if (!rule.upstream_url) return reply.code(202).headers(accepted.headers).send(accepted.body);
+    if (!rule.upstream_url || !headers) return reply.code(202).headers(accepted.headers).send(accepted.body);
     const target = new URL(rule.upstream_url);
     const service = ctx.upstreams.adHoc(target.origin);
-    const headers = outboundHeaders(req, principal.tenant);
     headers['x-workflow-execution-id'] = accepted.executionId;
     try {
       const res = await ctx.upstreams.request(service, { method: req.method, path: `${target.pathname.replace(/\/$/, '')}${url.pathname}${url.search}`, headers, body: requestBody(req) });

@@ -36,18 +36,28 @@ export class SecretRefs {
    */
   resolveHeaders(workspace: string, headers: Record<string, string>, added: (Record<string, string> | undefined)[]): void | Promise<void> {
     let pending: Promise<void>[] | undefined;
+    let failed: { err: unknown } | undefined;
     for (const edits of added) {
       for (const configured in edits) {
         const value = edits[configured]!;
         const ref = secretRef(value);
         const name = configured.toLowerCase();
         if (!ref || headers[name] !== value) continue;
-        const got = this.value(workspace, ref, value);
+        let got: string | Promise<string>;
+        try {
+          got = this.value(workspace, ref, value);
+        } catch (err) {
+          // Thrown once every read already under way has a handler: one left pending would
+          // reject unhandled, and an unhandled rejection ends the process.
+          failed ??= { err };
+          continue;
+        }
         if (typeof got === 'string') headers[name] = got;
         else (pending ??= []).push(got.then((v) => { headers[name] = v; }));
       }
     }
-    if (pending) return Promise.all(pending).then(() => undefined);
+    if (pending) return Promise.all(pending).then(() => { if (failed) throw failed.err; });
+    if (failed) throw failed.err;
   }
 
   private value(workspace: string, ref: { name: string; field: string }, text: string): string | Promise<string> {

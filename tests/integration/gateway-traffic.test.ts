@@ -343,6 +343,14 @@ describe('transformations and the response pipeline', () => {
       const other = await b.gw('GET', '/orders');
       assert.equal(other.body.error.code, 'credential_unavailable');
       assert.ok(!other.text.includes(secret));
+      // A trigger rule's upstream gets the workspace's request-transformer headers, references filled in too.
+      assert.equal((await a.admin('POST', '/plugins', { name: 'request-transformer', config: { add_headers: { 'X-Upstream-Key': '{vault:orders-api#token}' } } })).status, 201);
+      assert.equal((await a.admin('POST', '/triggers', { name: 'ordered', route_methods: ['POST'], route_path: '/ordered', workflow_type: 'hello', input_template: { name: 'ref' }, upstream_url: echo.url })).status, 201);
+      let forwarded: Awaited<ReturnType<typeof a.gw>> | undefined; // the rule is served after the plugin, created first
+      await eventually('the rule served', async () => ((forwarded = await a.gw('POST', '/ordered', {})).status !== 404), 5000, 50);
+      assert.equal(forwarded!.status, 200, forwarded!.text);
+      assert.equal(forwarded!.body.headers['x-upstream-key'], secret, "the rule's upstream got the secret");
+      assert.ok(forwarded!.headers.get('x-workflow-execution-id'), 'and the trigger was accepted');
     } finally {
       await echo.close();
     }

@@ -92,3 +92,17 @@ test('saved config: a malformed reference is refused, and a reference in a heade
   assert.match(responseHeaderValue.safeParse(REF).error!.issues[0]!.message, /request headers only/);
   assert.ok(responseHeaderValue.safeParse('plain value').success);
 });
+
+test('one reference failing at once while another is still being read: one error, and no rejection left unhandled', async (t) => {
+  const f = fakeVault({ 'secret/data/upstreams/acme/known': { token: 't' } });
+  const refs = new SecretRefs({ vault: f.vault, logger: createLogger('gateway', 'silent'), ttlMs: 60_000 });
+  await refs.resolveHeaders('acme', { a: '{vault:known#token}' }, [{ a: '{vault:known#token}' }]); // known, and kept
+  const unhandled: unknown[] = [];
+  const record = (err: unknown) => unhandled.push(err);
+  process.on('unhandledRejection', record);
+  t.after(() => process.off('unhandledRejection', record));
+  const edits = { 'x-a': '{vault:never-read#k}', 'x-b': '{vault:known#nofield}' };
+  await assert.rejects(async () => refs.resolveHeaders('acme', { ...edits }, [edits]), /credential \{vault:(never-read#k\} is unavailable: not in OpenBao|known#nofield\} is unavailable: no field nofield)/);
+  await new Promise((r) => setTimeout(r, 20)); // the read of never-read ends (404)
+  assert.deepEqual(unhandled, []);
+});
