@@ -39,7 +39,10 @@ const invalidKey = () => new ApiError(401, 'invalid_credential', 'the API key is
  * a tenant that the request carries must name the same one.
  */
 export class Authenticator {
-  /** Keys looked up in PostgreSQL; a found key's entry holds while its workspace's served config is the one it was found under. */
+  /**
+   * Keys looked up in PostgreSQL. A found key's entry holds only while the config the gateway
+   * serves for its workspace is no newer than the version the lookup saw (`version`).
+   */
   private cache = new Map<string, { principal: Principal | null; until: number; version?: number }>();
   /** Lookups of keys the served config does not know: a token bucket of `unknownKeyLookupsPerS`. */
   private readonly lookups = new LocalLimiter({ maxKeys: 1 });
@@ -110,14 +113,16 @@ export class Authenticator {
     const hash = hashCredential(credential);
     const cacheKey = hash.toString('base64');
     const hit = this.cache.get(cacheKey);
-    // A newer config of the key's workspace that does not list it (keyOwner missed) says it was
-    // revoked, or knows better: asked again, not taken from the entry.
-    const current = hit && hit.until > Date.now() && (!hit.principal || this.opts.store.versionOf(hit.principal.tenant) === hit.version);
+    // A config of the key's workspace newer than what the lookup saw, which does not list the key
+    // (keyOwner missed), says it was revoked: asked again, not taken from the entry.
+    const current = hit && hit.until > Date.now() && (!hit.principal || (this.opts.store.versionOf(hit.principal.tenant) ?? 0) <= hit.version!);
     let principal = current ? hit.principal : undefined;
     if (principal === undefined) {
       if (!this.lookups.check('unknown-keys', this.lookupPolicy).allowed) throw invalidKey();
-      const row = await asPlatform(pool, async (db) => (await db.query<{ id: string; workspace_id: string; consumer_id: string; username: string; roles: string[] }>(
-        `SELECT k.id, k.workspace_id, k.consumer_id, c.username, c.roles FROM api_keys k JOIN consumers c ON c.id = k.consumer_id
+      // The workspace's config version in the same snapshot: a revocation makes a new version.
+      const row = await asPlatform(pool, async (db) => (await db.query<{ id: string; workspace_id: string; consumer_id: string; username: string; roles: string[]; config_version: number }>(
+        `SELECT k.id, k.workspace_id, k.consumer_id, c.username, c.roles, w.config_version::int AS config_version FROM api_keys k
+           JOIN consumers c ON c.id = k.consumer_id JOIN workspaces w ON w.id = k.workspace_id
           WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
         [hash],
       )).rows[0]).catch(() => {
@@ -126,7 +131,7 @@ export class Authenticator {
       });
       principal = row ? { tenant: row.workspace_id, consumerId: row.consumer_id, username: row.username, roles: row.roles, keyId: row.id, method: 'api_key' } : null;
       if (this.cache.size >= (this.opts.maxEntries ?? 10_000)) this.cache.delete(this.cache.keys().next().value!);
-      this.cache.set(cacheKey, { principal, until: Date.now() + AUTH_CACHE_MS, version: principal ? this.opts.store.versionOf(principal.tenant) : undefined });
+      this.cache.set(cacheKey, { principal, until: Date.now() + AUTH_CACHE_MS, version: row?.config_version });
     }
     if (!principal) throw invalidKey();
     return principal;

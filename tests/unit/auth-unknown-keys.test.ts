@@ -43,16 +43,19 @@ test('unknown keys cost at most the lookup budget in PostgreSQL, however many a 
 test('a key found in PostgreSQL stops working once a newer config of its workspace leaves it out (revoked), not 10 s later', async () => {
   let revoked = false;
   let lookups = 0;
+  let version = 7; // the config the gateway serves for acme
+  let dbVersion = 7; // acme's config version in PostgreSQL
+  let duringLookup = () => undefined as void;
   const client = {
     query: async (sql: string) => {
       if (!sql.includes('api_keys')) return { rows: [], rowCount: 0 };
       lookups += 1;
-      const rows = revoked ? [] : [{ id: 'k1', workspace_id: 'acme', consumer_id: 'c1', username: 'alice', roles: ['developer'] }];
+      const rows = revoked ? [] : [{ id: 'k1', workspace_id: 'acme', consumer_id: 'c1', username: 'alice', roles: ['developer'], config_version: dbVersion }];
+      duringLookup();
       return { rows, rowCount: rows.length };
     },
     release: () => undefined,
   };
-  let version = 7;
   const store = { keyOwner: () => undefined, view: () => undefined, versionOf: (ws: string) => (ws === 'acme' ? version : undefined) } as unknown as ConfigStore;
   const auth = new Authenticator({ store, pool: { connect: async () => client } as unknown as Pool, jwt: {} as JwtVerifier });
   const key = `fgk_${randomBytes(4).toString('hex')}_${randomBytes(16).toString('hex')}`;
@@ -63,4 +66,15 @@ test('a key found in PostgreSQL stops working once a newer config of its workspa
   version = 8; // the revocation's config, which no longer lists the key
   await assert.rejects(Promise.resolve(auth.authenticate(request(key))), (err: { statusCode?: number }) => err.statusCode === 401);
   assert.equal(lookups, 2, 'asked again under the new config');
+
+  // The revocation's config arrives while a lookup is reading the key as it was before: the entry
+  // belongs to the version that lookup saw, and the newer config still sends the next one to PostgreSQL.
+  const other = `fgk_${randomBytes(4).toString('hex')}_${randomBytes(16).toString('hex')}`;
+  revoked = false;
+  dbVersion = 8;
+  duringLookup = () => { version = 9; duringLookup = () => undefined; };
+  assert.equal((await auth.authenticate(request(other))).tenant, 'acme', 'read before the revocation');
+  revoked = true;
+  await assert.rejects(Promise.resolve(auth.authenticate(request(other))), (err: { statusCode?: number }) => err.statusCode === 401);
+  assert.equal(lookups, 4);
 });
