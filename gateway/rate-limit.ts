@@ -512,7 +512,7 @@ export class RateLimiter {
         // counted are not spent in the next (its lease starts afresh; the old tokens are lost to
         // their window, as any unspent lease's are).
         const sameWindow = policy.algorithm === 'token-bucket' || (r.lease !== undefined && Math.abs(r.lease.resetAt - fresh.resetAt) < windowMs(policy) / 2);
-        if (r.lease && r.lease.until > at && sameWindow) Object.assign(r.lease, fresh, { until: Math.min(r.lease.until, fresh.until), tokens: r.lease.tokens + extra });
+        if (r.lease && r.lease.until > at && sameWindow) Object.assign(r.lease, fresh, { tokens: r.lease.tokens + extra });
         else r.lease = { ...fresh, tokens: extra };
       }
       asked.set(ask[j]!, decision(policy, 'redis', allowed === 1, remaining + extra, resetMs, retryMs));

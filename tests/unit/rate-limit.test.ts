@@ -242,3 +242,15 @@ test('a lease from the next window does not carry the tokens of one leased in th
   }
   assert.ok(spent <= 50, `${spent} leased tokens spent in W+1, which counted 50`);
 });
+
+test('a lease topped up within its window lives as long as the new one: tokens Redis counted are not left to expire early', async () => {
+  const b = policy('token-bucket', 100_000, 60, 'b');
+  // Call 1 leases 5 tokens; they are spent; call 2, 600 ms later and while the first lease lives, leases 50 more.
+  const limiter = scripted((_k, call) => (call === 1 ? [1, 90_000, 1000, 0, 5] : call === 2 ? [1, 89_000, 1000, 0, 50] : [0, 0, 1000, 1000, 0]));
+  await limiter.checkAll([{ key: 'k', policy: b }]);
+  for (let i = 0; i < 5; i++) assert.equal((await limiter.checkAll([{ key: 'k', policy: b }]))[0]!.source, 'lease');
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal((await limiter.checkAll([{ key: 'k', policy: b }]))[0]!.source, 'redis', 'the lease is spent: Redis is asked');
+  await new Promise((r) => setTimeout(r, 500)); // past the first lease's end, within the second's
+  assert.equal((await limiter.checkAll([{ key: 'k', policy: b }]))[0]!.source, 'lease', 'the tokens leased by call 2 are still spendable');
+});
