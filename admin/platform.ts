@@ -5,7 +5,7 @@ import { writeAudit } from '../lib/audit';
 import { BUILT_IN_ROLES, entityName, workspaceInput } from '../lib/control-plane/schemas';
 import { ApiError } from '../lib/errors';
 import { asPlatform, inWorkspace } from '../lib/postgres';
-import { ensureWorkspace, issueAdminToken, revokePlatformToken } from '../lib/tenants';
+import { ensureWorkspace, issueAdminToken, lockWorkspaceId, revokePlatformToken } from '../lib/tenants';
 import type { AdminDeps } from './app';
 import { idParam } from './collections';
 import { workspaceParam, type AdminApi } from './endpoint';
@@ -41,9 +41,6 @@ export function registerPlatform(api: AdminApi, deps: AdminDeps): void {
     handler: async ({ who, body, req, reply }) => {
       platformOnly(who);
       const created = await ensureWorkspace(pool, body.id, body.name, { actor: actor(who.name), correlationId: req.id });
-      if (created === 'retired') {
-        throw new ApiError(409, 'workspace_id_retired', `workspace ${body.id} was deleted; its id is not given out again (its audit trail and executions stay its own)`, [{ field: 'body.id', message: 'retired' }]);
-      }
       if (!created) throw new ApiError(409, 'conflict', `workspace ${body.id} exists`, [{ field: 'body.id', message: 'taken' }]);
       return reply.code(201).header('Location', `/workspaces/${body.id}`).send({ id: body.id, name: body.name, config_version: 1 });
     },
@@ -68,6 +65,7 @@ export function registerPlatform(api: AdminApi, deps: AdminDeps): void {
     handler: async ({ who, params, req, reply }) => {
       platformOnly(who);
       await asPlatform(pool, async (db) => {
+        await lockWorkspaceId(db, params.id);
         const before = (await db.query('DELETE FROM workspaces WHERE id = $1 RETURNING id, name', [params.id])).rows[0];
         if (!before) throw new ApiError(404, 'not_found', 'workspace not found');
         // Its id is never given out again (lib/db/migrations/011_retired_workspaces.sql).

@@ -10,20 +10,28 @@ export type Role = 'admin' | 'operator' | 'developer' | 'viewer';
 
 const SYSTEM: ChangeContext = { actor: 'system' };
 
+/** Serialises creating and deleting one workspace id, so a deletion's retirement of the id is seen. */
+export const lockWorkspaceId = (db: PoolClient, id: string) => db.query("SELECT pg_advisory_xact_lock(hashtext('flowgate.workspace:' || $1))", [id]);
+
 /**
  * Creates a workspace with its default webhook secret and config version 1; returns false
- * (and changes nothing) if it exists, and 'retired' if a deleted workspace had the id.
+ * (and changes nothing) if it exists. The id of a deleted workspace is never given out again:
+ * `409 workspace_id_retired` (its audit rows and Temporal executions outlive it, and would be the
+ * new workspace's to read).
  */
-export async function ensureWorkspace(pool: Pool, id: string, name: string, ctx: ChangeContext = SYSTEM): Promise<boolean | 'retired'> {
+export async function ensureWorkspace(pool: Pool, id: string, name: string, ctx: ChangeContext = SYSTEM): Promise<boolean> {
   const created = await asPlatform(pool, async (db) => {
-    if ((await db.query('SELECT 1 FROM retired_workspaces WHERE id = $1', [id])).rowCount) return 'retired' as const;
+    await lockWorkspaceId(db, id);
+    if ((await db.query('SELECT 1 FROM retired_workspaces WHERE id = $1', [id])).rowCount) {
+      throw new ApiError(409, 'workspace_id_retired', `workspace ${id} was deleted; its id is not given out again (its audit trail and executions stay its own)`, [{ field: 'body.id', message: 'retired' }]);
+    }
     const res = await db.query('INSERT INTO workspaces (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id', [id, name]);
     if (!res.rowCount) return false;
     await db.query('INSERT INTO webhook_secrets (workspace_id, secret) VALUES ($1, $2)', [id, randomBytes(32).toString('base64url')]);
     await writeAudit(db, { workspace: id, actor: ctx.actor, action: 'create', entityType: 'workspace', entityId: id, after: { id, name }, correlationId: ctx.correlationId });
     return true;
   });
-  if (created === true) {
+  if (created) {
     await inWorkspace(pool, id, async (db) => {
       await beginChange(db, id);
       await finishChange(db, id, ctx, 'workspace created', []);
