@@ -48,8 +48,6 @@ export type GatewayDeps = {
   tracer?: Tracer;
 };
 
-/** An Idempotency-Key is remembered for 24 hours (as Stripe does). */
-
 function gatewayMetrics(registry: Registry) {
   return {
     triggers: new prom.Counter({ name: 'workflow_triggers_total', help: 'Workflow triggers by outcome', labelNames: ['tenant', 'workflow', 'outcome'], registers: [registry] }),
@@ -131,7 +129,7 @@ export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyIns
     tracer: deps.tracer ?? trace.getTracer('flowgate-gateway'),
     backlog: new TriggerBacklog(() => (jsm ??= deps.nc.jetstreamManager().catch((err: unknown) => { jsm = undefined; throw err; })), { max: deps.config.FLOWGATE_TRIGGER_BACKLOG_MAX, tenantMax: deps.config.FLOWGATE_TRIGGER_BACKLOG_TENANT_MAX }, { pollMs: deps.config.FLOWGATE_TRIGGER_BACKLOG_POLL_MS, logger: deps.logger, registry: deps.registry }),
     idempotencyKv: () => {
-      kv ??= openBucket(deps.nc, KV_BUCKETS.idempotency);
+      kv ??= openBucket(js, KV_BUCKETS.idempotency);
       kv.catch(() => { kv = undefined; });
       return kv;
     },

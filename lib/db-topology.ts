@@ -9,7 +9,6 @@ import { poolOptions, retireConnections } from './pg-pool-internals';
  * etcd plays for Patroni): the failover runbook changes it with check-and-set, every process's pool
  * follows it. The epoch grows with each change, so a late writer cannot undo a newer one.
  */
-export const TOPOLOGY_BUCKET = KV_BUCKETS.platform.name;
 export const topologyKey = (cluster: string) => `database.${cluster}`;
 /** Every process answers this request with the topology epoch and primary its pool uses. */
 export const DATABASE_CLIENTS_SUBJECT = 'database.clients';
@@ -34,7 +33,7 @@ export type DatabaseClient = { process: string; instance: string; epoch: number;
 export const nodeAddress = (n: DbNode | null) => (n ? `${n.host}:${n.port}` : null);
 
 export async function topologyBucket(nc: NatsConnection): Promise<KV> {
-  return openBucket(nc, KV_BUCKETS.platform);
+  return openBucket(nc.jetstream(), KV_BUCKETS.platform);
 }
 
 export async function readTopology(kv: KV, cluster: string): Promise<{ topology: DbTopology; revision: number } | undefined> {

@@ -1,6 +1,6 @@
 import { AckPolicy, DeliverPolicy, nanos, type JetStreamClient, type JetStreamManager, type JsMsg, type KV, type KvEntry } from 'nats';
 import type { Logger } from './logger';
-import { KV_BUCKETS } from './nats';
+import { KV_BUCKETS, openBucket } from './nats';
 
 /** A message that can never succeed: dead-letter it now instead of retrying. */
 export class PoisonMessageError extends Error {}
@@ -32,7 +32,7 @@ export type JetStreamWorkerOptions = {
    */
   maxLost?: number;
   ackWaitMs?: number;
-  /** The NATS KV bucket of `DeliveryLedger`; default DELIVERIES_BUCKET (a test gives its own). */
+  /** The NATS KV bucket of `DeliveryLedger`; default KV_BUCKETS.deliveries (a test gives its own). */
   ledgerBucket?: string;
   logger: Logger;
   /** Does the work; resolves only once it is durable. Throw PoisonMessageError for poison. */
@@ -86,7 +86,6 @@ export type DeliveryRecord = { answered: number; failed: number };
 const recordOf = (e: KvEntry | null): DeliveryRecord => (e && e.operation === 'PUT' && e.length ? (e.json() as DeliveryRecord) : { answered: 0, failed: 0 });
 
 /** NATS KV bucket of `DeliveryLedger`: one key per message that was ever retried. */
-export const DELIVERIES_BUCKET = KV_BUCKETS.deliveries.name;
 
 /**
  * Every nak a process sends, counted in NATS KV by stream, consumer and sequence, so that any
@@ -164,8 +163,7 @@ export async function startJetStreamWorker(opts: JetStreamWorkerOptions): Promis
   // While ledger writes fail, other processes' answers go unrecorded too, and this one cannot
   // count them: no message is taken for one that kills its consumer until writes work again.
   let ledgerFailingUntil = 0;
-  const { name: _, ...ledgerOptions } = KV_BUCKETS.deliveries;
-  const ledger = new DeliveryLedger(await opts.js.views.kv(opts.ledgerBucket ?? DELIVERIES_BUCKET, ledgerOptions), `${opts.stream}.${opts.durable}`);
+  const ledger = new DeliveryLedger(await openBucket(opts.js, KV_BUCKETS.deliveries, { name: opts.ledgerBucket }), `${opts.stream}.${opts.durable}`);
   const maxLost = opts.maxLost ?? 5;
   let release: (() => void) | undefined;
 

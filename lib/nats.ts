@@ -3,6 +3,7 @@ import {
   RetentionPolicy,
   StorageType,
   DiscardPolicy,
+  type JetStreamClient,
   type KV,
   type NatsConnection,
   type StreamConfig,
@@ -73,17 +74,20 @@ export const KV_BUCKETS = {
   platform: { name: 'flowgate_platform', history: 10 },
 } as const;
 
-/** Opens (creating if needed) one of KV_BUCKETS; `replicas` only matters to one that does not exist yet. */
-export function openBucket(nc: NatsConnection, bucket: (typeof KV_BUCKETS)[keyof typeof KV_BUCKETS], replicas?: number): Promise<KV> {
+/**
+ * Opens (creating if needed) one of KV_BUCKETS, under another `name` if given (a test's own);
+ * `replicas` only matters to a bucket that does not exist yet.
+ */
+export function openBucket(js: JetStreamClient, bucket: (typeof KV_BUCKETS)[keyof typeof KV_BUCKETS], at: { name?: string; replicas?: number } = {}): Promise<KV> {
   const { name, ...opts } = bucket;
-  return nc.jetstream().views.kv(name, { ...opts, ...(replicas ? { replicas } : {}) });
+  return js.views.kv(at.name ?? name, { ...opts, ...(at.replicas ? { replicas: at.replicas } : {}) });
 }
 
 /**
- * Creates or updates Flowgate's JetStream streams and KV buckets; safe to call from every process.
- * `replicas` (provisioning's FLOWGATE_NATS_STREAM_REPLICAS; 3 on a cluster) sets the replica
- * count; without it a stream keeps the count it has (a process starting must never scale a
- * stream down).
+ * Creates or updates Flowgate's JetStream streams; safe to call from every process. `replicas`
+ * (provisioning's FLOWGATE_NATS_STREAM_REPLICAS; 3 on a cluster) sets the replica count, and with
+ * it the KV buckets are made (and scaled) too; without it a stream keeps the count it has (a
+ * process starting must never scale a stream down) and each process opens its own buckets.
  */
 export async function ensureStreams(nc: NatsConnection, replicas?: number): Promise<void> {
   const jsm = await nc.jetstreamManager();
@@ -98,9 +102,10 @@ export async function ensureStreams(nc: NatsConnection, replicas?: number): Prom
     }
     await jsm.streams.update(cfg.name!, { ...cfg, num_replicas: replicas ?? existing.config.num_replicas });
   }
+  // The buckets are made here only with a replica count (provisioning); a process opens its own.
   if (!replicas) return;
   for (const bucket of Object.values(KV_BUCKETS)) {
-    await openBucket(nc, bucket, replicas);
+    await openBucket(nc.jetstream(), bucket, { replicas });
     // A bucket a process made before (with one replica) is scaled like the streams.
     const stream = `KV_${bucket.name}`;
     const info = await jsm.streams.info(stream);

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { AckPolicy, connect, nanos, RetentionPolicy, type JsMsg, type NatsConnection } from 'nats';
-import { DELIVERIES_BUCKET, DependencyUnavailableError, MessageCounts, startJetStreamWorker } from '../../lib/jetstream-worker';
+import { DependencyUnavailableError, MessageCounts, startJetStreamWorker } from '../../lib/jetstream-worker';
+import { KV_BUCKETS } from '../../lib/nats';
 import { createLogger } from '../../lib/logger';
 import { eventually, testStack } from '../helpers/stack';
 
@@ -49,7 +50,7 @@ async function run(name: string, outcome: (delivery: number) => 'ok' | 'outage' 
 
 /** The ledger's record of the one message of `name`, if any. */
 async function ledgerOf(name: string) {
-  const kv = await nc.jetstream().views.kv(DELIVERIES_BUCKET);
+  const kv = await nc.jetstream().views.kv(KV_BUCKETS.deliveries.name);
   const seq = (await (await nc.jetstreamManager()).streams.getMessage(stream, { last_by_subj: `${stream}.${name}` })).seq;
   const e = await kv.get(`${stream}.${name}.${seq}`);
   return e?.operation === 'PUT' ? e.json<{ answered: number; failed: number }>() : undefined;

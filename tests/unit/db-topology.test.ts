@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { NatsConnection } from 'nats';
-import { NoPrimaryError, primaryAddress, TOPOLOGY_BUCKET, topologyKey, type DbTopology } from '../../lib/db-topology';
+import { NoPrimaryError, primaryAddress, topologyKey, type DbTopology } from '../../lib/db-topology';
+import { KV_BUCKETS } from '../../lib/nats';
 
 const URL_ = 'postgres://flowgate_app:pw@old-primary:5432/flowgate';
 const topology = (primary: DbTopology['primary']): DbTopology => ({
@@ -23,7 +24,7 @@ function natsWith(stored: DbTopology | undefined): NatsConnection {
     },
   };
   return {
-    jetstream: () => ({ views: { kv: async (bucket: string) => { assert.equal(bucket, TOPOLOGY_BUCKET); return kv; } } }),
+    jetstream: () => ({ views: { kv: async (bucket: string) => { assert.equal(bucket, KV_BUCKETS.platform.name); return kv; } } }),
   } as unknown as NatsConnection;
 }
 
