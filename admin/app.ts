@@ -9,6 +9,7 @@ import { closeConnectionsOnShutdown } from '../lib/http-shutdown';
 import type { KafkaBatcher } from '../lib/kafka-batcher';
 import type { Logger } from '../lib/logger';
 import { subjects } from '../lib/nats';
+import { upstreamPolicyFor } from '../lib/upstream-policy';
 import { registerCollections } from './collections';
 import { registerConfig } from './config';
 import type { PlatformTokenMirror } from './auth';
@@ -55,8 +56,10 @@ export async function buildAdmin(deps: AdminDeps): Promise<FastifyInstance> {
   app.get('/health', async () => ({ status: 'ok' }));
   const api = new AdminApi(app, deps.pool, deps.tokenMirror);
   registerPlatform(api, deps);
-  registerCollections(api, deps);
-  registerConfig(api, deps);
+  // Where services, rule upstreams and JWKS may point (the gateway's rule, checked when saved).
+  const upstreamPolicy = upstreamPolicyFor(deps.config);
+  registerCollections(api, deps, upstreamPolicy);
+  registerConfig(api, deps, upstreamPolicy);
   registerPayments(api, deps);
   if (deps.temporal) registerRunbooks(api, { ...deps, temporal: deps.temporal });
   const openapi = api.openapi();

@@ -7,8 +7,7 @@ import { beginChange, finishChange, type ChangeAudit } from '../lib/control-plan
 import { newCredential } from '../lib/credentials';
 import { ApiError, validationError } from '../lib/errors';
 import { inWorkspace } from '../lib/postgres';
-import type { Config } from '../lib/config';
-import { upstreamPolicyFor, type UpstreamPolicy } from '../lib/upstream-policy';
+import type { UpstreamPolicy } from '../lib/upstream-policy';
 import { callbackRefusal } from '../lib/webhook-targets';
 import type { AdminDeps } from './app';
 import { workspaceParam, type AdminApi, type Call } from './endpoint';
@@ -43,20 +42,17 @@ function decodeCursor(cursor: string): { key: string; id?: string } {
  *   own text tells; a name is checked by the gateway where it is resolved.
  * `prefixOf(i)` is where the i-th document sits in the request (`body`, `body.services.3`).
  */
-export function checkAddresses(docs: readonly Doc[], config: Pick<Config, 'FLOWGATE_WEBHOOK_ALLOW_PRIVATE'>, policy: UpstreamPolicy, prefixOf: (i: number) => string): void {
+export function checkAddresses(docs: readonly Doc[], allowNonPublicCallbacks: boolean, policy: UpstreamPolicy, prefixOf: (i: number) => string): void {
   const details = docs.flatMap((d, i) => {
-    const urls: [string, unknown, (url: string) => string | undefined][] = [
-      ['callback_url', d.callback_url, (u) => callbackRefusal(u, config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE)],
-      ['upstream_url', d.upstream_url, (u) => policy.urlRefusal(u)],
-      ['url', d.url, (u) => policy.urlRefusal(u)],
-      ...(Array.isArray(d.targets) ? d.targets : []).map((t: { url?: unknown }, n: number): [string, unknown, (url: string) => string | undefined] => [`targets.${n}.url`, t.url, (u) => policy.urlRefusal(u)]),
-      // A jwt plugin's key set, which the gateway fetches.
-      ['config.jwks_url', (d.config as { jwks_url?: unknown } | undefined)?.jwks_url, (u) => policy.urlRefusal(u)],
+    const at = (field: string, why: string | undefined) => (why ? [{ field: `${prefixOf(i)}.${field}`, message: why }] : []);
+    const upstream = (field: string, url: unknown) => at(field, typeof url === 'string' ? policy.urlRefusal(url) : undefined);
+    return [
+      ...at('callback_url', typeof d.callback_url === 'string' ? callbackRefusal(d.callback_url, allowNonPublicCallbacks) : undefined),
+      ...upstream('url', d.url),
+      ...(Array.isArray(d.targets) ? d.targets : []).flatMap((t: { url?: unknown }, n: number) => upstream(`targets.${n}.url`, t.url)),
+      ...upstream('upstream_url', d.upstream_url),
+      ...upstream('config.jwks_url', (d.config as { jwks_url?: unknown } | undefined)?.jwks_url),
     ];
-    return urls.flatMap(([field, url, refusal]) => {
-      const why = typeof url === 'string' ? refusal(url) : undefined;
-      return why ? [{ field: `${prefixOf(i)}.${field}`, message: why }] : [];
-    });
   });
   if (details.length) throw new ApiError(400, 'validation_failed', `refused address: ${details.map((d) => d.field).join(', ')}`, details);
 }
@@ -83,8 +79,7 @@ function checkIfMatch(req: FastifyRequest, current: EntityRow): void {
 
 const etag = (reply: FastifyReply, e: EntityRow) => reply.header('ETag', etagOf(e));
 
-export function registerCollections(api: AdminApi, deps: AdminDeps): void {
-  const upstreamPolicy = upstreamPolicyFor(deps.config);
+export function registerCollections(api: AdminApi, deps: AdminDeps, upstreamPolicy: UpstreamPolicy): void {
   /** One change to a workspace: lock, change, version, audit, in one transaction; then tell the data planes. */
   async function change<T>(call: Call<unknown, unknown, unknown>, summary: (r: T) => string, fn: (db: PoolClient, audits: ChangeAudit[]) => Promise<T>): Promise<T> {
     const { result, version } = await inWorkspace(deps.pool, call.ws, async (db) => {
@@ -143,7 +138,7 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
       method: 'POST', url: `/${c}`, summary: `Create one of ${c}`, tag, resource, action: 'write', query: scopedQuery, body: def.schema,
       responses: { 201: 'created', 409: 'a name taken, a reference to a missing entity, or a colliding route' },
       handler: async (call) => {
-        checkAddresses([call.body as Doc], deps.config, upstreamPolicy, () => 'body');
+        checkAddresses([call.body as Doc], deps.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE, upstreamPolicy, () => 'body');
         const e = await change(call, (r: EntityRow) => `${def.type} ${String(r.doc[def.keyColumn])} created`, async (db, audits) => {
           const created = await insertEntity(db, call.ws, def, call.body as Doc);
           audits.push({ action: 'create', entityType: def.type, entityId: created.id, after: auditView(def, created.doc) });
@@ -172,7 +167,7 @@ export function registerCollections(api: AdminApi, deps: AdminDeps): void {
             if (!parsed.success) throw validationError(parsed.error, 'body');
             doc = parsed.data;
           }
-          checkAddresses([doc], deps.config, upstreamPolicy, () => 'body');
+          checkAddresses([doc], deps.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE, upstreamPolicy, () => 'body');
           const updated = await updateEntity(db, call.ws, def, existing.id, doc);
           audits.push({ action: 'update', entityType: def.type, entityId: existing.id, before: auditView(def, existing.doc), after: auditView(def, updated.doc) });
           return updated;

@@ -5,15 +5,14 @@ import { buildSnapshot, diffDocuments, readVersion } from '../lib/control-plane/
 import { writeAudit } from '../lib/audit';
 import { ApiError } from '../lib/errors';
 import { inWorkspace } from '../lib/postgres';
-import { upstreamPolicyFor } from '../lib/upstream-policy';
+import type { UpstreamPolicy } from '../lib/upstream-policy';
 import type { AdminDeps } from './app';
 import { authorize } from './auth';
 import { checkAddresses } from './collections';
 import { workspaceParam, type AdminApi } from './endpoint';
 
 /** Versioned and declarative config: GET /config and its versions, diffs, export and sync. */
-export function registerConfig(api: AdminApi, deps: AdminDeps): void {
-  const upstreamPolicy = upstreamPolicyFor(deps.config);
+export function registerConfig(api: AdminApi, deps: AdminDeps, upstreamPolicy: UpstreamPolicy): void {
   const { pool } = deps;
   const scopedQuery = z.object(workspaceParam).strict();
   const versionOf = async (ws: string, v: number) => {
@@ -116,9 +115,7 @@ export function registerConfig(api: AdminApi, deps: AdminDeps): void {
     const text = typeof body === 'string' ? body : Buffer.isBuffer(body) ? body.toString('utf8') : JSON.stringify(body ?? '');
     const docs = parseConfigDocuments(text);
     if (docs.length !== 1) throw new ApiError(400, 'validation_failed', 'send one workspace document', [{ field: 'body', message: `${docs.length} documents` }]);
-    checkAddresses(docs[0]!.services, deps.config, upstreamPolicy, (i) => `body.services.${i}`);
-    checkAddresses(docs[0]!.triggers, deps.config, upstreamPolicy, (i) => `body.triggers.${i}`);
-    checkAddresses(docs[0]!.plugins, deps.config, upstreamPolicy, (i) => `body.plugins.${i}`);
+    for (const c of ['services', 'triggers', 'plugins'] as const) checkAddresses(docs[0]![c], deps.config.FLOWGATE_WEBHOOK_ALLOW_PRIVATE, upstreamPolicy, (i) => `body.${c}.${i}`);
     return docs[0]!;
   };
   api.add({
