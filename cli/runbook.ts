@@ -8,7 +8,7 @@ export const RUNBOOK_USAGE = `  runbook list                           the runbo
                                          (a failover's approval: --payload '{"confirm_primary":"HOST:PORT"}')
   runbook pause RUN | resume RUN | abort RUN`;
 
-type Step = { name: string; state: string; attempt: number; started_at?: string; ended_at?: string; output?: string; approval?: { roles: string[]; expires_at: string; approved_by?: string } };
+type Step = { name: string; state: string; attempt: number; started_at?: string; ended_at?: string; output?: string; approval?: { roles: string[]; expires_at: string } };
 type Run = { id: string; runbook: string; status: string; state: string | null; steps: Step[]; figures: Record<string, number>; error: string | null };
 
 const MARK: Record<string, string> = { pending: '·', running: '▶', awaiting_approval: '⏸', completed: '✔', failed: '✖', skipped: '–', rolled_back: '↺' };
@@ -17,9 +17,9 @@ const CLOSED = new Set(['COMPLETED', 'FAILED', 'CANCELED', 'TERMINATED', 'TIMED_
 function stepLine(s: Step): string {
   const times = s.started_at ? ` ${s.started_at}${s.ended_at ? ` → ${s.ended_at} (${((Date.parse(s.ended_at) - Date.parse(s.started_at)) / 1000).toFixed(1)} s)` : ''}` : '';
   const gate = s.state === 'awaiting_approval' && s.approval ? ` — needs ${s.approval.roles.join(' or ')} before ${s.approval.expires_at}` : '';
-  const approver = s.approval?.approved_by ? ` — decided by ${s.approval.approved_by}` : '';
   const attempt = s.attempt > 1 ? ` attempt ${s.attempt}` : '';
-  return `  ${MARK[s.state] ?? '?'} ${s.name.padEnd(18)} ${s.state}${attempt}${times}${gate}${approver}${s.output ? `  ${s.output}` : ''}`;
+  // A decided gate's output names who approved or rejected it.
+  return `  ${MARK[s.state] ?? '?'} ${s.name.padEnd(18)} ${s.state}${attempt}${times}${gate}${s.output ? `  ${s.output}` : ''}`;
 }
 
 function progress(run: Run): string {

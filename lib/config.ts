@@ -143,7 +143,7 @@ export const configSchema = z.object({
   FLOWGATE_TRIGGER_BACKLOG_TENANT_MAX: z.coerce.number().int().min(1).default(100_000),
   /** How often the gateway reads the trigger backlog from JetStream. */
   FLOWGATE_TRIGGER_BACKLOG_POLL_MS: z.coerce.number().int().min(100).max(60_000).default(1000),
-  /** The gateway's TLS listener (off unless a port, certificate and key are given). */
+  /** The gateway's TLS listener: a port, certificate and key together, or none of them (off); some without the others is a configuration error. */
   FLOWGATE_TLS_PORT: port.optional(),
   FLOWGATE_TLS_CERT: z.string().min(1).optional(),
   FLOWGATE_TLS_KEY: z.string().min(1).optional(),

@@ -4,7 +4,8 @@
 // the new primary, the run reports its RTO, and `stack up` then rebuilds the old primary as the
 // new primary's standby.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { after, describe, test } from 'node:test';
 import { connect } from 'nats';
 import pg from 'pg';
@@ -222,12 +223,12 @@ describe('database failover', () => {
     const own = await alice('POST', `/runs/${RUN_ID}/steps/approve/approve`, { payload: { confirm_primary: `127.0.0.1:${stack.layout.ports.postgresReplica}` } });
     assert.equal(own.status, 409);
     // Bob approves with the CLI, as the README shows an operator doing it during the outage.
-    const cli = spawnSync(process.execPath, ['bin/flowgate.js', 'runbook', 'approve', RUN_ID, 'approve', '--comment', 'confirmed down',
+    // (Run asynchronously: the test's own event loop keeps serving meanwhile.)
+    const cli = await promisify(execFile)(process.execPath, ['bin/flowgate.js', 'runbook', 'approve', RUN_ID, 'approve', '--comment', 'confirmed down',
       '--payload', JSON.stringify({ confirm_primary: `127.0.0.1:${stack.layout.ports.postgresReplica}` })], {
       cwd: REPO_ROOT, encoding: 'utf8', timeout: 30_000, env: { ...process.env, FLOWGATE_ADMIN_URL: stack.adminUrl, FLOWGATE_OPERATOR_TOKEN: bobToken },
-    });
-    assert.equal(cli.status, 0, `${cli.stdout}${cli.stderr}`);
-    assert.match(cli.stdout, new RegExp(`approve .* decided by bob-${suffix}`), cli.stdout);
+    }).catch((err: { stdout?: string; stderr?: string; message: string }) => assert.fail(`the CLI failed: ${err.stdout ?? ''}${err.stderr ?? err.message}`));
+    assert.match(cli.stdout, new RegExp(`approve .* approved by bob-${suffix}`), cli.stdout);
 
     await eventually('the run to end', async () => ((run = (await alice('GET', `/runs/${RUN_ID}`)).body as Run).status !== 'RUNNING'), 60_000, 250);
     assert.equal(run!.status, 'COMPLETED', `${run!.error} ${JSON.stringify(run!.steps)}`);
