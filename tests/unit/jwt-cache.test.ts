@@ -73,15 +73,21 @@ test('HS256: a verified token is not verified again (its secret is not looked up
   }
 });
 
-test('RS256 with a remote JWKS: a verified token is not verified again (no JWKS fetch) until the config changes', async () => {
+/** An RS256 key pair and an HTTP server of its JWKS on `host`, counting fetches. */
+async function jwksServer(host: string) {
   const pair = await generateKeyPair('RS256');
   const keys = [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' }];
-  let fetches = 0;
-  const server = createServer((_req, res) => {
-    fetches += 1;
+  const out = { pair, fetches: 0, server: createServer((_req, res) => {
+    out.fetches += 1;
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  }) };
+  await new Promise<void>((r) => out.server.listen(0, host, r));
+  return out;
+}
+
+test('RS256 with a remote JWKS: a verified token is not verified again (no JWKS fetch) until the config changes', async () => {
+  const jwks = await jwksServer('127.0.0.1');
+  const { pair, server } = jwks;
   mock.timers.enable({ apis: ['Date'], now: 1_800_000_000_000 });
   try {
     const verifier = new JwtVerifier(async () => undefined);
@@ -89,25 +95,25 @@ test('RS256 with a remote JWKS: a verified token is not verified again (no JWKS 
     const settings = pluginConfigSchemas.jwt.parse(config);
     const signed = (n: number) => new SignJWT({ sub: 'alice', tenant: 'acme', n }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuedAt().setExpirationTime('1h').sign(pair.privateKey);
     await verifier.verify('acme', await signed(1), settings);
-    assert.equal(fetches, 1, 'the JWKS is fetched once');
+    assert.equal(jwks.fetches, 1, 'the JWKS is fetched once');
 
     // Shortly before the JWKS goes stale, a new token: verified with the keys fetched.
     mock.timers.tick(JWKS_MAX_AGE_MS - 20_000);
     const token = await signed(2);
     const first = await verifier.verify('acme', token, settings);
     assert.equal(first.kid, 'k1');
-    assert.equal(fetches, 1);
+    assert.equal(jwks.fetches, 1);
 
     // The JWKS is stale now (verifying would fetch it again), the token's entry 30 s old: the cache answers.
     mock.timers.tick(30_000);
     const second = await verifier.verify('acme', token, settings);
-    assert.equal(fetches, 1, 'the second verification of the same token does not verify again');
+    assert.equal(jwks.fetches, 1, 'the second verification of the same token does not verify again');
     assert.deepEqual(second, first);
 
     // The workspace's config changed (a new settings object, same content): verified again.
     const changed = pluginConfigSchemas.jwt.parse(config);
     assert.deepEqual((await verifier.verify('acme', token, changed)).claims, first.claims);
-    assert.equal(fetches, 2, 'a config change verifies the token again');
+    assert.equal(jwks.fetches, 2, 'a config change verifies the token again');
 
     // A config that no longer accepts the token refuses it, however recently it was verified.
     await assert.rejects(verifier.verify('acme', token, pluginConfigSchemas.jwt.parse({ ...config, audiences: ['payments'] })), refusedAs('claim_aud'));
@@ -134,15 +140,9 @@ test('a cached token is refused once it is older than max_lifetime_seconds, as v
 });
 
 test("a jwks_url is fetched only where the gateway's upstream policy allows: not from its own ports, by address or by name", async () => {
-  const pair = await generateKeyPair('RS256');
-  const keys = [{ ...(await exportJWK(pair.publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' }];
-  let fetches = 0;
-  const server = createServer((_req, res) => {
-    fetches += 1;
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
-  });
   // On every address, so that whatever this machine's name resolves to reaches it when allowed.
-  await new Promise<void>((r) => server.listen(0, '0.0.0.0', r));
+  const jwks = await jwksServer('0.0.0.0');
+  const { pair, server } = jwks;
   try {
     const port = (server.address() as AddressInfo).port;
     const token = await new SignJWT({ sub: 'alice', tenant: 'acme' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuedAt().setExpirationTime('1h').sign(pair.privateKey);
@@ -152,14 +152,14 @@ test("a jwks_url is fetched only where the gateway's upstream policy allows: not
       const settings = pluginConfigSchemas.jwt.parse({ algorithms: ['RS256'], jwks_url: `http://${host}:${port}/jwks` });
       await assert.rejects(verifier.verify('acme', token, settings), refusedAs('unverifiable'), host);
     }
-    assert.equal(fetches, 0, 'the key set was never fetched');
+    assert.equal(jwks.fetches, 0, 'the key set was never fetched');
     // The same URLs where the policy allows them are fetched: what refused them was the policy.
     for (const host of ['localhost', hostname()]) {
       const allowed = new JwtVerifier(async () => undefined, 10_000, new UpstreamPolicy({ allowLoopback: true, deny: [], ownPorts: [] }));
       const settings = pluginConfigSchemas.jwt.parse({ algorithms: ['RS256'], jwks_url: `http://${host}:${port}/jwks` });
       assert.equal((await allowed.verify('acme', token, settings)).kid, 'k1', `where allowed, ${host} is fetched through the same kind of agent`);
     }
-    assert.equal(fetches, 2);
+    assert.equal(jwks.fetches, 2);
   } finally {
     server.close();
   }
