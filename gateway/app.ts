@@ -80,6 +80,8 @@ export type GatewayContext = GatewayDeps & {
 export async function buildGateway(deps: GatewayDeps): Promise<{ app: FastifyInstance; configStore: ConfigStore; upstreams: Upstreams }> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
+    // Behind trusted proxies, req.ip and req.protocol are the client's (X-Forwarded-For/-Proto).
+    trustProxy: deps.config.FLOWGATE_TRUSTED_PROXIES.length ? deps.config.FLOWGATE_TRUSTED_PROXIES : false,
     bodyLimit: deps.config.FLOWGATE_BODY_LIMIT_BYTES,
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'correlation_id' }),
     childLoggerFactory: (logger, bindings, opts) => new LazyChildLogger(logger as Logger, bindings, opts) as unknown as FastifyBaseLogger,

@@ -159,7 +159,9 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     headers['x-request-id'] = req.id;
     headers['x-tenant-id'] = tenant;
     if (p) headers['x-user-id'] = userIdHeader(p.username);
-    headers['x-forwarded-for'] = req.headers['x-forwarded-for'] ? `${String(req.headers['x-forwarded-for'])}, ${req.ip}` : req.ip;
+    // The chain as it came, and the address the gateway saw (the peer, a trusted proxy's too).
+    const peer = req.raw.socket.remoteAddress ?? req.ip;
+    headers['x-forwarded-for'] = req.headers['x-forwarded-for'] ? `${String(req.headers['x-forwarded-for'])}, ${peer}` : peer;
     const credentials = ctx.secretRefs.resolveHeaders(tenant, headers, [add, req.flowgate.plugins['request-transformer']?.add_headers]);
     return credentials ? credentials.then(() => headers) : headers;
   }

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { DEFAULT_THIRD_PARTIES, thirdPartyServices } from './third-party/services';
 import { MAX_PROBE_INTERVAL_MS } from './runbooks';
@@ -57,6 +58,25 @@ export const configSchema = z.object({
   }),
   /** How long the gateway keeps a route's credential read from OpenBao (`{vault:NAME#FIELD}` header values) before reading it again. */
   FLOWGATE_SECRET_REF_TTL_MS: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
+  /**
+   * Proxies in front of the gateway (a load balancer, an ingress controller), comma-separated
+   * addresses or CIDRs: from them, the client's address is taken from X-Forwarded-For (its last
+   * entry not a trusted proxy) and the scheme from X-Forwarded-Proto, for ip-restriction, ABAC
+   * source rules and the audit's client_ip. None by default: the peer's address is the client's.
+   */
+  FLOWGATE_TRUSTED_PROXIES: z.string().default('').transform((v, ctx) => {
+    const entries = v.split(',').map((e) => e.trim()).filter(Boolean);
+    const bad = entries.find((e) => {
+      const [ip, bits, extra] = e.split('/');
+      const family = isIP(ip ?? '');
+      return !family || extra !== undefined || (bits !== undefined && !(/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128)));
+    });
+    if (bad !== undefined) {
+      ctx.addIssue({ code: 'custom', message: `"${bad}" is neither an IP address nor a CIDR` });
+      return z.NEVER;
+    }
+    return entries;
+  }),
   /** Upstreams on loopback: refused unless `true` (a local stack, whose upstreams run on the machine). */
   FLOWGATE_UPSTREAM_ALLOW_LOOPBACK: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
 

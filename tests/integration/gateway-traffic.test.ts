@@ -223,6 +223,38 @@ describe('upstream targets', () => {
   });
 });
 
+describe('behind a load balancer', () => {
+  test("from a trusted proxy, the client's address is X-Forwarded-For's last untrusted entry; from anyone else, the peer's", async () => {
+    const echo = await sandbox();
+    // This test's requests come from 127.0.0.1: to this gateway, a trusted proxy.
+    const behind = await spawnProcess('gateway', stack.env, { FLOWGATE_TRUSTED_PROXIES: '127.0.0.1, ::1' });
+    try {
+      await eventually('gateway ready', async () => (await fetch(`${behind.statusUrl}/readyz`).catch(() => null))?.status === 200, 30_000, 200);
+      const t = await tenant('xff');
+      await t.admin('POST', '/services', { name: 'echo', url: echo.url });
+      await t.admin('POST', '/routes', { name: 'echo', service: 'echo', paths: ['/echo'] });
+      assert.equal((await t.admin('POST', '/plugins', { name: 'ip-restriction', config: { deny: ['10.0.0.0/8'] } })).status, 201);
+      const via = gatewayClient(behind.publicUrl!, t.key).call;
+      await served(via, '/echo');
+      await eventually('ip-restriction served', async () => (await via('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3' })).status === 403, 5000, 20);
+      // The proxy's client: refused by ip-restriction as 10.1.2.3.
+      const denied = await via('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3' });
+      assert.equal(denied.status, 403, denied.text);
+      // A client that forged an entry before reaching the proxy: the proxy appended the real one.
+      const forged = await via('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3, 203.0.113.7' });
+      assert.equal(forged.status, 200, forged.text);
+      assert.equal(forged.body.headers['x-forwarded-for'], '10.1.2.3, 203.0.113.7, 127.0.0.1', 'the chain, then the peer the gateway saw');
+      // The stack's gateway trusts no proxy: the header is the client's claim, and the peer decides.
+      const direct = await t.gw('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3' });
+      assert.equal(direct.status, 200, direct.text);
+    } finally {
+      behind.child.kill('SIGTERM');
+      await behind.exited;
+      await echo.close();
+    }
+  });
+});
+
 describe('answers without a single upstream', () => {
   test('aggregation merges several backends, flags partial results; a static route answers by itself', async () => {
     const users = await sandbox((req) => ({ body: JSON.stringify({ id: req.url?.split('/').pop(), name: 'Ada', email: 'ada@example.com', internal: 'x' }) }));
