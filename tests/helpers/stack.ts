@@ -21,9 +21,18 @@ export function testStack() {
   };
 }
 
+/**
+ * A directory of its own for a test's files, inside the test stack's directory when there is one
+ * (tests/run.sh removes that directory with the stack, pass or fail), else in the system's.
+ */
+export function scratchDir(prefix: string): Promise<string> {
+  const stackDir = process.env.FLOWGATE_STACK_DIR;
+  return mkdtemp(stackDir ? path.join(stackDir, `${prefix}-`) : path.join(os.tmpdir(), `flowgate-${prefix}-`));
+}
+
 /** A private server (e.g. a NATS a test may stop) in a directory of its own, on free ports. */
 export async function privateServer(name: 'nats' | 'postgres' | 'temporal' | 'redis' | 'kafka' | 'openbao') {
-  const dir = await mkdtemp(path.join(os.tmpdir(), `flowgate-private-${name}-`));
+  const dir = await scratchDir(`p-${name}`);
   const layout = await openStack(dir, 'test', await freePorts());
   const spec = serverSpec(name);
   await startServer(layout, spec);

@@ -2,17 +2,16 @@
 // second, the gateway keeps serving its last version while the admin process and PostgreSQL
 // are down, and a DB-less gateway serves from a declarative file alone.
 import assert from 'node:assert/strict';
-import { writeFile, mkdtemp } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { serverSpec, startServer, stopServer } from '../../stack/stack';
 import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
-import { eventually, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
+import { eventually, readyStatus, scratchDir, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
 
 const stack = testStack();
 const gatewayStatusUrl = `http://127.0.0.1:${stack.layout.ports.gatewayStatus}`;
@@ -150,7 +149,7 @@ describe('DB-less gateway', () => {
   after(() => gw?.child.kill('SIGKILL'));
 
   test('serves the routes and keys of a declarative file, without PostgreSQL', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'flowgate-dbless-'));
+    const dir = await scratchDir('dbless');
     const file = path.join(dir, 'flowgate.yaml');
     const key = 'fgk_0badc0de_a-key-written-by-hand-for-dbless';
     await writeFile(file, [
@@ -177,7 +176,7 @@ describe('DB-less gateway', () => {
   });
 
   test('refuses to start on an invalid file, naming the field', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'flowgate-dbless-'));
+    const dir = await scratchDir('dbless');
     const file = path.join(dir, 'bad.yaml');
     await writeFile(file, stringify({ workspace: 'edge', routes: [{ name: 'r', service: 'echo', paths: ['no-slash'] }] }));
     const bad = await spawnProcess('gateway', stack.env, { FLOWGATE_DECLARATIVE_CONFIG: file, FLOWGATE_DATABASE_URL: 'postgres://nobody:nothing@127.0.0.1:1/none' });

@@ -6,10 +6,9 @@
 // the image's does.
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createKafka, TOPICS } from '../../lib/kafka';
@@ -17,7 +16,7 @@ import { connectNats, ensureStreams } from '../../lib/nats';
 import { bundleWorkflows } from '../../worker/main';
 import { adminTenant } from '../helpers/admin';
 import { gatewayClient } from '../helpers/api';
-import { eventually, privateServer, readyStatus, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
+import { eventually, privateServer, readyStatus, scratchDir, spawnProcess, testStack, type RunningProcess } from '../helpers/stack';
 import { newTenant } from '../helpers/tenant';
 
 const stack = testStack();
@@ -58,7 +57,7 @@ describe('one trace per trigger, end to end', () => {
     const nc = await connectNats(nats.env.FLOWGATE_NATS_URL!, 'tracing-test');
     await ensureStreams(nc);
     await nc.close();
-    const bundleFile = path.join(await mkdtemp(path.join(os.tmpdir(), 'flowgate-bundle-')), 'workflow-bundle.js');
+    const bundleFile = path.join(await scratchDir('bundle'), 'workflow-bundle.js');
     await writeFile(bundleFile, (await bundleWorkflows()).code);
     const env = {
       ...stack.env,
