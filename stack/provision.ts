@@ -59,19 +59,22 @@ async function ensureDbCredentials(l: Layout, vault: VaultClient): Promise<'kept
         await su.query(`CREATE ROLE ${user} NOLOGIN NOSUPERUSER NOBYPASSRLS INHERIT IN ROLE flowgate_app`);
       }
     }
+    // The grants run every time (granting again changes nothing): a run stopped between a role's
+    // creation and its grants must not leave a role that later runs skip.
     if (!(await su.query("SELECT 1 FROM pg_roles WHERE rolname = 'flowgate_rotator'")).rowCount) {
       await su.query('CREATE ROLE flowgate_rotator LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS');
-      await su.query('GRANT pg_signal_backend TO flowgate_rotator');
     }
+    await su.query('GRANT pg_signal_backend TO flowgate_rotator');
     // The DR login: reads everything for a backup (BYPASSRLS: pg_dump refuses row-level security),
     // sees replication, promotes a standby, fences a primary (read-only, sessions ended) and turns
     // synchronous replication off when the standby is gone. Not a superuser.
     if (!(await su.query("SELECT 1 FROM pg_roles WHERE rolname = 'flowgate_dr'")).rowCount) {
-      await su.query('CREATE ROLE flowgate_dr LOGIN NOSUPERUSER BYPASSRLS IN ROLE pg_read_all_data, pg_monitor, pg_signal_backend');
-      await su.query('GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO flowgate_dr');
-      await su.query('GRANT EXECUTE ON FUNCTION pg_reload_conf() TO flowgate_dr');
-      await su.query('GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names, default_transaction_read_only TO flowgate_dr');
+      await su.query('CREATE ROLE flowgate_dr LOGIN NOSUPERUSER BYPASSRLS');
     }
+    await su.query('GRANT pg_read_all_data, pg_monitor, pg_signal_backend TO flowgate_dr');
+    await su.query('GRANT EXECUTE ON FUNCTION pg_promote(boolean, integer) TO flowgate_dr');
+    await su.query('GRANT EXECUTE ON FUNCTION pg_reload_conf() TO flowgate_dr');
+    await su.query('GRANT ALTER SYSTEM ON PARAMETER synchronous_standby_names, default_transaction_read_only TO flowgate_dr');
     const works = async (path: string) => {
       const current = await readCurrentSecretData<{ username: string; password: string }>(vault, path).catch(() => undefined);
       if (!current) return false;
