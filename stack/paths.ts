@@ -18,7 +18,8 @@ export const cacheDir = (): string => process.env.FLOWGATE_CACHE ?? path.join(os
 
 function pgBinDir(): string {
   const base = '/usr/lib/postgresql';
-  const versions = existsSync(base) ? readdirSync(base).filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(a) - Number(b)) : [];
+  // The highest version with the server itself (a client-only package makes a bin without it), as install.sh picks.
+  const versions = existsSync(base) ? readdirSync(base).filter((v) => /^\d+$/.test(v) && existsSync(path.join(base, v, 'bin', 'postgres'))).sort((a, b) => Number(a) - Number(b)) : [];
   const last = versions.at(-1);
   if (!last) throw new Error('PostgreSQL server binaries not found under /usr/lib/postgresql: run stack/install.sh');
   return path.join(base, last, 'bin');
@@ -45,6 +46,7 @@ export function binaries() {
     natsServer: path.join(venv, 'nats-server'),
     kafkaLibs: path.join(cacheDir(), `kafka-${v.SCALA_VERSION}-${v.KAFKA_VERSION}`, 'libs'),
     pgBin: pgBinDir(),
+    // Debian's, which install.sh installs (and checks for).
     redisServer: '/usr/bin/redis-server',
     prometheus: path.join(prometheusBinDir(), 'prometheus'),
     java: 'java',
