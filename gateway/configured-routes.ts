@@ -149,7 +149,8 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     if (span) Object.assign(headers, traceHeaders(span));
     // Where the client came in (a route's add_headers may still set these itself).
     if (req.headers.host) headers['x-forwarded-host'] = req.headers.host;
-    headers['x-forwarded-proto'] = req.protocol;
+    // One of the two schemes, whatever a trusted proxy's X-Forwarded-Proto says.
+    headers['x-forwarded-proto'] = req.protocol === 'https' ? 'https' : 'http';
     // The route's own edits, then the plugin's; what the gateway asserts below still wins.
     transformRequestHeaders(headers, { add_headers: add, remove_headers: remove });
     transformRequestHeaders(headers, req.flowgate.plugins['request-transformer']);
@@ -160,8 +161,8 @@ export function registerConfiguredRoutes(app: FastifyInstance, ctx: GatewayConte
     headers['x-tenant-id'] = tenant;
     if (p) headers['x-user-id'] = userIdHeader(p.username);
     // The chain as it came, and the address the gateway saw (the peer, a trusted proxy's too).
-    const peer = req.raw.socket.remoteAddress ?? req.ip;
-    headers['x-forwarded-for'] = req.headers['x-forwarded-for'] ? `${String(req.headers['x-forwarded-for'])}, ${peer}` : peer;
+    const chain = [req.headers['x-forwarded-for'], req.raw.socket.remoteAddress].filter(Boolean).join(', ');
+    if (chain) headers['x-forwarded-for'] = chain;
     const credentials = ctx.secretRefs.resolveHeaders(tenant, headers, [add, req.flowgate.plugins['request-transformer']?.add_headers]);
     return credentials ? credentials.then(() => headers) : headers;
   }

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { SpanKind, type Span } from '@opentelemetry/api';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
@@ -79,6 +80,17 @@ function routeLabel(req: FastifyRequest): string {
   if (m?.kind === 'trigger') return m.rule.route_path ?? 'trigger';
   const url = req.routeOptions.url;
   return url && url !== '/*' ? url : 'unmatched';
+}
+
+/**
+ * The client's address as the pipeline judges it: the peer's, or behind a trusted proxy
+ * (FLOWGATE_TRUSTED_PROXIES) X-Forwarded-For's last untrusted entry, when that is an address at
+ * all. A proxy's entry that is not one (`unknown`, an address with a port) is no address to
+ * match rules against: the peer's stands instead, so a deny rule cannot be slipped past.
+ */
+function clientAddress(req: FastifyRequest): string {
+  const ip = req.ip;
+  return isIP(ip) ? ip : req.raw.socket.remoteAddress ?? '';
 }
 
 export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): void {
@@ -182,11 +194,11 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
     const p = state.plugins;
     if (p['correlation-id']) state.correlation = correlationOf(p['correlation-id'], req.headers, req.id);
 
-    if (p['ip-restriction'] && !ipAllowed(p['ip-restriction'], req.ip)) {
+    if (p['ip-restriction'] && !ipAllowed(p['ip-restriction'], clientAddress(req))) {
       throw new ApiError(403, 'ip_not_allowed', 'requests from this address are not allowed here');
     }
     if (p.authorization) {
-      const decision = authorize(p.authorization, { roles: principal.roles, claims: principal.claims, method: req.method, path, ip: req.ip, now: new Date() });
+      const decision = authorize(p.authorization, { roles: principal.roles, claims: principal.claims, method: req.method, path, ip: clientAddress(req), now: new Date() });
       if (!decision.allowed) {
         throw new ApiError(403, 'forbidden', `${principal.username} may not ${req.method} ${path}`, decision.rule === undefined ? undefined : [{ field: `authorization.rules.${decision.rule}`, message: 'denied by this rule' }]);
       }
@@ -230,7 +242,8 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       reply.header('vary', varyWith(reply.getHeader('vary'), ['Origin']));
     }
 
-    const secure = (req.raw.socket as { encrypted?: boolean }).encrypted === true;
+    // HTTPS as the client used it: this listener's TLS, or a trusted proxy's X-Forwarded-Proto.
+    const secure = req.protocol === 'https';
     reply.headers(securityHeadersFor(p['security-headers'], secure));
     if (NEVER_STORED.has(reply.statusCode) || !reply.hasHeader('cache-control')) {
       reply.headers(cacheControl(p['cache-headers'], req.method, reply.statusCode, req.flowgate?.principal !== undefined));
@@ -297,7 +310,7 @@ export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): voi
       path: maskPath(req.url.split('?', 1)[0]!.slice(0, 2048)),
       status,
       latency_ms: Math.round(reply.elapsedTime * 1000) / 1000,
-      client_ip: req.ip,
+      client_ip: clientAddress(req),
       upstream: state?.upstream,
       error_code: closedEarly ? 'client_closed_request' : state?.errorCode ?? (error ? errorCodeOf(state?.responseBody) : undefined),
       rate_limited: state?.rateLimited,

@@ -69,7 +69,8 @@ export const configSchema = z.object({
     const bad = entries.find((e) => {
       const [ip, bits, extra] = e.split('/');
       const family = isIP(ip ?? '');
-      return !family || extra !== undefined || (bits !== undefined && !(/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128)));
+      // A prefix of at least 1: `/0` would trust every address (and proxy-addr refuses it).
+      return !family || extra !== undefined || (bits !== undefined && !(/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (family === 4 ? 32 : 128)));
     });
     if (bad !== undefined) {
       ctx.addIssue({ code: 'custom', message: `"${bad}" is neither an IP address nor a CIDR` });

@@ -233,20 +233,24 @@ describe('behind a load balancer', () => {
       const t = await tenant('xff');
       await t.admin('POST', '/services', { name: 'echo', url: echo.url });
       await t.admin('POST', '/routes', { name: 'echo', service: 'echo', paths: ['/echo'] });
-      assert.equal((await t.admin('POST', '/plugins', { name: 'ip-restriction', config: { deny: ['10.0.0.0/8'] } })).status, 201);
+      // Only 10.0.0.0/8 may call: the test's own address (127.0.0.1) may not.
+      assert.equal((await t.admin('POST', '/plugins', { name: 'ip-restriction', config: { allow: ['10.0.0.0/8'] } })).status, 201);
       const via = gatewayClient(behind.publicUrl!, t.key).call;
-      await served(via, '/echo');
-      await eventually('ip-restriction served', async () => (await via('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3' })).status === 403, 5000, 20);
-      // The proxy's client: refused by ip-restriction as 10.1.2.3.
-      const denied = await via('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3' });
-      assert.equal(denied.status, 403, denied.text);
-      // A client that forged an entry before reaching the proxy: the proxy appended the real one.
-      const forged = await via('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3, 203.0.113.7' });
-      assert.equal(forged.status, 200, forged.text);
-      assert.equal(forged.body.headers['x-forwarded-for'], '10.1.2.3, 203.0.113.7, 127.0.0.1', 'the chain, then the peer the gateway saw');
+      await eventually('ip-restriction served', async () => (await via('GET', '/echo')).status === 403, 5000, 20);
+      // The proxy's client, 10.1.2.3: allowed, and the upstream sees the chain, then the peer.
+      const allowed = await via('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3', 'x-forwarded-proto': 'https' });
+      assert.equal(allowed.status, 200, allowed.text);
+      assert.equal(allowed.body.headers['x-forwarded-for'], '10.1.2.3, 127.0.0.1', 'the chain, then the peer the gateway saw');
+      assert.equal(allowed.body.headers['x-forwarded-proto'], 'https', "the trusted proxy's scheme");
+      assert.ok(allowed.headers.get('strict-transport-security'), 'HSTS: the client used HTTPS at the proxy');
+      // A client that forged an entry before reaching the proxy: the proxy appended the real one, which decides.
+      assert.equal((await via('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3, 203.0.113.7' })).status, 403);
+      // A proxy entry that is no address (one with a port, `unknown`): the peer's address decides.
+      assert.equal((await via('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3:52311' })).status, 403);
       // The stack's gateway trusts no proxy: the header is the client's claim, and the peer decides.
-      const direct = await t.gw('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3' });
-      assert.equal(direct.status, 200, direct.text);
+      await eventually('the stack gateway refuses the peer', async () => (await t.gw('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3' })).status === 403, 5000, 20);
+      const direct = await t.gw('GET', '/echo', undefined, { 'x-forwarded-for': '10.1.2.3', 'x-forwarded-proto': 'https' });
+      assert.equal(direct.status, 403, direct.text);
     } finally {
       behind.child.kill('SIGTERM');
       await behind.exited;

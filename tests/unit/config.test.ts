@@ -94,7 +94,7 @@ test('the TLS listener is all or nothing: a port without a certificate and key i
 test('trusted proxies are addresses or CIDRs; anything else is named', () => {
   assert.deepEqual(loadConfig('gateway', { FLOWGATE_TRUSTED_PROXIES: '10.0.0.0/8, 127.0.0.1,::1, fd00::/8' }).FLOWGATE_TRUSTED_PROXIES, ['10.0.0.0/8', '127.0.0.1', '::1', 'fd00::/8']);
   assert.deepEqual(loadConfig('gateway', {}).FLOWGATE_TRUSTED_PROXIES, []);
-  for (const bad of ['ingress.local', '10.0.0.0/33', '10.0.0.0/8/1', '::1/129']) {
+  for (const bad of ['ingress.local', '10.0.0.0/33', '10.0.0.0/8/1', '::1/129', '0.0.0.0/0', '::/0']) {
     assert.throws(() => loadConfig('gateway', { FLOWGATE_TRUSTED_PROXIES: bad }), new RegExp(`FLOWGATE_TRUSTED_PROXIES: "${bad.replace(/[./]/g, '\\$&')}" is neither`), bad);
   }
 });
