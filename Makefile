@@ -17,12 +17,11 @@ install: deps
 	@bash stack/install.sh
 
 deps: node_modules/.package-lock.json
-# Under a lock, and only if still stale once it is held: `make up` and `make test` started together
-# must not both empty node_modules (the first one's processes may already run from it).
-CACHE := $(or $(FLOWGATE_CACHE),$(HOME)/.cache/flowgate)
+# Under a lock (on this checkout's lock file), and only if still stale once it is held: `make up`
+# and `make test` started together must not both empty node_modules (the first one's processes
+# may already run from it).
 node_modules/.package-lock.json: package.json package-lock.json
-	@mkdir -p "$(CACHE)"
-	@flock "$(CACHE)/.npm.lock" sh -c '[ node_modules/.package-lock.json -nt package-lock.json ] && [ node_modules/.package-lock.json -nt package.json ] || npm ci --no-audit --no-fund --loglevel=error'
+	@flock package-lock.json sh -c '[ node_modules/.package-lock.json -nt package-lock.json ] && [ node_modules/.package-lock.json -nt package.json ] || npm ci --no-audit --no-fund --loglevel=error'
 	@touch $@
 
 up: install

@@ -13,8 +13,7 @@ logs="$cache/install-logs"
 mkdir -p "$logs"
 # One install at a time per cache: `make up` and `make test` may start together, and both would
 # empty and refill the same directories. The second waits, then finds everything in place.
-exec 9>"$cache/.install.lock"
-flock 9
+if exec 9>"$cache/.install.lock" 2>/dev/null; then flock 9; fi  # (a read-only cache: nothing to write, no lock)
 
 say() { printf 'install: %s\n' "$*"; }
 fail() { # component, reason, log
@@ -24,14 +23,15 @@ fail() { # component, reason, log
 }
 run_logged() { # component, log, command...
   local component="$1" log="$2"; shift 2
-  if ! "$@" >"$log" 2>&1; then fail "$component" "command failed: $*" "$log"; fi
+  # (9>&-: a daemon a package's script starts must not hold the install lock.)
+  if ! "$@" >"$log" 2>&1 9>&-; then fail "$component" "command failed: $*" "$log"; fi
 }
 
 need_cmd() { command -v "$1" >/dev/null 2>&1 || fail "$2" "'$1' is not on PATH ($3)" "$logs/$2.log"; }
 # Go 1.21 or later: the modules built below ask for newer toolchains, which only 1.21+ fetch by themselves.
 need_go() {
   need_cmd go "$1" "$2"
-  local minor; minor="$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
+  local minor; minor="$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p' || true)"
   [ -n "$minor" ] && [ "$minor" -ge 21 ] || fail "$1" "Go 1.21 or later is needed ($(go env GOVERSION) found): https://go.dev/dl/" "$logs/$1.log"
 }
 
@@ -39,11 +39,11 @@ need_go() {
 # The highest version whose bin has the server (a client-only package makes a bin without it).
 pg_bin() { for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do [ -x "$d/postgres" ] && { echo "$d"; return; }; done; }
 apt_missing=()
-[ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/postgres" ] || apt_missing+=(postgresql)
+[ -n "$(pg_bin)" ] || apt_missing+=(postgresql)
 [ -x /usr/bin/redis-server ] || apt_missing+=(redis-server)  # the path the stack starts (stack/paths.ts)
-# Tools the steps below use, where Debian has them: Java for Kafka, Maven for its jars.
+# Tools the steps below use, where Debian has them: Java runs Kafka; Maven fetches its jars, once.
 command -v java >/dev/null 2>&1 || apt_missing+=(default-jre-headless)
-command -v mvn >/dev/null 2>&1 || apt_missing+=(maven)
+[ -f "$cache/kafka-$SCALA_VERSION-$KAFKA_VERSION/.complete" ] || command -v mvn >/dev/null 2>&1 || apt_missing+=(maven)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   log="$logs/debian.log"
   if [ "$(id -u)" -ne 0 ]; then
@@ -52,9 +52,12 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   say "debian: installing ${apt_missing[*]}"
   run_logged debian "$log" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${apt_missing[*]}"
   # Debian starts the packages' own services (PostgreSQL on 5432, Redis on 6379): the stack runs
-  # its own servers on those ports, so the system's are stopped and kept from starting again.
-  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl disable --now postgresql redis-server >>"$log" 2>&1 || true
+  # its own servers on those ports, so the services of packages installed just now are stopped
+  # and kept from starting again (one that was installed before is the administrator's).
+  services=()
+  for p in "${apt_missing[@]}"; do case "$p" in postgresql|redis-server) services+=("$p") ;; esac; done
+  if [ ${#services[@]} -gt 0 ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now "${services[@]}" >>"$log" 2>&1 || true
   fi
 fi
 
@@ -168,6 +171,7 @@ with zipfile.ZipFile(whl) as z:
   run_logged kube-schemas "$log" env -C "$repo" node --import tsx stack/kube-schemas.ts kubernetes \
     "$wheel_tmp/strict" "$kube_schemas/kubernetes/v$KUBERNETES_SCHEMA_VERSION-local-strict"
   rm -rf "$wheel_tmp"
+  need_go kube-schemas "Go fetches KEDA's CRDs from the module proxy"
   run_logged kube-schemas "$log" env GOPATH="$cache/go" GOFLAGS=-modcacherw \
     go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION"
   keda_crd="$cache/go/pkg/mod/github.com/kedacore/keda/v2@$KEDA_VERSION/config/crd/bases/keda.sh_scaledobjects.yaml"

@@ -81,11 +81,8 @@ run_integration() { if [ $# -gt 0 ]; then run_on_stack "$@"; else run_on_stack t
 # The DR stack's worker fails over on its own (the others wait for an operator's approval, so a
 # test that stops PostgreSQL for a few seconds starts a run that waits and then finds it back).
 run_dr() {
-  local rc=0
-  export FLOWGATE_DB_FAILOVER=automatic
-  if [ $# -gt 0 ]; then run_on_stack "$@" || rc=$?; else run_on_stack tests/dr/*.test.ts || rc=$?; fi
-  unset FLOWGATE_DB_FAILOVER
-  return $rc
+  [ $# -gt 0 ] || set -- tests/dr/*.test.ts
+  FLOWGATE_DB_FAILOVER=automatic run_on_stack "$@"
 }
 
 # The failing tests of a stage's output, a few lines each (which test, where, the first lines of
