@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { z } from 'zod';
 import { DEFAULT_THIRD_PARTIES, thirdPartyServices } from './third-party/services';
 import { MAX_PROBE_INTERVAL_MS } from './runbooks';
+import { isAddressOrCidr } from './control-plane/plugins';
 import { parseDenyEntry, type DenyEntry } from './upstream-policy';
 
 /** The largest upstream answer the gateway holds by default (gateway/upstreams.ts). */
@@ -66,12 +66,8 @@ export const configSchema = z.object({
    */
   FLOWGATE_TRUSTED_PROXIES: z.string().default('').transform((v, ctx) => {
     const entries = v.split(',').map((e) => e.trim()).filter(Boolean);
-    const bad = entries.find((e) => {
-      const [ip, bits, extra] = e.split('/');
-      const family = isIP(ip ?? '');
-      // A prefix of at least 1: `/0` would trust every address (and proxy-addr refuses it).
-      return !family || extra !== undefined || (bits !== undefined && !(/^\d{1,3}$/.test(bits) && Number(bits) >= 1 && Number(bits) <= (family === 4 ? 32 : 128)));
-    });
+    // A prefix of at least 1: `/0` would trust every address (and proxy-addr refuses it).
+    const bad = entries.find((e) => !isAddressOrCidr(e, 1));
     if (bad !== undefined) {
       ctx.addIssue({ code: 'custom', message: `"${bad}" is neither an IP address nor a CIDR` });
       return z.NEVER;

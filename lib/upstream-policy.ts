@@ -1,6 +1,7 @@
 import { BlockList, isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { Config } from './config';
+import { isAddressOrCidr } from './control-plane/plugins';
 
 /**
  * Where the gateway may send a tenant's traffic. A service's URL is chosen by a tenant (a
@@ -34,12 +35,7 @@ export type DenyEntry = { cidr: string } | { address: string; port: number };
 /** One FLOWGATE_UPSTREAM_DENY entry: `10.96.0.0/12`, `127.0.0.1:9400` or `[::1]:9400`; undefined when malformed. */
 export function parseDenyEntry(text: string): DenyEntry | undefined {
   const s = text.trim();
-  const cidr = /^([0-9a-fA-F:.]+)\/(\d{1,3})$/.exec(s);
-  if (cidr) {
-    const family = isIP(cidr[1]!);
-    const prefix = Number(cidr[2]);
-    return family && prefix <= (family === 4 ? 32 : 128) ? { cidr: s } : undefined;
-  }
+  if (s.includes('/')) return isAddressOrCidr(s) ? { cidr: s } : undefined;
   const hostPort = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})$/.exec(s);
   if (!hostPort) return undefined;
   const address = hostPort[1] ?? hostPort[2]!;

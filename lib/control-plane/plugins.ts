@@ -7,14 +7,16 @@ import { z } from 'zod';
  * does not fit, naming `body.config.<field>`.
  */
 
-const cidr = z.string().refine((v) => {
+/** An IP address, or a CIDR block whose prefix is at least `minPrefix`. */
+export function isAddressOrCidr(v: string, minPrefix = 0): boolean {
   const [ip, bits, extra] = v.split('/');
   const family = isIP(ip ?? '');
   if (!family || extra !== undefined) return false;
   if (bits === undefined) return true;
   const n = Number(bits);
-  return Number.isInteger(n) && n >= 0 && n <= (family === 4 ? 32 : 128);
-}, 'an IP address or CIDR block');
+  return /^\d{1,3}$/.test(bits) && n >= minPrefix && n <= (family === 4 ? 32 : 128);
+}
+const cidr = z.string().refine((v) => isAddressOrCidr(v), 'an IP address or CIDR block');
 export const headerName = z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'an HTTP header name');
 /**
  * What Node accepts as a header value (tab, printable ASCII, Latin-1): anything else, CR and LF
