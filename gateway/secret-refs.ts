@@ -17,7 +17,6 @@ import { vaultPaths, type VaultClient } from '../lib/vault';
  * `503 credential_unavailable`.
  */
 
-
 /** A secret's fields as last read (none yet: `data` undefined), whether OpenBao said it is not there, and until when that holds. */
 type Entry = { data?: Record<string, unknown>; missing: boolean; until: number; reading?: Promise<void> };
 
