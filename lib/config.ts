@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { DEFAULT_THIRD_PARTIES, thirdPartyServices } from './third-party/services';
 import { MAX_PROBE_INTERVAL_MS } from './runbooks';
 import { isAddressOrCidr } from './control-plane/plugins';
-import { parseDenyEntry, type DenyEntry } from './upstream-policy';
+import { parseDenyEntry } from './upstream-policy';
 
 /** The largest upstream answer the gateway holds by default (gateway/upstreams.ts). */
 export const DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
@@ -30,6 +30,22 @@ const url = (protocols: string[]) =>
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, 'must be host:port');
 
 /** One schema for every process; defaults match the local stack (`make up`). */
+/** A comma-separated list, each entry trimmed and parsed; an entry `parse` refuses names itself (`"x" is <what>`). */
+function commaList<T>(parse: (entry: string) => T | undefined, what: string) {
+  return z.string().default('').transform((v, ctx) => {
+    const out: T[] = [];
+    for (const entry of v.split(',').map((e) => e.trim()).filter(Boolean)) {
+      const parsed = parse(entry);
+      if (parsed === undefined) {
+        ctx.addIssue({ code: 'custom', message: `"${entry}" is ${what}` });
+        return z.NEVER;
+      }
+      out.push(parsed);
+    }
+    return out;
+  });
+}
+
 export const configSchema = z.object({
   FLOWGATE_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   FLOWGATE_HOST: z.string().min(1).default('127.0.0.1'),
@@ -46,16 +62,7 @@ export const configSchema = z.object({
    * addresses, that port on every one of them). Link-local addresses and the gateway's own ports
    * are refused without being listed.
    */
-  FLOWGATE_UPSTREAM_DENY: z.string().default('').transform((v, ctx) => {
-    const entries = v.split(',').map((e) => e.trim()).filter(Boolean);
-    const parsed = entries.map(parseDenyEntry);
-    const bad = entries.find((_, i) => !parsed[i]);
-    if (bad !== undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${bad}" is neither a CIDR nor an address:port` });
-      return z.NEVER;
-    }
-    return parsed as DenyEntry[];
-  }),
+  FLOWGATE_UPSTREAM_DENY: commaList(parseDenyEntry, 'neither a CIDR nor an address:port'),
   /** How long the gateway keeps a route's credential read from OpenBao (`{vault:NAME#FIELD}` header values) before reading it again. */
   FLOWGATE_SECRET_REF_TTL_MS: z.coerce.number().int().min(100).max(3_600_000).default(60_000),
   /**
@@ -64,16 +71,8 @@ export const configSchema = z.object({
    * entry not a trusted proxy) and the scheme from X-Forwarded-Proto, for ip-restriction, ABAC
    * source rules and the audit's client_ip. None by default: the peer's address is the client's.
    */
-  FLOWGATE_TRUSTED_PROXIES: z.string().default('').transform((v, ctx) => {
-    const entries = v.split(',').map((e) => e.trim()).filter(Boolean);
-    // A prefix of at least 1: `/0` would trust every address (and proxy-addr refuses it).
-    const bad = entries.find((e) => !isAddressOrCidr(e, 1));
-    if (bad !== undefined) {
-      ctx.addIssue({ code: 'custom', message: `"${bad}" is neither an IP address nor a CIDR` });
-      return z.NEVER;
-    }
-    return entries;
-  }),
+  // A prefix of at least 1: `/0` would trust every address (and proxy-addr refuses it).
+  FLOWGATE_TRUSTED_PROXIES: commaList((e) => (isAddressOrCidr(e, 1) ? e : undefined), 'neither an IP address nor a CIDR'),
   /** Upstreams on loopback: refused unless `true` (a local stack, whose upstreams run on the machine). */
   FLOWGATE_UPSTREAM_ALLOW_LOOPBACK: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
 
@@ -253,10 +252,11 @@ export function loadConfig(processName: ProcessName, rawEnv: NodeJS.ProcessEnv =
   }
   // The TLS listener takes its port, certificate and key together: some of them alone would start
   // no listener, silently.
-  const tls = ['FLOWGATE_TLS_PORT', 'FLOWGATE_TLS_CERT', 'FLOWGATE_TLS_KEY', 'FLOWGATE_TLS_CLIENT_CA'] as const;
-  const given = tls.filter((v) => result.data[v] !== undefined);
-  if (given.length && tls.slice(0, 3).some((v) => result.data[v] === undefined)) {
-    throw new ConfigError(tls.slice(0, 3).filter((v) => result.data[v] === undefined).map((variable) => ({
+  const required = ['FLOWGATE_TLS_PORT', 'FLOWGATE_TLS_CERT', 'FLOWGATE_TLS_KEY'] as const;
+  const given = [...required, 'FLOWGATE_TLS_CLIENT_CA' as const].filter((v) => result.data[v] !== undefined);
+  const missing = required.filter((v) => result.data[v] === undefined);
+  if (given.length && missing.length) {
+    throw new ConfigError(missing.map((variable) => ({
       variable, message: `the TLS listener needs FLOWGATE_TLS_PORT, FLOWGATE_TLS_CERT and FLOWGATE_TLS_KEY together (${given.join(', ')} given)`,
     })));
   }

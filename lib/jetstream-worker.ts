@@ -85,8 +85,6 @@ export type DeliveryRecord = { answered: number; failed: number };
 /** An entry's record; none (or a purged one) is a message nobody has answered yet. */
 const recordOf = (e: KvEntry | null): DeliveryRecord => (e && e.operation === 'PUT' && e.length ? (e.json() as DeliveryRecord) : { answered: 0, failed: 0 });
 
-/** NATS KV bucket of `DeliveryLedger`: one key per message that was ever retried. */
-
 /**
  * Every nak a process sends, counted in NATS KV by stream, consumer and sequence, so that any
  * process can tell from a redelivery how many of the earlier deliveries ended without an answer:

@@ -22,7 +22,7 @@ export const headerName = z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'an HTTP hea
  * What Node accepts as a header value (tab, printable ASCII, Latin-1): anything else, CR and LF
  * above all, would make every answer on the route a 500 when the header is set.
  */
-export const headerValue = z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'an HTTP header value: no CR, LF, NUL or other control characters (tab is fine), nothing beyond Latin-1');
+const headerValue = z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'an HTTP header value: no CR, LF, NUL or other control characters (tab is fine), nothing beyond Latin-1');
 
 const SECRET_REF = /^\{vault:([a-z0-9][a-z0-9._-]{0,99})#([A-Za-z0-9_.-]{1,100})\}$/;
 
