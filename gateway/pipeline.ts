@@ -37,6 +37,8 @@ export type RequestState = {
   plugins: PluginSet;
   /** Set by the stage that refused the request, for the audit entry. */
   errorCode?: string;
+  /** The client's address, once worked out (clientAddress). */
+  clientIp?: string;
   rateLimited?: boolean;
   /** Set once its metrics and audit entry are written (an answer, or the client gone first). */
   recorded?: boolean;
@@ -89,8 +91,13 @@ function routeLabel(req: FastifyRequest): string {
  * match rules against: the peer's stands instead, so a deny rule cannot be slipped past.
  */
 function clientAddress(req: FastifyRequest): string {
+  // Worked out once per request: behind trusted proxies each read of req.ip parses X-Forwarded-For.
+  const state = req.flowgate as RequestState | null;
+  if (state?.clientIp !== undefined) return state.clientIp;
   const ip = req.ip;
-  return isIP(ip) ? ip : req.raw.socket.remoteAddress ?? '';
+  const address = isIP(ip) ? ip : req.raw.socket.remoteAddress ?? '';
+  if (state) state.clientIp = address;
+  return address;
 }
 
 export function registerPipeline(app: FastifyInstance, ctx: GatewayContext): void {
