@@ -1,9 +1,10 @@
-import { lookup, type LookupAddress, type LookupOptions } from 'node:dns';
+import { lookup } from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
 import { isIP } from 'node:net';
 import { buildConnector, errors } from 'undici';
 import { targetOf, type UpstreamPolicy } from '../lib/upstream-policy';
+import { checkedLookup } from '../lib/webhook-targets';
 
 /**
  * The upstream policy (lib/upstream-policy.ts) on the gateway's own connections: the name is
@@ -58,14 +59,6 @@ export function policyAgent(policy: UpstreamPolicy, url: URL): { agent: http.Age
   const refused = policy.urlRefusal(url.href);
   if (refused) return { refused };
   const { port } = targetOf(url.href);
-  const checked = (hostname: string, options: LookupOptions, done: (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void) => {
-    lookup(hostname, { ...options, all: true }, (err, addresses) => {
-      if (err) return done(err, '');
-      const why = addresses.map((a) => policy.refusal(a.address, port)).find(Boolean);
-      if (why) return done(new UpstreamNotAllowedError(`${hostname}:${port}: ${why}`) as NodeJS.ErrnoException, '');
-      if (options.all) return done(null, addresses);
-      done(null, addresses[0]!.address, addresses[0]!.family);
-    });
-  };
+  const checked = checkedLookup((address) => policy.refusal(address, port), (hostname, _address, why) => new UpstreamNotAllowedError(`${hostname}:${port}: ${why}`));
   return { agent: new (url.protocol === 'https:' ? https.Agent : http.Agent)({ lookup: checked as never }) };
 }

@@ -64,14 +64,25 @@ export function callbackRefusal(url: string, allowNonPublic: boolean): string | 
  * (DNS rebinding) is caught on the connection it would be used for.
  */
 export function publicOnlyDispatcher(): Agent {
-  const checkedLookup = (hostname: string, options: LookupAllOptions, done: (err: Error | null, address: string | LookupAddress[], family?: number) => void) => {
+  const lookup = checkedLookup((address) => (isNonPublicAddress(address) ? 'not a public address' : undefined),
+    (hostname, address, why) => new NonPublicTargetError(`${hostname} resolves to ${address}, ${why}`));
+  return new Agent({ connect: { lookup: lookup as never } });
+}
+
+/**
+ * A `lookup` (for node:net, node:http and undici) that resolves every address of a name and
+ * refuses the connection, with `errorOf`'s error, when `refusal` refuses any of them.
+ */
+export function checkedLookup(refusal: (address: string) => string | undefined, errorOf: (hostname: string, address: string, why: string) => Error) {
+  return (hostname: string, options: LookupAllOptions, done: (err: Error | null, address: string | LookupAddress[], family?: number) => void) => {
     lookup(hostname, { ...options, all: true }, (err, addresses) => {
       if (err) return done(err, '');
-      const bad = addresses.find((a) => isNonPublicAddress(a.address));
-      if (bad) return done(new NonPublicTargetError(`${hostname} resolves to ${bad.address}, not a public address`), '');
+      for (const a of addresses) {
+        const why = refusal(a.address);
+        if (why) return done(errorOf(hostname, a.address, why), '');
+      }
       if (options.all) return done(null, addresses);
       done(null, addresses[0]!.address, addresses[0]!.family);
     });
   };
-  return new Agent({ connect: { lookup: checkedLookup as never } });
 }
